@@ -27,7 +27,8 @@ stats     data: ``windows``, ``dropped_windows``, ``resets``, ``events_on``, ``e
           ``event_rate`` (ev/s), ``infer_ms``, ``lag_ms``, ``window_ms``, ``realtime_factor``
 status    data: ``schema``, ``classes`` [names], ``sensor`` [w, h], ``model``, ``source``,
           ``state`` (starting | running | paused | ended | error), ``message``, ``live`` (bool),
-          ``position_us``, ``duration_us`` (None when live), ``speed``, ``loop``, ``recording``
+          ``position_us``, ``duration_us`` (None when live), ``speed``, ``loop``, ``recording``,
+          ``control`` (address of the control socket, or None)
 ========  ==========================================================================================
 
 The control socket (REQ/REP) carries one msgpack map each way: request ``{"cmd": name, ...}``
