@@ -1,0 +1,544 @@
+"""ZeroMQ side of evstream: the publisher of the stream, its subscriber client, the control socket.
+
+The published stream follows the zguide (ch. 2 and 5): one XPUB socket sends multipart
+``[topic, header, *buffers]`` messages (schema in :mod:`evstream.protocol`), with a per-topic
+sequence number so every subscriber sees its own losses, a ``status`` message every second for
+late joiners, and a send high-water mark instead of an unbounded queue. XPUB (rather than PUB)
+hands the publisher the subscriptions, so heavy topics (``frame``, ``spikes``, ``attn``) are
+computed only while somebody wants them.
+
+Commands to the pipeline travel on a separate REQ/REP socket (:class:`ControlServer`,
+:class:`ControlClient`), never on the pub/sub path.
+
+Security: sockets bind loopback unless another address is given. With a CURVE secret key file
+the publisher is a CURVE server (libzmq's CurveZMQ); a folder of allowed client public keys
+restricts who may connect (``zmq.auth.ThreadAuthenticator``). ``python main.py keys`` makes the
+key pairs (``zmq.auth.create_certificates``).
+
+Example (a program of your own)::
+
+    from evstream.publish import Subscriber
+
+    with Subscriber("tcp://127.0.0.1:5556", topics=("pred", "status")) as sub:
+        for msg in sub:
+            if msg.topic == "status":
+                classes = msg.data["classes"]
+            elif msg.data["changed"]:
+                print(msg.t_end, msg.data["name"], msg.data["confidence"], msg.arrays["probs"])
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import msgpack
+import numpy as np
+import zmq
+
+from evstream import protocol
+from evstream.errors import ConfigError, EvstreamError, ProtocolError
+
+__all__ = [
+    "DEFAULT_PUBLISH",
+    "DEFAULT_CONTROL",
+    "Publisher",
+    "Subscriber",
+    "TopicStats",
+    "ControlServer",
+    "ControlClient",
+    "control_address_for",
+]
+
+DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
+DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
+
+_SUBSCRIBE, _UNSUBSCRIBE = 1, 0
+
+
+def control_address_for(publish_address: str) -> str | None:
+    """The default control address for a publish address: same host, port + 1 (tcp only)."""
+    if not publish_address.startswith("tcp://"):
+        return None
+    host, sep, port = publish_address[len("tcp://"):].rpartition(":")
+    if not sep or not port.isdigit():
+        return None
+    return f"tcp://{host}:{int(port) + 1}"
+
+
+def _load_keypair(path: str | os.PathLike, what: str) -> tuple[bytes, bytes | None]:
+    """Public and (when the file holds one) secret key of a zmq.auth certificate file."""
+    import zmq.auth
+
+    try:
+        return zmq.auth.load_certificate(os.fspath(path))
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"{what} {os.fspath(path)}: not a readable CURVE certificate ({err})") from None
+
+
+def _bind(socket: zmq.Socket, address: str, what: str) -> None:
+    try:
+        socket.bind(address)
+    except zmq.ZMQError as err:
+        raise ConfigError(f"{what} {address}: cannot bind ({err.strerror})") from None
+
+
+def _connect(socket: zmq.Socket, address: str, what: str) -> None:
+    try:
+        socket.connect(address)
+    except zmq.ZMQError as err:
+        raise ConfigError(f"{what} {address}: cannot connect ({err.strerror})") from None
+
+
+class Publisher:
+    """XPUB publisher of the evstream protocol; thread-safe (one lock around the socket).
+
+    Args:
+        address: where to bind, or several addresses (e.g. tcp plus ``inproc://`` for an
+            in-process dashboard). Loopback by default.
+        context: ZeroMQ context (share it with in-process ``inproc://`` subscribers).
+        publisher_id: identifies this publisher in every header; a fresh random id by default,
+            so subscribers notice a restarted publisher and reset their gap tracking.
+        hwm: send high-water mark in messages per subscriber. Past it libzmq drops messages for
+            that subscriber alone (it sees the gap in ``seq``); the publisher's memory stays
+            bounded by ``hwm`` × message size per stalled subscriber.
+        curve_secret_key_file: zmq.auth certificate holding this server's secret key; makes the
+            socket a CURVE server (encrypted; clients need the matching public key).
+        curve_clients_dir: folder of allowed clients' public certificates (``*.key``); without
+            it any client that knows the server key may connect.
+        linger_ms: how long ``close()`` waits to deliver messages still queued.
+    """
+
+    def __init__(
+        self,
+        address: str | list[str] | tuple[str, ...] = DEFAULT_PUBLISH,
+        *,
+        context: zmq.Context | None = None,
+        publisher_id: str | None = None,
+        hwm: int = 100,
+        curve_secret_key_file: str | os.PathLike | None = None,
+        curve_clients_dir: str | os.PathLike | None = None,
+        linger_ms: int = 1000,
+    ) -> None:
+        addresses = [address] if isinstance(address, str) else list(address)
+        if hwm < 1:
+            raise ConfigError(f"hwm must be >= 1, got {hwm}")
+        self.addresses = addresses
+        self.address = addresses[0]
+        self.publisher_id = publisher_id or uuid.uuid4().hex[:12]
+        self.context = context or zmq.Context.instance()
+        self._lock = threading.RLock()
+        self._seq = dict.fromkeys(protocol.TOPICS, 0)
+        self._subscriptions: dict[bytes, int] = {}
+        self.sent = dict.fromkeys(protocol.TOPICS, 0)
+        self.send_failures = dict.fromkeys(protocol.TOPICS, 0)
+        self._status_provider: Callable[[], dict] | None = None
+        self._status_thread: threading.Thread | None = None
+        self._stop = threading.Event()
+        self._auth = None
+        self._status_joined = False
+        self._closed = False
+        self._linger_ms = linger_ms
+
+        socket = self.context.socket(zmq.XPUB)
+        socket.setsockopt(zmq.SNDHWM, hwm)
+        socket.setsockopt(zmq.LINGER, 0)
+        # Every (un)subscription reaches us, duplicates and disconnects included, so the counts
+        # per topic stay exact (XPUB_VERBOSER, libzmq >= 4.3).
+        socket.setsockopt(zmq.XPUB_VERBOSER, 1)
+        if curve_secret_key_file is not None:
+            public, secret = _load_keypair(curve_secret_key_file, "CURVE secret key file")
+            if secret is None:
+                socket.close(0)
+                raise ConfigError(f"CURVE secret key file {os.fspath(curve_secret_key_file)}: holds no secret key")
+            if curve_clients_dir is not None:
+                self._auth = _start_authenticator(self.context, curve_clients_dir)
+            socket.curve_secretkey = secret
+            socket.curve_publickey = public
+            socket.curve_server = True
+        elif curve_clients_dir is not None:
+            socket.close(0)
+            raise ConfigError("CURVE clients folder given without a CURVE secret key file")
+        self._socket = socket
+        try:
+            for addr in addresses:
+                _bind(socket, addr, "publish address")
+        except ConfigError:
+            self.close()
+            raise
+        self.curve = curve_secret_key_file is not None
+
+    # -- subscriptions -------------------------------------------------------------------------
+
+    def poll_subscriptions(self) -> list[tuple[bool, str]]:
+        """Read pending (un)subscriptions; return them as ``(subscribed, prefix)``, oldest first."""
+        changes = []
+        with self._lock:
+            if self._closed:
+                return changes
+            while True:
+                try:
+                    frame = self._socket.recv(zmq.NOBLOCK)
+                except zmq.Again:
+                    break
+                if not frame or frame[0] not in (_SUBSCRIBE, _UNSUBSCRIBE):
+                    continue
+                prefix = frame[1:]
+                count = self._subscriptions.get(prefix, 0) + (1 if frame[0] == _SUBSCRIBE else -1)
+                if count > 0:
+                    self._subscriptions[prefix] = count
+                else:
+                    self._subscriptions.pop(prefix, None)
+                if frame[0] == _SUBSCRIBE and b"status".startswith(prefix):
+                    self._status_joined = True
+                changes.append((frame[0] == _SUBSCRIBE, prefix.decode("ascii", "replace")))
+        return changes
+
+    def subscribers(self, topic: str) -> int:
+        """How many subscriptions currently match ``topic`` (one per subscriber and topic filter)."""
+        self.poll_subscriptions()
+        key = topic.encode("ascii")
+        with self._lock:
+            return sum(n for prefix, n in self._subscriptions.items() if key.startswith(prefix))
+
+    def wants(self, topic: str) -> bool:
+        """Whether anybody is subscribed to ``topic`` now (produce heavy topics only then)."""
+        return self.subscribers(topic) > 0
+
+    def wait_subscribers(self, topic: str, count: int = 1, timeout_s: float | None = None,
+                         stop: threading.Event | None = None) -> bool:
+        """Block until ``count`` subscriptions match ``topic``; False on timeout or ``stop``.
+
+        XPUB hears a subscription only after the subscriber's pipe is attached, so a message
+        sent after this returns reaches it (no slow-joiner loss).
+        """
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while self.subscribers(topic) < count:
+            if stop is not None and stop.is_set():
+                return False
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.005)
+        return True
+
+    # -- sending -------------------------------------------------------------------------------
+
+    def publish(
+        self,
+        topic: str,
+        data: dict | None = None,
+        arrays: dict[str, np.ndarray] | None = None,
+        t_start: int | None = None,
+        t_end: int | None = None,
+    ) -> bool:
+        """Send one message without blocking; return whether libzmq accepted it.
+
+        The sequence number of ``topic`` advances either way, so a message that could not be
+        queued shows as a gap to subscribers; failures are counted in ``send_failures``.
+        """
+        with self._lock:
+            if self._closed:
+                return False
+            seq = self._seq[topic] if topic in self._seq else 0
+            frames = protocol.encode(topic, seq, self.publisher_id, data, arrays, t_start, t_end)
+            self._seq[topic] = seq + 1
+            try:
+                self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self.send_failures[topic] += 1
+                return False
+            self.sent[topic] += 1
+            return True
+
+    def start_status(self, provider: Callable[[], dict], interval_s: float = 1.0) -> None:
+        """Publish ``status`` with ``provider()`` as data every ``interval_s`` from a thread.
+
+        A new subscription to ``status`` is answered at once, so late joiners learn the class
+        names, sensor and model within the polling period (~50 ms), well inside a second.
+        """
+        self._status_provider = provider
+        if self._status_thread is not None:
+            return
+        self._status_thread = threading.Thread(target=self._status_loop, args=(interval_s,),
+                                               name="evstream-status", daemon=True)
+        self._status_thread.start()
+
+    def publish_status(self) -> None:
+        """Publish one ``status`` message now (no-op without a provider)."""
+        if self._status_provider is not None:
+            self.publish("status", self._status_provider())
+
+    def _status_loop(self, interval_s: float) -> None:
+        next_due = time.monotonic()
+        while not self._stop.is_set():
+            self.poll_subscriptions()
+            with self._lock:
+                joined, self._status_joined = self._status_joined, False
+            now = time.monotonic()
+            if joined or now >= next_due:
+                self.publish_status()
+                next_due = now + interval_s
+            self._stop.wait(0.05)
+
+    def close(self) -> None:
+        """Stop the status thread, deliver queued messages (up to ``linger_ms``), close. Idempotent."""
+        self._stop.set()
+        if self._status_thread is not None and self._status_thread is not threading.current_thread():
+            self._status_thread.join()
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            self._socket.close(linger=self._linger_ms)
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+
+    def __enter__(self) -> Publisher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _start_authenticator(context: zmq.Context, clients_dir: str | os.PathLike):
+    from zmq.auth.thread import ThreadAuthenticator
+
+    folder = os.fspath(clients_dir)
+    if not os.path.isdir(folder):
+        raise ConfigError(f"CURVE clients folder {folder}: not a directory")
+    auth = ThreadAuthenticator(context)
+    auth.start()
+    auth.configure_curve(domain="*", location=folder)
+    return auth
+
+
+@dataclass
+class TopicStats:
+    """What one subscriber saw of one topic: messages received, gaps, messages missing in gaps."""
+
+    received: int = 0
+    gaps: int = 0
+    dropped: int = 0
+
+
+class Subscriber:
+    """SUB client of the evstream protocol that detects its own losses.
+
+    Args:
+        address: publisher address, e.g. ``tcp://127.0.0.1:5556``.
+        topics: topics to subscribe to (:data:`evstream.protocol.TOPICS`).
+        context: ZeroMQ context (the publisher's one for ``inproc://``).
+        curve_secret_key_file: this client's certificate (public + secret key) for a CURVE server.
+        curve_server_key_file: the server's public certificate; needed with the above.
+        rcvhwm: receive high-water mark in messages.
+
+    ``stats[topic]`` counts received messages, sequence gaps and the messages missing in them;
+    a message from a new publisher id (a restarted publisher) restarts the tracking.
+    ``malformed`` counts messages that did not decode (they are skipped).
+    """
+
+    def __init__(
+        self,
+        address: str = DEFAULT_PUBLISH,
+        topics: tuple[str, ...] | list[str] = ("pred", "status"),
+        *,
+        context: zmq.Context | None = None,
+        curve_secret_key_file: str | os.PathLike | None = None,
+        curve_server_key_file: str | os.PathLike | None = None,
+        rcvhwm: int = 1000,
+    ) -> None:
+        unknown = [t for t in topics if t not in protocol.TOPICS]
+        if unknown:
+            raise ConfigError(f"unknown topic(s) {', '.join(unknown)}; topics are {', '.join(protocol.TOPICS)}")
+        if (curve_secret_key_file is None) != (curve_server_key_file is None):
+            raise ConfigError("CURVE needs both the client's key pair file and the server's public key file")
+        self.address = address
+        self.topics = tuple(topics)
+        self.context = context or zmq.Context.instance()
+        self.stats: dict[str, TopicStats] = {t: TopicStats() for t in self.topics}
+        self.malformed = 0
+        self.publisher: str | None = None
+        self._last_seq: dict[str, int] = {}
+        socket = self.context.socket(zmq.SUB)
+        socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.RCVHWM, rcvhwm)
+        if curve_secret_key_file is not None:
+            public, secret = _load_keypair(curve_secret_key_file, "CURVE client key file")
+            if secret is None:
+                socket.close(0)
+                raise ConfigError(f"CURVE client key file {os.fspath(curve_secret_key_file)}: holds no secret key")
+            server_public, _ = _load_keypair(curve_server_key_file, "CURVE server key file")
+            socket.curve_secretkey = secret
+            socket.curve_publickey = public
+            socket.curve_serverkey = server_public
+        for topic in self.topics:
+            socket.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+        self._socket = socket
+        try:
+            _connect(socket, address, "publisher address")
+        except ConfigError:
+            socket.close(0)
+            raise
+        self._poller = zmq.Poller()
+        self._poller.register(socket, zmq.POLLIN)
+
+    def recv(self, timeout_ms: int | None = None) -> protocol.Message | None:
+        """Next decoded message, or None when none arrives within ``timeout_ms`` (None: wait)."""
+        deadline = None if timeout_ms is None else time.monotonic() + timeout_ms / 1000
+        while True:
+            remaining = None if deadline is None else max(0, int((deadline - time.monotonic()) * 1000))
+            if not self._poller.poll(remaining):
+                return None
+            frames = self._socket.recv_multipart(copy=False)
+            try:
+                msg = protocol.decode([f.buffer for f in frames])
+            except ProtocolError:
+                self.malformed += 1
+                continue
+            self._track(msg)
+            return msg
+
+    def _track(self, msg: protocol.Message) -> None:
+        if msg.publisher != self.publisher:
+            self.publisher = msg.publisher
+            self._last_seq.clear()
+        stats = self.stats.setdefault(msg.topic, TopicStats())
+        stats.received += 1
+        last = self._last_seq.get(msg.topic)
+        if last is not None and msg.seq > last + 1:
+            stats.gaps += 1
+            stats.dropped += msg.seq - last - 1
+        self._last_seq[msg.topic] = msg.seq
+
+    def __iter__(self) -> Iterator[protocol.Message]:
+        while True:
+            msg = self.recv()
+            if msg is not None:
+                yield msg
+
+    def close(self) -> None:
+        """Close the socket. Idempotent."""
+        self._socket.close(0)
+
+    def __enter__(self) -> Subscriber:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ControlServer:
+    """REP socket on its own thread answering control requests with ``handler(request)``.
+
+    ``handler`` receives the validated request of :func:`evstream.protocol.decode_control`
+    (``{"cmd": ..., args}``) and returns the reply's extra fields. A malformed or unknown request,
+    or a handler that raises, gets ``{"ok": False, "error": one line}``; the server never stops
+    on a bad request.
+    """
+
+    def __init__(self, address: str, handler: Callable[[dict], dict | None], *,
+                 context: zmq.Context | None = None) -> None:
+        self.address = address
+        self.context = context or zmq.Context.instance()
+        self._handler = handler
+        self._stop = threading.Event()
+        socket = self.context.socket(zmq.REP)
+        socket.setsockopt(zmq.LINGER, 0)
+        try:
+            _bind(socket, address, "control address")
+        except ConfigError:
+            socket.close(0)
+            raise
+        self._socket = socket
+        self._thread = threading.Thread(target=self._loop, name="evstream-control", daemon=True)
+        self._thread.start()
+
+    def answer(self, raw: bytes) -> dict:
+        """The reply to one raw request (also what the socket thread sends)."""
+        try:
+            request = protocol.decode_control(raw)
+            extra = self._handler(request) or {}
+        except EvstreamError as err:
+            return {"ok": False, "error": str(err)}
+        except Exception as err:  # a bug in a handler must not take the control socket down
+            return {"ok": False, "error": f"{type(err).__name__}: {err}"}
+        return {"ok": True, **extra}
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._socket, zmq.POLLIN)
+        while not self._stop.is_set():
+            if not poller.poll(50):
+                continue
+            frames = self._socket.recv_multipart()
+            reply = self.answer(frames[0] if len(frames) == 1 else b"")
+            try:
+                payload = msgpack.packb(reply, use_bin_type=True)
+            except (TypeError, ValueError) as err:
+                payload = msgpack.packb({"ok": False, "error": f"reply not encodable: {err}"}, use_bin_type=True)
+            self._socket.send(payload)
+        self._socket.close(0)
+
+    def close(self) -> None:
+        """Stop the thread and close the socket. Idempotent."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+
+class ControlClient:
+    """REQ client of the control socket: ``send("seek", t_us=2_000_000) -> {"ok": True, ...}``.
+
+    Args:
+        address: control address, e.g. ``tcp://127.0.0.1:5557``.
+        timeout_ms: how long ``send`` waits for the reply.
+        context: ZeroMQ context.
+    """
+
+    def __init__(self, address: str = DEFAULT_CONTROL, *, timeout_ms: int = 2000,
+                 context: zmq.Context | None = None) -> None:
+        self.address = address
+        self.timeout_ms = timeout_ms
+        self.context = context or zmq.Context.instance()
+        self._socket: zmq.Socket | None = None
+
+    def _open(self) -> zmq.Socket:
+        if self._socket is None:
+            socket = self.context.socket(zmq.REQ)
+            socket.setsockopt(zmq.LINGER, 0)
+            _connect(socket, self.address, "control address")
+            self._socket = socket
+        return self._socket
+
+    def send(self, cmd: str, **args) -> dict:
+        """Send one command and return the reply map.
+
+        Raises:
+            ProtocolError: no reply within ``timeout_ms`` (the socket is rebuilt for the next call).
+        """
+        socket = self._open()
+        socket.send(protocol.encode_control(cmd, **args))
+        if not socket.poll(self.timeout_ms, zmq.POLLIN):
+            # A REQ socket waiting for a reply cannot send again; start over with a new one.
+            socket.close(0)
+            self._socket = None
+            raise ProtocolError(f"control {self.address}: no reply to {cmd!r} within {self.timeout_ms} ms")
+        reply = msgpack.unpackb(socket.recv(), raw=False, strict_map_key=False)
+        return reply if isinstance(reply, dict) else {"ok": False, "error": "reply is not a map"}
+
+    def close(self) -> None:
+        """Close the socket. Idempotent."""
+        if self._socket is not None:
+            self._socket.close(0)
+            self._socket = None
+
+    def __enter__(self) -> ControlClient:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
