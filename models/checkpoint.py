@@ -1,0 +1,243 @@
+"""Checkpoints: one file holding a Spikformer's architecture, weights, class names, the
+preprocessing its inputs need, and how it was trained.
+
+The file is a plain ``dict`` of ``str``/``int``/``float``/``list``/``dict``/tensors, so it loads with
+``torch.load(..., weights_only=True)`` (no pickled classes, no code execution). A bare name such as
+``"spikformer_synth_64"`` resolves to the shipped ``models/weights/<name>.pt``.
+
+Keys: ``format`` (``"evstream-spikformer"``), ``version``, ``model`` (registered variant name),
+``config`` (:meth:`SpikformerConfig.to_dict`), ``class_names``, ``state_dict``, ``preprocessing``
+(e.g. ``sensor``, ``out_size``, ``step_us``, ``steps``, ``mode``), ``metrics``, ``train_args``, and
+optionally ``train_state`` (optimizer, scheduler, epoch: what ``--resume`` needs).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from evstream.errors import ConfigError, ModelError
+from models.spikformer import Spikformer, SpikformerConfig
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "WEIGHTS_DIR",
+    "LoadedModel",
+    "save_checkpoint",
+    "load_checkpoint",
+    "resolve_checkpoint",
+    "list_weights",
+    "unwrap_model",
+]
+
+CHECKPOINT_FORMAT = "evstream-spikformer"
+_VERSION = 1
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint brought back to life.
+
+    Attributes:
+        model: the Spikformer, in eval mode, on the requested device.
+        preprocessing: how frames were made for it (``sensor``, ``out_size``, ``step_us``, ``steps``, ``mode``, ...).
+        class_names: one name per output.
+        metrics: what training measured (e.g. ``top1``, ``epoch``).
+        name: the checkpoint's name (file stem).
+        arch: the registered variant name.
+        path: the file it was read from.
+        train_args: the training options.
+        train_state: optimizer/scheduler/epoch when saved for resuming, else ``{}``.
+    """
+
+    model: Spikformer
+    preprocessing: dict[str, Any]
+    class_names: tuple[str, ...]
+    metrics: dict[str, Any]
+    name: str
+    arch: str
+    path: Path
+    train_args: dict[str, Any] = field(default_factory=dict)
+    train_state: dict[str, Any] = field(default_factory=dict)
+
+
+def unwrap_model(model: nn.Module) -> Spikformer:
+    """The Spikformer inside a DistributedDataParallel and/or ``torch.compile`` wrapper."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel):
+            model = model.module
+        else:
+            break
+    if not isinstance(model, Spikformer):
+        raise ModelError(f"checkpoint: expected a Spikformer, got {type(model).__name__}")
+    return model
+
+
+def _plain(value: Any, where: str) -> Any:
+    """Tuples → lists, numpy scalars → Python numbers; reject what ``weights_only`` cannot load."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    if value is None or isinstance(value, bool | int | float | str | torch.Tensor):
+        return value
+    if hasattr(value, "item") and callable(value.item):
+        return value.item()
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise ConfigError(f"{where}: {type(value).__name__} cannot be stored in a checkpoint (use plain values)")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: nn.Module,
+    *,
+    preprocessing: dict[str, Any],
+    class_names: tuple[str, ...] | list[str] | None = None,
+    metrics: dict[str, Any] | None = None,
+    train_args: dict[str, Any] | None = None,
+    train_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write one self-describing checkpoint file (atomically: a temporary file, then a rename).
+
+    Args:
+        path: destination ``.pt`` file; parent folders are created.
+        model: a Spikformer (possibly wrapped in DDP or ``torch.compile``), not BN-fused.
+        preprocessing: frame parameters the model expects (``sensor``, ``out_size``, ``step_us``, ``steps``, ``mode``).
+        class_names: default ``model.class_names``.
+        metrics: evaluation results to keep with the weights.
+        train_args: the training options, for the record.
+        train_state: optimizer/scheduler state and epoch, for ``--resume``.
+
+    Returns:
+        The path written.
+    """
+    net = unwrap_model(model)
+    if any(isinstance(m, nn.Identity) for m in net.modules()):
+        raise ModelError(f"{os.fspath(path)}: model {net.name} is BN-fused (fuse_for_inference); save before fusing")
+    names = list(net.class_names if class_names is None else class_names)
+    if len(names) != net.num_classes:
+        raise ModelError(f"{os.fspath(path)}: {len(names)} class names for a model with {net.num_classes} outputs")
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": _VERSION,
+        "model": net.name,
+        "config": net.config.to_dict(),
+        "class_names": names,
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+        "preprocessing": _plain(preprocessing, "preprocessing"),
+        "metrics": _plain(metrics or {}, "metrics"),
+        "train_args": _plain(train_args or {}, "train_args"),
+    }
+    if train_state:
+        payload["train_state"] = _plain(train_state, "train_state")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def list_weights() -> list[str]:
+    """Names of the shipped checkpoints present in ``models/weights/``."""
+    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.pt"))
+
+
+def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
+    """A file path as given, or a bare shipped name → ``models/weights/<name>.pt``.
+
+    Raises:
+        ModelError: no such file or shipped name (the message lists the shipped names).
+    """
+    path = Path(path_or_name)
+    if path.is_file():
+        return path
+    text = os.fspath(path_or_name)
+    if path.suffix == "" and os.sep not in text and "/" not in text:
+        shipped = WEIGHTS_DIR / f"{text}.pt"
+        if shipped.is_file():
+            return shipped
+        available = ", ".join(list_weights()) or "none"
+        raise ModelError(f"checkpoint: no file or shipped weights named {text!r} (shipped: {available})")
+    raise ModelError(f"{text}: checkpoint file not found")
+
+
+def load_checkpoint(
+    path_or_name: str | os.PathLike,
+    *,
+    model: str | None = None,
+    num_classes: int | None = None,
+    device: str | torch.device | None = None,
+) -> LoadedModel:
+    """Read a checkpoint and rebuild its model in eval mode.
+
+    Args:
+        path_or_name: a ``.pt`` file, or the name of shipped weights (see :func:`list_weights`).
+        model: when given, the registered variant the checkpoint must hold.
+        num_classes: when given, the class count the checkpoint must have.
+        device: where to put the model (default CPU).
+
+    Raises:
+        ModelError: unknown name, unreadable or foreign file, another architecture or class count
+            than requested, missing or unexpected weights.
+    """
+    path = resolve_checkpoint(path_or_name)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for damaged files; the message names the file.
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ModelError(f"{path}: unreadable checkpoint ({reason})") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ModelError(f"{path}: not an evstream Spikformer checkpoint (field 'format' missing or different)")
+    for key in ("model", "config", "class_names", "state_dict"):
+        if key not in payload:
+            raise ModelError(f"{path}: field {key!r} missing")
+    arch = str(payload["model"])
+    if model is not None and arch != model:
+        raise ModelError(f"{path}: field 'model' is {arch!r}, expected {model!r}")
+    try:
+        config = SpikformerConfig.from_dict(payload["config"])
+    except (ConfigError, TypeError) as err:
+        raise ModelError(f"{path}: field 'config': {err}") from err
+    if num_classes is not None and config.num_classes != num_classes:
+        raise ModelError(f"{path}: field 'config.num_classes' is {config.num_classes}, expected {num_classes}")
+    class_names = tuple(str(n) for n in payload["class_names"])
+    try:
+        net = Spikformer(config, class_names=class_names, name=arch)
+    except ConfigError as err:
+        raise ModelError(f"{path}: {err}") from err
+    try:
+        result = net.load_state_dict(payload["state_dict"], strict=False)
+    except RuntimeError as err:  # a tensor of another shape
+        lines = [ln.strip() for ln in str(err).splitlines() if "size mismatch" in ln] or [str(err).splitlines()[0]]
+        raise ModelError(f"{path}: field 'state_dict': {lines[0].rstrip('.')}") from err
+    if result.missing_keys or result.unexpected_keys:
+        parts = []
+        if result.missing_keys:
+            parts.append(f"missing {len(result.missing_keys)} (e.g. {result.missing_keys[0]})")
+        if result.unexpected_keys:
+            parts.append(f"unexpected {len(result.unexpected_keys)} (e.g. {result.unexpected_keys[0]})")
+        raise ModelError(f"{path}: field 'state_dict': weights do not match {arch}: {'; '.join(parts)}")
+    net.eval()
+    if device is not None:
+        net.to(device)
+    return LoadedModel(
+        model=net,
+        preprocessing=dict(payload.get("preprocessing", {})),
+        class_names=class_names,
+        metrics=dict(payload.get("metrics", {})),
+        name=path.stem,
+        arch=arch,
+        path=path,
+        train_args=dict(payload.get("train_args", {})),
+        train_state=dict(payload.get("train_state", {})),
+    )
