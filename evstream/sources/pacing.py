@@ -81,6 +81,7 @@ class ReplayPacer:
         self._anchor: tuple[int, float] | None = None  # (sensor µs, wall s)
         self._paused_at: float | None = None
         self._cancelled = False
+        self._epoch = 0  # bumped by reanchor(): a wait in progress gives up its chunk
 
     @property
     def speed(self) -> float | None:
@@ -126,9 +127,13 @@ class ReplayPacer:
             self._paused_at = None
 
     def reanchor(self) -> None:
-        """Forget the anchor: the next chunk is timed from its own start (after a seek or a loop)."""
+        """Forget the anchor: the next chunk is timed from its own start (after a seek).
+
+        A :meth:`wait` in progress returns ``False``: the chunk it holds belongs to the old position.
+        """
         with self._lock:
             self._anchor = None
+            self._epoch += 1
 
     def cancel(self) -> None:
         """Make any current and future :meth:`wait` return ``False`` at once (source closed)."""
@@ -149,11 +154,14 @@ class ReplayPacer:
         Anchors at ``t_start`` when no anchor is set. Blocks while paused, also at speed ``None``.
 
         Returns:
-            ``True`` when the chunk is due, ``False`` when the pacer was cancelled.
+            ``True`` when the chunk is due; ``False`` when the pacer was cancelled or re-anchored
+            during the wait (drop the chunk).
         """
+        with self._lock:
+            epoch = self._epoch
         while True:
             with self._lock:
-                if self._cancelled:
+                if self._cancelled or self._epoch != epoch:
                     return False
                 if self._paused_at is not None:
                     delay = _SLEEP_SLICE_S

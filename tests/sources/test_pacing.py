@@ -181,3 +181,14 @@ def test_cancel_releases_a_waiting_thread():
     pacer.cancel()
     thread.join()
     assert results == [False]
+
+
+def test_reanchor_during_a_wait_gives_up_that_chunk():
+    pacer, clock = make(1.0)
+    pacer.pause()
+    clock.at(100.1, pacer.reanchor)  # a seek while paused
+    assert pacer.wait(0, 10_000) is False
+    pacer.resume()
+    start = clock.now
+    assert pacer.wait(500_000, 510_000) is True
+    assert clock.now - start == pytest.approx(0.010, abs=1e-9)
