@@ -1,0 +1,98 @@
+"""Packet compression of AEDAT 4.0 files and DV network streams (NONE, LZ4, ZSTD and their HIGH levels).
+
+Each compressed packet payload is one LZ4 *frame* or one Zstandard frame (formats.md §1.4);
+LZ4_HIGH and ZSTD_HIGH are the same formats at a higher level, so decoders treat them alike (as
+``neuromorphicsystems/aedat`` ``src/aedat_core.rs`` does). Both libraries release the GIL while
+they work, so packets can be decompressed in a thread pool.
+
+Decompression is bounded: a payload never expands past :data:`MAX_PACKET_BYTES`, so a damaged or
+hostile size field cannot make the reader allocate without limit.
+"""
+
+from __future__ import annotations
+
+import lz4.frame
+import zstandard
+
+__all__ = ["COMPRESSION_NAMES", "CompressionError", "MAX_PACKET_BYTES", "compress", "decompress", "compression_code"]
+
+# Code -> name, as in the IOHeader enum and dv_processing.CompressionType.
+COMPRESSION_NAMES = ("NONE", "LZ4", "LZ4_HIGH", "ZSTD", "ZSTD_HIGH")
+
+# 256 MiB = 16.7 M events: far above any packet a DV camera or dv-processing writes.
+MAX_PACKET_BYTES = 1 << 28
+
+_LZ4_LEVEL = {1: 0, 2: 9}
+_ZSTD_LEVEL = {3: 3, 4: 15}
+_ZSTD_CHUNK = 1 << 20
+
+
+class CompressionError(ValueError):
+    """A payload does not decompress (corrupt frame, wrong codec, or too large)."""
+
+
+def compression_code(name: str) -> int:
+    """Enum value of a compression name (case-insensitive); raises ``ValueError`` for others."""
+    key = name.upper()
+    if key not in COMPRESSION_NAMES:
+        raise ValueError(f"compression must be one of {', '.join(COMPRESSION_NAMES)}, got {name!r}")
+    return COMPRESSION_NAMES.index(key)
+
+
+def compress(code: int, data: bytes) -> bytes:
+    """One packet payload compressed with codec ``code`` (0 returns ``data`` unchanged)."""
+    if code == 0:
+        return data
+    if code in _LZ4_LEVEL:
+        return lz4.frame.compress(data, compression_level=_LZ4_LEVEL[code], store_size=True)
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL[code]).compress(data)
+
+
+def decompress(code: int, data) -> bytes:
+    """Decompress one payload (bytes-like) written with codec ``code``.
+
+    Raises:
+        CompressionError: corrupt or truncated frame, trailing garbage, or more than
+            :data:`MAX_PACKET_BYTES` of output.
+    """
+    if code == 0:
+        return data
+    try:
+        if code in (1, 2):
+            return _lz4(data)
+        return _zstd(data)
+    except (RuntimeError, zstandard.ZstdError, ValueError) as err:
+        if isinstance(err, CompressionError):
+            raise
+        raise CompressionError(f"{COMPRESSION_NAMES[code]} frame does not decompress: {err}") from err
+
+
+def _lz4(data) -> bytes:
+    info = lz4.frame.get_frame_info(data)
+    if info["content_size"] > MAX_PACKET_BYTES:
+        raise CompressionError(f"LZ4 frame declares {info['content_size']} bytes, above the {MAX_PACKET_BYTES} limit")
+    # Without a declared size the output is bounded by LZ4's own worst ratio (255:1) times a payload
+    # size already checked against the file; decompress() rejects trailing data after the frame.
+    out = lz4.frame.decompress(data)
+    if len(out) > MAX_PACKET_BYTES:
+        raise CompressionError(f"LZ4 frame expands to {len(out)} bytes, above the {MAX_PACKET_BYTES} limit")
+    return out
+
+
+def _zstd(data) -> bytes:
+    size = zstandard.frame_content_size(bytes(data[:18]))
+    if size > MAX_PACKET_BYTES:
+        raise CompressionError(f"ZSTD frame declares {size} bytes, above the {MAX_PACKET_BYTES} limit")
+    dctx = zstandard.ZstdDecompressor()
+    if size >= 0:
+        out = dctx.decompress(data)
+        if len(out) != size:
+            raise CompressionError(f"ZSTD frame gave {len(out)} bytes, its header declares {size}")
+        return out
+    parts, total = [], 0
+    for chunk in dctx.read_to_iter(data, write_size=_ZSTD_CHUNK):
+        total += len(chunk)
+        if total > MAX_PACKET_BYTES:
+            raise CompressionError(f"ZSTD frame expands past the {MAX_PACKET_BYTES} limit")
+        parts.append(chunk)
+    return b"".join(parts)
