@@ -1,0 +1,374 @@
+"""StreamingClassifier: state carried across windows, resets, decisions, capture, energy.
+
+Every test runs the real ``spikformer_tiny`` with real spikingjelly LIF neurons. Its BatchNorm
+layers are set to a gain of 4 and a bias of 0.3 so that spikes reach every layer (with the
+default initialisation nothing reaches the head and every logit is 0, which would make the
+equivalence tests vacuous; shared/reference/spikformer.md §7.2); the tests check the rates.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from spikingjelly.activation_based import functional
+
+from evstream.errors import ConfigError, ModelError
+from evstream.labels import NO_GESTURE
+from models.spikformer import create_model
+from models.streaming import (
+    NO_GESTURE_NAME,
+    DecisionFilter,
+    InactivityReset,
+    PeriodicReset,
+    StreamingClassifier,
+)
+
+STEP_US = 50_000
+
+
+def active_model(seed: int = 0) -> torch.nn.Module:
+    """The tiny Spikformer (32×32, D 32, 1 block, 2 heads) with weights that make spikes flow."""
+    torch.manual_seed(seed)
+    model = create_model("spikformer_tiny").eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d)):
+                module.weight.fill_(4.0)
+                module.bias.fill_(0.3)
+        model.head.weight.normal_(0.0, 1.0)
+    return model
+
+
+def event_frames(steps: int, seed: int = 0, density: float = 0.2, size: int = 32) -> torch.Tensor:
+    """Random event counts ``[T, 2, size, size]`` (about ``density`` of the pixels active)."""
+    gen = torch.Generator().manual_seed(seed)
+    active = torch.rand(steps, 2, size, size, generator=gen) < density
+    counts = torch.randint(1, 4, (steps, 2, size, size), generator=gen)
+    return (active * counts).float()
+
+
+def feed(clf: StreamingClassifier, frames: torch.Tensor, window_steps: int, t0: int = 0) -> list:
+    """Feed ``frames [T, 2, H, W]`` in consecutive windows of ``window_steps`` steps."""
+    preds = []
+    for start in range(0, len(frames), window_steps):
+        chunk = frames[start : start + window_steps]
+        t_start = t0 + start * STEP_US
+        preds.append(clf.step(chunk, t_start=t_start, t_end=t_start + len(chunk) * STEP_US))
+    return preds
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    return active_model()
+
+
+@pytest.fixture()
+def clf(model) -> StreamingClassifier:
+    functional.reset_net(model)
+    return StreamingClassifier(model, device="cpu")
+
+
+def test_spikes_reach_every_layer(clf):
+    pred = clf.step(event_frames(8))
+    assert pred.layer_rates, "the model reported no firing rates"
+    silent = [name for name, rate in pred.layer_rates.items() if rate <= 0.0]
+    assert not silent, f"layers without a spike: {silent}"
+    assert np.ptp(pred.logits) > 0.1
+
+
+@pytest.mark.parametrize("window_steps", [1, 2, 5, 16])
+def test_windows_of_any_length_equal_one_pass(model, window_steps):
+    frames = event_frames(32, seed=1)
+    functional.reset_net(model)
+    with torch.inference_mode():
+        reference = model.step_logits(frames.unsqueeze(1))[:, 0].numpy()
+    clf = StreamingClassifier(model, device="cpu")
+    got = np.concatenate([p.logits for p in feed(clf, frames, window_steps)])
+    assert got.shape == reference.shape == (32, model.num_classes)
+    assert np.abs(got - reference).max() <= 1e-5
+    # The state matters: a run that forgets it between windows gives different logits.
+    if window_steps < 16:
+        forgetful = []
+        for start in range(0, 32, window_steps):
+            clf.reset()
+            forgetful.append(clf.step(frames[start : start + window_steps]).logits)
+        assert np.abs(np.concatenate(forgetful) - reference).max() > 1e-3
+
+
+def test_window_object_and_five_dim_tensor_are_accepted(clf):
+    class FakeWindow:  # the attributes the Binner's Window carries
+        frames = event_frames(4, seed=2).numpy()
+        t_start, t_end, step_us = 1_000_000, 1_200_000, STEP_US
+        counts = frames.sum(axis=(1, 2, 3)).astype(np.int64)
+        index = 7
+
+    pred = clf.step(FakeWindow())
+    assert (pred.t_start, pred.t_end, pred.index) == (1_000_000, 1_200_000, 7)
+    pred5 = clf.step(event_frames(4, seed=3).unsqueeze(1))
+    assert pred5.logits.shape == (4, clf.num_classes)
+    assert pred5.t_start == 1_200_000 and pred5.t_end == 1_400_000
+
+
+def test_reset_makes_the_next_output_equal_a_fresh_model(clf):
+    feed(clf, event_frames(12, seed=4), 4)
+    probe = event_frames(4, seed=5)
+    clf.reset()
+    after_reset = clf.step(probe)
+    fresh = StreamingClassifier(active_model(), device="cpu").step(probe)
+    assert after_reset.resets == 1 and fresh.resets == 0
+    np.testing.assert_allclose(after_reset.logits, fresh.logits, atol=1e-6)
+    np.testing.assert_allclose(after_reset.smoothed, fresh.smoothed, atol=1e-6)
+
+
+def test_state_round_trip_reproduces_outputs(clf):
+    before_any = clf.state()
+    first = clf.step(event_frames(4, seed=6))
+    feed(clf, event_frames(8, seed=7), 2)
+    saved = clf.state()
+    probe = event_frames(6, seed=8)
+    expected = clf.step(probe)
+    feed(clf, event_frames(6, seed=9), 3)  # move the state on
+    clf.load_state(saved)
+    again = clf.step(probe)
+    np.testing.assert_array_equal(again.logits, expected.logits)
+    np.testing.assert_array_equal(again.smoothed, expected.smoothed)
+    assert again.label == expected.label
+    clf.load_state(before_any)  # a state taken before the first step is the fresh state
+    np.testing.assert_array_equal(clf.step(event_frames(4, seed=6)).logits, first.logits)
+
+
+def test_state_is_a_deep_copy(clf):
+    clf.step(event_frames(4, seed=10))
+    saved = clf.state()
+    tensors = {k: v.clone() for k, v in saved["memories"].items() if isinstance(v, torch.Tensor)}
+    assert tensors, "no tensor memories after a step"
+    clf.step(event_frames(4, seed=11))
+    clf.reset()
+    for name, value in tensors.items():
+        assert torch.equal(saved["memories"][name], value), f"{name} changed inside the saved state"
+
+
+def test_load_state_rejects_a_foreign_state(clf):
+    other = StreamingClassifier(create_model("spikformer_1_64"), device="cpu")
+    other.step(torch.zeros(1, 2, 64, 64))
+    with pytest.raises(ModelError, match="memory"):
+        clf.load_state({"memories": {"nope.v": 0.0}})
+    with pytest.raises(ModelError, match="state"):
+        clf.load_state({"weights": 1})
+
+
+def test_inactivity_policy_resets_once_per_quiet_spell(model):
+    functional.reset_net(model)
+    clf = StreamingClassifier(model, device="cpu", reset_policy=InactivityReset(rate_below_hz=100.0, for_ms=200.0))
+    busy = event_frames(8, seed=12)
+    quiet = torch.zeros(2, 2, 32, 32)  # 2 steps = 100 ms without events
+    feed(clf, busy, 2)
+    assert clf.resets == 0
+    t = 8 * STEP_US
+    resets = []
+    for _ in range(5):  # 500 ms of quiet: one reset once 200 ms have passed
+        resets.append(clf.step(quiet, t_start=t, t_end=t + 2 * STEP_US).resets)
+        t += 2 * STEP_US
+    assert resets == [0, 1, 1, 1, 1]
+    # After the reset the state is fresh: the next window equals a fresh model's output.
+    # The reset came after the second quiet window; a fresh classifier that sees the three
+    # quiet windows after it must now agree with the policy-reset one.
+    probe = event_frames(2, seed=13)
+    fresh_after_quiet = StreamingClassifier(active_model(), device="cpu")
+    for _ in range(3):
+        fresh_after_quiet.step(quiet)
+    expected = fresh_after_quiet.step(probe)
+    got = clf.step(probe, t_start=t, t_end=t + 2 * STEP_US)
+    np.testing.assert_allclose(got.logits, expected.logits, atol=1e-6)
+    # Activity re-arms the policy; a second quiet spell resets again.
+    t += 2 * STEP_US
+    for _ in range(3):
+        last = clf.step(quiet, t_start=t, t_end=t + 2 * STEP_US)
+        t += 2 * STEP_US
+    assert last.resets == 2
+
+
+def test_inactivity_counts_rates_per_step():
+    policy = InactivityReset(rate_below_hz=1000.0, for_ms=100.0)
+    # 10 ms steps: 9 events per step = 900 ev/s is quiet, 10 events = 1000 ev/s is not.
+    assert not policy.after_window(0, 50_000, np.full(5, 9))
+    assert policy.after_window(50_000, 100_000, np.full(5, 9))
+    policy.on_reset(100_000)
+    assert not policy.after_window(100_000, 300_000, np.full(20, 9))  # still the same quiet spell
+    assert not policy.after_window(300_000, 310_000, np.array([10]))
+    assert not policy.after_window(310_000, 400_000, np.full(9, 0))
+    assert policy.after_window(400_000, 410_000, np.array([0]))
+
+
+def test_periodic_policy(model):
+    functional.reset_net(model)
+    clf = StreamingClassifier(model, device="cpu", reset_policy=PeriodicReset(every_ms=500.0))
+    preds = feed(clf, event_frames(20, seed=14), 2)  # 100 ms windows
+    assert [p.resets for p in preds] == [0, 0, 0, 0, 1, 1, 1, 1, 1, 2]
+
+
+def test_policy_options_are_checked():
+    with pytest.raises(ConfigError, match="rate_below_hz"):
+        InactivityReset(rate_below_hz=0, for_ms=10)
+    with pytest.raises(ConfigError, match="for_ms"):
+        InactivityReset(rate_below_hz=10, for_ms=-1)
+    with pytest.raises(ConfigError, match="every_ms"):
+        PeriodicReset(every_ms=0)
+
+
+def test_bad_frames_raise_model_error(clf):
+    with pytest.raises(ModelError, match="frames"):
+        clf.step(torch.zeros(4, 3, 32, 32))
+    with pytest.raises(ModelError, match="frames"):
+        clf.step(torch.zeros(4, 2, 2, 32, 32))  # batch of 2
+    with pytest.raises(ModelError, match="input"):
+        clf.step(torch.zeros(4, 2, 64, 64))  # wrong geometry for this model
+    with pytest.raises(ModelError, match="t_end"):
+        clf.step(torch.zeros(4, 2, 32, 32), t_start=10, t_end=10)
+
+
+def test_device_and_threads():
+    model = active_model()
+    clf = StreamingClassifier(model, device="auto", threads=1)
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert clf.device.type == expected
+    assert next(model.parameters()).device.type == expected
+    if expected == "cpu":
+        assert torch.get_num_threads() == 1
+        with pytest.raises(ConfigError, match="device"):
+            StreamingClassifier(model, device="cuda")
+    with pytest.raises(ConfigError, match="threads"):
+        StreamingClassifier(model, threads=0)
+
+
+# --- decisions ------------------------------------------------------------------------------
+
+
+def test_decision_filter_stays_silent_on_uniform_evidence():
+    f = DecisionFilter(11, smoothing_ms=100.0, threshold=0.5, hysteresis=0.1)
+    labels = f.update(np.full((50, 11), 1 / 11), np.full(50, 50_000))
+    assert (labels == NO_GESTURE).all()
+
+
+def test_decision_latency_follows_the_time_constant():
+    c, tau_ms, p, thr = 11, 300.0, 0.9, 0.5
+    f = DecisionFilter(c, smoothing_ms=tau_ms, threshold=thr, hysteresis=0.1)
+    probs = np.full((100, c), (1 - p) / (c - 1))
+    probs[:, 3] = p
+    labels = f.update(probs, np.full(100, 10_000))  # 10 ms steps
+    # s3(t) = 1/C + (p - 1/C)(1 - exp(-t/tau)) crosses thr at t* = -tau ln(1 - (thr - 1/C)/(p - 1/C)).
+    t_star_ms = -tau_ms * math.log(1 - (thr - 1 / c) / (p - 1 / c))
+    first = int(np.argmax(labels == 3))
+    assert (labels[:first] == NO_GESTURE).all() and (labels[first:] == 3).all()
+    assert (first + 1) * 10 >= t_star_ms > first * 10
+
+
+def test_smoothing_uses_real_durations():
+    probs = np.zeros((1, 4))
+    probs[0, 2] = 1.0
+    fine = DecisionFilter(4, smoothing_ms=200.0)
+    coarse = DecisionFilter(4, smoothing_ms=200.0)
+    fine.update(np.repeat(probs, 10, axis=0), np.full(10, 10_000))  # 10 × 10 ms
+    coarse.update(probs, np.array([100_000]))  # 1 × 100 ms
+    np.testing.assert_allclose(fine.smoothed, coarse.smoothed, rtol=1e-12)
+    assert fine.smoothed[2] == pytest.approx(0.25 + 0.75 * (1 - math.exp(-0.5)))
+
+
+def test_hysteresis_without_smoothing():
+    f = DecisionFilter(3, smoothing_ms=0.0, threshold=0.5, hysteresis=0.1)
+    rows = [
+        ([0.60, 0.30, 0.10], 0),  # above threshold: decided
+        ([0.45, 0.40, 0.15], 0),  # below threshold but above threshold - hysteresis: held
+        ([0.45, 0.52, 0.03], 0),  # class 1 above threshold but not 0.1 ahead of class 0
+        ([0.41, 0.55, 0.04], 1),  # now 0.14 ahead: switch
+        ([0.50, 0.42, 0.08], 1),  # class 0 at threshold, not above it: held
+        ([0.55, 0.39, 0.06], 0),  # class 1 below 0.4: dropped, class 0 above threshold: taken
+        ([0.38, 0.32, 0.30], NO_GESTURE),  # nothing convincing
+        ([0.49, 0.31, 0.20], NO_GESTURE),  # needs more than the threshold to enter
+    ]
+    got = f.update(np.array([r for r, _ in rows]), np.full(len(rows), 50_000))
+    assert got.tolist() == [want for _, want in rows]
+
+
+def test_decision_options_are_checked():
+    for kwargs, name in (
+        ({"threshold": 0.0}, "threshold"),
+        ({"threshold": 1.5}, "threshold"),
+        ({"hysteresis": -0.1}, "hysteresis"),
+        ({"threshold": 0.3, "hysteresis": 0.4}, "hysteresis"),
+        ({"smoothing_ms": -1.0}, "smoothing_ms"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            DecisionFilter(11, **kwargs)
+
+
+def test_label_changes_are_events(model):
+    functional.reset_net(model)
+    seen = []
+    clf = StreamingClassifier(model, device="cpu", smoothing_ms=300.0, on_change=seen.append)
+    head = model.head
+    saved = head.weight.detach().clone(), head.bias.detach().clone()
+    try:
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.zero_()
+            head.bias[4] = 10.0  # every step says class 4
+        preds = feed(clf, event_frames(20, seed=15), 2)
+        with torch.no_grad():
+            head.bias.zero_()
+            head.bias[9] = 10.0
+        preds += feed(clf, event_frames(20, seed=16), 2, t0=20 * STEP_US)
+    finally:
+        with torch.no_grad():
+            head.weight.copy_(saved[0])
+            head.bias.copy_(saved[1])
+    labels = [p.label for p in preds]
+    assert labels[0] == NO_GESTURE and preds[0].name == NO_GESTURE_NAME
+    assert 4 in labels and labels[-1] == 9
+    switches = [(a, b) for a, b in zip(labels, labels[1:], strict=False) if a != b]
+    assert switches == [(NO_GESTURE, 4), (4, 9)]  # no flicker, no detour through "no gesture"
+    assert [p.label for p in seen] == [4, 9] and [p.label for p in clf.changes] == [4, 9]
+    assert all(p.changed == (p in seen) for p in preds)
+    changed = seen[0]
+    assert changed.name == clf.class_names[4] and changed.confidence > 0.5
+    assert changed.probs[4] > 0.99 and changed.probs.dtype == np.float32
+    assert changed.step_labels.shape == (2,) and changed.step_labels[-1] == 4
+
+
+# --- capture and energy -------------------------------------------------------------------------
+
+
+def test_capture_maps_have_the_documented_shapes(clf, model):
+    frames = event_frames(4, seed=17)
+    off = clf.step(frames)
+    assert off.spike_maps is None and off.attn is None and off.input_frame is None
+    clf.capture(True)
+    assert clf.capturing
+    on = clf.step(frames)
+    cfg = model.config
+    h, w = cfg.img_size
+    d_head = cfg.embed_dim // cfg.num_heads
+    tokens = (h // 16) * (w // 16)
+    expected = {f"sps.{i}": (h >> i, w >> i) for i in range(4)}
+    expected.update({"rpe": (h // 16, w // 16)})
+    for b in range(cfg.depth):
+        expected[f"blocks.{b}.attn"] = expected[f"blocks.{b}.mlp"] = (h // 16, w // 16)
+    assert {k: v.shape for k, v in on.spike_maps.items()} == expected
+    assert all(((m >= 0) & (m <= 1)).all() for m in on.spike_maps.values())
+    assert on.attn.shape == (cfg.depth, cfg.num_heads, tokens, tokens)
+    assert on.attn.min() >= 0 and on.attn.max() <= d_head and on.attn.max() > 0
+    np.testing.assert_array_equal(on.input_frame, frames.sum(dim=(0, 1)).numpy())
+    clf.capture(False)
+    assert clf.step(frames).spike_maps is None
+
+
+def test_energy_is_attached_and_follows_activity(clf):
+    quiet = clf.step(torch.zeros(4, 2, 32, 32))
+    clf.reset()
+    busy = clf.step(event_frames(4, seed=18, density=0.4))
+    assert quiet.energy_uj is not None and busy.energy_uj is not None
+    assert math.isfinite(busy.energy_uj) and busy.energy_uj > quiet.energy_uj >= 0
+    assert busy.infer_ms > 0
