@@ -1,0 +1,543 @@
+"""Training and evaluation of a Spikformer on DVS128 Gesture (IBM or tonic layout) or a synthetic set.
+
+The recipe follows the Spikformer family's DVS128 Gesture training (``zhouchenlin2096/Spikingformer``
+``dvs128-gesture/train.py``, after ``ZK-Zhou/spikformer`` ``cifar10dvs/train.py``): AdamW (lr 1e-3,
+weight decay 0.06), cosine schedule with linear warm-up from 1e-5 and an optional cooldown at the
+minimum, mixup (alpha 0.5, probability 0.5, switched off late in training) with label smoothing 0.1,
+AMP on CUDA, and :func:`spikingjelly.activation_based.functional.reset_net` after every batch (each
+sample is an independent sequence). Several GPUs: launch with ``torchrun``; ``WORLD_SIZE`` in the
+environment selects DistributedDataParallel with a DistributedSampler, and only rank 0 writes.
+
+Checkpoints (see :mod:`models.checkpoint`): ``--out PATH`` receives the best epoch's model (by
+held-out top-1), ``PATH_last.pt`` the latest with optimizer state for ``--resume``, and
+``PATH_confusion.png`` the confusion matrix of the best model on the held-out split.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from spikingjelly.activation_based import functional
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset
+
+from evstream.errors import ConfigError, ModelError
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.spikformer import Spikformer, create_model
+
+__all__ = [
+    "TrainConfig",
+    "train",
+    "train_one_epoch",
+    "evaluate",
+    "evaluate_checkpoint",
+    "mixup_batch",
+    "smooth_targets",
+    "soft_cross_entropy",
+    "lr_factor",
+    "save_confusion_png",
+    "resolve_device",
+]
+
+
+@dataclass
+class TrainConfig:
+    """Options of :func:`train` (the ``python main.py train`` flags)."""
+
+    data: str  # dataset root folder
+    out: str  # path of the best checkpoint; PATH_last.pt and PATH_confusion.png beside it
+    layout: Literal["ibm", "tonic"] = "ibm"  # IBM DvsGesture folder (also the synthetic set) or tonic's .npy copy
+    model: str = "spikformer_2_64"  # registered variant (models.list_models())
+    epochs: int = 40  # total epochs, cooldown included
+    batch: int = 16  # samples per optimizer step (per process under DDP)
+    steps: int | None = None  # T; default the variant's config.steps
+    step_ms: float | None = 50.0  # fixed time step in ms (streaming preprocessing); None with split_by="number"
+    split_by: Literal["time", "number"] = "time"  # "number": T frames of equal event count per clip (paper recipe)
+    resume: str | None = None  # a PATH_last.pt to continue from
+    workers: int = 0  # DataLoader worker processes
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    lr: float = 1e-3  # peak AdamW learning rate
+    weight_decay: float = 0.06  # AdamW weight decay
+    warmup_epochs: float = 2.0  # linear warm-up from warmup_lr to lr
+    warmup_lr: float = 1e-5  # learning rate at the start of the warm-up
+    min_lr: float = 1e-5  # end of the cosine, and the cooldown learning rate
+    cooldown_epochs: int = 0  # final epochs held at min_lr (10 in the paper recipe)
+    mixup_alpha: float = 0.5  # Beta(alpha, alpha) mixing coefficient; 0 disables mixup
+    mixup_prob: float = 0.5  # probability that a batch is mixed
+    mixup_off_epoch: int | None = None  # first epoch without mixup; default 75/202 of the epochs (paper: 75)
+    smoothing: float = 0.1  # label smoothing
+    augment: bool = True  # models.data.GestureAugment on training clips
+    amp: bool = True  # mixed precision on CUDA (ignored on CPU)
+    seed: int = 2021  # torch / numpy seed
+    cache_dir: str | None = None  # where the dataset may cache binned frames
+    eval_every: int = 1  # evaluate on the held-out split every N epochs (and at the last)
+
+    def __post_init__(self) -> None:
+        if self.epochs <= 0 or self.batch <= 0:
+            raise ConfigError(f"epochs/batch: {self.epochs}/{self.batch} must be positive")
+        if self.split_by not in ("time", "number"):
+            raise ConfigError(f"split_by: {self.split_by!r} is not 'time' or 'number'")
+        if self.split_by == "time" and (self.step_ms is None or self.step_ms <= 0):
+            raise ConfigError(f"step_ms: {self.step_ms} must be positive with fixed time steps")
+        if self.layout not in ("ibm", "tonic"):
+            raise ConfigError(f"layout: {self.layout!r} is not 'ibm' or 'tonic'")
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` → CUDA when present, else CPU; ``cuda`` without a GPU raises :class:`ConfigError`."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device: {name!r} requested but no CUDA device is available")
+    return device
+
+
+def lr_factor(
+    step: int,
+    total_steps: int,
+    warmup_steps: int,
+    cooldown_steps: int,
+    lr: float,
+    warmup_lr: float,
+    min_lr: float,
+) -> float:
+    """Learning rate at optimizer step ``step`` divided by ``lr`` (for ``LambdaLR``).
+
+    Linear from ``warmup_lr`` to ``lr`` over ``warmup_steps``, cosine from ``lr`` to ``min_lr`` until
+    ``total_steps - cooldown_steps``, then ``min_lr``.
+    """
+    if step < warmup_steps:
+        return (warmup_lr + (lr - warmup_lr) * step / warmup_steps) / lr
+    decay_steps = max(1, total_steps - cooldown_steps - warmup_steps)
+    progress = min(1.0, (step - warmup_steps) / decay_steps)
+    return (min_lr + 0.5 * (lr - min_lr) * (1.0 + math.cos(math.pi * progress))) / lr
+
+
+def smooth_targets(labels: Tensor, num_classes: int, smoothing: float) -> Tensor:
+    """One-hot ``[B, classes]`` targets with ``smoothing`` spread evenly over all classes."""
+    off = smoothing / num_classes
+    targets = torch.full((labels.shape[0], num_classes), off, device=labels.device)
+    return targets.scatter_(1, labels.view(-1, 1), 1.0 - smoothing + off)
+
+
+def mixup_batch(
+    frames: Tensor, labels: Tensor, num_classes: int, alpha: float, smoothing: float, rng: np.random.Generator
+) -> tuple[Tensor, Tensor]:
+    """Mixup (Zhang et al., ICLR 2018) of a batch with its own permutation, batch-wise λ ~ Beta(α, α).
+
+    Args:
+        frames: ``[T, B, C, H, W]``.
+        labels: ``[B]`` class indices.
+        rng: draws λ and the permutation (reproducible runs).
+
+    Returns:
+        Mixed frames ``[T, B, C, H, W]`` and soft targets ``[B, classes]`` (rows sum to 1).
+    """
+    lam = float(rng.beta(alpha, alpha))
+    perm = torch.from_numpy(rng.permutation(labels.shape[0])).to(labels.device)
+    targets = smooth_targets(labels, num_classes, smoothing)
+    mixed = frames * lam + frames[:, perm] * (1.0 - lam)
+    return mixed, targets * lam + targets[perm] * (1.0 - lam)
+
+
+def soft_cross_entropy(logits: Tensor, targets: Tensor) -> Tensor:
+    """Mean over the batch of ``-Σ targets · log_softmax(logits)``; ``[B, classes]`` both."""
+    return torch.sum(-targets * F.log_softmax(logits.float(), dim=-1), dim=-1).mean()
+
+
+def _to_model_layout(frames: Tensor, device: torch.device) -> Tensor:
+    """DataLoader batch ``[B, T, 2, H, W]`` → model input ``[T, B, 2, H, W]`` float on ``device``."""
+    return frames.to(device, non_blocking=True).float().transpose(0, 1).contiguous()
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    device: torch.device,
+    *,
+    num_classes: int,
+    mixup_alpha: float = 0.0,
+    mixup_prob: float = 0.0,
+    smoothing: float = 0.0,
+    scaler: torch.amp.GradScaler | None = None,
+    rng: np.random.Generator | None = None,
+    progress: Any = None,
+) -> dict[str, float]:
+    """One pass over ``loader`` (batches of ``[B, T, 2, H, W]`` frames and ``[B]`` labels).
+
+    Resets every LIF state after each batch. Returns ``loss`` (mean over samples), ``top1`` (against
+    the unmixed labels), ``samples`` and ``samples_per_s``.
+    """
+    rng = rng if rng is not None else np.random.default_rng(0)
+    use_amp = scaler is not None and scaler.is_enabled()
+    model.train()
+    total_loss, correct, seen = 0.0, 0, 0
+    start = time.perf_counter()
+    for frames, labels in loader:
+        x = _to_model_layout(frames, device)
+        y = labels.to(device, non_blocking=True).long()
+        if mixup_alpha > 0 and rng.random() < mixup_prob:
+            x, targets = mixup_batch(x, y, num_classes, mixup_alpha, smoothing, rng)
+        else:
+            targets = smooth_targets(y, num_classes, smoothing)
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            logits = model(x)
+        loss = soft_cross_entropy(logits, targets)
+        optimizer.zero_grad(set_to_none=True)
+        if use_amp:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        functional.reset_net(model)
+        n = y.shape[0]
+        total_loss += float(loss.detach()) * n
+        correct += int((logits.detach().argmax(dim=1) == y).sum())
+        seen += n
+        if progress is not None:
+            progress.update(n)
+            progress.set_postfix(loss=f"{total_loss / seen:.3f}", sps=f"{seen / (time.perf_counter() - start):.1f}")
+    elapsed = time.perf_counter() - start
+    return {
+        "loss": total_loss / max(seen, 1),
+        "top1": correct / max(seen, 1),
+        "samples": seen,
+        "samples_per_s": seen / max(elapsed, 1e-9),
+    }
+
+
+@torch.inference_mode()
+def evaluate(model: nn.Module, loader: Any, device: torch.device, num_classes: int) -> dict[str, Any]:
+    """Top-1, mean cross-entropy and the confusion matrix (rows: true class, columns: predicted)."""
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    total_loss, seen = 0.0, 0
+    for frames, labels in loader:
+        x = _to_model_layout(frames, device)
+        y = labels.long()
+        logits = model(x).float().cpu()
+        functional.reset_net(model)
+        total_loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        pred = logits.argmax(dim=1)
+        confusion += torch.bincount(y * num_classes + pred, minlength=num_classes * num_classes).view(
+            num_classes, num_classes
+        )
+        seen += y.shape[0]
+    correct = int(confusion.diag().sum())
+    return {
+        "top1": correct / max(seen, 1),
+        "correct": correct,
+        "samples": seen,
+        "loss": total_loss / max(seen, 1),
+        "confusion": confusion.tolist(),
+    }
+
+
+def save_confusion_png(
+    confusion: list[list[int]], class_names: tuple[str, ...] | list[str], path: Path, title: str
+) -> Path:
+    """Draw a confusion matrix (counts, rows = true class) to a PNG with matplotlib's Agg backend."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(confusion)
+    n = matrix.shape[0]
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n), dpi=100)
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(n), labels=list(class_names), rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(range(n), labels=list(class_names), fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    peak = matrix.max() if matrix.size else 0
+    for i in range(n):
+        for j in range(n):
+            if matrix[i, j]:
+                color = "white" if matrix[i, j] > peak / 2 else "black"
+                ax.text(j, i, str(matrix[i, j]), ha="center", va="center", fontsize=7, color=color)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _preprocessing(model: Spikformer, steps: int, split_by: str, step_ms: float | None) -> dict[str, Any]:
+    step_us = None if split_by == "number" else int(round(step_ms * 1000))
+    return {
+        "sensor": [128, 128],
+        "out_size": list(model.config.img_size),
+        "steps": steps,
+        "step_us": step_us,
+        "mode": "count" if split_by == "number" else "time",
+        "channels": ["off", "on"],
+    }
+
+
+def make_dataset(
+    data: str | os.PathLike,
+    layout: str,
+    split: str,
+    *,
+    steps: int,
+    step_us: int | None,
+    out_size: tuple[int, int],
+    augment: bool = False,
+    cache_dir: str | None = None,
+) -> Dataset:
+    """The dataset of ``models.data`` for a layout: frames ``[T, 2, H, W]`` float32 and a label.
+
+    ``step_us=None`` bins each clip into ``steps`` frames of equal event count (``split_by='number'``).
+    """
+    from models import data as gesture_data
+
+    kind = {"ibm": gesture_data.IBMGestureDataset, "tonic": gesture_data.TonicGestureDataset}[layout]
+    transform = gesture_data.GestureAugment() if augment else None
+    timing: dict[str, Any] = {"mode": "count"} if step_us is None else {"step_us": step_us}
+    return kind(data, split, steps=steps, out_size=tuple(out_size), transform=transform, cache_dir=cache_dir, **timing)
+
+
+def _distributed() -> tuple[bool, int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return False, 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    return True, dist.get_rank(), world
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train a model as ``config`` says; returns the best held-out metrics.
+
+    Raises:
+        ConfigError: invalid option or device.
+        ModelError: the resume checkpoint does not fit the requested model.
+    """
+    distributed, rank, world = _distributed()
+    is_main = rank == 0
+    device = resolve_device(config.device)
+    if distributed and device.type == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
+    torch.manual_seed(config.seed + rank)
+    np.random.seed(config.seed + rank)
+
+    model = create_model(config.model, **({"steps": config.steps} if config.steps else {}))
+    steps = model.config.steps
+    preprocessing = _preprocessing(model, steps, config.split_by, config.step_ms)
+    data_kwargs = {
+        "steps": steps,
+        "step_us": preprocessing["step_us"],
+        "out_size": tuple(model.config.img_size),
+        "cache_dir": config.cache_dir,
+    }
+    train_set = make_dataset(config.data, config.layout, "train", augment=config.augment, **data_kwargs)
+    test_set = make_dataset(config.data, config.layout, "test", **data_kwargs)
+    if len(train_set) == 0 or len(test_set) == 0:
+        raise ConfigError(f"data: {config.data} has {len(train_set)} training and {len(test_set)} test clips")
+
+    sampler = None
+    if distributed:
+        from torch.utils.data.distributed import DistributedSampler
+
+        sampler = DistributedSampler(train_set, num_replicas=world, rank=rank, shuffle=True, seed=config.seed)
+    pin = device.type == "cuda"
+    train_loader = DataLoader(
+        train_set,
+        batch_size=config.batch,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=config.workers,
+        pin_memory=pin,
+        drop_last=len(train_set) > config.batch * world,
+        persistent_workers=config.workers > 0,
+    )
+    test_loader = DataLoader(test_set, batch_size=config.batch, num_workers=config.workers, pin_memory=pin)
+
+    model.to(device)
+    net: nn.Module = model
+    if distributed:
+        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=1e-8)
+    per_epoch = max(1, len(train_loader))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer,
+        lambda s: lr_factor(
+            s,
+            config.epochs * per_epoch,
+            int(config.warmup_epochs * per_epoch),
+            config.cooldown_epochs * per_epoch,
+            config.lr,
+            config.warmup_lr,
+            config.min_lr,
+        ),
+    )
+    scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
+    mixup_off = config.mixup_off_epoch if config.mixup_off_epoch is not None else round(config.epochs * 75 / 202)
+
+    start_epoch, best = 0, {"top1": -1.0}
+    train_args = dataclasses.asdict(config)
+    if config.resume:
+        state = load_checkpoint(config.resume, model=config.model, num_classes=model.num_classes)
+        if not state.train_state:
+            raise ModelError(f"{state.path}: no optimizer state to resume from (use the *_last.pt checkpoint)")
+        model.load_state_dict(state.model.state_dict())
+        optimizer.load_state_dict(state.train_state["optimizer"])
+        scheduler.load_state_dict(state.train_state["scheduler"])
+        scaler.load_state_dict(state.train_state.get("scaler", {}) or scaler.state_dict())
+        start_epoch = int(state.train_state["epoch"]) + 1
+        best = dict(state.train_state.get("best", best))
+
+    out = Path(config.out)
+    last_path = out.with_name(f"{out.stem}_last.pt")
+    rng = np.random.default_rng(config.seed + rank)
+    history: list[dict[str, Any]] = []
+    for epoch in range(start_epoch, config.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        use_mixup = config.mixup_alpha > 0 and epoch < mixup_off
+        progress = _progress(len(train_loader.dataset) // world, f"epoch {epoch + 1}/{config.epochs}", is_main)
+        stats = train_one_epoch(
+            net,
+            train_loader,
+            optimizer,
+            scheduler,
+            device,
+            num_classes=model.num_classes,
+            mixup_alpha=config.mixup_alpha if use_mixup else 0.0,
+            mixup_prob=config.mixup_prob,
+            smoothing=config.smoothing,
+            scaler=scaler,
+            rng=rng,
+            progress=progress,
+        )
+        if progress is not None:
+            progress.close()
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": stats["loss"], "train_top1": stats["top1"]}
+        if is_main and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
+            result = evaluate(model, test_loader, device, model.num_classes)
+            record.update(test_top1=result["top1"], test_loss=result["loss"])
+            if result["top1"] > best["top1"]:
+                best = {
+                    "top1": result["top1"],
+                    "correct": result["correct"],
+                    "samples": result["samples"],
+                    "test_loss": result["loss"],
+                    "epoch": epoch,
+                    "confusion": result["confusion"],
+                    "split": "test",
+                }
+                save_checkpoint(out, model, preprocessing=preprocessing, metrics=best, train_args=train_args)
+        history.append(record)
+        if is_main:
+            lr_now = optimizer.param_groups[0]["lr"]
+            test = f" test top1 {record['test_top1']:.4f}" if "test_top1" in record else ""
+            print(
+                f"epoch {epoch + 1}/{config.epochs} loss {stats['loss']:.4f} train top1 {stats['top1']:.4f}"
+                f"{test} lr {lr_now:.2e} {stats['samples_per_s']:.1f} samples/s",
+                flush=True,
+            )
+            save_checkpoint(
+                last_path,
+                model,
+                preprocessing=preprocessing,
+                metrics={"epoch": epoch, **{k: v for k, v in record.items() if k != "epoch"}},
+                train_args=train_args,
+                train_state={
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "scaler": scaler.state_dict(),
+                    "epoch": epoch,
+                    "best": best,
+                },
+            )
+    if is_main and best["top1"] >= 0:
+        png = out.with_name(f"{out.stem}_confusion.png")
+        title = f"{model.name} on {Path(config.data).name} ({config.layout}, test): top-1 {best['top1']:.3f}"
+        save_confusion_png(best["confusion"], model.class_names, png, title)
+        best["confusion_png"] = str(png)
+    if distributed:
+        import torch.distributed as dist
+
+        dist.barrier()
+        dist.destroy_process_group()
+    best["history"] = history
+    return best
+
+
+def _progress(total: int, desc: str, enabled: bool) -> Any:
+    if not enabled or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="sample", leave=False)
+
+
+def evaluate_checkpoint(
+    checkpoint: str | os.PathLike,
+    data_dir: str | os.PathLike,
+    layout: str = "ibm",
+    split: str = "test",
+    *,
+    batch: int = 16,
+    workers: int = 0,
+    device: str = "auto",
+    confusion_png: str | os.PathLike | None = None,
+) -> dict[str, Any]:
+    """Offline clip accuracy of a checkpoint on a dataset split, binned as the checkpoint says.
+
+    Args:
+        checkpoint: a ``.pt`` file or the name of shipped weights.
+        data_dir: dataset root.
+        layout: ``"ibm"`` (IBM DvsGesture folder, also the synthetic set) or ``"tonic"``.
+        split: ``"train"`` or ``"test"``.
+        confusion_png: when given, the confusion matrix is drawn there.
+
+    Returns:
+        ``top1``, ``correct``, ``samples``, ``loss``, ``confusion`` (rows: true class), ``checkpoint``,
+        ``class_names``, ``preprocessing``.
+    """
+    loaded = load_checkpoint(checkpoint)
+    dev = resolve_device(device)
+    model = loaded.model.to(dev)
+    pre = loaded.preprocessing
+    steps = int(pre.get("steps", model.config.steps))
+    dataset = make_dataset(
+        data_dir,
+        layout,
+        split,
+        steps=steps,
+        step_us=None if pre.get("mode") == "count" else int(pre["step_us"]),
+        out_size=tuple(pre.get("out_size", model.config.img_size)),
+    )
+    loader = DataLoader(dataset, batch_size=batch, num_workers=workers)
+    result = evaluate(model, loader, dev, model.num_classes)
+    result.update(checkpoint=str(loaded.path), class_names=list(loaded.class_names), preprocessing=pre)
+    if confusion_png is not None:
+        title = f"{loaded.name} on {Path(data_dir).name} ({layout}, {split}): top-1 {result['top1']:.3f}"
+        result["confusion_png"] = str(
+            save_confusion_png(result["confusion"], loaded.class_names, Path(confusion_png), title)
+        )
+    return result
