@@ -1,0 +1,119 @@
+"""``python main.py subscribe ADDR``: print what a running pipeline publishes.
+
+Human lines by default (one per label change, plus status changes); ``--json`` prints one JSON
+object per received message and flushes each line, for scripts. Sequence gaps (messages the
+publisher dropped for this subscriber) are reported as they are seen and in the closing summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from evstream import protocol
+from evstream.errors import ConfigError
+
+EXAMPLES = """\
+examples:
+  python main.py subscribe tcp://127.0.0.1:5556
+  python main.py subscribe tcp://127.0.0.1:5556 --json --topics pred,stats --count 100
+  python main.py subscribe tcp://HOST:5556 --curve-secret keys/client.key_secret --curve-server keys/server.key
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("address", nargs="?", default="tcp://127.0.0.1:5556",
+                        help="publisher address (default: tcp://127.0.0.1:5556)")
+    parser.add_argument("--json", action="store_true", help="one JSON object per message (arrays as lists)")
+    parser.add_argument("--topics", default="pred,status",
+                        help=f"comma-separated topics among {','.join(protocol.TOPICS)} (default: pred,status)")
+    parser.add_argument("--count", type=int, default=None, metavar="N", help="exit after N pred messages")
+    parser.add_argument("--timeout", type=float, default=None, metavar="S",
+                        help="exit after S seconds without any message (default: wait forever)")
+    parser.add_argument("--all", action="store_true", help="human mode: print every prediction, not only changes")
+    parser.add_argument("--curve-secret", metavar="FILE", help="this client's key pair file (NAME.key_secret)")
+    parser.add_argument("--curve-server", metavar="FILE", help="the publisher's public key file (NAME.key)")
+
+
+def message_json(msg: protocol.Message) -> dict:
+    """A decoded message as a JSON-ready map (arrays as nested lists)."""
+    return {
+        "topic": msg.topic,
+        "seq": msg.seq,
+        "pub": msg.publisher,
+        "t_start": msg.t_start,
+        "t_end": msg.t_end,
+        "send_ns": msg.send_ns,
+        "data": msg.data,
+        "arrays": {name: a.tolist() for name, a in msg.arrays.items()},
+    }
+
+
+def _human(msg: protocol.Message, every: bool) -> str | None:
+    t = "" if msg.t_end is None else f"[{msg.t_end / 1e6:10.3f} s] "
+    d = msg.data
+    if msg.topic == "pred":
+        if not (every or d.get("changed")):
+            return None
+        return f"{t}{d.get('name', '?'):<24} conf {d.get('confidence', 0.0):.2f}  infer {d.get('infer_ms', 0.0):.1f} ms"
+    if msg.topic == "status":
+        return None
+    if msg.topic == "stats":
+        return (f"{t}windows {d.get('windows')}  dropped {d.get('dropped_windows')}  resets {d.get('resets')}  "
+                f"{d.get('event_rate', 0.0) / 1e3:.0f} kev/s  rt x{d.get('realtime_factor', 0.0):.2f}")
+    shapes = ", ".join(f"{k} {list(a.shape)}" for k, a in msg.arrays.items())
+    return f"{t}{msg.topic}: {shapes}"
+
+
+def run(args: argparse.Namespace) -> int:
+    from evstream.publish import Subscriber
+
+    topics = tuple(t.strip() for t in args.topics.split(",") if t.strip())
+    if not topics:
+        raise ConfigError("--topics: give at least one topic")
+    if args.count is not None and args.count < 1:
+        raise ConfigError(f"--count must be >= 1, got {args.count}")
+    sub = Subscriber(args.address, topics, curve_secret_key_file=args.curve_secret,
+                     curve_server_key_file=args.curve_server)
+    out = sys.stdout
+    preds = 0
+    last_state = None
+    reported_gaps: dict[str, int] = {}
+    timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
+    try:
+        while args.count is None or preds < args.count:
+            msg = sub.recv(timeout_ms)
+            if msg is None:
+                break
+            if args.json:
+                out.write(json.dumps(message_json(msg)) + "\n")
+            else:
+                if msg.topic == "status":
+                    state = (msg.data.get("state"), msg.data.get("message"))
+                    if state != last_state:
+                        last_state = state
+                        note = f" ({state[1]})" if state[1] else ""
+                        out.write(f"status: {state[0]}{note}  model {msg.data.get('model')}  "
+                                  f"source {msg.data.get('source')}\n")
+                line = _human(msg, args.all)
+                if line:
+                    out.write(line + "\n")
+                stats = sub.stats[msg.topic]
+                if stats.gaps != reported_gaps.get(msg.topic, 0):
+                    reported_gaps[msg.topic] = stats.gaps
+                    out.write(f"gap on {msg.topic}: {stats.dropped} message(s) missed so far\n")
+            out.flush()
+            if msg.topic == "pred":
+                preds += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        sub.close()
+    summary = "  ".join(f"{t}: {s.received} received, {s.gaps} gaps, {s.dropped} missed"
+                        for t, s in sub.stats.items())
+    print(f"subscribe: {summary}" + (f"  malformed {sub.malformed}" if sub.malformed else ""), file=sys.stderr)
+    if args.timeout is not None and preds == 0 and args.count is not None:
+        print(f"subscribe: {args.address}: no prediction within {args.timeout:g} s", file=sys.stderr)
+        return 1
+    return 0
