@@ -176,8 +176,8 @@ class _Segment:
     moving_arms: tuple[bool, bool]
 
 
-def _rest(m: float, sway: float) -> tuple[np.ndarray, np.ndarray]:
-    return np.array([m * 0.19 + sway, 0.18]), np.array([m * 0.19 + sway, 0.36])
+def _rest(m: float) -> tuple[np.ndarray, np.ndarray]:
+    return np.array([m * 0.19, 0.18]), np.array([m * 0.19, 0.36])
 
 
 def _gesture_hands(seg: _Segment, tau: float) -> list[tuple[np.ndarray | None, np.ndarray]]:
@@ -219,7 +219,7 @@ def _gesture_hands(seg: _Segment, tau: float) -> list[tuple[np.ndarray | None, n
             offset = (p[..., 0] * np.sin(two_pi * p[..., 1] * tau + p[..., 2])).sum(axis=1)
             hand = np.array([m * 0.2, 0.22]) + offset
         else:
-            out.append(_rest(m, 0.0))
+            out.append(_rest(m))
             continue
         out.append((elbow if elbow is not None else _ik(shoulder, hand, m), hand))
     return out
@@ -345,9 +345,11 @@ class GestureSequence:
         return -1
 
     def _pose(self, t_us: int) -> list[tuple[np.ndarray, np.ndarray]]:
-        rest = [_rest(-1.0, 0.0), _rest(1.0, 0.0)]
-        for seg in self.segments:
-            if seg.t_start <= t_us < seg.t_end:
+        rest = [_rest(-1.0), _rest(1.0)]
+        for seg in reversed(self.segments):  # newest first: an endless timeline stays O(1) per frame
+            if seg.t_end <= t_us:
+                break
+            if seg.t_start <= t_us:
                 tau = (t_us - seg.t_start) * 1e-6
                 length = (seg.t_end - seg.t_start) * 1e-6
                 ramp = min(0.35, length / 3)
