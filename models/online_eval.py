@@ -1,0 +1,450 @@
+"""Online evaluation: replay labelled recordings through the Binner and a StreamingClassifier.
+
+Where the offline benchmark classifies whole pre-cut clips, this measures what a user of the
+live pipeline sees: the smoothed decision at every time step of a continuous recording, scored
+against the recording's labelled gesture segments (DVS128 Gesture ``_labels.csv`` format).
+
+Decisions are taken after every model time step and stamped with the step's end (sensor µs).
+Because the classifier carries its state across windows, the per-step decisions do not depend
+on the window length (``steps``); a live pipeline shows them when their window closes, so add
+up to one window to the latencies below for the published stream.
+
+Figures (all from the per-step decisions):
+
+- ``per_class``: for each class, the fraction of decisions inside its labelled segments that
+  name the class ("online accuracy"); ``accuracy`` pools every labelled decision,
+  ``balanced_accuracy`` averages the classes present.
+- ``vs_onset``: accuracy of the decision taken ``d`` ms after each segment's onset (the latest
+  decision at or before onset + d), over the segments at least ``d`` long.
+- ``latency``: onset → first correct *stable* decision (the label stays correct for
+  ``stable_ms`` or to the segment's end); segments never decided correctly count as misses.
+  The DVS Gesture TrueNorth demo detected onsets with 105 ms latency (Amir et al., CVPR 2017).
+- ``segment_accuracy``: fraction of segments whose most frequent gesture decision is right.
+- ``false_alarm``: fraction of decisions outside every segment that name a gesture.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from evstream.errors import ConfigError, EventFileError
+from evstream.labels import NO_GESTURE
+
+__all__ = [
+    "LabelledRecording",
+    "Decisions",
+    "find_recordings",
+    "replay",
+    "score_decisions",
+    "evaluate_online",
+    "write_report",
+    "DEFAULT_ONSETS_MS",
+]
+
+DEFAULT_ONSETS_MS: tuple[int, ...] = (100, 200, 500, 1000, 2000, 3000, 5000)
+_RECORDING_SUFFIXES = (".aedat4", ".aedat")
+
+
+@dataclass
+class LabelledRecording:
+    """A recording and its gesture segments.
+
+    Attributes:
+        path: the ``.aedat4`` / ``.aedat`` file.
+        labels: ``LABEL_DTYPE`` ``[n]`` (``label`` 0-based, ``t_start``, ``t_end`` µs).
+        labels_path: the CSV the labels came from.
+    """
+
+    path: Path
+    labels: np.ndarray
+    labels_path: Path
+
+
+@dataclass
+class Decisions:
+    """Per-step decisions of one replayed recording.
+
+    Attributes:
+        t_us: int64 ``[S]`` end of each step, µs (sensor clock).
+        labels: int64 ``[S]`` decided label after each step (``NO_GESTURE`` = -1).
+        duration_s: sensor time replayed, s.
+        wall_s: wall time of the replay (reading, binning, inference), s.
+        windows: windows classified.
+        resets: resets made by the reset policy during the replay.
+        events: events read.
+        infer_ms: per-window ``infer_ms`` of the classifier.
+    """
+
+    t_us: np.ndarray
+    labels: np.ndarray
+    duration_s: float
+    wall_s: float
+    windows: int
+    resets: int
+    events: int
+    infer_ms: list[float] = field(default_factory=list)
+
+
+def _labels_beside(path: Path) -> Path:
+    return path.with_name(f"{path.stem}_labels.csv")
+
+
+def _ibm_folder(folder: Path) -> Path | None:
+    for candidate in (folder, folder / "DvsGesture"):
+        if (candidate / "trials_to_test.txt").is_file():
+            return candidate
+    return None
+
+
+def find_recordings(
+    paths: Sequence[str | os.PathLike], labels: str | os.PathLike | None = None, split: str = "test"
+) -> list[LabelledRecording]:
+    """Resolve ``--stream`` arguments into labelled recordings.
+
+    Args:
+        paths: recordings (``.aedat4`` / ``.aedat``, labels in ``<stem>_labels.csv`` beside
+            each), or IBM-layout folders (``DvsGesture/`` with ``trials_to_<split>.txt``).
+        labels: a label CSV for a single recording given in ``paths`` (overrides the one beside it).
+        split: which list of an IBM folder: ``"test"`` or ``"train"``.
+
+    Raises:
+        ConfigError: ``labels`` with more than one path, an unknown split.
+        EventFileError: a missing recording, label file or trial list (names it).
+    """
+    from evstream.io.aedat3 import read_labels
+
+    if split not in ("test", "train"):
+        raise ConfigError(f"split: 'test' or 'train', got {split!r}")
+    if labels is not None and len(paths) != 1:
+        raise ConfigError(f"--labels: names one label file, but {len(paths)} recordings were given")
+    found: list[LabelledRecording] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            root = _ibm_folder(path)
+            if root is None:
+                raise EventFileError(path, "folder without trials_to_test.txt (expected the IBM DvsGesture layout)")
+            listing = root / f"trials_to_{split}.txt"
+            if not listing.is_file():
+                raise EventFileError(listing, "no such file")
+            names = [line.strip() for line in listing.read_text(errors="replace").splitlines() if line.strip()]
+            if not names:
+                raise EventFileError(listing, "lists no recordings")
+            for name in names:
+                recording = root / name
+                if not recording.is_file():
+                    raise EventFileError(recording, f"listed in {listing.name} but missing")
+                found.append(
+                    LabelledRecording(recording, read_labels(_labels_beside(recording)), _labels_beside(recording))
+                )
+            continue
+        if not path.is_file():
+            raise EventFileError(path, "no such file or folder")
+        if path.suffix.lower() not in _RECORDING_SUFFIXES:
+            raise EventFileError(path, f"not a recording (expected {' or '.join(_RECORDING_SUFFIXES)}) or IBM folder")
+        label_path = Path(labels) if labels is not None else _labels_beside(path)
+        if not label_path.is_file():
+            raise EventFileError(label_path, f"no label file for {path.name} (give one with --labels)")
+        found.append(LabelledRecording(path, read_labels(label_path), label_path))
+    return found
+
+
+def replay(
+    recording: LabelledRecording | str | os.PathLike,
+    classifier: Any,
+    preprocessing: dict[str, Any],
+    *,
+    steps: int | None = None,
+    step_us: int | None = None,
+    chunk_us: int = 50_000,
+) -> Decisions:
+    """Replay one recording as fast as possible through a fresh Binner and ``classifier``.
+
+    The classifier is reset first (a recording is a new stream); its reset policy, if any,
+    acts during the replay.
+
+    Args:
+        recording: a :class:`LabelledRecording` or a recording path.
+        classifier: a :class:`models.streaming.StreamingClassifier`.
+        preprocessing: the checkpoint's (``out_size``, ``step_us``, ``steps``, ``mode``).
+        steps: time steps per window; default the checkpoint's.
+        step_us: step length, µs; default the checkpoint's (changing it changes what the model sees).
+        chunk_us: sensor time read per chunk from the file, µs.
+
+    Raises:
+        EventFileError: the recording cannot be read (names the file and byte offset).
+        ConfigError: a count-mode checkpoint without ``step_us``, or bad options.
+    """
+    from evstream.binning import Binner
+    from evstream.sources.file import FileSource
+
+    path = recording.path if isinstance(recording, LabelledRecording) else Path(recording)
+    steps = int(steps or preprocessing.get("steps") or 16)
+    step_us = int(step_us or preprocessing.get("step_us") or 0)
+    if step_us <= 0:
+        raise ConfigError(
+            "step_us: the checkpoint bins by event count (no step_us); give --step-ms for streaming evaluation"
+        )
+    # The model's own input size is authoritative: (width, height) for the Binner, from img_size (H, W).
+    img_size = getattr(getattr(classifier.model, "config", None), "img_size", None)
+    out_size = (img_size[1], img_size[0]) if img_size is not None else preprocessing.get("out_size")
+    t_list: list[np.ndarray] = []
+    label_list: list[np.ndarray] = []
+    infer_ms: list[float] = []
+    classifier.reset()
+    resets_before = classifier.resets
+    events = 0
+    began = time.perf_counter()
+    with FileSource(path, speed=None, chunk_us=chunk_us) as source:
+        binner = Binner(source.sensor_size, None if out_size is None else tuple(out_size), step_us=step_us, steps=steps)
+        first = last = None
+
+        def consume(windows: list) -> None:
+            for window in windows:
+                pred = classifier.step(window)
+                n = len(pred.step_labels)
+                t_list.append(window.t_start + (np.arange(1, n + 1) * (window.t_end - window.t_start)) // n)
+                label_list.append(pred.step_labels)
+                infer_ms.append(pred.infer_ms)
+
+        for chunk in source:
+            events += len(chunk.events)
+            first = chunk.t_start if first is None else first
+            last = chunk.t_end
+            consume(binner.push(chunk))
+        if last is not None:
+            # Close the last partial window: pad it with quiet steps (as a still scene would).
+            consume(binner.flush(last + steps * step_us))
+    wall = time.perf_counter() - began
+    t_us = np.concatenate(t_list) if t_list else np.zeros(0, np.int64)
+    labels = np.concatenate(label_list) if label_list else np.zeros(0, np.int64)
+    return Decisions(
+        t_us=t_us.astype(np.int64),
+        labels=labels.astype(np.int64),
+        duration_s=0.0 if first is None else (last - first) / 1e6,
+        wall_s=wall,
+        windows=len(infer_ms),
+        resets=classifier.resets - resets_before,
+        events=events,
+        infer_ms=infer_ms,
+    )
+
+
+def _decision_at(t_us: np.ndarray, at: float) -> int:
+    """Index of the latest decision at or before ``at``, or -1."""
+    return int(np.searchsorted(t_us, at, side="right")) - 1
+
+
+def _ms_key(ms: float) -> str:
+    return str(int(ms)) if float(ms).is_integer() else str(float(ms))
+
+
+def score_decisions(
+    runs: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    num_classes: int,
+    *,
+    onsets_ms: Sequence[float] = DEFAULT_ONSETS_MS,
+    stable_ms: float = 250.0,
+) -> dict[str, Any]:
+    """Score per-step decisions against labelled segments (see the module docstring).
+
+    Args:
+        runs: per recording ``(t_us [S], labels [S], segments LABEL_DTYPE [n])``, decisions in
+            time order; a decision at t belongs to a segment when ``t_start < t <= t_end``.
+        num_classes: C.
+        onsets_ms: the times after onset at which ``vs_onset`` is measured, ms.
+        stable_ms: how long a correct decision must hold to count for the latency, ms.
+
+    Returns:
+        JSON-ready dict: ``accuracy``, ``balanced_accuracy``, ``per_class`` (list, None for
+        absent classes), ``decisions``, ``vs_onset`` ``{ms: accuracy or None}``, ``vs_onset_segments``,
+        ``latency_ms`` (``mean``, ``median``, ``detected``, ``segments``), ``segment_accuracy``,
+        ``false_alarm``, ``confusion`` (``[C][C + 1]``, last column = no gesture).
+    """
+    correct = np.zeros(num_classes, np.int64)
+    total = np.zeros(num_classes, np.int64)
+    confusion = np.zeros((num_classes, num_classes + 1), np.int64)
+    onset_hits = np.zeros(len(onsets_ms), np.int64)
+    onset_total = np.zeros(len(onsets_ms), np.int64)
+    latencies: list[float] = []
+    segments = seg_right = 0
+    outside = outside_alarm = 0
+    for t_us, labels, segs in runs:
+        t_us = np.asarray(t_us, np.int64)
+        labels = np.asarray(labels, np.int64)
+        inside = np.zeros(len(t_us), bool)
+        for seg in segs:
+            true, t0, t1 = int(seg["label"]), int(seg["t_start"]), int(seg["t_end"])
+            if not 0 <= true < num_classes:
+                raise ConfigError(f"labels: class {true} outside the model's {num_classes} classes")
+            segments += 1
+            lo = int(np.searchsorted(t_us, t0, side="right"))
+            hi = int(np.searchsorted(t_us, t1, side="right"))
+            inside[lo:hi] = True
+            got = labels[lo:hi]
+            total[true] += len(got)
+            correct[true] += int((got == true).sum())
+            np.add.at(confusion[true], np.where(got == NO_GESTURE, num_classes, got), 1)
+            gestures = got[got != NO_GESTURE]
+            if len(gestures) and int(np.bincount(gestures, minlength=num_classes).argmax()) == true:
+                seg_right += 1
+            for j, d in enumerate(onsets_ms):
+                if t1 - t0 >= d * 1000:
+                    onset_total[j] += 1
+                    k = _decision_at(t_us, t0 + d * 1000)
+                    onset_hits[j] += int(k >= lo and labels[k] == true)
+            for i in np.flatnonzero(got == true):
+                k = lo + int(i)
+                hold_until = min(t_us[k] + stable_ms * 1000, t1)
+                end = int(np.searchsorted(t_us, hold_until, side="right"))
+                if (labels[k:end] == true).all():
+                    latencies.append((t_us[k] - t0) / 1000.0)
+                    break
+        outside += int((~inside).sum())
+        outside_alarm += int((labels[~inside] != NO_GESTURE).sum())
+    per_class = [float(c / n) if n else None for c, n in zip(correct, total, strict=True)]
+    present = [a for a in per_class if a is not None]
+    return {
+        "accuracy": float(correct.sum() / total.sum()) if total.sum() else None,
+        "balanced_accuracy": float(np.mean(present)) if present else None,
+        "per_class": per_class,
+        "decisions": int(total.sum()),
+        "vs_onset": {
+            _ms_key(d): (float(h / n) if n else None)
+            for d, h, n in zip(onsets_ms, onset_hits, onset_total, strict=True)
+        },
+        "vs_onset_segments": {_ms_key(d): int(n) for d, n in zip(onsets_ms, onset_total, strict=True)},
+        "latency_ms": {
+            "mean": float(np.mean(latencies)) if latencies else None,
+            "median": float(np.median(latencies)) if latencies else None,
+            "detected": len(latencies),
+            "segments": segments,
+            "stable_ms": float(stable_ms),
+        },
+        "segment_accuracy": float(seg_right / segments) if segments else None,
+        "false_alarm": float(outside_alarm / outside) if outside else None,
+        "confusion": confusion.tolist(),
+    }
+
+
+def evaluate_online(
+    recordings: Sequence[LabelledRecording],
+    classifier: Any,
+    preprocessing: dict[str, Any],
+    *,
+    steps: int | None = None,
+    step_us: int | None = None,
+    onsets_ms: Sequence[float] = DEFAULT_ONSETS_MS,
+    stable_ms: float = 250.0,
+    progress: Callable[[LabelledRecording, Decisions], None] | None = None,
+) -> dict[str, Any]:
+    """Replay every recording (reset between them) and score the decisions.
+
+    Returns:
+        :func:`score_decisions`'s dict plus ``class_names``, ``recordings`` (per file: name,
+        duration, wall time, real-time factor, windows, resets, and its own accuracy),
+        ``realtime_factor`` (sensor time / wall time over all), ``infer_ms`` (p50, p99),
+        ``steps``, ``step_us``, ``onsets_ms``.
+    """
+    if not recordings:
+        raise ConfigError("--stream: no recordings to evaluate")
+    runs = []
+    per_file = []
+    infer: list[float] = []
+    for rec in recordings:
+        dec = replay(rec, classifier, preprocessing, steps=steps, step_us=step_us)
+        runs.append((dec.t_us, dec.labels, rec.labels))
+        infer += dec.infer_ms
+        own = score_decisions([runs[-1]], classifier.num_classes, onsets_ms=(), stable_ms=stable_ms)
+        per_file.append(
+            {
+                "path": str(rec.path),
+                "labels": str(rec.labels_path),
+                "segments": int(len(rec.labels)),
+                "duration_s": dec.duration_s,
+                "wall_s": dec.wall_s,
+                "realtime_factor": dec.duration_s / dec.wall_s if dec.wall_s > 0 else None,
+                "windows": dec.windows,
+                "events": dec.events,
+                "policy_resets": dec.resets,
+                "accuracy": own["accuracy"],
+                "segment_accuracy": own["segment_accuracy"],
+            }
+        )
+        if progress is not None:
+            progress(rec, dec)
+    report = score_decisions(runs, classifier.num_classes, onsets_ms=onsets_ms, stable_ms=stable_ms)
+    duration = sum(f["duration_s"] for f in per_file)
+    wall = sum(f["wall_s"] for f in per_file)
+    report.update(
+        class_names=list(classifier.class_names),
+        recordings=per_file,
+        realtime_factor=duration / wall if wall > 0 else None,
+        infer_ms={"p50": float(np.percentile(infer, 50)), "p99": float(np.percentile(infer, 99))} if infer else None,
+        steps=int(steps or preprocessing.get("steps") or 16),
+        step_us=int(step_us or preprocessing.get("step_us") or 0),
+        onsets_ms=[float(d) for d in onsets_ms],
+    )
+    return report
+
+
+def write_report(report: dict[str, Any], out_dir: str | os.PathLike, stem: str = "online_eval") -> tuple[Path, Path]:
+    """Write ``<stem>.json`` (the numbers) and ``<stem>.png`` (accuracy vs onset, per class) in ``out_dir``.
+
+    Raises:
+        EventFileError: the folder cannot be created or written (names it).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        json_path = out / f"{stem}.json"
+        json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
+    except OSError as err:
+        raise EventFileError(out, f"cannot write the report: {err.strerror or err}") from None
+    fig, (ax_onset, ax_class) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 1.4]})
+    points = [(float(d), a) for d, a in report["vs_onset"].items() if a is not None]
+    if points:
+        xs, ys = zip(*points, strict=True)
+        ax_onset.plot(xs, ys, marker="o")
+    chance = 1.0 / len(report["class_names"])
+    ax_onset.axhline(chance, color="grey", linestyle=":", label=f"chance ({chance:.2f})")
+    latency = report["latency_ms"]["mean"]
+    if latency is not None:
+        ax_onset.axvline(latency, color="tab:red", linestyle="--", label=f"mean latency {latency:.0f} ms")
+    ax_onset.set_xscale("log")
+    ax_onset.set_ylim(0, 1.02)
+    ax_onset.set_xlabel("time since gesture onset (ms)")
+    ax_onset.set_ylabel("decision accuracy")
+    ax_onset.set_title("accuracy vs time since onset")
+    ax_onset.legend(loc="lower right", fontsize=8)
+    names = report["class_names"]
+    values = [a if a is not None else math.nan for a in report["per_class"]]
+    ax_class.bar(range(len(names)), values, color="tab:blue")
+    ax_class.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax_class.set_ylim(0, 1.02)
+    ax_class.set_ylabel("online accuracy (fraction of decisions)")
+    acc = report["accuracy"]
+    ax_class.set_title("per class" + (f" (all: {acc:.3f})" if acc is not None else ""))
+    fig.tight_layout()
+    png_path = out / f"{stem}.png"
+    try:
+        fig.savefig(png_path, dpi=100)
+    except OSError as err:
+        raise EventFileError(png_path, f"cannot write the plot: {err.strerror or err}") from None
+    finally:
+        plt.close(fig)
+    return json_path, png_path
