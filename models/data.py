@@ -1,0 +1,554 @@
+"""DVS128 Gesture datasets (IBM release and tonic's copy) as ``[T, 2, H, W]`` frames, and augmentation.
+
+Two on-disk layouts of the same data (Amir et al., CVPR 2017; ``../shared/reference/formats.md`` §3):
+
+- :class:`IBMGestureDataset`: IBM's release, ``DvsGesture/userNN_<lighting>.aedat`` (AEDAT 3.1)
+  with ``userNN_<lighting>_labels.csv`` and the ``trials_to_train.txt`` / ``trials_to_test.txt``
+  split lists (spikingjelly's split: 1176 / 288 clips), read with evstream's AEDAT 3.1 reader.
+- :class:`TonicGestureDataset`: tonic's preprocessed copy,
+  ``DVSGesture/ibmGestureTrain/userNN_<lighting>/<label>.npy`` (one (N, 4) array of columns
+  x, y, p, t per clip, t in ms; tonic's split: 1077 / 264 clips), read with numpy alone (tonic's
+  dataset class downloads when it finds fewer than 100 files).
+
+Both cut clips into frames one of two ways:
+
+- **fixed time steps** (``step_us=...``): ``steps`` consecutive steps of ``step_us`` µs, binned by
+  ``evstream.binning.bin_events``, the kernel the streaming Binner uses, so training sees what the
+  live pipeline sees. A clip of duration D holds ``D // (steps * step_us)`` whole windows (at
+  least one; a clip shorter than a window leaves the last steps empty). ``windows="random"``
+  (default for the train split) gives one sample per clip, a window starting at a random step of
+  the clip each time it is drawn; ``windows="fixed"`` (default for test) gives every whole window
+  of every clip as its own sample, back to back from the clip's start.
+- **equal event counts** (``mode="count"``): the whole clip split into ``steps`` frames of equal
+  event count (``bin_events_by_count``; spikingjelly's ``split_by='number'``, the paper's recipe,
+  ``../shared/reference/spikformer.md`` §3.2). One sample per clip.
+
+Binned clips are cached as one ``.npz`` per clip under ``cache_dir``, in a folder named by every
+preprocessing parameter, so changing a parameter never reads a stale cache. Time-step clips are
+cached whole (every step of the clip, uint16 counts) and windows are slices of them.
+
+:class:`GestureAugment` is the reference augmentation (Spikformer's ``SNNAugmentWide``, one op per
+clip applied to all T frames) without its plain horizontal flip, which would turn a right-hand
+gesture into the picture of a left-hand one under the right-hand label (spikformer.md §3.3); an
+optional flip swaps the mirrored classes' labels instead.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from evstream.binning import Geometry, bin_events, bin_events_by_count
+from evstream.errors import ConfigError, EventFileError, ModelError
+from evstream.events import EVENT_DTYPE, SensorSize
+from evstream.labels import DVS_GESTURE_CLASSES
+
+__all__ = [
+    "GestureClip",
+    "IBMGestureDataset",
+    "TonicGestureDataset",
+    "GestureAugment",
+    "MIRRORED_CLASSES",
+    "DVS128_SENSOR",
+]
+
+DVS128_SENSOR = SensorSize(128, 128)
+NUM_CLASSES = len(DVS_GESTURE_CLASSES)
+
+# Class pairs that are each other's mirror image (0-based, evstream.labels order). A mirror
+# reverses the sense of rotation, so a right arm turning clockwise mirrors to a left arm turning
+# counter-clockwise: hand waves 1 <-> 2, right arm clockwise 3 <-> 6 left arm counter-clockwise,
+# right arm counter-clockwise 4 <-> 5 left arm clockwise. The other classes are symmetric.
+MIRRORED_CLASSES: tuple[tuple[int, int], ...] = ((1, 2), (3, 6), (4, 5))
+
+_CACHE_VERSION = 1
+_CACHE_MAX = np.iinfo(np.uint16).max
+
+
+@dataclass(frozen=True)
+class GestureClip:
+    """One labelled gesture: events of ``recording`` with ``t_start <= t < t_end`` (µs).
+
+    Attributes:
+        recording: the file holding the events (``.aedat`` or tonic ``.npy``).
+        label: 0-based class index into ``DVS_GESTURE_CLASSES``.
+        t_start: first µs of the clip (tonic clips: first event).
+        t_end: end of the clip, µs, exclusive.
+        key: stable name used for the cache file.
+    """
+
+    recording: Path
+    label: int
+    t_start: int
+    t_end: int
+    key: str
+
+
+class _GestureFrames(Dataset):
+    """Shared framing, windowing, caching and transform of the gesture datasets."""
+
+    def __init__(
+        self,
+        split: str,
+        *,
+        steps: int,
+        step_us: int | None,
+        mode: Literal["time", "count"] | None,
+        out_size: tuple[int, int],
+        fit: Literal["crop", "letterbox"],
+        windows: Literal["random", "fixed"] | None,
+        transform: Callable[[Tensor, int], tuple[Tensor, int]] | None,
+        cache_dir: str | os.PathLike | None,
+        layout: str,
+    ) -> None:
+        if split not in ("train", "test"):
+            raise ConfigError(f"split: 'train' or 'test', got {split!r}")
+        if mode is None:
+            mode = "count" if step_us is None else "time"
+        if mode not in ("time", "count"):
+            raise ConfigError(f"mode: 'time' or 'count', got {mode!r}")
+        if mode == "time" and (step_us is None or int(step_us) <= 0):
+            raise ConfigError(f"step_us: fixed time steps need a positive step length in µs, got {step_us}")
+        if mode == "count" and step_us is not None:
+            raise ConfigError(f"step_us: {step_us} given with mode='count' (equal event counts take no step length)")
+        if int(steps) <= 0:
+            raise ConfigError(f"steps: must be positive, got {steps}")
+        if windows is None:
+            windows = "random" if split == "train" else "fixed"
+        if windows not in ("random", "fixed"):
+            raise ConfigError(f"windows: 'random' or 'fixed', got {windows!r}")
+        self.split = split
+        self.steps = int(steps)
+        self.mode = mode
+        self.step_us = None if mode == "count" else int(step_us)
+        self.geometry = Geometry(DVS128_SENSOR, out_size, mode=fit)
+        self.out_size = (self.geometry.out_size.width, self.geometry.out_size.height)
+        self.windows = windows
+        self.transform = transform
+        self.cache_dir = None if cache_dir is None else Path(cache_dir) / self._cache_tag(layout)
+        self.clips: list[GestureClip] = []
+        self._index: list[tuple[int, int]] = []  # (clip, first step) per sample; step -1 = random
+
+    def _cache_tag(self, layout: str) -> str:
+        width, height = self.geometry.out_size.width, self.geometry.out_size.height
+        timing = f"count-T{self.steps}" if self.mode == "count" else f"time-{self.step_us}us"
+        return f"{layout}-v{_CACHE_VERSION}-{timing}-{width}x{height}-{self.geometry.mode}"
+
+    def _build_index(self) -> None:
+        """One sample per clip, or per whole window of each clip with fixed time windows."""
+        for c, clip in enumerate(self.clips):
+            if self.mode == "count" or self.windows == "random":
+                self._index.append((c, -1))
+                continue
+            windows = max(1, (clip.t_end - clip.t_start) // (self.steps * self.step_us))
+            self._index.extend((c, w * self.steps) for w in range(windows))
+
+    @property
+    def labels(self) -> list[int]:
+        """Label of every sample, in index order (for class-balanced samplers and confusion tables)."""
+        return [self.clips[c].label for c, _ in self._index]
+
+    def __len__(self) -> int:
+        return len(self._index)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        """Frames ``[T, 2, H, W]`` float32 (event counts; channel 0 OFF, 1 ON) and the 0-based label."""
+        c, first = self._index[index]
+        clip = self.clips[c]
+        frames = self.clip_frames(c)
+        if self.mode == "time":
+            last_start = max(0, clip_steps(clip, self.step_us) - self.steps)
+            if first < 0:
+                first = int(torch.randint(0, last_start + 1, ()).item())
+            frames = _window(frames, first, self.steps)
+        tensor = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+        label = clip.label
+        if self.transform is not None:
+            tensor, label = self.transform(tensor, label)
+        return tensor, label
+
+    def clip_frames(self, c: int) -> np.ndarray:
+        """Frames of clip ``c``: ``[T, 2, H, W]`` (count mode) or every step of the clip (time mode).
+
+        Read from the cache when present; otherwise binned (and cached when ``cache_dir`` is set).
+        """
+        clip = self.clips[c]
+        path = self._cache_path(clip)
+        if path is not None and path.is_file():
+            frames = _load_cached(path, clip)
+            if frames is not None:
+                return frames
+        frames = self._bin(clip, self._clip_events(clip))
+        if path is not None:
+            _save_cached(path, clip, frames)
+        return frames
+
+    def _cache_path(self, clip: GestureClip) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / f"{clip.key}.npz"
+
+    def _bin(self, clip: GestureClip, events: np.ndarray) -> np.ndarray:
+        if self.mode == "count":
+            return bin_events_by_count(events, self.steps, self.geometry, dtype=np.float32)
+        steps = max(self.steps, clip_steps(clip, self.step_us))
+        return bin_events(events, clip.t_start, self.step_us, steps, self.geometry, dtype=np.uint16, clip=_CACHE_MAX)
+
+    def _clip_events(self, clip: GestureClip) -> np.ndarray:
+        raise NotImplementedError
+
+    def prepare(self) -> int:
+        """Bin and cache every clip not cached yet (needs ``cache_dir``); returns how many were binned."""
+        if self.cache_dir is None:
+            raise ConfigError("cache_dir: prepare() caches binned clips and needs a cache_dir")
+        done = 0
+        for c, clip in enumerate(self.clips):
+            path = self._cache_path(clip)
+            if not path.is_file() or _load_cached(path, clip) is None:
+                self.clip_frames(c)
+                done += 1
+        return done
+
+
+def clip_steps(clip: GestureClip, step_us: int) -> int:
+    """Number of ``step_us`` steps that cover a clip (the last one may be partial)."""
+    return max(1, -(-(clip.t_end - clip.t_start) // step_us))
+
+
+def _window(frames: np.ndarray, first: int, steps: int) -> np.ndarray:
+    window = frames[first:first + steps]
+    if len(window) == steps:
+        return window
+    pad = np.zeros((steps - len(window), *frames.shape[1:]), dtype=frames.dtype)
+    return np.concatenate([window, pad])
+
+
+def _load_cached(path: Path, clip: GestureClip) -> np.ndarray | None:
+    """Cached frames, or ``None`` when the file is unreadable or belongs to another cut of the recording."""
+    try:
+        with np.load(path) as data:
+            if (int(data["t_start"]), int(data["t_end"]), int(data["label"])) != (clip.t_start, clip.t_end, clip.label):
+                return None
+            return data["frames"]
+    except (OSError, ValueError, KeyError, EOFError):
+        return None
+
+
+def _save_cached(path: Path, clip: GestureClip, frames: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Write then rename: DataLoader workers may bin the same clip at once; readers never see half a file.
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, frames=frames, t_start=clip.t_start, t_end=clip.t_end, label=clip.label)
+    os.replace(tmp, path)
+
+
+def _events_between(events: np.ndarray, t_start: int, t_end: int) -> np.ndarray:
+    t = events["t"]
+    return events[(t >= t_start) & (t < t_end)]
+
+
+class IBMGestureDataset(_GestureFrames):
+    """DVS128 Gesture in IBM's release layout, read from the AEDAT 3.1 recordings.
+
+    Args:
+        root: the ``DvsGesture`` folder or its parent.
+        split: ``"train"`` (``trials_to_train.txt``) or ``"test"`` (``trials_to_test.txt``).
+        steps: frames per sample, T.
+        step_us: step length in µs for fixed time steps; ``None`` with ``mode="count"``.
+        mode: ``"time"`` (fixed time steps) or ``"count"`` (equal event counts per frame);
+            default: ``"count"`` when ``step_us`` is ``None``, else ``"time"``.
+        out_size: model pixels ``(width, height)``; the 128×128 sensor is mapped by
+            ``evstream.binning.Geometry`` (area downsampling, ``fit`` for other aspects).
+        fit: ``"crop"`` or ``"letterbox"`` when ``out_size`` has another aspect ratio.
+        windows: time mode only: ``"random"`` (one random window per clip per draw; train default)
+            or ``"fixed"`` (every whole window of every clip; test default).
+        transform: ``(frames, label) -> (frames, label)`` applied to each sample, e.g.
+            :class:`GestureAugment`.
+        cache_dir: folder for binned clips (one ``.npz`` per clip); ``None`` = no cache, every
+            sample reads its whole recording (slow: set a cache for training).
+
+    Raises:
+        ModelError: no split list, a listed recording or labels file missing (names the path).
+        EventFileError: a damaged recording or label file (names the file, byte offset, line).
+        ConfigError: an option out of range (names it).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: Literal["train", "test"] = "train",
+        *,
+        steps: int = 16,
+        step_us: int | None = None,
+        mode: Literal["time", "count"] | None = None,
+        out_size: tuple[int, int] = (128, 128),
+        fit: Literal["crop", "letterbox"] = "crop",
+        windows: Literal["random", "fixed"] | None = None,
+        transform: Callable[[Tensor, int], tuple[Tensor, int]] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        from evstream.io.aedat3 import read_labels
+
+        super().__init__(
+            split, steps=steps, step_us=step_us, mode=mode, out_size=out_size, fit=fit, windows=windows,
+            transform=transform, cache_dir=cache_dir, layout="ibm",
+        )
+        self.root = _find_ibm_root(Path(root), split)
+        self.recordings = _read_trials(self.root / f"trials_to_{split}.txt")
+        for recording in self.recordings:
+            labels_path = recording.with_name(f"{recording.stem}_labels.csv")
+            if not recording.is_file():
+                raise ModelError(f"{recording}: recording listed in trials_to_{split}.txt is missing")
+            if not labels_path.is_file():
+                raise ModelError(f"{labels_path}: labels file of {recording.name} is missing")
+            for row, segment in enumerate(read_labels(labels_path)):
+                self.clips.append(GestureClip(
+                    recording, int(segment["label"]), int(segment["t_start"]), int(segment["t_end"]),
+                    f"{recording.stem}_{row:02d}",
+                ))
+        self._build_index()
+        self._events: tuple[Path, np.ndarray] | None = None
+
+    def _recording_events(self, recording: Path) -> np.ndarray:
+        """All events of a recording; the last one read is kept, as clips of a recording come together."""
+        from evstream.io.aedat3 import Aedat3Reader
+
+        if self._events is None or self._events[0] != recording:
+            with Aedat3Reader(recording) as reader:
+                self._events = (recording, reader.read())
+        return self._events[1]
+
+    def _clip_events(self, clip: GestureClip) -> np.ndarray:
+        return _events_between(self._recording_events(clip.recording), clip.t_start, clip.t_end)
+
+    def prepare(self) -> int:
+        """Bin and cache every clip not cached yet, reading each recording once; returns how many were binned."""
+        try:
+            return super().prepare()
+        finally:
+            self._events = None
+
+
+def _find_ibm_root(root: Path, split: str) -> Path:
+    for folder in (root, root / "DvsGesture"):
+        if (folder / f"trials_to_{split}.txt").is_file():
+            return folder
+    raise ModelError(
+        f"{root}: no trials_to_{split}.txt here or in {root / 'DvsGesture'} (expected IBM's DvsGesture release layout)"
+    )
+
+
+def _read_trials(path: Path) -> list[Path]:
+    recordings = []
+    for line in path.read_text().splitlines():
+        name = line.strip()
+        if name:
+            recordings.append(path.parent / name)
+    if not recordings:
+        raise ModelError(f"{path}: lists no recordings")
+    return recordings
+
+
+_TONIC_FOLDERS = {"train": "ibmGestureTrain", "test": "ibmGestureTest"}
+_TONIC_USER = re.compile(r"^user\d+_\w+$")
+
+
+class TonicGestureDataset(_GestureFrames):
+    """DVS128 Gesture in tonic's preprocessed layout, read with numpy (no tonic import).
+
+    ``<root>/DVSGesture/ibmGestureTrain/userNN_<lighting>/<label>.npy`` (``ibmGestureTest`` for the
+    test split); each file is one clip, an (N, 4) array of columns x, y, p, t with t in ms (tonic
+    multiplies by 1000 on load, ``neuromorphs/tonic`` ``tonic/datasets/dvsgesture.py``); the file
+    name is the 0-based label. A clip spans its first event to its last event + 1 µs.
+
+    Args:
+        root: the folder holding ``DVSGesture`` (tonic's ``save_to``), or ``DVSGesture`` itself.
+        split, steps, step_us, mode, out_size, fit, windows, transform, cache_dir: as
+            :class:`IBMGestureDataset`.
+
+    Raises:
+        ModelError: the split folder is missing or holds no clip, a file name is not a class
+            index in range (names the file).
+        EventFileError: a clip file that is not an (N, 4) array (names the file).
+        ConfigError: an option out of range (names it).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: Literal["train", "test"] = "train",
+        *,
+        steps: int = 16,
+        step_us: int | None = None,
+        mode: Literal["time", "count"] | None = None,
+        out_size: tuple[int, int] = (128, 128),
+        fit: Literal["crop", "letterbox"] = "crop",
+        windows: Literal["random", "fixed"] | None = None,
+        transform: Callable[[Tensor, int], tuple[Tensor, int]] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__(
+            split, steps=steps, step_us=step_us, mode=mode, out_size=out_size, fit=fit, windows=windows,
+            transform=transform, cache_dir=cache_dir, layout="tonic",
+        )
+        root = Path(root)
+        folder = _TONIC_FOLDERS[split]
+        candidates = [root / "DVSGesture" / folder, root / folder]
+        self.root = next((c for c in candidates if c.is_dir()), None)
+        if self.root is None:
+            raise ModelError(f"{root}: no {candidates[0].relative_to(root)} folder (expected tonic's DVSGesture layout)")
+        for user in sorted(p for p in self.root.iterdir() if p.is_dir() and _TONIC_USER.match(p.name)):
+            for path in sorted(user.glob("*.npy"), key=lambda p: (len(p.stem), p.stem)):
+                if not path.stem.isdigit() or not 0 <= int(path.stem) < NUM_CLASSES:
+                    raise ModelError(f"{path}: file name must be a class index 0..{NUM_CLASSES - 1} (tonic layout)")
+                t0, t1 = self._time_span(path)
+                self.clips.append(GestureClip(path, int(path.stem), t0, t1, f"{user.name}_{path.stem}"))
+        if not self.clips:
+            raise ModelError(f"{self.root}: no userNN_<lighting>/<label>.npy clips")
+        self._build_index()
+
+    @staticmethod
+    def _open(path: Path, mmap: bool) -> np.ndarray:
+        try:
+            raw = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+        except (OSError, ValueError) as err:
+            raise EventFileError(path, f"not a numpy array file ({err})") from None
+        if raw.ndim != 2 or raw.shape[1] != 4 or raw.dtype.kind not in "iuf":
+            raise EventFileError(path, f"expected an (N, 4) numeric array of x, y, p, t (ms); got {raw.dtype} {raw.shape}")
+        return raw
+
+    @classmethod
+    def _time_span(cls, path: Path) -> tuple[int, int]:
+        """``[first, last + 1)`` µs of a clip from its first and last rows (memory-mapped, nothing else read)."""
+        raw = cls._open(path, mmap=True)
+        if len(raw) == 0:
+            return 0, 0
+        first, last = (int(np.rint(float(raw[i, 3]) * 1000.0)) for i in (0, -1))
+        if last < first:  # unsorted clip: read the whole time column
+            t = np.rint(np.asarray(raw[:, 3], dtype=np.float64) * 1000.0)
+            first, last = int(t.min()), int(t.max())
+        return first, last + 1
+
+    @classmethod
+    def _read(cls, path: Path) -> np.ndarray:
+        """Events of one tonic clip file as ``EVENT_DTYPE``, sorted by time."""
+        raw = cls._open(path, mmap=False)
+        events = np.empty(len(raw), dtype=EVENT_DTYPE)
+        events["x"] = raw[:, 0]
+        events["y"] = raw[:, 1]
+        events["p"] = raw[:, 2] != 0
+        events["t"] = np.rint(raw[:, 3].astype(np.float64) * 1000.0)
+        if len(events) and np.any(np.diff(events["t"]) < 0):
+            events = events[np.argsort(events["t"], kind="stable")]
+        return events
+
+    def _clip_events(self, clip: GestureClip) -> np.ndarray:
+        return self._read(clip.recording)
+
+
+class GestureAugment:
+    """Spikformer's DVS augmentation without the label-breaking horizontal flip.
+
+    One operation per clip, drawn uniformly, applied identically to all T frames (``SNNAugmentWide``
+    in ``ZK-Zhou/spikformer`` ``cifar10dvs/autoaugment.py``, ``../shared/reference/spikformer.md``
+    §3.1): identity, shear along x (±0.3 rad), translation along x or y (±5 px), rotation
+    (±30°), cutout (erase a rectangle of 0.1–11 % of the frame); magnitudes drawn from 31 bins,
+    nearest-neighbour resampling, zeros outside.
+
+    ``flip_p`` > 0 adds a horizontal mirror that swaps each mirrored class pair's labels
+    (:data:`MIRRORED_CLASSES`), so a mirrored right-hand wave is labelled as a left-hand wave.
+
+    Args:
+        flip_p: probability of the label-swapping mirror (0 = never, the default).
+        bins: magnitude bins (31 as the reference).
+        generator: torch RNG for reproducible draws (``None`` = torch's global RNG, per worker).
+
+    Call: ``(frames [T, C, H, W], label) -> (frames, label)``.
+    """
+
+    OPS = ("identity", "shear_x", "translate_x", "translate_y", "rotate", "cutout")
+
+    def __init__(self, flip_p: float = 0.0, *, bins: int = 31, generator: torch.Generator | None = None) -> None:
+        if not 0.0 <= float(flip_p) <= 1.0:
+            raise ConfigError(f"flip_p: a probability in [0, 1], got {flip_p}")
+        if int(bins) < 2:
+            raise ConfigError(f"bins: at least 2 magnitude bins, got {bins}")
+        self.flip_p = float(flip_p)
+        self.bins = int(bins)
+        self.generator = generator
+        self._swap = list(range(NUM_CLASSES))
+        for a, b in MIRRORED_CLASSES:
+            self._swap[a], self._swap[b] = b, a
+
+    def _uniform(self) -> float:
+        return float(torch.rand((), generator=self.generator))
+
+    def _magnitude(self, limit: float) -> float:
+        """A signed magnitude from the ``bins`` levels in [-limit, limit]."""
+        level = int(torch.randint(0, self.bins, (), generator=self.generator))
+        value = limit * level / (self.bins - 1)
+        return value if self._uniform() < 0.5 else -value
+
+    def __call__(self, frames: Tensor, label: int) -> tuple[Tensor, int]:
+        if self.flip_p and self._uniform() < self.flip_p:
+            frames = frames.flip(-1)
+            label = self._swap[label]
+        op = self.OPS[int(torch.randint(0, len(self.OPS), (), generator=self.generator))]
+        return self.apply(frames, op), label
+
+    def apply(self, frames: Tensor, op: str, magnitude: float | None = None) -> Tensor:
+        """Apply one named operation to all frames ``[T, C, H, W]``; ``magnitude`` drawn when ``None``.
+
+        Magnitudes: shear in radians, translation in pixels, rotation in degrees, cutout as the
+        erased fraction of the frame area.
+        """
+        if op == "identity":
+            return frames
+        if op == "cutout":
+            area = magnitude if magnitude is not None else 0.001 + (0.11 - 0.001) * self._uniform()
+            return self._cutout(frames, area)
+        limits = {"shear_x": 0.3, "translate_x": 5.0, "translate_y": 5.0, "rotate": 30.0}
+        if op not in limits:
+            raise ConfigError(f"op: one of {', '.join(self.OPS)}, got {op!r}")
+        value = magnitude if magnitude is not None else self._magnitude(limits[op])
+        height, width = frames.shape[-2:]
+        if op == "shear_x":
+            matrix = [[1.0, math.tan(value), 0.0], [0.0, 1.0, 0.0]]
+        elif op == "translate_x":
+            matrix = [[1.0, 0.0, -2.0 * value / width], [0.0, 1.0, 0.0]]
+        elif op == "translate_y":
+            matrix = [[1.0, 0.0, 0.0], [0.0, 1.0, -2.0 * value / height]]
+        else:
+            angle = math.radians(value)
+            matrix = [[math.cos(angle), -math.sin(angle), 0.0], [math.sin(angle), math.cos(angle), 0.0]]
+        return _affine(frames, matrix)
+
+    def _cutout(self, frames: Tensor, area: float) -> Tensor:
+        height, width = frames.shape[-2:]
+        aspect = math.exp(math.log(0.3) + (math.log(1 / 0.3) - math.log(0.3)) * self._uniform())
+        h = max(1, min(height, round(math.sqrt(area * height * width / aspect))))
+        w = max(1, min(width, round(math.sqrt(area * height * width * aspect))))
+        top = int(torch.randint(0, height - h + 1, (), generator=self.generator))
+        left = int(torch.randint(0, width - w + 1, (), generator=self.generator))
+        out = frames.clone()
+        out[..., top:top + h, left:left + w] = 0
+        return out
+
+
+def _affine(frames: Tensor, matrix: Sequence[Sequence[float]]) -> Tensor:
+    """Resample every frame through one output→input affine map in normalised coordinates (nearest)."""
+    theta = torch.tensor(matrix, dtype=torch.float32, device=frames.device).unsqueeze(0)
+    t = frames.shape[0]
+    theta = theta.expand(t, 2, 3)
+    grid = F.affine_grid(theta, list(frames.shape), align_corners=False)
+    out = F.grid_sample(frames.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    return out.to(frames.dtype)

@@ -1,0 +1,318 @@
+"""Gesture datasets read from miniature copies of the real on-disk layouts, and the augmentation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from evstream.binning import Geometry, bin_events, bin_events_by_count
+from evstream.errors import ConfigError, EventFileError, ModelError
+from evstream.events import SensorSize, concatenate
+from evstream.io.aedat3 import write_aedat3
+from evstream.labels import DVS_GESTURE_CLASSES
+from models.data import MIRRORED_CLASSES, GestureAugment, IBMGestureDataset, TonicGestureDataset
+from tests.helpers import random_events
+
+SENSOR = SensorSize(128, 128)
+STEPS = 4
+STEP_US = 20_000
+
+# Per recording: (label, start µs, end µs) rows, as in a _labels.csv (0-based here).
+TRAIN = {"user01_natural": [(0, 1_000_000, 1_200_000), (4, 1_300_000, 1_470_000), (7, 1_500_000, 1_530_000)]}
+TEST = {"user02_led": [(2, 2_000_000, 2_250_000), (10, 2_300_000, 2_500_000)]}
+
+
+def recording_events(segments, seed):
+    """Events before, inside and between the segments (idle periods must not leak into clips)."""
+    first, last = segments[0][1] - 100_000, segments[-1][2] + 100_000
+    return random_events(30_000, SENSOR, first, last - first, seed=seed)
+
+
+def write_ibm(root, *, labels_text=None):
+    folder = root / "DvsGesture"
+    folder.mkdir(parents=True)
+    events = {}
+    for seed, (split, recs) in enumerate((("train", TRAIN), ("test", TEST))):
+        (folder / f"trials_to_{split}.txt").write_text("".join(f"{name}.aedat\n" for name in recs) + "\n")
+        for name, segments in recs.items():
+            ev = recording_events(segments, seed)
+            write_aedat3(folder / f"{name}.aedat", ev)
+            rows = ["class,startTime_usec,endTime_usec"] + [f"{lab + 1},{t0},{t1}" for lab, t0, t1 in segments]
+            (folder / f"{name}_labels.csv").write_text("\r\n".join(rows) + "\r\n")
+            events[name] = ev
+    return folder, events
+
+
+def clip_events(events, t0, t1):
+    return events[(events["t"] >= t0) & (events["t"] < t1)]
+
+
+@pytest.fixture()
+def ibm(tmp_path):
+    return write_ibm(tmp_path)
+
+
+def test_count_mode_frames_equal_bin_events_by_count_on_each_labelled_segment(ibm, tmp_path):
+    folder, events = ibm
+    data = IBMGestureDataset(tmp_path, "train", steps=STEPS, mode="count")  # parent of DvsGesture
+    segments = TRAIN["user01_natural"]
+    assert len(data) == len(segments)
+    assert data.labels == [lab for lab, _, _ in segments]
+    for i, (label, t0, t1) in enumerate(segments):
+        frames, got_label = data[i]
+        expected = bin_events_by_count(clip_events(events["user01_natural"], t0, t1), STEPS, Geometry(SENSOR, (128, 128)))
+        assert got_label == label
+        assert frames.dtype == torch.float32 and tuple(frames.shape) == (STEPS, 2, 128, 128)
+        np.testing.assert_array_equal(frames.numpy(), expected)
+        assert frames.sum() == len(clip_events(events["user01_natural"], t0, t1))
+
+
+def test_fixed_time_windows_tile_each_segment_and_equal_bin_events(ibm):
+    folder, events = ibm
+    data = IBMGestureDataset(folder, "test", steps=STEPS, step_us=STEP_US, out_size=(64, 64))
+    geometry = Geometry(SENSOR, (64, 64))
+    window_us = STEPS * STEP_US
+    expected_items = []
+    for label, t0, t1 in TEST["user02_led"]:
+        for w in range((t1 - t0) // window_us):
+            start = t0 + w * window_us
+            expected_items.append((label, bin_events(clip_events(events["user02_led"], t0, t1), start, STEP_US, STEPS, geometry)))
+    assert len(data) == len(expected_items) == 3 + 2
+    for i, (label, frames) in enumerate(expected_items):
+        got, got_label = data[i]
+        assert got_label == label
+        assert tuple(got.shape) == (STEPS, 2, 64, 64)
+        np.testing.assert_array_equal(got.numpy(), frames)
+
+
+def test_a_segment_shorter_than_a_window_gives_one_window_with_empty_tail(ibm):
+    folder, events = ibm
+    data = IBMGestureDataset(folder, "train", steps=STEPS, step_us=STEP_US, windows="fixed")
+    label, t0, t1 = TRAIN["user01_natural"][2]  # 30 ms < 80 ms
+    frames, got_label = data[len(data) - 1]
+    assert got_label == label
+    clip = clip_events(events["user01_natural"], t0, t1)
+    np.testing.assert_array_equal(frames.numpy(), bin_events(clip, t0, STEP_US, STEPS, SENSOR))
+    assert frames[2:].sum() == 0 and frames.sum() == len(clip)
+
+
+def test_random_windows_are_step_aligned_windows_inside_the_segment(ibm):
+    folder, events = ibm
+    data = IBMGestureDataset(folder, "train", steps=STEPS, step_us=STEP_US)
+    assert data.windows == "random" and len(data) == 3
+    label, t0, t1 = TRAIN["user01_natural"][0]  # 200 ms: windows may start at steps 0..6
+    clip = clip_events(events["user01_natural"], t0, t1)
+    candidates = [bin_events(clip, t0 + k * STEP_US, STEP_US, STEPS, SENSOR) for k in range(7)]
+    torch.manual_seed(0)
+    starts = set()
+    for _ in range(40):
+        frames, got_label = data[0]
+        assert got_label == label
+        matches = [k for k, c in enumerate(candidates) if np.array_equal(frames.numpy(), c)]
+        assert matches, "a random window must be one of the step-aligned windows of the segment"
+        starts.add(matches[0])
+    assert len(starts) > 3
+
+
+def test_cache_hit_returns_equal_frames_without_reading_the_recording(ibm, tmp_path):
+    folder, _ = ibm
+    cache = tmp_path / "cache"
+    for kwargs in ({"mode": "count"}, {"step_us": STEP_US, "windows": "fixed"}):
+        first = IBMGestureDataset(folder, "train", steps=STEPS, cache_dir=cache, **kwargs)
+        reference = [first[i][0] for i in range(len(first))]
+        assert first.prepare() == 0  # everything was cached while reading
+    tags = sorted(p.name for p in cache.iterdir())
+    assert len(tags) == 2 and all(len(list((cache / t).glob("*.npz"))) == 3 for t in tags)
+    # Damage the recording: a cache hit must not touch it.
+    (folder / "user01_natural.aedat").write_bytes(b"#!AER-DAT3.1\r\nbroken")
+    again = IBMGestureDataset(folder, "train", steps=STEPS, step_us=STEP_US, windows="fixed", cache_dir=cache)
+    for i, frames in enumerate(reference):
+        np.testing.assert_array_equal(again[i][0].numpy(), frames.numpy())
+    # Other parameters read a different cache folder, so they need the (now damaged) recording.
+    other = IBMGestureDataset(folder, "train", steps=STEPS + 1, mode="count", cache_dir=cache)
+    with pytest.raises(EventFileError, match="user01_natural.aedat"):
+        other[0]
+
+
+def test_transform_receives_frames_and_label(ibm):
+    folder, _ = ibm
+    seen = []
+
+    def transform(frames, label):
+        seen.append((tuple(frames.shape), label))
+        return frames * 0, label + 100
+
+    data = IBMGestureDataset(folder, "train", steps=STEPS, mode="count", transform=transform)
+    frames, label = data[1]
+    assert seen == [((STEPS, 2, 128, 128), 4)] and label == 104 and frames.sum() == 0
+
+
+def test_missing_trials_list_names_the_folder(tmp_path):
+    (tmp_path / "DvsGesture").mkdir()
+    with pytest.raises(ModelError, match="trials_to_train.txt"):
+        IBMGestureDataset(tmp_path, "train")
+
+
+def test_missing_recording_and_missing_labels_are_named(ibm):
+    folder, _ = ibm
+    (folder / "user02_led_labels.csv").unlink()
+    with pytest.raises(ModelError, match=r"user02_led_labels\.csv: labels file of user02_led\.aedat is missing"):
+        IBMGestureDataset(folder, "test")
+    (folder / "user01_natural.aedat").unlink()
+    with pytest.raises(ModelError, match=r"user01_natural\.aedat: recording listed in trials_to_train\.txt is missing"):
+        IBMGestureDataset(folder, "train")
+
+
+def test_label_out_of_range_names_file_and_line(ibm):
+    folder, _ = ibm
+    (folder / "user01_natural_labels.csv").write_text("class,startTime_usec,endTime_usec\n1,0,10\n12,20,30\n")
+    with pytest.raises(EventFileError, match=r"user01_natural_labels\.csv: byte \d+: line 3: class 12"):
+        IBMGestureDataset(folder, "train")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [({"step_us": 0}, "step_us"), ({"mode": "time"}, "step_us"), ({"mode": "count", "step_us": 10}, "step_us"),
+     ({"steps": 0, "mode": "count"}, "steps"), ({"step_us": 10, "windows": "all"}, "windows")],
+)
+def test_bad_options_name_the_option(ibm, kwargs, option):
+    folder, _ = ibm
+    with pytest.raises(ConfigError, match=option):
+        IBMGestureDataset(folder, "train", **kwargs)
+
+
+# -- tonic layout -----------------------------------------------------------------------------
+
+
+def write_tonic_clip(path, events, dtype=np.float64):
+    """tonic's clip file: unstructured (N, 4) x, y, p, t with t in ms."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = np.stack([events["x"], events["y"], events["p"], events["t"] / 1000.0], axis=1).astype(dtype)
+    np.save(path, raw)
+
+
+def test_tonic_layout_clips_equal_binning_of_their_events(tmp_path):
+    clips = {}
+    for split, folder in (("train", "ibmGestureTrain"), ("test", "ibmGestureTest")):
+        for user in ("user01_fluorescent", "user03_lab"):
+            for label in (0, 5, 10):
+                # t on a whole-µs grid, written in ms as tonic stores it
+                ev = random_events(2_000, SENSOR, t0=label * 1_000_000, duration_us=300_000, seed=label + len(clips))
+                write_tonic_clip(tmp_path / "DVSGesture" / folder / user / f"{label}.npy", ev)
+                clips[(split, user, label)] = ev
+    data = TonicGestureDataset(tmp_path, "train", steps=STEPS, mode="count")
+    assert len(data) == 6 and data.labels == [0, 5, 10, 0, 5, 10]
+    for i, (user, label) in enumerate((u, lab) for u in ("user01_fluorescent", "user03_lab") for lab in (0, 5, 10)):
+        frames, got = data[i]
+        assert got == label
+        np.testing.assert_array_equal(frames.numpy(), bin_events_by_count(clips[("train", user, label)], STEPS, SENSOR))
+    test = TonicGestureDataset(tmp_path / "DVSGesture", "test", steps=STEPS, step_us=STEP_US)
+    ev = clips[("test", "user01_fluorescent", 0)]
+    t0 = int(ev["t"][0])
+    assert len(test) == 6 * (300_000 // (STEPS * STEP_US))
+    np.testing.assert_array_equal(test[1][0].numpy(), bin_events(ev, t0 + STEPS * STEP_US, STEP_US, STEPS, SENSOR))
+    all_events = concatenate(clips[k] for k in sorted(clips) if k[0] == "test")
+    assert sum(float(test.clip_frames(c).sum()) for c in range(len(test.clips))) == len(all_events)
+
+
+def test_tonic_bad_file_name_and_bad_array_are_named(tmp_path):
+    folder = tmp_path / "DVSGesture" / "ibmGestureTrain" / "user01_led"
+    write_tonic_clip(folder / "11.npy", random_events(10, SENSOR))
+    with pytest.raises(ModelError, match=r"11\.npy: file name must be a class index 0\.\.10"):
+        TonicGestureDataset(tmp_path, "train")
+    (folder / "11.npy").unlink()
+    np.save(folder / "3.npy", np.zeros((5, 3)))
+    with pytest.raises(EventFileError, match=r"3\.npy: expected an \(N, 4\)"):
+        TonicGestureDataset(tmp_path, "train")
+
+
+def test_tonic_missing_split_folder(tmp_path):
+    with pytest.raises(ModelError, match="ibmGestureTest"):
+        TonicGestureDataset(tmp_path, "test")
+
+
+# -- augmentation -----------------------------------------------------------------------------
+
+
+def test_mirrored_class_pairs_are_mirror_images_by_name():
+    def mirror(name):
+        swapped = name.replace("right", "@").replace("left", "right").replace("@", "left")
+        if "counter-clockwise" in swapped:
+            return swapped.replace("counter-clockwise", "clockwise")
+        return swapped.replace("clockwise", "counter-clockwise")
+
+    pairs = {frozenset(p) for p in MIRRORED_CLASSES}
+    for a, name in enumerate(DVS_GESTURE_CLASSES):
+        image = mirror(name)
+        if image == name:
+            assert all(a not in p for p in pairs)
+        else:
+            assert frozenset((a, DVS_GESTURE_CLASSES.index(image))) in pairs
+
+
+def test_every_op_keeps_shape_dtype_and_is_the_same_for_all_frames():
+    aug = GestureAugment(generator=torch.Generator().manual_seed(1))
+    one = (torch.rand(1, 2, 32, 48) < 0.2).float()
+    frames = one.repeat(5, 1, 1, 1)
+    for op in GestureAugment.OPS:
+        for _ in range(5):
+            out = aug.apply(frames, op)
+            assert out.shape == frames.shape and out.dtype == frames.dtype
+            for t in range(1, 5):
+                assert torch.equal(out[t], out[0]), op
+
+
+def test_translation_and_rotation_move_pixels_exactly():
+    aug = GestureAugment()
+    frames = torch.zeros(3, 2, 16, 16)
+    frames[:, 1, 4, 6] = 1.0
+    moved = aug.apply(frames, "translate_x", 2.0)
+    assert moved[:, 1, 4, 8].eq(1).all() and moved.sum() == 3
+    moved = aug.apply(frames, "translate_y", -3.0)
+    assert moved[:, 1, 1, 6].eq(1).all() and moved.sum() == 3
+    square = torch.rand(2, 2, 16, 16)
+    turned = aug.apply(square, "rotate", 90.0)
+    assert any(torch.equal(turned, torch.rot90(square, k, dims=(-2, -1))) for k in (1, 3))
+    assert torch.equal(aug.apply(square, "shear_x", 0.0), square)
+
+
+def test_cutout_erases_a_small_rectangle():
+    aug = GestureAugment(generator=torch.Generator().manual_seed(3))
+    frames = torch.ones(4, 2, 64, 64)
+    out = aug.apply(frames, "cutout", 0.05)
+    erased = (out[0, 0] == 0).float()
+    assert 0.02 * 64 * 64 < erased.sum() < 0.09 * 64 * 64
+    assert torch.equal(out[:, :1].expand_as(out), out)  # same rectangle in every frame and channel
+
+
+def test_default_augment_never_flips_and_swap_flip_swaps_labels():
+    frames = torch.zeros(2, 2, 16, 16)
+    plain = GestureAugment(generator=torch.Generator().manual_seed(0))
+    for label in range(11):
+        for _ in range(5):
+            out, got = plain(frames, label)
+            assert got == label and out.shape == frames.shape
+    flip = GestureAugment(flip_p=1.0, generator=torch.Generator().manual_seed(0))
+    expected = {1: 2, 2: 1, 3: 6, 6: 3, 4: 5, 5: 4}
+    for label in range(11):
+        _, got = flip(frames, label)
+        assert got == expected.get(label, label)
+
+
+def test_swap_flip_mirrors_the_frames():
+    flip = GestureAugment(flip_p=1.0, generator=torch.Generator().manual_seed(0))
+    frames = torch.zeros(2, 2, 8, 8)
+    frames[:, 0, 3, 1] = 1.0
+    mirrored = 0
+    for _ in range(30):
+        out, _ = flip(frames, 0)
+        mirrored += int(out[0, 0, 3, 6] == 1 and out.sum() == 2)
+    assert mirrored > 0  # whenever the drawn op is identity the mirrored pixel sits at x = 6
+
+
+def test_augment_options_are_checked():
+    with pytest.raises(ConfigError, match="flip_p"):
+        GestureAugment(flip_p=1.5)
+    with pytest.raises(ConfigError, match="op"):
+        GestureAugment().apply(torch.zeros(1, 2, 4, 4), "zoom")
