@@ -1,0 +1,193 @@
+"""SSA attention panel: the token-by-token map of a chosen block and head, and its overlay.
+
+Spikformer's spiking self-attention has no softmax: Q·Kᵀ is a real N×N token map per head
+(Zhou et al., ICLR 2023, eq. 6; 64 tokens for a 128×128 input). ``attn`` carries ``qk``
+float32 [blocks, heads, N, N] (mean over the window's steps), the token ``grid`` [gh, gw] and the
+model-input ``frame`` float32 [H, W].
+
+Left: the N×N map (row i = the attention token i pays). Right: the input frame with, per token
+cell, the attention it receives (column mean), or, while the mouse hovers a cell, that token's
+row: the attention it pays to every other cell.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import QtCore, QtWidgets
+
+from evstream.dashboard.style import alpha_lut, colormap_lut, image_view, panel_title
+from evstream.protocol import Message
+
+__all__ = ["AttentionPanel", "HEAD_MEAN"]
+
+HEAD_MEAN = -1
+
+
+class AttentionPanel(QtWidgets.QWidget):
+    """Block/head selectors, the N×N map and the overlay on the model input."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        header = QtWidgets.QHBoxLayout()
+        header.addWidget(panel_title("SSA attention"))
+        self.info = QtWidgets.QLabel("no attention yet")
+        header.addWidget(self.info, 1)
+        header.addWidget(QtWidgets.QLabel("block"))
+        self.block = QtWidgets.QSpinBox()
+        self.block.setRange(0, 0)
+        header.addWidget(self.block)
+        header.addWidget(QtWidgets.QLabel("head"))
+        self.head = QtWidgets.QComboBox()
+        self.head.addItem("mean", HEAD_MEAN)
+        header.addWidget(self.head)
+        layout.addLayout(header)
+
+        self.graphics = pg.GraphicsLayoutWidget()
+        self.map_view, self.map_image = image_view(self.graphics, row=0, col=0, title="Q·Kᵀ  (row = attention a token pays)")
+        self.map_image.setLookupTable(colormap_lut("viridis"))
+        self.row_marker = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#ff4060", width=1.5))
+        self.row_marker.setVisible(False)
+        self.map_view.addItem(self.row_marker)
+        self.input_view, self.input_image = image_view(self.graphics, row=0, col=1, title="input · attention per token")
+        self.input_image.setLookupTable(colormap_lut("CET-L1"))
+        self.overlay = pg.ImageItem()
+        self.overlay.setLookupTable(alpha_lut("inferno", 200))
+        self.overlay.setZValue(10)
+        self.input_view.addItem(self.overlay)
+        self.cell_marker = pg.QtWidgets.QGraphicsRectItem(0, 0, 1, 1)
+        self.cell_marker.setPen(pg.mkPen("#40ff90", width=2, cosmetic=True))
+        self.cell_marker.setZValue(20)
+        self.cell_marker.setVisible(False)
+        self.input_view.addItem(self.cell_marker)
+        layout.addWidget(self.graphics, 1)
+        self.token_label = QtWidgets.QLabel("hover the input to see what a token attends to")
+        layout.addWidget(self.token_label)
+
+        self.block.valueChanged.connect(self._redraw)
+        self.head.currentIndexChanged.connect(self._redraw)
+        self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
+
+        self.message: Message | None = None
+        self.grid: tuple[int, int] = (1, 1)
+        self.input_shape: tuple[int, int] = (1, 1)
+        self.selected_token: int | None = None
+        self.current_map: np.ndarray | None = None
+        self.overlay_values: np.ndarray | None = None
+
+    def show_attention(self, message: Message) -> None:
+        """Take one ``attn`` message; draws the selected block and head."""
+        qk = message.arrays.get("qk")
+        if qk is None or qk.ndim != 4 or qk.shape[2] != qk.shape[3]:
+            return
+        blocks, heads, n, _ = qk.shape
+        grid = message.data.get("grid") or []
+        if len(grid) == 2 and int(grid[0]) * int(grid[1]) == n:
+            self.grid = (int(grid[0]), int(grid[1]))
+        else:
+            side = int(round(np.sqrt(n)))
+            self.grid = (side, n // side) if side * (n // side) == n else (1, n)
+        if self.block.maximum() != blocks - 1:
+            self.block.setMaximum(max(0, blocks - 1))
+        if self.head.count() != heads + 1:
+            self.head.blockSignals(True)
+            self.head.clear()
+            self.head.addItem("mean", HEAD_MEAN)
+            for h in range(heads):
+                self.head.addItem(str(h), h)
+            self.head.blockSignals(False)
+        self.message = message
+        frame = message.arrays.get("frame")
+        if frame is not None and frame.ndim == 2:
+            self.input_shape = (int(frame.shape[0]), int(frame.shape[1]))
+            top = float(frame.max()) if frame.size else 1.0
+            self.input_image.setImage(np.ascontiguousarray(frame, dtype=np.float32), autoLevels=False, levels=(0.0, max(top, 1e-6)))
+        self.info.setText(f"{blocks} blocks · {heads} heads · {n} tokens ({self.grid[0]}×{self.grid[1]})")
+        self._redraw()
+
+    def head_map(self) -> np.ndarray | None:
+        """The selected N×N map (float32), or None before any ``attn`` message."""
+        if self.message is None:
+            return None
+        qk = self.message.arrays["qk"]
+        block = min(self.block.value(), qk.shape[0] - 1)
+        head = self.head.currentData()
+        if head is None or head == HEAD_MEAN or head >= qk.shape[1]:
+            return qk[block].mean(axis=0, dtype=np.float32)
+        return np.asarray(qk[block, head], dtype=np.float32)
+
+    def received(self) -> np.ndarray | None:
+        """Attention each token receives (column mean of the selected map), float32 [gh, gw] in [0, 1]."""
+        attention = self.head_map()
+        if attention is None:
+            return None
+        return _unit(attention.mean(axis=0)).reshape(self.grid)
+
+    def _redraw(self) -> None:
+        attention = self.head_map()
+        if attention is None:
+            return
+        self.current_map = attention
+        top = float(attention.max()) if attention.size else 1.0
+        self.map_image.setImage(np.ascontiguousarray(attention), autoLevels=False, levels=(0.0, max(top, 1e-6)))
+        self._draw_overlay()
+
+    def _draw_overlay(self) -> None:
+        attention = self.current_map
+        if attention is None:
+            return
+        token = self.selected_token
+        if token is not None and token < attention.shape[0]:
+            values = _unit(attention[token]).reshape(self.grid)
+            self.row_marker.setPos(token + 0.5)
+            self.row_marker.setVisible(True)
+            gh, gw = self.grid
+            r, c = divmod(token, gw)
+            cell_h, cell_w = self.input_shape[0] / gh, self.input_shape[1] / gw
+            self.cell_marker.setRect(c * cell_w, r * cell_h, cell_w, cell_h)
+            self.cell_marker.setVisible(True)
+            row = attention[token]
+            self.token_label.setText(
+                f"token {token} (row {r}, col {c}) pays most to token {int(row.argmax())}; "
+                f"row sum {float(row.sum()):.1f}, max {float(row.max()):.2f}"
+            )
+        else:
+            values = _unit(attention.mean(axis=0)).reshape(self.grid)
+            self.row_marker.setVisible(False)
+            self.cell_marker.setVisible(False)
+            self.token_label.setText("attention each token receives (column mean); hover a cell for its row")
+        self.overlay_values = values
+        self.overlay.setImage(np.ascontiguousarray(values, dtype=np.float32), autoLevels=False, levels=(0.0, 1.0))
+        self.overlay.setRect(QtCore.QRectF(0, 0, self.input_shape[1], self.input_shape[0]))
+
+    def token_at(self, x: float, y: float) -> int | None:
+        """Token index under input-frame coordinates ``(x, y)`` (pixels), or None outside."""
+        h, w = self.input_shape
+        if not (0 <= x < w and 0 <= y < h):
+            return None
+        gh, gw = self.grid
+        return int(y * gh / h) * gw + int(x * gw / w)
+
+    def select_token(self, token: int | None) -> None:
+        """Show token ``token``'s row (None: the attention each token receives)."""
+        if token != self.selected_token:
+            self.selected_token = token
+            self._draw_overlay()
+
+    def _mouse_moved(self, scene_pos: QtCore.QPointF) -> None:
+        if self.message is None:
+            return
+        if not self.input_view.sceneBoundingRect().contains(scene_pos):
+            self.select_token(None)
+            return
+        point = self.input_view.mapSceneToView(scene_pos)
+        self.select_token(self.token_at(point.x(), point.y()))
+
+
+def _unit(values: np.ndarray) -> np.ndarray:
+    """Scale non-negative values to [0, 1] by their maximum (all zero stays zero)."""
+    values = np.asarray(values, dtype=np.float32)
+    top = float(values.max()) if values.size else 0.0
+    return values / top if top > 0 else np.zeros_like(values)

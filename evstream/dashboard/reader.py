@@ -1,0 +1,159 @@
+"""Socket side of the dashboard: a thread that reads the published stream, off the GUI thread.
+
+The thread subscribes to every topic, decodes each message with :func:`evstream.protocol.decode`
+and keeps only the latest message per topic in a lock-protected dict (pyqtgraph's habit: the
+GUI draws whatever arrived last on a timer, never one repaint per message). ``frame`` messages
+are also pushed into an :class:`~evstream.dashboard.accumulate.EventAccumulator` here, so
+accumulating a 300 ms span of 10 ms windows costs the GUI thread nothing.
+
+Per topic it counts messages, sequence gaps (zguide ch. 5: per-topic sequence numbers let a
+subscriber see its own losses) and the transport lag (receive time minus the header's send time).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import zmq
+
+from evstream.dashboard.accumulate import EventAccumulator
+from evstream.errors import ProtocolError
+from evstream.protocol import TOPICS, Message, decode
+
+__all__ = ["StreamReader", "TopicStats", "Snapshot"]
+
+_POLL_MS = 50
+
+
+@dataclass
+class TopicStats:
+    """What the reader knows about one topic."""
+
+    received: int = 0
+    gaps: int = 0  # messages missed, from sequence numbers
+    last_seq: int | None = None
+    publisher: str | None = None
+    last_monotonic: float | None = None  # time.monotonic() of the latest message
+    lag_ms: float | None = None  # receive time minus send time of the latest message
+
+
+@dataclass
+class Snapshot:
+    """The latest messages taken by the GUI thread: ``fresh`` holds only those new since the last take."""
+
+    fresh: dict[str, Message] = field(default_factory=dict)
+    topics: dict[str, TopicStats] = field(default_factory=dict)
+    bad_messages: int = 0
+    last_error: str | None = None
+
+
+class StreamReader:
+    """Reads ``address`` (``tcp://``, ``ipc://`` or ``inproc://``) on a daemon thread.
+
+    Args:
+        address: address of the pipeline's PUB socket.
+        accumulator: receives every ``frame`` message's counts.
+        context: ZeroMQ context; pass the publisher's for ``inproc://`` (default: the global one).
+        topics: topics to subscribe to.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        accumulator: EventAccumulator | None = None,
+        context: zmq.Context | None = None,
+        topics: tuple[str, ...] = TOPICS,
+    ) -> None:
+        self.address = address
+        self.accumulator = accumulator
+        self._context = context or zmq.Context.instance()
+        self._topics = topics
+        self._lock = threading.Lock()
+        self._fresh: dict[str, Message] = {}
+        self._stats: dict[str, TopicStats] = {t: TopicStats() for t in topics}
+        self._bad = 0
+        self._last_error: str | None = None
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="evstream-dashboard-reader", daemon=True)
+
+    def start(self) -> StreamReader:
+        """Start the thread; returns once the socket is connected (or failed to)."""
+        self._thread.start()
+        self._ready.wait(5.0)
+        return self
+
+    def stop(self) -> None:
+        """Stop the thread and close the socket (returns within about 50 ms)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(2.0)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    def take(self) -> Snapshot:
+        """Messages new since the last call (latest per topic) and a copy of the per-topic counters."""
+        with self._lock:
+            fresh, self._fresh = self._fresh, {}
+            topics = {t: TopicStats(**vars(s)) for t, s in self._stats.items()}
+            return Snapshot(fresh=fresh, topics=topics, bad_messages=self._bad, last_error=self._last_error)
+
+    def _run(self) -> None:
+        socket = self._context.socket(zmq.SUB)
+        try:
+            socket.setsockopt(zmq.LINGER, 0)
+            socket.setsockopt(zmq.RCVHWM, 200)
+            for topic in self._topics:
+                socket.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
+            try:
+                socket.connect(self.address)
+            except zmq.ZMQError as err:
+                with self._lock:
+                    self._last_error = f"{self.address}: {err}"
+                return
+            finally:
+                self._ready.set()
+            poller = zmq.Poller()
+            poller.register(socket, zmq.POLLIN)
+            while not self._stop.is_set():
+                if not poller.poll(_POLL_MS):
+                    continue
+                # Drain what is queued, then look at the stop flag again.
+                while True:
+                    try:
+                        frames = socket.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(frames)
+        finally:
+            socket.close(0)
+
+    def _handle(self, frames: list[bytes]) -> None:
+        now_ns = time.time_ns()
+        try:
+            message = decode(frames)
+        except ProtocolError as err:
+            with self._lock:
+                self._bad += 1
+                self._last_error = str(err)
+            return
+        if message.topic == "frame" and self.accumulator is not None:
+            counts = message.arrays.get("counts")
+            if counts is not None and counts.ndim == 3 and counts.shape[0] == 2:
+                t1 = message.t_end if message.t_end is not None else now_ns // 1000
+                t0 = message.t_start if message.t_start is not None else t1
+                self.accumulator.push(counts, t0, t1)
+        with self._lock:
+            stats = self._stats.setdefault(message.topic, TopicStats())
+            if stats.publisher == message.publisher and stats.last_seq is not None and message.seq > stats.last_seq:
+                stats.gaps += message.seq - stats.last_seq - 1
+            stats.publisher = message.publisher
+            stats.last_seq = message.seq
+            stats.received += 1
+            stats.last_monotonic = time.monotonic()
+            stats.lag_ms = (now_ns - message.send_ns) / 1e6 if message.send_ns else None
+            self._fresh[message.topic] = message

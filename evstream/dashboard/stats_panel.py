@@ -1,0 +1,148 @@
+"""Stats panel: event rate over time, timing, losses, energy, display rate and per-topic ages.
+
+Event rates (ON and OFF, from ``stats``) go into a fixed-size ring buffer plotted by two
+long-lived PlotDataItems against "seconds ago". Losses come from two places: windows the
+pipeline dropped (``dropped_windows``) and messages this dashboard missed (sequence gaps
+counted by the reader).
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt6 import QtWidgets
+
+from evstream.dashboard.reader import TopicStats
+from evstream.dashboard.style import panel_title
+from evstream.protocol import TOPICS, Message
+
+__all__ = ["StatsPanel", "HISTORY_S"]
+
+HISTORY_S = 60.0
+_RING = 2048
+
+
+class StatsPanel(QtWidgets.QWidget):
+    """Event-rate plot and a table of figures."""
+
+    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+        super().__init__(parent)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(4, 4, 4, 4)
+        layout.addWidget(panel_title("Stream"))
+        self.plot = pg.PlotWidget()
+        self.plot.setMenuEnabled(False)
+        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.hideButtons()
+        self.plot.addLegend(offset=(6, 6))
+        self.plot.getAxis("left").setLabel("events/s")
+        self.plot.getAxis("bottom").setLabel("seconds ago")
+        self.plot.setXRange(-HISTORY_S, 0, padding=0)
+        self.on_curve = self.plot.plot(pen=pg.mkPen("#ffbe28", width=1.5), name="ON")
+        self.off_curve = self.plot.plot(pen=pg.mkPen("#3c96ff", width=1.5), name="OFF")
+        layout.addWidget(self.plot, 1)
+
+        grid = QtWidgets.QGridLayout()
+        self.fields: dict[str, QtWidgets.QLabel] = {}
+        names = ("connection", "inference", "lag", "dropped", "energy", "display", "windows", "ages")
+        for i, name in enumerate(names):
+            caption = QtWidgets.QLabel(name)
+            caption.setStyleSheet("color: #8a8a96;")
+            value = QtWidgets.QLabel("—")
+            value.setWordWrap(True)
+            grid.addWidget(caption, i, 0)
+            grid.addWidget(value, i, 1)
+            self.fields[name] = value
+        grid.setColumnStretch(1, 1)
+        layout.addLayout(grid)
+
+        self._times = np.zeros(_RING)
+        self._on = np.zeros(_RING, dtype=np.float32)
+        self._off = np.zeros(_RING, dtype=np.float32)
+        self._count = 0
+        self.last_stats: dict = {}
+        self.last_energy_uj: float | None = None
+        self._texts: dict[str, str] = {}
+        self._top = 0.0
+
+    def add_stats(self, message: Message, now: float | None = None) -> None:
+        """Take one ``stats`` message (``now``: time.monotonic() of its arrival)."""
+        data = message.data
+        self.last_stats = dict(data)
+        rate = float(data.get("event_rate", 0.0) or 0.0)
+        on, off = float(data.get("events_on", 0) or 0), float(data.get("events_off", 0) or 0)
+        share = on / (on + off) if on + off > 0 else 0.5
+        index = self._count % _RING
+        self._times[index] = time.monotonic() if now is None else now
+        self._on[index] = rate * share
+        self._off[index] = rate * (1.0 - share)
+        self._count += 1
+
+    def add_prediction(self, message: Message) -> None:
+        """Take the energy figure of a ``pred`` message."""
+        energy = message.data.get("energy_uj")
+        if isinstance(energy, (int, float)):
+            self.last_energy_uj = float(energy)
+
+    def rates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Arrival times (monotonic s), ON rates, OFF rates (ev/s), oldest first."""
+        n = min(self._count, _RING)
+        order = (np.arange(n) + self._count - n) % _RING
+        return self._times[order], self._on[order], self._off[order]
+
+    def draw(self, topics: dict[str, TopicStats], connection: str, fps: float, now: float | None = None) -> None:
+        """Redraw the plot and the figures."""
+        now = time.monotonic() if now is None else now
+        times, on, off = self.rates()
+        keep = times >= now - HISTORY_S
+        x = times[keep] - now
+        self.on_curve.setData(x, on[keep])
+        self.off_curve.setData(x, off[keep])
+        if keep.any():
+            # Rates start at zero: an autoscaled axis would magnify a steady rate's jitter.
+            top = float(max(on[keep].max(), off[keep].max()))
+            if not self._top or top > self._top or top < 0.5 * self._top:
+                self._top = max(top * 1.2, 1.0)
+                self.plot.setYRange(0, self._top, padding=0)
+        s = self.last_stats
+        gaps = sum(t.gaps for t in topics.values())
+        lags = [t.lag_ms for t in topics.values() if t.lag_ms is not None]
+        pipeline_lag = s.get("lag_ms")
+        transport = min(lags) if lags else None
+        lag_text = "—"
+        if transport is not None:
+            lag_text = f"transport {transport:.1f} ms"
+            if isinstance(pipeline_lag, (int, float)):
+                lag_text = f"{pipeline_lag + transport:.1f} ms end to end (pipeline {pipeline_lag:.1f} + transport {transport:.1f})"
+        ages = []
+        for topic in TOPICS:
+            stat = topics.get(topic)
+            if stat is None or stat.last_monotonic is None:
+                ages.append(f"{topic} —")
+            else:
+                ages.append(f"{topic} {now - stat.last_monotonic:.1f}s")
+        infer = s.get("infer_ms")
+        self._set("connection", connection)
+        self._set("inference", f"{infer:.1f} ms / window" if isinstance(infer, (int, float)) else "—")
+        self._set("lag", lag_text)
+        self._set("dropped", f"{s.get('dropped_windows', 0)} windows (pipeline) · {gaps} messages (gaps) · {s.get('resets', 0)} resets")
+        self._set("energy", f"{self.last_energy_uj:.2f} µJ / window" if self.last_energy_uj is not None else "—")
+        self._set("display", f"{fps:.0f} FPS")
+        realtime = s.get("realtime_factor")
+        window_ms = s.get("window_ms")
+        self._set(
+            "windows",
+            f"{s.get('windows', 0)} · {window_ms} ms each" + (f" · ×{realtime:.2f} real time" if isinstance(realtime, (int, float)) else ""),
+        )
+        self._set("ages", "  ".join(ages))
+
+    def _set(self, name: str, text: str) -> None:
+        if self._texts.get(name) != text:
+            self._texts[name] = text
+            self.fields[name].setText(text)
+
+    def text(self, name: str) -> str:
+        """The figure shown under ``name``."""
+        return self.fields[name].text()

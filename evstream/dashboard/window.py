@@ -1,0 +1,249 @@
+"""The dashboard window: panels, the socket reader, the control worker and the draw timer.
+
+The GUI thread only draws: a QTimer (``display_hz``, 30 by default) takes the messages that
+arrived since the last tick (latest per topic, from :class:`StreamReader`) and hands each to its
+panel. "disconnected" shows when no message at all (``status`` repeats every second) arrived for
+:data:`DISCONNECTED_AFTER_S`; the timer keeps running, so the window never freezes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from urllib.parse import urlsplit
+
+import zmq
+from PyQt6 import QtCore, QtGui, QtWidgets
+
+from evstream.dashboard.accumulate import EventAccumulator
+from evstream.dashboard.attention_panel import AttentionPanel
+from evstream.dashboard.control import ControlWorker, default_control_address
+from evstream.dashboard.controls_panel import ControlsPanel
+from evstream.dashboard.events_panel import EventsPanel
+from evstream.dashboard.prediction_panel import PredictionPanel
+from evstream.dashboard.reader import Snapshot, StreamReader
+from evstream.dashboard.spikes_panel import SpikesPanel
+from evstream.dashboard.stats_panel import StatsPanel
+from evstream.dashboard.style import configure_pyqtgraph, dark_palette
+
+__all__ = ["DashboardWindow", "DISCONNECTED_AFTER_S"]
+
+DISCONNECTED_AFTER_S = 2.5
+
+
+class DashboardWindow(QtWidgets.QMainWindow):
+    """Main window attached to a published stream.
+
+    Args:
+        address: the pipeline's PUB address (``tcp://127.0.0.1:5556``, ``inproc://...``).
+        control: the control (REP) address; None: from the ``status`` message's ``control``
+            field, else the publish port + 1.
+        context: ZeroMQ context (the publisher's, for ``inproc://``).
+        display_hz: draw rate; independent of the event accumulation span.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        control: str | None = None,
+        context: zmq.Context | None = None,
+        display_hz: float = 30.0,
+    ) -> None:
+        configure_pyqtgraph()
+        super().__init__()
+        self.address = address
+        self.setWindowTitle(f"evstream · {address}")
+        self.resize(1680, 1020)
+        self.setPalette(dark_palette())
+        self.setAutoFillBackground(True)
+
+        self.accumulator = EventAccumulator("window", 100_000)
+        self.reader = StreamReader(address, self.accumulator, context=context)
+        self._explicit_control = control
+        self.control = ControlWorker(control or default_control_address(address), context=context)
+
+        self.events = EventsPanel(self.accumulator)
+        self.prediction = PredictionPanel()
+        self.spikes = SpikesPanel()
+        self.attention = AttentionPanel()
+        self.stats = StatsPanel()
+        self.controls = ControlsPanel()
+        self.controls.set_address(self.control.address)
+
+        top = QtWidgets.QHBoxLayout()
+        self.connection_label = QtWidgets.QLabel()
+        font = self.connection_label.font()
+        font.setBold(True)
+        font.setPointSizeF(font.pointSizeF() * 1.3)
+        self.connection_label.setFont(font)
+        top.addWidget(self.connection_label)
+        self.source_label = QtWidgets.QLabel("")
+        top.addWidget(self.source_label, 1)
+        top.addWidget(QtWidgets.QLabel("display"))
+        self.display_rate = QtWidgets.QComboBox()
+        for hz in (10, 30, 60):
+            self.display_rate.addItem(f"{hz} Hz", hz)
+        self.display_rate.setCurrentIndex(max(0, self.display_rate.findData(int(display_hz))))
+        top.addWidget(self.display_rate)
+
+        left = _splitter(QtCore.Qt.Orientation.Vertical, (self.events, 3), (self.controls, 1))
+        middle = _splitter(QtCore.Qt.Orientation.Vertical, (self.prediction, 3), (self.stats, 2))
+        right = _splitter(QtCore.Qt.Orientation.Vertical, (self.attention, 3), (self.spikes, 2))
+        columns = _splitter(QtCore.Qt.Orientation.Horizontal, (left, 5), (middle, 4), (right, 5))
+        central = QtWidgets.QWidget()
+        layout = QtWidgets.QVBoxLayout(central)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.addLayout(top)
+        layout.addWidget(columns, 1)
+        self.setCentralWidget(central)
+
+        self.prediction.reset_requested.connect(lambda: self.send_command("reset", {}))
+        self.controls.command.connect(self.send_command)
+        self.display_rate.currentIndexChanged.connect(self._rate_changed)
+
+        self.status_data: dict = {}
+        self._closed = False
+        self.last_snapshot = Snapshot()
+        self.ticks = 0
+        self._tick_times: deque[float] = deque(maxlen=512)
+        self._started = time.monotonic()
+        self._set_connection("waiting", f"waiting for {address}")
+        self.timer = QtCore.QTimer(self)
+        self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
+        self.timer.timeout.connect(self.tick)
+        self.reader.start()
+        self._rate_changed()
+
+    def _rate_changed(self) -> None:
+        self.timer.start(int(round(1000 / float(self.display_rate.currentData()))))
+
+    def send_command(self, cmd: str, args: dict) -> None:
+        """Queue a control command (never blocks the GUI thread)."""
+        self.control.send(cmd, **args)
+        self.controls.show_reply(f"{cmd} sent…", True)
+
+    @property
+    def fps(self) -> float:
+        """Draws per second over the last second."""
+        now = time.monotonic()
+        recent = [t for t in self._tick_times if t >= now - 1.0]
+        if len(recent) < 2:
+            return 0.0
+        return (len(recent) - 1) / max(recent[-1] - recent[0], 1e-6)
+
+    @property
+    def connection_state(self) -> str:
+        """``waiting`` (nothing yet), ``connected`` or ``disconnected``."""
+        return self._connection
+
+    def tick(self) -> None:
+        """One draw: take the new messages, update the panels, the connection state and the figures."""
+        now = time.monotonic()
+        self.ticks += 1
+        self._tick_times.append(now)
+        snapshot = self.reader.take()
+        self.last_snapshot = snapshot
+        fresh = snapshot.fresh
+        if "status" in fresh:
+            self._show_status(fresh["status"].data)
+            self.controls.show_status(fresh["status"])
+        if "pred" in fresh:
+            self.prediction.show_prediction(fresh["pred"])
+            self.stats.add_prediction(fresh["pred"])
+        if "stats" in fresh:
+            self.stats.add_stats(fresh["stats"], now)
+        if "spikes" in fresh:
+            self.spikes.show_spikes(fresh["spikes"])
+        if "attn" in fresh:
+            self.attention.show_attention(fresh["attn"])
+        if self.events.overlay_box.isChecked() and ("attn" in fresh or self.events.overlay.image is None):
+            received = self.attention.received()
+            if received is not None:
+                self.events.set_attention(received)
+        self.events.draw()
+        self.prediction.draw_ribbon(now)
+
+        seen = [t.last_monotonic for t in snapshot.topics.values() if t.last_monotonic is not None]
+        if not seen:
+            text = f"waiting for {self.address}"
+            if snapshot.last_error:
+                text += f" · {snapshot.last_error}"
+            self._set_connection("waiting", text)
+        elif now - max(seen) > DISCONNECTED_AFTER_S:
+            self._set_connection("disconnected", f"disconnected · no message for {now - max(seen):.0f} s")
+        else:
+            state = self.status_data.get("state", "?")
+            self._set_connection("connected", f"connected · {state}")
+        self.stats.draw(snapshot.topics, self.connection_label.text(), self.fps, now)
+        for reply in self.control.replies():
+            text = f"{reply.cmd}: ok" if reply.ok else f"{reply.cmd}: {reply.error}"
+            self.controls.show_reply(text, reply.ok)
+            if reply.ok and reply.cmd == "seek":
+                self.accumulator.clear()
+
+    def _set_connection(self, state: str, text: str) -> None:
+        self._connection = state
+        color = {"connected": "#60d080", "disconnected": "#ff5a5a"}.get(state, "#e0b040")
+        if self.connection_label.text() != text:
+            self.connection_label.setText(text)
+            self.connection_label.setStyleSheet(f"color: {color};")
+
+    def _show_status(self, data: dict) -> None:
+        self.status_data = dict(data)
+        classes = data.get("classes")
+        if isinstance(classes, list) and classes:
+            self.prediction.set_classes(classes)
+        sensor = data.get("sensor") or []
+        parts = [
+            str(data.get("source", "")),
+            f"sensor {sensor[0]}×{sensor[1]}" if len(sensor) == 2 else "",
+            f"model {data.get('model')}" if data.get("model") else "",
+            f"schema v{data.get('schema')}" if data.get("schema") is not None else "",
+            str(data.get("message") or ""),
+        ]
+        self.source_label.setText("   ·   ".join(p for p in parts if p))
+        if self._explicit_control is None:
+            announced = data.get("control")
+            address = _reachable(announced, self.address) if isinstance(announced, str) and announced else default_control_address(self.address)
+            if address and address != self.control.address:
+                self.control.set_address(address)
+                self.controls.set_address(address)
+
+    def grab_png(self, path: str) -> bool:
+        """Render the whole window into a PNG at ``path``; returns whether it was written."""
+        self.tick()
+        QtWidgets.QApplication.processEvents()
+        pixmap: QtGui.QPixmap = self.grab()
+        return pixmap.save(str(path), "PNG")
+
+    def closeEvent(self, event: QtGui.QCloseEvent) -> None:  # noqa: N802 (Qt override)
+        self.shutdown()
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop the timer, the reader thread and the control worker (once)."""
+        if self._closed:
+            return
+        self._closed = True
+        self.timer.stop()
+        self.reader.stop()
+        self.control.close()
+
+
+def _reachable(announced: str, publish_address: str) -> str:
+    """The announced control address, with a wildcard host (``*``, ``0.0.0.0``) replaced by the publisher's."""
+    if announced.startswith("tcp://"):
+        host = announced[len("tcp://"):].rsplit(":", 1)[0]
+        if host in ("*", "0.0.0.0", "[::]", "::") and publish_address.startswith("tcp://"):
+            pub_host = urlsplit(publish_address).hostname or "127.0.0.1"
+            return f"tcp://{pub_host}:{announced.rsplit(':', 1)[1]}"
+    return announced
+
+
+def _splitter(orientation: QtCore.Qt.Orientation, *widgets: tuple[QtWidgets.QWidget, int]) -> QtWidgets.QSplitter:
+    splitter = QtWidgets.QSplitter(orientation)
+    for widget, _ in widgets:
+        splitter.addWidget(widget)
+    for i, (_, stretch) in enumerate(widgets):
+        splitter.setStretchFactor(i, stretch)
+    return splitter
