@@ -1,0 +1,209 @@
+"""FileSource: real recordings replayed whole and in order, chunk tiling, pacing on a fake clock,
+pause, seek, speed change, loop with increasing time, damaged files."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+from evstream.errors import ConfigError, EventFileError
+from evstream.events import SensorSize, concatenate, make_events
+from evstream.io import read_events, write_aedat4
+from evstream.io.aedat3 import write_aedat3
+from evstream.sources import open_source
+from evstream.sources.file import FileSource
+from tests.helpers import random_events
+from tests.sources.test_pacing import FakeClock
+
+SENSOR = SensorSize(128, 128)
+REAL_FILES = ["dvxplorer_320x240_tonic_sample.aedat4", "davis346_aestream_sample.aedat4"]
+
+
+def check_tiling(chunks, chunk_us=None):
+    """Chunks tile time: contiguous, each holding only its own events, in order."""
+    for before, after in zip(chunks, chunks[1:], strict=False):
+        assert before.t_end == after.t_start
+    for chunk in chunks:
+        assert chunk.t_start < chunk.t_end
+        if len(chunk):
+            assert chunk.t_start <= chunk.events["t"][0] and chunk.events["t"][-1] < chunk.t_end
+            assert np.all(np.diff(chunk.events["t"]) >= 0)
+        if chunk_us is not None:
+            assert chunk.t_end - chunk.t_start <= chunk_us
+
+
+@pytest.mark.parametrize("name", REAL_FILES)
+def test_real_recording_replays_every_event_in_order(shared_data, name):
+    path = shared_data / name
+    expected = read_events(path)
+    with open_source(path, speed=None) as source:
+        assert isinstance(source, FileSource) and not source.live
+        chunks = list(source)
+        assert source.t_first == int(expected["t"][0])
+        assert source.duration_us == int(expected["t"][-1] - expected["t"][0])
+        assert source.position_us >= source.duration_us
+    got = concatenate(chunks)
+    assert len(got) == len(expected)
+    np.testing.assert_array_equal(got, expected)
+    check_tiling(chunks, 10_000)
+    assert chunks[0].t_start == expected["t"][0]
+    assert len(chunks) == -(-(source.duration_us + 1) // 10_000)
+
+
+def test_aedat3_recording_with_quiet_period(tmp_path):
+    early = random_events(3_000, SENSOR, t0=5_000_000, duration_us=40_000, seed=1)
+    late = random_events(2_000, SENSOR, t0=5_200_000, duration_us=30_000, seed=2)
+    events = concatenate([early, late])
+    write_aedat3(tmp_path / "rec.aedat", events, packet_events=700)
+    with FileSource(tmp_path / "rec.aedat", speed=None, chunk_us=5_000) as source:
+        assert (source.sensor_size.width, source.sensor_size.height) == (128, 128)
+        chunks = list(source)
+    np.testing.assert_array_equal(concatenate(chunks), events)
+    check_tiling(chunks, 5_000)
+    quiet = [c for c in chunks if c.t_start >= 5_040_000 and c.t_end <= 5_200_000]
+    assert len(quiet) >= 30 and all(len(c) == 0 for c in quiet)
+
+
+def paced_source(tmp_path, events, speed, **kwargs):
+    write_aedat4(tmp_path / "rec.aedat4", events, SENSOR)
+    clock = FakeClock(50.0)
+    return FileSource(tmp_path / "rec.aedat4", speed=speed, clock=clock, sleep=clock.sleep, **kwargs), clock
+
+
+@pytest.mark.parametrize("speed", [0.25, 1.0, 4.0])
+def test_each_chunk_is_released_when_its_sensor_time_over_speed_has_passed(tmp_path, speed):
+    events = random_events(5_000, SENSOR, t0=1_000_000, duration_us=200_000, seed=3)
+    source, clock = paced_source(tmp_path, events, speed)
+    t_first = source.t_first
+    for chunk in source:
+        assert clock.now - 50.0 == pytest.approx((chunk.t_end - t_first) / (speed * 1e6), abs=1e-9)
+
+
+def test_pause_seek_and_speed_change_during_replay(tmp_path):
+    events = random_events(10_000, SENSOR, t0=0, duration_us=1_000_000, seed=4)
+    source, clock = paced_source(tmp_path, events, 1.0)
+    it = iter(source)
+    first = next(it)
+    assert clock.now - 50.0 == pytest.approx(0.010, abs=1e-9) and source.position_us == first.t_end - source.t_first
+
+    source.pause()
+    assert source.paused
+    resumed = []
+    clock.at(51.0, lambda: (resumed.append(clock.now), source.resume()))
+    second = next(it)
+    assert second.t_start == first.t_end
+    assert clock.now == pytest.approx(resumed[0] + 0.010, abs=1e-9)
+
+    source.seek(600_000)
+    assert source.position_us == 600_000
+    before = clock.now
+    after_seek = next(it)
+    assert after_seek.t_start == source.t_first + 600_000
+    np.testing.assert_array_equal(after_seek.events, events[(events["t"] >= after_seek.t_start) & (events["t"] < after_seek.t_end)])
+    assert clock.now - before == pytest.approx(0.010, abs=1e-9)  # re-anchored: one chunk of waiting
+
+    source.set_speed(4.0)
+    assert source.speed == 4.0
+    before = clock.now
+    nxt = next(it)
+    assert nxt.t_start == after_seek.t_end
+    assert clock.now - before == pytest.approx(0.0025, abs=1e-9)
+    source.set_speed(None)
+    rest = list(it)
+    got = concatenate([nxt, *rest])
+    np.testing.assert_array_equal(got, events[events["t"] >= nxt.t_start])
+    with pytest.raises(ConfigError, match="speed"):
+        source.set_speed(8)
+    with pytest.raises(ConfigError, match="t_us"):
+        source.seek(2_000_000)
+
+
+def test_loop_keeps_sensor_time_increasing(tmp_path):
+    events = random_events(2_000, SENSOR, t0=3_000_000, duration_us=95_000, seed=5)
+    write_aedat4(tmp_path / "rec.aedat4", events, SENSOR)
+    source = FileSource(tmp_path / "rec.aedat4", speed=None, loop=True, chunk_us=10_000)
+    period = source.period_us
+    assert period == (-(-(source.duration_us + 1) // 10_000) + 1) * 10_000
+    chunks = []
+    for chunk in source:
+        chunks.append(chunk)
+        if chunk.t_end >= source.t_first + 2 * period + 50_000:
+            source.set_loop(False)
+    check_tiling(chunks, 2 * 10_000)
+    got = concatenate(chunks)
+    assert np.all(np.diff(got["t"]) >= 0)
+    assert len(got) == 3 * len(events)
+    for k in range(3):
+        part = got[k * len(events):(k + 1) * len(events)]
+        np.testing.assert_array_equal(part["t"], events["t"] + k * period)
+        np.testing.assert_array_equal(part[["x", "y", "p"]], events[["x", "y", "p"]])
+    gaps = [c for c in chunks if len(c) == 0]
+    assert len(gaps) == 2  # one quiet chunk between passes
+
+
+def test_start_us_and_open_source_options(tmp_path):
+    events = random_events(3_000, SENSOR, t0=0, duration_us=300_000, seed=6)
+    write_aedat4(tmp_path / "rec.aedat4", events, SENSOR)
+    with open_source(tmp_path / "rec.aedat4", speed=None, start_us=100_000, chunk_us=20_000) as source:
+        chunks = list(source)
+    assert chunks[0].t_start == int(events["t"][0]) + 100_000
+    np.testing.assert_array_equal(concatenate(chunks), events[events["t"] >= chunks[0].t_start])
+    check_tiling(chunks, 20_000)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [({"speed": 5}, "speed"), ({"speed": 0.1}, "speed"), ({"chunk_us": 0}, "chunk_us"), ({"start_us": -1}, "start_us"),
+     ({"start_us": 10_000_000}, "start_us")],
+)
+def test_bad_options_name_the_option(tmp_path, kwargs, option):
+    write_aedat4(tmp_path / "rec.aedat4", random_events(100, SENSOR), SENSOR)
+    with pytest.raises(ConfigError, match=option):
+        FileSource(tmp_path / "rec.aedat4", **kwargs)
+
+
+def test_missing_file_is_an_event_file_error(tmp_path):
+    with pytest.raises(EventFileError, match="nothing.aedat4"):
+        open_source(tmp_path / "nothing.aedat4")
+
+
+@pytest.mark.parametrize("fmt", ["aedat4", "aedat3"])
+def test_truncated_file_yields_the_readable_prefix_then_the_error(tmp_path, fmt):
+    events = random_events(20_000, SENSOR, t0=0, duration_us=400_000, seed=7)
+    path = tmp_path / f"rec.{fmt}"
+    if fmt == "aedat4":
+        write_aedat4(path, events, SENSOR, compression="none", packet_events=1_000)
+    else:
+        write_aedat3(path, events, packet_events=1_000)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 3 // 5])
+    source = FileSource(path, speed=None)
+    chunks = []
+    with pytest.raises(EventFileError) as info:
+        for chunk in source:
+            chunks.append(chunk)
+    assert str(path) in str(info.value) and "byte" in str(info.value)
+    got = concatenate(chunks)
+    assert len(got) >= 10_000  # every whole packet before the cut
+    np.testing.assert_array_equal(got, events[: len(got)])
+    check_tiling(chunks)
+
+
+def test_close_from_another_thread_ends_a_paused_replay(tmp_path):
+    write_aedat4(tmp_path / "rec.aedat4", random_events(1_000, SENSOR), SENSOR)
+    source = FileSource(tmp_path / "rec.aedat4", speed=1.0)
+    source.pause()
+    got = []
+    thread = threading.Thread(target=lambda: got.extend(source))
+    thread.start()
+    source.close()
+    thread.join()
+    assert got == []
+
+
+def test_recording_without_events_yields_nothing(tmp_path):
+    write_aedat4(tmp_path / "empty.aedat4", make_events([], [], [], []), SENSOR)
+    with FileSource(tmp_path / "empty.aedat4", loop=True, speed=None) as source:
+        assert list(source) == [] and source.duration_us == 0 and source.t_first is None
