@@ -1,0 +1,178 @@
+"""Online evaluation: scoring of per-step decisions, replay of real files, the eval command.
+
+Scoring is checked on hand-built decision sequences whose figures are worked out in the
+comments; the replay and the command run the real ``spikformer_tiny`` on real ``.aedat4`` files
+with DVS128 Gesture label CSVs written beside them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from evstream.cli import main
+from evstream.errors import ConfigError, EventFileError
+from evstream.events import SensorSize
+from evstream.io.aedat3 import LABEL_DTYPE, write_labels
+from evstream.io.aedat4 import write_aedat4
+from evstream.labels import NO_GESTURE
+from models.checkpoint import save_checkpoint
+from models.online_eval import find_recordings, replay, score_decisions
+from models.spikformer import create_model
+from models.streaming import StreamingClassifier
+from tests.helpers import random_events
+
+C = 11
+
+
+def segments(*rows: tuple[int, int, int]) -> np.ndarray:
+    return np.array([tuple(r) for r in rows], dtype=LABEL_DTYPE)
+
+
+def test_score_decisions_on_a_constructed_sequence():
+    t = np.arange(0, 7_000_001, 50_000)  # a decision every 50 ms, 141 of them
+    labels = np.full(len(t), NO_GESTURE)
+    labels[(t >= 1_300_000) & (t < 3_200_000)] = 2
+    labels[(t >= 4_500_000) & (t < 4_800_000)] = 7
+    labels[(t >= 4_800_000) & (t < 6_000_000)] = 5
+    segs = segments((2, 1_000_000, 3_000_000), (5, 4_000_000, 6_000_000))
+    r = score_decisions([(t, labels, segs)], C, onsets_ms=(100, 500, 1000, 2000, 3000), stable_ms=250)
+    # class 2: 40 decisions in (1.0 s, 3.0 s], right from 1.30 s: 35; class 5: 40, right 4.80..5.95 s: 24.
+    assert r["per_class"][2] == pytest.approx(35 / 40)
+    assert r["per_class"][5] == pytest.approx(24 / 40)
+    assert r["per_class"][0] is None and r["decisions"] == 80
+    assert r["accuracy"] == pytest.approx(59 / 80)
+    assert r["balanced_accuracy"] == pytest.approx((35 / 40 + 24 / 40) / 2)
+    # decisions at onset + d: (1.1 s: none, 4.1 s: none), (1.5: 2 ok, 4.5: 7 wrong), (2.0 ok, 5.0 ok),
+    # (3.0: ok, 6.0: none — the segment ends there); no segment lasts 3 s.
+    assert r["vs_onset"] == {"100": 0.0, "500": 0.5, "1000": 1.0, "2000": 0.5, "3000": None}
+    assert r["vs_onset_segments"] == {"100": 2, "500": 2, "1000": 2, "2000": 2, "3000": 0}
+    assert r["latency_ms"]["mean"] == pytest.approx((300 + 800) / 2)
+    assert r["latency_ms"]["detected"] == 2 and r["latency_ms"]["segments"] == 2
+    assert r["segment_accuracy"] == 1.0  # majorities: 2 (35 × 2) and 5 (24 × 5 against 6 × 7)
+    # outside: [0, 1.0] 21 + (3.0, 4.0] 20 + (6.0, 7.0] 20 = 61 decisions, 3 of them still say 2.
+    assert r["false_alarm"] == pytest.approx(3 / 61)
+    confusion = np.array(r["confusion"])
+    assert confusion[2, 2] == 35 and confusion[2, C] == 5 and confusion[5, 7] == 6 and confusion[5, C] == 10
+    json.dumps(r, allow_nan=False)
+
+
+def test_latency_needs_a_stable_decision():
+    t = np.arange(0, 2_000_001, 50_000)
+    labels = np.full(len(t), NO_GESTURE)
+    labels[t == 200_000] = 4  # a one-step blip: not stable
+    labels[t >= 600_000] = 4
+    r = score_decisions([(t, labels, segments((4, 0, 2_000_000)))], C, onsets_ms=(), stable_ms=250)
+    assert r["latency_ms"]["mean"] == pytest.approx(600)
+    r = score_decisions([(t, labels, segments((4, 0, 2_000_000)))], C, onsets_ms=(), stable_ms=0)
+    assert r["latency_ms"]["mean"] == pytest.approx(200)
+    never = score_decisions([(t, np.full(len(t), 3), segments((4, 0, 2_000_000)))], C, onsets_ms=())
+    assert never["latency_ms"] == {**never["latency_ms"], "mean": None, "detected": 0, "segments": 1}
+    assert never["segment_accuracy"] == 0.0
+
+
+def test_scoring_rejects_labels_outside_the_model():
+    with pytest.raises(ConfigError, match="class 11"):
+        score_decisions([(np.array([1]), np.array([0]), segments((11, 0, 10)))], C)
+
+
+# --- replay of real files ----------------------------------------------------------------------
+
+
+def constant_model(label: int) -> torch.nn.Module:
+    """The tiny Spikformer with a head that says ``label`` at every step, whatever it sees."""
+    model = create_model("spikformer_tiny")
+    with torch.no_grad():
+        model.head.weight.zero_()
+        model.head.bias.zero_()
+        model.head.bias[label] = 10.0
+    return model.eval()
+
+
+def write_recording(folder: Path, name: str, duration_us: int, rows: list[tuple[int, int, int]]) -> Path:
+    """A 128×128 ``.aedat4`` with events from t = 0 to ``duration_us`` and its ``_labels.csv``."""
+    sensor = SensorSize(128, 128)
+    events = random_events(20_000, sensor, t0=0, duration_us=duration_us, seed=len(name))
+    events["t"][0] = 0
+    path = folder / f"{name}.aedat4"
+    write_aedat4(path, events, sensor)
+    write_labels(folder / f"{name}_labels.csv", segments(*rows))
+    return path
+
+
+PRE = {"sensor": [128, 128], "out_size": [32, 32], "steps": 4, "step_us": 50_000, "mode": "time"}
+
+
+def test_replay_decides_at_every_step_whatever_the_window(tmp_path):
+    path = write_recording(tmp_path, "rec", 2_000_000, [(3, 500_000, 1_500_000)])
+    [rec] = find_recordings([path])
+    clf = StreamingClassifier(constant_model(3), device="cpu")
+    by4 = replay(rec, clf, PRE)
+    by1 = replay(rec, clf, PRE, steps=1)
+    assert by4.events == by1.events == 20_000
+    np.testing.assert_array_equal(by4.t_us[: len(by1.t_us)], by1.t_us)
+    np.testing.assert_array_equal(by4.labels[: len(by1.labels)], by1.labels)
+    assert np.all(np.diff(by1.t_us) == 50_000) and by1.t_us[0] == 50_000
+    assert by1.t_us[-1] >= 2_000_000 and by4.windows == len(by4.t_us) // 4
+    # Smoothing from uniform (300 ms) with p ≈ 1 for class 3 crosses 0.5 after 179 ms: 4th step.
+    assert (by1.labels[:3] == NO_GESTURE).all() and (by1.labels[3:] == 3).all()
+
+
+def test_eval_command_writes_the_report(tmp_path, capsys):
+    data = tmp_path / "recs"
+    data.mkdir()
+    a = write_recording(data, "a", 4_000_000, [(3, 500_000, 2_500_000), (6, 3_000_000, 4_000_000)])
+    b = write_recording(data, "b", 2_000_000, [(3, 1_000_000, 2_000_000)])
+    ckpt = save_checkpoint(tmp_path / "const3.pt", constant_model(3), preprocessing=PRE)
+    out = tmp_path / "report"
+    code = main(["eval", "--stream", str(a), str(b), "--model", str(ckpt), "--out", str(out), "--steps", "2"])
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((out / "online_eval.json").read_text())
+    png = (out / "online_eval.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    # The model says 3 from its 4th step (200 ms) on, in every recording (reset in between).
+    assert report["per_class"][3] == 1.0 and report["per_class"][6] == 0.0
+    assert report["segment_accuracy"] == pytest.approx(2 / 3)
+    assert report["latency_ms"]["mean"] == pytest.approx(50.0)  # already decided at both onsets
+    assert report["latency_ms"]["detected"] == 2 and report["latency_ms"]["segments"] == 3
+    assert [Path(r["path"]).name for r in report["recordings"]] == ["a.aedat4", "b.aedat4"]
+    assert all(r["realtime_factor"] > 0 and r["events"] == 20_000 for r in report["recordings"])
+    assert report["steps"] == 2 and report["step_us"] == 50_000
+    assert report["class_names"][3] == "right arm clockwise"
+    printed = capsys.readouterr().out
+    assert "online accuracy" in printed and "latency" in printed
+
+
+def test_ibm_folder_layout(tmp_path):
+    root = tmp_path / "DvsGesture"
+    root.mkdir()
+    write_recording(root, "user01_lab", 1_000_000, [(0, 100_000, 900_000)])
+    write_recording(root, "user02_led", 1_000_000, [(1, 100_000, 900_000)])
+    (root / "trials_to_test.txt").write_text("user02_led.aedat4\n\n")
+    (root / "trials_to_train.txt").write_text("user01_lab.aedat4\n")
+    [test] = find_recordings([tmp_path])
+    assert test.path.name == "user02_led.aedat4" and test.labels["label"].tolist() == [1]
+    [train] = find_recordings([root], split="train")
+    assert train.path.name == "user01_lab.aedat4"
+
+
+def test_bad_inputs_name_the_file(tmp_path, capsys):
+    rec = write_recording(tmp_path, "rec", 500_000, [(0, 0, 400_000)])
+    (tmp_path / "rec_labels.csv").unlink()
+    with pytest.raises(EventFileError, match="rec_labels.csv"):
+        find_recordings([rec])
+    with pytest.raises(EventFileError, match="trials_to_test"):
+        find_recordings([tmp_path])
+    with pytest.raises(ConfigError, match="--labels"):
+        find_recordings([rec, rec], labels=tmp_path / "x.csv")
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("class,startTime_usec,endTime_usec\n1,100,oops\n")
+    with pytest.raises(EventFileError, match="bad.csv"):
+        find_recordings([rec], labels=bad_csv)
+    assert main(["eval", "--stream", str(tmp_path / "missing.aedat4"), "--model", "spikformer_tiny"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "missing.aedat4" in err[0]
