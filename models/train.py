@@ -79,7 +79,7 @@ class TrainConfig:
     augment: bool = True  # models.data.GestureAugment on training clips
     amp: bool = True  # mixed precision on CUDA (ignored on CPU)
     seed: int = 2021  # torch / numpy seed
-    cache_dir: str | None = None  # where the dataset may cache binned frames
+    cache_dir: str | None = None  # cache of binned clips; default OUT's folder/frames_cache
     eval_every: int = 1  # evaluate on the held-out split every N epochs (and at the last)
 
     def __post_init__(self) -> None:
@@ -285,7 +285,7 @@ def _preprocessing(model: Spikformer, steps: int, split_by: str, step_ms: float 
     step_us = None if split_by == "number" else int(round(step_ms * 1000))
     return {
         "sensor": [128, 128],
-        "out_size": list(model.config.img_size),
+        "out_size": [model.config.img_size[1], model.config.img_size[0]],
         "steps": steps,
         "step_us": step_us,
         "mode": "count" if split_by == "number" else "time",
@@ -306,6 +306,7 @@ def make_dataset(
 ) -> Dataset:
     """The dataset of ``models.data`` for a layout: frames ``[T, 2, H, W]`` float32 and a label.
 
+    ``out_size`` is ``(width, height)`` (evstream's convention, like ``preprocessing["out_size"]``);
     ``step_us=None`` bins each clip into ``steps`` frames of equal event count (``split_by='number'``).
     """
     from models import data as gesture_data
@@ -347,11 +348,12 @@ def train(config: TrainConfig) -> dict[str, Any]:
     model = create_model(config.model, **({"steps": config.steps} if config.steps else {}))
     steps = model.config.steps
     preprocessing = _preprocessing(model, steps, config.split_by, config.step_ms)
+    cache_dir = config.cache_dir or str(Path(config.out).parent / "frames_cache")
     data_kwargs = {
         "steps": steps,
         "step_us": preprocessing["step_us"],
-        "out_size": tuple(model.config.img_size),
-        "cache_dir": config.cache_dir,
+        "out_size": tuple(preprocessing["out_size"]),
+        "cache_dir": cache_dir,
     }
     train_set = make_dataset(config.data, config.layout, "train", augment=config.augment, **data_kwargs)
     test_set = make_dataset(config.data, config.layout, "test", **data_kwargs)
@@ -505,6 +507,7 @@ def evaluate_checkpoint(
     workers: int = 0,
     device: str = "auto",
     confusion_png: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Offline clip accuracy of a checkpoint on a dataset split, binned as the checkpoint says.
 
@@ -514,6 +517,7 @@ def evaluate_checkpoint(
         layout: ``"ibm"`` (IBM DvsGesture folder, also the synthetic set) or ``"tonic"``.
         split: ``"train"`` or ``"test"``.
         confusion_png: when given, the confusion matrix is drawn there.
+        cache_dir: folder for binned clips (``None``: bin every sample from its recording).
 
     Returns:
         ``top1``, ``correct``, ``samples``, ``loss``, ``confusion`` (rows: true class), ``checkpoint``,
@@ -530,7 +534,8 @@ def evaluate_checkpoint(
         split,
         steps=steps,
         step_us=None if pre.get("mode") == "count" else int(pre["step_us"]),
-        out_size=tuple(pre.get("out_size", model.config.img_size)),
+        out_size=(model.config.img_size[1], model.config.img_size[0]),
+        cache_dir=cache_dir,
     )
     loader = DataLoader(dataset, batch_size=batch, num_workers=workers)
     result = evaluate(model, loader, dev, model.num_classes)
