@@ -95,6 +95,18 @@ class StreamReader:
     def alive(self) -> bool:
         return self._thread.is_alive()
 
+    def received(self, topic: str) -> int:
+        """Messages of ``topic`` received so far (does not consume anything)."""
+        with self._lock:
+            stats = self._stats.get(topic)
+            return stats.received if stats is not None else 0
+
+    @property
+    def bad_messages(self) -> int:
+        """Messages that did not decode (skipped)."""
+        with self._lock:
+            return self._bad
+
     def take(self) -> Snapshot:
         """Messages new since the last call (latest per topic) and a copy of the per-topic counters."""
         with self._lock:

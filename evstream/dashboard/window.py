@@ -40,6 +40,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
             field, else the publish port + 1.
         context: ZeroMQ context (the publisher's, for ``inproc://``).
         display_hz: draw rate; independent of the event accumulation span.
+        control_timeout_ms: how long a control command waits for its reply (on the worker thread).
     """
 
     def __init__(
@@ -48,6 +49,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         control: str | None = None,
         context: zmq.Context | None = None,
         display_hz: float = 30.0,
+        control_timeout_ms: int = 1500,
     ) -> None:
         configure_pyqtgraph()
         super().__init__()
@@ -60,7 +62,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.accumulator = EventAccumulator("window", 100_000)
         self.reader = StreamReader(address, self.accumulator, context=context)
         self._explicit_control = control
-        self.control = ControlWorker(control or default_control_address(address), context=context)
+        self.control = ControlWorker(control or default_control_address(address), context=context, timeout_ms=control_timeout_ms)
 
         self.events = EventsPanel(self.accumulator)
         self.prediction = PredictionPanel()

@@ -125,8 +125,8 @@ def window_factory(qtbot):
 
     windows = []
 
-    def make(address: str, control: str | None = None) -> DashboardWindow:
-        window = DashboardWindow(address, control=control)
+    def make(address: str, control: str | None = None, **options) -> DashboardWindow:
+        window = DashboardWindow(address, control=control, **options)
         qtbot.addWidget(window)
         window.show()
         windows.append(window)
