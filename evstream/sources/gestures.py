@@ -289,6 +289,7 @@ class GestureScene:
             _draw_capsule(img, ex, ey, hx, hy, 0.032 * s, 0.026 * s, self.skin * 0.95, amb, lx, ly, lz)
             _draw_ellipse(img, hx, hy, _HAND_R * s, _HAND_R * s, self.skin, amb, lx, ly, lz)
         img *= self.level
+        np.minimum(img, 1.0, out=img)  # the sensor saturates at full scale
         return img
 
 

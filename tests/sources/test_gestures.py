@@ -1,0 +1,154 @@
+"""Gesture renderer and synthetic recordings: every class renders, events sit on the moving limb,
+rotations turn the documented way, labels and durations hold, same seed same recording."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evstream.errors import ConfigError
+from evstream.events import EVENT_DTYPE, SensorSize
+from evstream.io.aedat3 import LABEL_DTYPE
+from evstream.labels import DVS_GESTURE_CLASSES
+from evstream.sources.emulator import DvsEmulator
+from evstream.sources.gestures import GestureSequence, render_gesture, synthesize_recording
+
+DVS128 = SensorSize(128, 128)
+RIGHT_ARM = (1, 3, 4)  # right hand wave, right arm clockwise / counter-clockwise
+LEFT_ARM = (2, 5, 6)
+
+
+def quiet_emulator(size: SensorSize = DVS128) -> DvsEmulator:
+    return DvsEmulator(size, leak_rate_hz=0.0, shot_noise_rate_hz=0.0, seed=0)
+
+
+@pytest.fixture(scope="module")
+def per_class_events() -> dict[int, np.ndarray]:
+    """Events of each class alone (2 s, no noise), within its labelled interval."""
+    out = {}
+    for label in range(len(DVS_GESTURE_CLASSES)):
+        events, labels = synthesize_recording(DVS128, [label], seed=10 + label, fps=100.0, gesture_s=(2.0, 2.0),
+                                              rest_s=(0.2, 0.2), emulator=quiet_emulator())
+        (_, t0, t1), = labels
+        out[label] = events[(events["t"] >= t0) & (events["t"] < t1)]
+    return out
+
+
+@pytest.mark.parametrize("label", range(11))
+def test_every_class_renders_moving_frames(label):
+    frames = render_gesture(label, 1_000_000, DVS128, 30.0, np.random.default_rng(label))
+    assert frames.shape == (31, 128, 128) and frames.dtype == np.float32
+    assert np.all(np.isfinite(frames)) and frames.min() >= 0 and frames.max() <= 1
+    change = np.abs(np.diff(frames, axis=0)).sum(axis=(1, 2))
+    assert change[10:20].min() > 0.5  # mid-gesture, something moves in every frame
+
+
+def test_renders_at_other_sizes():
+    frames = render_gesture(0, 100_000, SensorSize(640, 480), 30.0, 1)
+    assert frames.shape == (4, 480, 640)
+    # The person is centred: the middle column is brighter or darker than the wall in some rows.
+    assert frames[0, :, 300:340].std() > 0.01
+
+
+@pytest.mark.parametrize("label", RIGHT_ARM + LEFT_ARM)
+def test_one_arm_classes_put_events_on_that_arms_side(label, per_class_events):
+    events = per_class_events[label]
+    assert len(events) > 5_000
+    left_share = np.mean(events["x"] < 64)
+    # The subject faces the camera: their right arm is on the image's left.
+    if label in RIGHT_ARM:
+        assert left_share > 0.7
+    else:
+        assert left_share < 0.3
+
+
+@pytest.mark.parametrize("label", [0, 7, 8])  # clapping, arm roll, air drums: both hands
+def test_two_hand_classes_use_both_sides(label, per_class_events):
+    left_share = np.mean(per_class_events[label]["x"] < 64)
+    assert 0.3 < left_share < 0.7
+
+
+def _signed_area(events: np.ndarray, bin_us: int = 20_000) -> float:
+    """Signed area swept by the event centroid (image coordinates, y down): > 0 = visually clockwise."""
+    bins = (events["t"] - events["t"][0]) // bin_us
+    cx = np.array([events["x"][bins == b].mean() for b in np.unique(bins) if np.sum(bins == b) > 20])
+    cy = np.array([events["y"][bins == b].mean() for b in np.unique(bins) if np.sum(bins == b) > 20])
+    cx, cy = cx - cx.mean(), cy - cy.mean()
+    return float(np.sum(cx[:-1] * cy[1:] - cx[1:] * cy[:-1]))
+
+
+@pytest.mark.parametrize("label", [3, 4, 5, 6])
+def test_arm_circles_turn_the_documented_way(label, per_class_events):
+    # "Clockwise" is the subject's; seen from the camera it is counter-clockwise (negative area).
+    area = _signed_area(per_class_events[label])
+    if label in (3, 5):
+        assert area < 0
+    else:
+        assert area > 0
+
+
+def test_air_guitar_strums_low_on_the_right_arm_side(per_class_events):
+    events = per_class_events[9]
+    strum = events[events["x"] < 64]
+    assert len(strum) > 0.5 * len(events)
+    assert np.median(strum["y"]) > 64  # the strumming hand moves below the image centre
+
+
+def test_sequence_labels_have_rests_and_label_at():
+    seq = GestureSequence(DVS128, seed=1)
+    seq.add(3, 1_000_000, rest_before_us=500_000)
+    seq.add(7, 2_000_000, rest_before_us=300_000)
+    labels = seq.labels()
+    assert labels.dtype == LABEL_DTYPE
+    assert labels.tolist() == [(3, 500_000, 1_500_000), (7, 1_800_000, 3_800_000)]
+    assert [seq.label_at(t) for t in (0, 499_999, 500_000, 1_499_999, 1_500_000, 1_800_000, 3_800_000)] == \
+        [-1, -1, 3, 3, -1, 7, -1]
+
+
+def test_rest_periods_are_quiet_compared_with_gestures():
+    events, labels = synthesize_recording(DVS128, [1, 8], seed=5, fps=60.0, gesture_s=(1.5, 1.5),
+                                          rest_s=(0.8, 0.8), emulator=quiet_emulator())
+    inside = sum(np.sum((events["t"] >= t0) & (events["t"] < t1)) for _, t0, t1 in labels)
+    gesture_s = sum((t1 - t0) for _, t0, t1 in labels) / 1e6
+    rest_s = (events["t"][-1] / 1e6) - gesture_s
+    assert (inside / gesture_s) > 5 * ((len(events) - inside) / rest_s)
+
+
+def test_synthesize_recording_is_deterministic_sorted_and_balanced():
+    kwargs = dict(fps=40.0, gesture_s=(0.3, 0.5), rest_s=(0.1, 0.2))
+    a, labels_a = synthesize_recording(DVS128, 22, seed=3, **kwargs)
+    b, labels_b = synthesize_recording(DVS128, 22, seed=3, **kwargs)
+    c, _ = synthesize_recording(DVS128, 22, seed=4, **kwargs)
+    assert a.dtype == EVENT_DTYPE
+    assert a.tobytes() == b.tobytes() and labels_a.tobytes() == labels_b.tobytes()
+    assert a.tobytes() != c.tobytes()
+    assert np.all(np.diff(a["t"]) >= 0) and a["t"][0] >= 0
+    assert np.bincount(labels_a["label"], minlength=11).tolist() == [2] * 11
+    durations = (labels_a["t_end"] - labels_a["t_start"]) / 1e6
+    assert durations.min() >= 0.3 and durations.max() <= 0.5
+    assert np.all(labels_a["t_start"][1:] >= labels_a["t_end"][:-1] + 100_000)  # rests of >= 0.1 s
+    assert a["x"].max() < 128 and a["y"].max() < 128 and a["x"].min() >= 0 and a["y"].min() >= 0
+
+
+def test_given_class_order_is_kept():
+    _, labels = synthesize_recording(DVS128, [10, 0, 4], seed=0, fps=30.0, gesture_s=(0.2, 0.2), rest_s=(0.1, 0.1))
+    assert labels["label"].tolist() == [10, 0, 4]
+
+
+@pytest.mark.parametrize("lighting", ["fluorescent", "fluorescent_led", "lab", "led", "natural"])
+def test_lightings_change_the_brightness_not_the_gesture(lighting):
+    frames = render_gesture(1, 200_000, DVS128, 20.0, 0, lighting=lighting)
+    assert 0.02 < frames.mean() < 0.9
+
+
+def test_bad_arguments_raise_config_error():
+    with pytest.raises(ConfigError, match="class"):
+        render_gesture(11, 1_000_000, DVS128, 30.0, 0)
+    with pytest.raises(ConfigError, match="fps"):
+        render_gesture(0, 1_000_000, DVS128, 0.0, 0)
+    with pytest.raises(ConfigError, match="duration"):
+        render_gesture(0, 0, DVS128, 30.0, 0)
+    with pytest.raises(ConfigError, match="lighting"):
+        render_gesture(0, 1_000_000, DVS128, 30.0, 0, lighting="candle")
+    with pytest.raises(ConfigError, match="gesture_s"):
+        synthesize_recording(DVS128, 2, gesture_s=(2.0, 1.0))
