@@ -84,7 +84,7 @@ def unwrap_model(model: nn.Module) -> Spikformer:
 def _plain(value: Any, where: str) -> Any:
     """Tuples → lists, numpy scalars → Python numbers; reject what ``weights_only`` cannot load."""
     if isinstance(value, dict):
-        return {str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
+        return {k if isinstance(k, int | str) else str(k): _plain(v, f"{where}.{k}") for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [_plain(v, f"{where}[{i}]") for i, v in enumerate(value)]
     if value is None or isinstance(value, bool | int | float | str | torch.Tensor):
