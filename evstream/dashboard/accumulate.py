@@ -180,16 +180,23 @@ class EventAccumulator:
                 off = np.exp((self._last_off - now) / self._span_us)
                 value = np.where(on >= off, on, -off).astype(np.float32)
                 return _to_index(value, 1.0)
-        magnitude = np.abs(value)
-        active = magnitude[magnitude > 0]
         # Full scale follows the typical active pixel, so a short span and a long one both show contrast.
-        full = max(1.0, 3.0 * float(active.mean())) if active.size else 1.0
+        active = np.count_nonzero(value)
+        full = max(1.0, 3.0 * float(np.abs(value).sum()) / active) if active else 1.0
         return _to_index(value, full)
 
 
+# Signed level in [-1, 1] quantised to 2·_STEPS + 1 steps → LUT index 128 ± 127·sqrt(|level|):
+# a square-root response keeps single events visible next to bursts of hundreds.
+_STEPS = 1024
+_LEVEL_TO_INDEX = np.round(
+    128 + 127 * np.sign(np.arange(-_STEPS, _STEPS + 1)) * np.sqrt(np.abs(np.arange(-_STEPS, _STEPS + 1)) / _STEPS)
+).astype(np.uint8)
+
+
 def _to_index(value: np.ndarray, full: float) -> np.ndarray:
-    """Signed float32 [H, W] → uint8 LUT index: 128 ± 127·sqrt(|v| / full), clipped."""
-    scaled = np.sqrt(np.minimum(np.abs(value) / np.float32(full), 1.0)) * np.float32(127.0)
-    scaled *= np.sign(value)
-    scaled += np.float32(128.0)
-    return np.ascontiguousarray(scaled, dtype=np.uint8)
+    """Signed float32 [H, W] → uint8 LUT index: 128 ± 127·sqrt(|v| / full), clipped at full scale."""
+    level = value * np.float32(_STEPS / full)
+    np.clip(level, -_STEPS, _STEPS, out=level)
+    level += np.float32(_STEPS + 0.5)
+    return np.take(_LEVEL_TO_INDEX, level.astype(np.int32))

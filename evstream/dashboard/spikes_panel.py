@@ -70,7 +70,9 @@ class SpikesPanel(QtWidgets.QWidget):
             silent = sparsity.get(name)
             if isinstance(silent, (int, float)):
                 self.sparsity[name] = float(silent)
-                self._titles[name].setText(f"{name} · {silent * 100:.0f}% silent", size="8pt")
+                title = f"{name} · {silent * 100:.0f}% silent"
+                if self._titles[name].text != title:  # a LabelItem re-lays out its HTML on every setText
+                    self._titles[name].setText(title, size="8pt")
         if self.sparsity:
             mean = sum(self.sparsity.values()) / len(self.sparsity)
             self.summary.setText(f"{len(layers)} layers · mean sparsity {mean * 100:.1f}% silent")
