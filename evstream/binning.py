@@ -244,8 +244,8 @@ class BinnerStats:
     """Running counters of a :class:`Binner`; every event pushed ends up in exactly one bucket.
 
     ``events_in = events_binned + dropped_out_of_bounds + dropped_outside_geometry + dropped_late
-    + dropped_disorder + events still pending in open steps`` (count mode also loses the partial
-    step at a reset).
+    + dropped_disorder + dropped_between_windows + events pending in open steps``, except that a time
+    reset discards the open window, whose events were already counted as binned.
     """
 
     events_in: int = 0
@@ -254,6 +254,7 @@ class BinnerStats:
     dropped_outside_geometry: int = 0  # outside roi / crop
     dropped_late: int = 0  # time mode: older than a step already closed
     dropped_disorder: int = 0  # on_disorder="drop": older than an earlier event
+    dropped_between_windows: int = 0  # in steps no window covers (hop_steps > steps)
     sorted_chunks: int = 0  # on_disorder="sort": chunks that needed a stable sort
     time_resets: int = 0  # re-anchors after a jump back > reset_us or ahead > max_gap_us
     windows: int = 0
@@ -592,13 +593,14 @@ class Binner:
             piece, ev = ev[:cut], ev[cut:]
             if len(piece):
                 if 0 <= disorder < cut:
-                    piece = self._order(piece)
+                    piece = self._order(piece, self._tmax)
                 self._bin_time(piece, out)
             if len(ev):
                 self.stats.time_resets += 1
                 self._restart(int(ev["t"][0]))
 
-    def _order(self, piece: np.ndarray) -> np.ndarray:
+    def _order(self, piece: np.ndarray, top: int) -> np.ndarray:
+        """Apply ``on_disorder`` to a chunk whose t is not monotonic; ``top`` = newest t seen before it."""
         t = piece["t"]
         if self.on_disorder == "raise":
             if not K.is_sorted(t):
@@ -606,7 +608,7 @@ class Binner:
                 raise EventFormatError(f"events: field 't' goes backwards at index {i} ({int(t[i - 1])} -> {int(t[i])} µs)")
             return piece
         if self.on_disorder == "drop":
-            keep = t >= np.maximum.accumulate(np.maximum(t, self._tmax))
+            keep = t >= np.maximum.accumulate(np.maximum(t, top))
             self.stats.dropped_disorder += int(len(piece) - keep.sum())
             return piece[keep]
         if K.is_sorted(t):  # only older than earlier chunks: the late rule decides
@@ -648,7 +650,7 @@ class Binner:
         t0 = int(ev["t"][0])
         disorder, _ = K.scan_order(ev["t"], t0, _NO_JUMP, _NO_JUMP)  # within the chunk only
         if disorder >= 0:
-            ev = self._order(ev)
+            ev = self._order(ev, K.NEVER)
         if self._t0 is None:
             self._restart(int(ev["t"][0]))
         n = self.events_per_step
@@ -663,16 +665,27 @@ class Binner:
             t = part["t"]
             slots = abs_steps % self._cap
             starts, ends = bounds[:-1], bounds[1:]
-            fresh = abs_steps * n >= self._consumed  # the step's first event is in this part
+            fresh = (abs_steps * n >= self._consumed) & (abs_steps >= self._base)  # first event in this part
             self._first_t[slots[fresh]] = t[starts[fresh]]
-            self._last_t[slots] = t[ends - 1]
+            live = abs_steps >= self._base
+            self._last_t[slots[live]] = t[ends[live] - 1]
             self._consumed += len(part)
             self._close(self._consumed // n, out)
 
     # shared ----------------------------------------------------------------------------------
 
     def _bin(self, ev: np.ndarray, bounds: np.ndarray, abs_steps: np.ndarray) -> None:
-        """Bin ``ev`` split by ``bounds`` into the buffered absolute steps ``abs_steps``; tally."""
+        """Bin ``ev`` split by ``bounds`` into the buffered absolute steps ``abs_steps``; tally.
+
+        Steps before ``_base`` belong to no window (``hop_steps > steps`` leaves gaps): their
+        events are skipped and counted.
+        """
+        skip = int(np.searchsorted(abs_steps, self._base, side="left"))
+        if skip:
+            self.stats.dropped_between_windows += int(bounds[skip] - bounds[0])
+            abs_steps, bounds = abs_steps[skip:], bounds[skip:]
+            if not abs_steps.size:
+                return
         before = self._tallies.sum(axis=0)
         _bin_ranges(
             ev, bounds, abs_steps % self._cap, self.geometry, self._lut_p, self._clip, self._pending, self._tallies,

@@ -1,0 +1,416 @@
+"""Binning: frames against independent references (np.add.at, tonic ToFrame, spikingjelly's
+count split), chunking invariance of the online Binner, geometry, and every documented time fault."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from evstream.binning import (
+    Binner,
+    Geometry,
+    Window,
+    bin_events,
+    bin_events_by_count,
+    warmup,
+)
+from evstream.errors import ConfigError, EventFormatError
+from evstream.events import EVENT_DTYPE, EventChunk, SensorSize, make_events
+from tests.helpers import random_events
+
+SENSOR = SensorSize(40, 30)
+
+
+def reference_frames(ev, t_start, step_us, steps, sensor, merge=False):
+    """Plain numpy binning: np.add.at over the events inside the sensor and the time span."""
+    frames = np.zeros((steps, 1 if merge else 2, sensor.height, sensor.width), dtype=np.int64)
+    t = ev["t"].astype(np.int64)
+    x = ev["x"].astype(np.int64)
+    y = ev["y"].astype(np.int64)
+    keep = (t >= t_start) & (t < t_start + steps * step_us) & (x >= 0) & (x < sensor.width) & (y >= 0) & (y < sensor.height)
+    s = (t[keep] - t_start) // step_us
+    c = np.zeros(keep.sum(), dtype=np.int64) if merge else (ev["p"][keep] != 0).astype(np.int64)
+    np.add.at(frames, (s, c, y[keep], x[keep]), 1)
+    return frames
+
+
+def push_all(binner, parts):
+    windows = []
+    for part in parts:
+        windows += binner.push(part)
+    return windows
+
+
+def split_at(ev, cuts):
+    cuts = sorted(set(int(c) for c in cuts))
+    return np.split(ev, cuts)
+
+
+# --- one-shot binning -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("sort", [True, False])
+def test_bin_events_equals_add_at(parallel, sort):
+    ev = random_events(20_000, SENSOR, t0=500, duration_us=100_000, seed=3, sort=sort)
+    got = bin_events(ev, 1_000, 7_000, 12, Geometry(SENSOR), parallel=parallel)
+    assert got.shape == (12, 2, 30, 40) and got.dtype == np.float32
+    np.testing.assert_array_equal(got, reference_frames(ev, 1_000, 7_000, 12, SENSOR))
+
+
+def test_bin_events_parallel_large_input_paths():
+    """Above the parallel threshold: one thread per step, and a single huge step split over threads."""
+    sensor = SensorSize(64, 48)
+    ev = random_events(300_000, sensor, duration_us=100_000, seed=4)
+    many = bin_events(ev, 0, 10_000, 10, sensor)
+    np.testing.assert_array_equal(many, reference_frames(ev, 0, 10_000, 10, sensor))
+    one = bin_events(ev, 0, 100_000, 1, sensor, parallel=True)
+    np.testing.assert_array_equal(one, reference_frames(ev, 0, 100_000, 1, sensor))
+    np.testing.assert_array_equal(one, bin_events(ev, 0, 100_000, 1, sensor, parallel=False))
+
+
+def test_bin_events_matches_tonic_to_frame():
+    tonic = pytest.importorskip("tonic")
+    ev = random_events(30_000, SENSOR, t0=12_345, duration_us=200_000, seed=5)
+    t0 = int(ev["t"][0])
+    # Same edges: tonic slices from start_time; with end_time = t0 + T * step it makes exactly T frames.
+    to_frame = tonic.transforms.ToFrame(sensor_size=SENSOR.tonic, time_window=10_000, start_time=t0, end_time=t0 + 15 * 10_000)
+    expected = to_frame(ev.copy())
+    got = bin_events(ev, t0, 10_000, 15, SENSOR, dtype=np.int16)
+    assert expected.shape == got.shape
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_binner_matches_tonic_anchored_at_first_event():
+    """tonic anchors bins at the first event and keeps only complete windows: so does the Binner by default."""
+    tonic = pytest.importorskip("tonic")
+    ev = random_events(30_000, SENSOR, t0=7_000, duration_us=250_000, seed=6)
+    expected = tonic.transforms.ToFrame(sensor_size=SENSOR.tonic, time_window=10_000)(ev.copy())
+    binner = Binner(SENSOR, step_us=10_000, steps=1, dtype=np.int16)
+    windows = push_all(binner, split_at(ev, [1_000, 1_001, 17_000]))
+    got = np.concatenate([w.frames for w in windows])
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_merge_polarity_and_clip():
+    ev = random_events(5_000, SensorSize(6, 5), duration_us=40_000, seed=7)
+    merged = bin_events(ev, 0, 10_000, 4, SensorSize(6, 5), merge_polarity=True)
+    assert merged.shape == (4, 1, 5, 6)
+    np.testing.assert_array_equal(merged, reference_frames(ev, 0, 10_000, 4, SensorSize(6, 5), merge=True))
+    clipped = bin_events(ev, 0, 10_000, 4, SensorSize(6, 5), dtype=np.uint8, clip=3)
+    assert clipped.dtype == np.uint8
+    np.testing.assert_array_equal(clipped, np.minimum(reference_frames(ev, 0, 10_000, 4, SensorSize(6, 5)), 3))
+    # Saturating: 300 events on one pixel in uint8 with clip 255 stay at 255 instead of wrapping to 44.
+    hot = make_events(np.arange(300), np.zeros(300), np.zeros(300), np.ones(300))
+    assert bin_events(hot, 0, 1_000, 1, SensorSize(6, 5), dtype=np.uint8, clip=255)[0, 1, 0, 0] == 255
+
+
+def test_bin_events_by_count_equals_spikingjelly_split():
+    ev = random_events(10_007, SENSOR, seed=8)
+    steps = 16
+    got = bin_events_by_count(ev, steps, SENSOR)
+    # spikingjelly split_by='number': j_l = j * (N // T), j_r = j_l + N // T, last j_r = N.
+    n = len(ev)
+    expected = np.zeros_like(got, dtype=np.int64)
+    for j in range(steps):
+        lo = j * (n // steps)
+        hi = n if j == steps - 1 else lo + n // steps
+        part = ev[lo:hi]
+        np.add.at(expected[j], ((part["p"] != 0).astype(int), part["y"].astype(int), part["x"].astype(int)), 1)
+    np.testing.assert_array_equal(got, expected)
+    assert got[:-1].sum(axis=(1, 2, 3)).tolist() == [n // steps] * (steps - 1)
+    assert got[-1].sum() == n - (steps - 1) * (n // steps)
+
+
+# --- geometry -------------------------------------------------------------------------------
+
+
+def full_sensor_image(sensor):
+    """One ON event per sensor pixel."""
+    yy, xx = np.mgrid[0:sensor.height, 0:sensor.width]
+    n = xx.size
+    return make_events(np.zeros(n, np.int64), xx.ravel(), yy.ravel(), np.ones(n))
+
+
+def test_geometry_area_crop_vga_to_128():
+    sensor = SensorSize(640, 480)
+    geometry = Geometry(sensor, (128, 128))
+    frame = bin_events(full_sensor_image(sensor), 0, 1, 1, geometry)[0, 1]
+    # Centre 480 x 480 kept: 80 columns cut on each side, every kept pixel counted exactly once.
+    assert frame.sum() == 480 * 480
+    assert (geometry.lut_x[:80] == -1).all() and (geometry.lut_x[560:] == -1).all() and (geometry.lut_x[80:560] >= 0).all()
+    # 480 pixels on 128: each output pixel gathers 3 or 4 sensor pixels per axis.
+    assert set(np.unique(frame).tolist()) <= {9.0, 12.0, 16.0}
+    assert np.all(np.diff(geometry.lut_x[80:560]) >= 0)
+
+
+def test_geometry_integer_crop_and_letterbox():
+    sensor = SensorSize(640, 480)
+    crop = Geometry(sensor, (128, 128), downsample="integer")
+    frame = bin_events(full_sensor_image(sensor), 0, 1, 1, crop)[0, 1]
+    assert (frame == 9).all()  # k = 3: every output pixel sums exactly 3 x 3 sensor pixels
+    box = Geometry(sensor, (128, 128), mode="letterbox", downsample="integer")
+    frame = bin_events(full_sensor_image(sensor), 0, 1, 1, box)[0, 1]
+    assert frame.sum() == 640 * 480  # letterbox keeps everything
+    assert (frame[16:112] == 25).all() and (frame[:16] == 0).all() and (frame[112:] == 0).all()
+
+
+@pytest.mark.parametrize("out", [(128, 128), (100, 30), (30, 100), (640, 480), (700, 500)])
+def test_geometry_area_letterbox_keeps_every_event(out):
+    sensor = SensorSize(640, 480)
+    geometry = Geometry(sensor, out, mode="letterbox")
+    assert geometry.out_size == SensorSize(*out)
+    assert (geometry.lut_x >= 0).all() and (geometry.lut_y >= 0).all()
+    assert geometry.lut_x.max() < out[0] and geometry.lut_y.max() < out[1]
+    frame = bin_events(full_sensor_image(sensor), 0, 1, 1, geometry)[0, 1]
+    assert frame.sum() == 640 * 480
+
+
+def test_geometry_flips_mirror_the_output():
+    ev = random_events(3_000, SensorSize(64, 48), seed=9)
+    base = bin_events(ev, 0, 100_000, 10, Geometry(SensorSize(64, 48), (20, 16)))
+    fx = bin_events(ev, 0, 100_000, 10, Geometry(SensorSize(64, 48), (20, 16), flip_x=True))
+    fxy = bin_events(ev, 0, 100_000, 10, Geometry(SensorSize(64, 48), (20, 16), flip_x=True, flip_y=True))
+    np.testing.assert_array_equal(fx, base[..., ::-1])
+    np.testing.assert_array_equal(fxy, base[..., ::-1, ::-1])
+
+
+def test_geometry_roi_equals_shifted_subsensor():
+    sensor = SensorSize(64, 48)
+    ev = random_events(5_000, sensor, seed=10)
+    got = bin_events(ev, 0, 1_000_000, 1, Geometry(sensor, roi=(10, 5, 30, 20)))
+    assert got.shape == (1, 2, 20, 30)
+    inside = (ev["x"] >= 10) & (ev["x"] < 40) & (ev["y"] >= 5) & (ev["y"] < 25)
+    shifted = ev[inside].copy()
+    shifted["x"] -= 10
+    shifted["y"] -= 5
+    np.testing.assert_array_equal(got, reference_frames(shifted, 0, 1_000_000, 1, SensorSize(30, 20)))
+
+
+def test_geometry_rejects_bad_options():
+    with pytest.raises(ConfigError, match="roi"):
+        Geometry(SENSOR, roi=(30, 0, 20, 10))
+    with pytest.raises(ConfigError, match="integer"):
+        Geometry(SENSOR, (80, 80), downsample="integer")
+    with pytest.raises(ConfigError, match="mode"):
+        Geometry(SENSOR, mode="stretch")
+    with pytest.raises(ConfigError, match="fit="):
+        Binner(SENSOR, mode="letterbox")
+
+
+# --- the online Binner ----------------------------------------------------------------------
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(0, 3_000),
+    seed=st.integers(0, 2**16),
+    step_us=st.integers(1, 5_000),
+    steps=st.integers(1, 6),
+    hop=st.integers(1, 6),
+    cuts=st.lists(st.integers(0, 3_000), max_size=8),
+)
+def test_chunking_never_changes_windows(n, seed, step_us, steps, hop, cuts):
+    ev = random_events(n, SENSOR, t0=1_000, duration_us=60_000, seed=seed)
+    binner = Binner(SENSOR, step_us=step_us, steps=steps, hop_steps=hop)
+    windows = push_all(binner, split_at(ev, [c for c in cuts if c <= n]))
+    if n == 0:
+        assert windows == [] and binner.t0 is None
+        return
+    t0 = int(ev["t"][0])
+    complete_steps = (int(ev["t"][-1]) - t0) // step_us
+    expected_count = 0 if complete_steps < steps else (complete_steps - steps) // hop + 1
+    assert len(windows) == expected_count
+    reference = reference_frames(ev, t0, step_us, max(complete_steps, 1), SENSOR)
+    for k, w in enumerate(windows):
+        assert w.index == k
+        assert w.t_start == t0 + k * hop * step_us and w.t_end == w.t_start + steps * step_us
+        assert w.frames.flags.c_contiguous and w.frames.shape == (steps, 2, 30, 40)
+        np.testing.assert_array_equal(w.frames, reference[k * hop:k * hop + steps])
+        np.testing.assert_array_equal(w.counts, reference[k * hop:k * hop + steps].sum(axis=(1, 2, 3)))
+    assert binner.stats.events_in == n and binner.stats.windows == len(windows)
+
+
+def test_windows_own_their_memory_and_tensor_is_zero_copy():
+    torch = pytest.importorskip("torch")
+    ev = random_events(2_000, SENSOR, duration_us=100_000, seed=11)
+    windows = Binner(SENSOR, step_us=5_000, steps=4, hop_steps=2).push(ev)
+    assert len(windows) >= 2
+    a, b = windows[0], windows[1]
+    before = b.frames.copy()
+    a.frames[2:] = -1  # overlapping steps must not be shared between windows
+    np.testing.assert_array_equal(b.frames, before)
+    tensor = b.tensor()
+    assert isinstance(b, Window) and tensor.shape == (4, 2, 30, 40) and tensor.dtype == torch.float32
+    tensor[0, 0, 0, 0] = 123.0
+    assert b.frames[0, 0, 0, 0] == 123.0
+
+
+def test_flush_on_a_still_scene_emits_empty_windows_with_times():
+    binner = Binner(SENSOR, step_us=10_000, steps=2)
+    ev = make_events([1_000, 5_000, 12_000], [1, 2, 3], [1, 1, 1], [1, 0, 1])
+    assert binner.push(ev) == []
+    first = binner.flush(21_000)  # step 1 ends at 21_000: window 0 complete
+    assert [(w.t_start, w.t_end) for w in first] == [(1_000, 21_000)]
+    assert first[0].counts.tolist() == [2, 1]
+    assert binner.flush(21_000) == []
+    later = binner.flush(101_000)
+    assert [(w.t_start, w.t_end, w.index) for w in later] == [(21_000 + 20_000 * k, 41_000 + 20_000 * k, k + 1) for k in range(4)]
+    assert all(w.frames.sum() == 0 and w.counts.sum() == 0 for w in later)
+
+
+def test_chunk_t_start_anchors_and_t_end_closes_steps():
+    binner = Binner(SENSOR, step_us=10_000, steps=1)
+    ev = make_events([15_000, 25_000], [0, 0], [0, 0], [1, 1])
+    windows = binner.push(EventChunk(ev, 10_000, 40_000))
+    assert binner.t0 == 10_000
+    assert [(w.t_start, int(w.frames.sum())) for w in windows] == [(10_000, 1), (20_000, 1), (30_000, 0)]
+    windows = binner.push(EventChunk(ev[:0], 40_000, 60_000))
+    assert [w.t_start for w in windows] == [40_000, 50_000]
+
+
+def test_explicit_t0_and_events_before_it_are_late():
+    binner = Binner(SENSOR, step_us=1_000, steps=1, t0=10_000)
+    windows = binner.push(make_events([9_000, 10_500, 11_200], [0, 0, 0], [0, 0, 0], [1, 1, 1]))
+    assert binner.stats.dropped_late == 1
+    assert [(w.t_start, int(w.frames.sum())) for w in windows] == [(10_000, 1)]
+
+
+def test_count_mode_steps_hold_fixed_event_counts_across_chunks():
+    ev = random_events(5_000, SENSOR, seed=12)
+    binner = Binner(SENSOR, steps=4, mode="count", events_per_step=300, hop_steps=3)
+    windows = push_all(binner, split_at(ev, [7, 299, 300, 1_234, 4_000]))
+    n_steps = len(ev) // 300
+    assert len(windows) == (n_steps - 4) // 3 + 1
+    for k, w in enumerate(windows):
+        first = k * 3 * 300
+        part = ev[first:first + 4 * 300]
+        assert w.step_us == 0 and w.counts.tolist() == [300] * 4
+        assert (w.t_start, w.t_end) == (int(part["t"][0]), int(part["t"][-1]) + 1)
+        expected = bin_events_by_count(part, 4, SENSOR)
+        np.testing.assert_array_equal(w.frames, expected)
+
+
+def test_disorder_sort_drop_raise():
+    ev = random_events(3_000, SENSOR, duration_us=100_000, seed=13)
+    rng = np.random.default_rng(0)
+    shuffled = ev.copy()
+    shuffled[1_000:2_000] = shuffled[1_000:2_000][rng.permutation(1_000)]
+
+    sorting = Binner(SENSOR, step_us=5_000, steps=2)
+    expected = np.concatenate([w.frames for w in Binner(SENSOR, step_us=5_000, steps=2).push(ev)])
+    got = np.concatenate([w.frames for w in sorting.push(shuffled)])
+    np.testing.assert_array_equal(got, expected)
+    assert sorting.stats.sorted_chunks == 1
+
+    dropping = Binner(SENSOR, step_us=5_000, steps=2, on_disorder="drop")
+    dropping.push(shuffled)
+    t = shuffled["t"]
+    assert dropping.stats.dropped_disorder == int((t < np.maximum.accumulate(t)).sum()) > 0
+
+    raising = Binner(SENSOR, step_us=5_000, steps=2, on_disorder="raise")
+    done = raising.push(ev[:1_000])
+    with pytest.raises(EventFormatError, match="'t' goes backwards at index"):
+        raising.push(shuffled[1_000:])
+    assert raising.stats.dropped_late == 0
+    # Nothing completed before the fault is lost, and the stream goes on.
+    more = raising.push(ev[2_000:])
+    assert [w.index for w in done + more] == list(range(len(done) + len(more)))
+
+
+def test_late_events_across_chunks_are_dropped_and_counted():
+    binner = Binner(SENSOR, step_us=1_000, steps=1)
+    binner.push(make_events([0, 3_500], [0, 0], [0, 0], [1, 1]))  # steps 0..2 closed, step 3 open
+    windows = binner.push(make_events([2_999, 3_100, 3_400, 4_200], [1, 2, 3, 4], [0, 0, 0, 0], [1, 1, 1, 1]))
+    assert binner.stats.dropped_late == 1
+    assert [int(w.frames.sum()) for w in windows] == [3]  # step 3: the 3 500 event and two older ones of the open step
+
+
+def test_backwards_jump_is_a_timestamp_reset():
+    binner = Binner(SENSOR, step_us=10_000, steps=1)
+    binner.push(make_events([5_000_000, 5_015_000], [0, 0], [0, 0], [1, 1]))
+    windows = binner.push(make_events([100, 20_200], [1, 1], [1, 1], [0, 0]))
+    assert binner.stats.time_resets == 1 and binner.t0 == 100
+    assert [(w.t_start, int(w.frames.sum())) for w in windows] == [(100, 1), (10_100, 0)]
+
+
+def test_forward_gap_beyond_max_gap_re_anchors_instead_of_flooding():
+    binner = Binner(SENSOR, step_us=1_000, steps=4, max_gap_us=50_000)
+    windows = binner.push(make_events([0, 1_000, 10_000_000, 10_001_500], [0] * 4, [0] * 4, [1] * 4))
+    assert binner.stats.time_resets == 1 and binner.t0 == 10_000_000
+    assert windows == []
+    assert len(binner.flush(10_004_000)) == 1
+    assert len(binner.flush(10_000_000_000)) == 0 and binner.stats.time_resets == 2
+
+
+def test_out_of_sensor_events_are_counted_never_written():
+    sensor = SensorSize(8, 6)
+    ev = make_events([0, 1, 2, 3, 4, 5], [-1, 8, 3, 3, 32767, 7], [0, 0, -5, 6, 0, 5], [1, 1, 0, 0, 1, 1])
+    binner = Binner(sensor, step_us=10, steps=1)
+    windows = binner.push(ev) + binner.flush(10)
+    assert binner.stats.dropped_out_of_bounds == 5 and binner.stats.events_binned == 1
+    assert windows[0].frames[0, 1, 5, 7] == 1 and windows[0].frames.sum() == 1
+    frames = bin_events(ev, 0, 10, 1, sensor)
+    assert frames.sum() == 1
+
+
+def test_cropped_events_are_counted():
+    sensor = SensorSize(60, 30)
+    binner = Binner(sensor, (30, 30), step_us=100, steps=1)  # crop keeps columns 15..44
+    ev = make_events([0, 1, 2, 3], [0, 14, 15, 44], [0, 0, 0, 29], [1, 1, 1, 1])
+    windows = binner.push(ev) + binner.flush(100)
+    assert binner.stats.dropped_outside_geometry == 2 and binner.stats.events_binned == 2
+    assert windows[0].counts.tolist() == [2]
+
+
+def test_every_event_is_accounted_for():
+    ev = random_events(20_000, SensorSize(64, 48), duration_us=300_000, seed=14)
+    ev["x"][::97] = 100  # outside the sensor
+    binner = Binner(SensorSize(64, 48), (32, 32), step_us=3_000, steps=5)
+    windows = push_all(binner, split_at(ev, [5_000, 12_000]))
+    windows += binner.flush(int(ev["t"][-1]) + 15_000)
+    s = binner.stats
+    assert sum(int(w.counts.sum()) for w in windows) == s.events_binned
+    assert s.events_in == s.events_binned + s.dropped_out_of_bounds + s.dropped_outside_geometry + s.dropped_late
+    assert s.dropped_out_of_bounds == len(ev[::97])
+
+
+def test_wrong_dtype_raises_event_format_error_and_changes_nothing():
+    binner = Binner(SENSOR)
+    with pytest.raises(EventFormatError):
+        binner.push(np.zeros((10, 4)))
+    bad = np.zeros(3, dtype=[("t", "f8"), ("x", "i2"), ("y", "i2"), ("p", "u1")])
+    with pytest.raises(EventFormatError, match="'t'"):
+        binner.push(bad)
+    with pytest.raises(EventFormatError, match="'p'"):
+        bin_events(np.zeros(3, dtype=[("t", "i8"), ("x", "i2"), ("y", "i2")]), 0, 1, 1, SENSOR)
+    assert binner.stats.events_in == 0 and binner.t0 is None
+    # Other integer layouts (dv-processing's names) are converted, not rejected.
+    dv_like = np.zeros(2, dtype=[("timestamp", "<i8"), ("x", "<i2"), ("y", "<i2"), ("polarity", "i1")])
+    dv_like["timestamp"] = [0, 10_000]
+    assert len(Binner(SENSOR, steps=1).push(dv_like)) == 1
+
+
+def test_parallel_binner_equals_serial():
+    sensor = SensorSize(64, 48)
+    ev = random_events(400_000, sensor, duration_us=200_000, seed=15)
+    parts = split_at(ev, [250_000])
+    serial = push_all(Binner(sensor, step_us=10_000, steps=4, parallel=False), parts)
+    par = push_all(Binner(sensor, step_us=10_000, steps=4, parallel=True), parts)
+    auto = push_all(Binner(sensor, step_us=10_000, steps=4), parts)
+    assert len(serial) == len(par) == len(auto) == 4
+    for a, b, c in zip(serial, par, auto, strict=True):
+        np.testing.assert_array_equal(a.frames, b.frames)
+        np.testing.assert_array_equal(a.frames, c.frames)
+
+
+def test_readonly_events_and_warmup():
+    ev = random_events(1_000, SENSOR, seed=16)
+    view = np.frombuffer(ev.tobytes(), dtype=EVENT_DTYPE)  # zero-copy decode gives read-only arrays
+    assert not view.flags.writeable
+    warmup((np.float32, np.int16))
+    got = push_all(Binner(SENSOR, step_us=50_000, steps=2, dtype=np.int16), [view])
+    np.testing.assert_array_equal(np.concatenate([w.frames for w in got]), reference_frames(ev, int(ev["t"][0]), 50_000, 2 * len(got), SENSOR))
+
