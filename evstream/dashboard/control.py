@@ -1,9 +1,9 @@
 """Control side of the dashboard: commands to the pipeline over REQ/REP, off the GUI thread.
 
-A button press queues a command; a worker thread sends it on a REQ socket with send and receive
-timeouts and queues the reply for the GUI timer to show. A command that times out closes the
-socket and opens a fresh one (zguide ch. 4, "Lazy Pirate": a REQ socket that lost its reply is
-stuck in the wrong state). The GUI thread never waits on the network.
+A button press queues a command; a worker thread sends it with
+:class:`evstream.publish.ControlClient` (REQ with a reply timeout; after a timeout it opens a fresh
+socket, zguide ch. 4 "Lazy Pirate") and queues the reply for the GUI timer to show. The GUI
+thread never waits on the network.
 """
 
 from __future__ import annotations
@@ -16,9 +16,13 @@ from urllib.parse import urlsplit
 import msgpack
 import zmq
 
-from evstream.protocol import CONTROL_COMMANDS, encode_control
+from evstream.errors import EvstreamError
+from evstream.protocol import CONTROL_COMMANDS
+from evstream.publish import ControlClient
 
 __all__ = ["ControlWorker", "ControlReply", "default_control_address"]
+
+_SET_ADDRESS = object()  # queue marker: switch to another control address
 
 
 def default_control_address(publish_address: str) -> str | None:
@@ -50,7 +54,7 @@ class ControlWorker:
     Args:
         address: the control socket's address, or None until known (commands then fail with a message).
         context: ZeroMQ context (default: the global one).
-        timeout_ms: send and receive timeout per command.
+        timeout_ms: how long one command waits for its reply.
     """
 
     def __init__(self, address: str | None = None, context: zmq.Context | None = None, timeout_ms: int = 1500) -> None:
@@ -61,6 +65,8 @@ class ControlWorker:
         self._replies: queue.Queue[ControlReply] = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="evstream-dashboard-control", daemon=True)
         self._thread.start()
+        if address is not None:
+            self._requests.put((_SET_ADDRESS, address))
 
     @property
     def address(self) -> str | None:
@@ -69,7 +75,7 @@ class ControlWorker:
     def set_address(self, address: str | None) -> None:
         """Use ``address`` for the next command (the socket is reopened)."""
         if address != self._address:
-            self._requests.put(("__address__", {"address": address}))
+            self._requests.put((_SET_ADDRESS, address))
             self._address = address
 
     def send(self, cmd: str, **args) -> None:
@@ -92,59 +98,38 @@ class ControlWorker:
 
     def close(self) -> None:
         """Stop the worker (a command in flight finishes or times out first)."""
-        self._requests.put(None)
+        try:
+            self._requests.put(None, timeout=1.0)
+        except queue.Full:  # the daemon thread ends with the process
+            return
         self._thread.join(self._timeout_ms / 1000 * 2 + 1)
 
-    def _open(self, address: str) -> zmq.Socket:
-        socket = self._context.socket(zmq.REQ)
-        socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.SNDTIMEO, self._timeout_ms)
-        socket.setsockopt(zmq.RCVTIMEO, self._timeout_ms)
-        socket.connect(address)
-        return socket
-
     def _run(self) -> None:
-        address = self._address
-        socket: zmq.Socket | None = None
+        client: ControlClient | None = None
         try:
             while True:
                 item = self._requests.get()
                 if item is None:
                     return
                 cmd, args = item
-                if cmd == "__address__":
-                    if socket is not None:
-                        socket.close(0)
-                        socket = None
-                    address = args["address"]
+                if cmd == _SET_ADDRESS:
+                    if client is not None:
+                        client.close()
+                    client = None if args is None else ControlClient(args, timeout_ms=self._timeout_ms, context=self._context)
                     continue
-                if address is None:
+                if client is None:
                     self._replies.put(ControlReply(cmd, False, {}, "no control address known yet"))
                     continue
                 try:
-                    if socket is None:
-                        socket = self._open(address)
-                    socket.send(encode_control(cmd, **args))
-                    reply = msgpack.unpackb(socket.recv(), raw=False, strict_map_key=False)
-                except zmq.Again:
-                    socket.close(0)
-                    socket = None
-                    self._replies.put(ControlReply(cmd, False, {}, f"{address}: no reply within {self._timeout_ms} ms"))
-                    continue
-                except zmq.ZMQError as err:
-                    if socket is not None:
-                        socket.close(0)
-                    socket = None
-                    self._replies.put(ControlReply(cmd, False, {}, f"{address}: {err}"))
+                    reply = client.send(cmd, **args)
+                except EvstreamError as err:  # no reply in time (the client rebuilt its socket), bad address
+                    self._replies.put(ControlReply(cmd, False, {}, str(err)))
                     continue
                 except (ValueError, msgpack.UnpackException) as err:
-                    self._replies.put(ControlReply(cmd, False, {}, f"{address}: reply is not msgpack ({err})"))
-                    continue
-                if not isinstance(reply, dict):
-                    self._replies.put(ControlReply(cmd, False, {}, f"{address}: reply is not a map"))
+                    self._replies.put(ControlReply(cmd, False, {}, f"control {client.address}: reply is not msgpack ({err})"))
                     continue
                 ok = bool(reply.get("ok", False))
                 self._replies.put(ControlReply(cmd, ok, reply, None if ok else str(reply.get("error", "refused"))))
         finally:
-            if socket is not None:
-                socket.close(0)
+            if client is not None:
+                client.close()

@@ -1,13 +1,13 @@
 """Socket side of the dashboard: a thread that reads the published stream, off the GUI thread.
 
-The thread subscribes to every topic, decodes each message with :func:`evstream.protocol.decode`
-and keeps only the latest message per topic in a lock-protected dict (pyqtgraph's habit: the
+The thread reads with :class:`evstream.publish.Subscriber` (every topic) and keeps only the latest message per topic in a lock-protected dict (pyqtgraph's habit: the
 GUI draws whatever arrived last on a timer, never one repaint per message). ``frame`` messages
 are also pushed into an :class:`~evstream.dashboard.accumulate.EventAccumulator` here, so
 accumulating a 300 ms span of 10 ms windows costs the GUI thread nothing.
 
-Per topic it counts messages, sequence gaps (zguide ch. 5: per-topic sequence numbers let a
-subscriber see its own losses) and the transport lag (receive time minus the header's send time).
+Per topic it keeps the messages received, the messages lost (the Subscriber's sequence-gap
+count; zguide ch. 5), the time of the latest one and the transport lag (receive time minus the
+header's send time).
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 import zmq
 
 from evstream.dashboard.accumulate import EventAccumulator
-from evstream.errors import ProtocolError
-from evstream.protocol import TOPICS, Message, decode
+from evstream.errors import ConfigError
+from evstream.protocol import TOPICS, Message
+from evstream.publish import Subscriber
 
 __all__ = ["StreamReader", "TopicStats", "Snapshot"]
 
@@ -32,7 +33,7 @@ class TopicStats:
     """What the reader knows about one topic."""
 
     received: int = 0
-    gaps: int = 0  # messages missed, from sequence numbers
+    gaps: int = 0  # messages lost, from sequence numbers
     last_seq: int | None = None
     publisher: str | None = None
     last_monotonic: float | None = None  # time.monotonic() of the latest message
@@ -115,57 +116,41 @@ class StreamReader:
             return Snapshot(fresh=fresh, topics=topics, bad_messages=self._bad, last_error=self._last_error)
 
     def _run(self) -> None:
-        socket = self._context.socket(zmq.SUB)
         try:
-            socket.setsockopt(zmq.LINGER, 0)
-            socket.setsockopt(zmq.RCVHWM, 200)
-            for topic in self._topics:
-                socket.setsockopt(zmq.SUBSCRIBE, topic.encode("ascii"))
-            try:
-                socket.connect(self.address)
-            except zmq.ZMQError as err:
-                with self._lock:
-                    self._last_error = f"{self.address}: {err}"
-                return
-            finally:
-                self._ready.set()
-            poller = zmq.Poller()
-            poller.register(socket, zmq.POLLIN)
-            while not self._stop.is_set():
-                if not poller.poll(_POLL_MS):
-                    continue
-                # Drain what is queued, then look at the stop flag again.
-                while True:
-                    try:
-                        frames = socket.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
-                        break
-                    self._handle(frames)
-        finally:
-            socket.close(0)
-
-    def _handle(self, frames: list[bytes]) -> None:
-        now_ns = time.time_ns()
-        try:
-            message = decode(frames)
-        except ProtocolError as err:
+            subscriber = Subscriber(self.address, self._topics, context=self._context, rcvhwm=200)
+        except ConfigError as err:
             with self._lock:
-                self._bad += 1
                 self._last_error = str(err)
             return
+        finally:
+            self._ready.set()
+        try:
+            while not self._stop.is_set():
+                message = subscriber.recv(timeout_ms=_POLL_MS)
+                if message is not None:
+                    self._handle(message, subscriber)
+                elif subscriber.malformed != self._bad:
+                    with self._lock:
+                        self._bad = subscriber.malformed
+        finally:
+            subscriber.close()
+
+    def _handle(self, message: Message, subscriber: Subscriber) -> None:
+        now_ns = time.time_ns()
         if message.topic == "frame" and self.accumulator is not None:
             counts = message.arrays.get("counts")
             if counts is not None and counts.ndim == 3 and counts.shape[0] == 2:
                 t1 = message.t_end if message.t_end is not None else now_ns // 1000
                 t0 = message.t_start if message.t_start is not None else t1
                 self.accumulator.push(counts, t0, t1)
+        tracked = subscriber.stats[message.topic]
         with self._lock:
             stats = self._stats.setdefault(message.topic, TopicStats())
-            if stats.publisher == message.publisher and stats.last_seq is not None and message.seq > stats.last_seq:
-                stats.gaps += message.seq - stats.last_seq - 1
+            stats.gaps = tracked.dropped
             stats.publisher = message.publisher
             stats.last_seq = message.seq
             stats.received += 1
             stats.last_monotonic = time.monotonic()
             stats.lag_ms = (now_ns - message.send_ns) / 1e6 if message.send_ns else None
+            self._bad = subscriber.malformed
             self._fresh[message.topic] = message

@@ -98,8 +98,8 @@ def test_every_panel_updates_from_the_stream(qtbot, window_factory, feeder):
     received = qk[1, 2].mean(axis=0)
     np.testing.assert_allclose(window.attention.overlay_values, (received / received.max()).reshape(GRID), rtol=1e-5)
 
-    # Stats: rates split ON/OFF, figures shown, connection state.
-    wait_ticks(qtbot, window)
+    # Stats: rates split ON/OFF, figures shown, connection state (drawn at the secondary rate).
+    qtbot.waitUntil(lambda: window.stats.on_curve.getData()[0] is not None and window.stats.text("energy") != "—", timeout=5000)
     x, y = window.stats.on_curve.getData()
     assert len(x) > 0 and np.isclose(y[-1], 60_000.0)
     assert np.isclose(window.stats.off_curve.getData()[1][-1], 40_000.0)
@@ -170,7 +170,7 @@ def test_attention_overlay_on_the_event_image(qtbot, window_factory, feeder):
     window = window_factory(feeder.address)
     qtbot.waitUntil(lambda: window.attention.message is not None and window.events.image.image is not None, timeout=5000)
     window.events.overlay_box.setChecked(True)
-    wait_ticks(qtbot, window)
+    qtbot.waitUntil(lambda: window.events.overlay.image is not None, timeout=5000)
     assert window.events.overlay.isVisible()
     assert window.events.overlay.image.shape == GRID
     rect = window.events.overlay.mapRectToParent(window.events.overlay.boundingRect())
