@@ -1,0 +1,167 @@
+"""Latency of the Spikformer-2-256 DVS model at batch 1 on CPU, against spikingjelly's zoo Spikformer.
+
+Anchor: ``spikingjelly.activation_based.model.spikformer.Spikformer`` built at the same size
+(``T=16, in_channels=2, 128×128, patch 16, 11 classes, 256 dims, 16 heads, MLP 4, depth 2``;
+``../shared/reference/spikformer.md`` §7.2), run side by side in this process. Both get BN
+gains that make every layer spike (with the default init no spike reaches the head, §7.2), and
+binary input frames at 5 % density. Measured: one T = 16 window, and streaming T = 1 steps with
+the LIF state carried between calls; medians after warm-up; ``torch.set_num_threads(2)``.
+
+Ours is timed as built (eager) and prepared for inference (BN folded into the convs, channels-last
+activations); ``--compile`` adds ``torch.compile`` of both models (slow when cold: minutes).
+With a CUDA device, also samples/s at batch 64 (T = 16).
+
+    python bench/model.py                  # ~1-2 minutes on 2 cores
+    python bench/model.py --compile        # adds torch.compile (cold compile takes minutes)
+    python bench/model.py --windows 10 --steps 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import logging
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+
+import torch  # noqa: E402
+from spikingjelly.activation_based import functional  # noqa: E402
+from spikingjelly.activation_based.model.spikformer import Spikformer as ZooSpikformer  # noqa: E402
+from torch import nn  # noqa: E402
+
+import models  # noqa: E402
+
+
+def make_spiking(model: nn.Module) -> nn.Module:
+    """Eval mode, every BN with gain 4 and offset 0.5 so that spikes reach the head."""
+    model.eval()
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm1d | nn.BatchNorm2d):
+                module.weight.fill_(4.0)
+                module.bias.fill_(0.5)
+    return model
+
+
+def zoo_model() -> nn.Module:
+    return ZooSpikformer(
+        T=16,
+        in_channels=2,
+        img_size_h=128,
+        img_size_w=128,
+        patch_size=16,
+        num_classes=11,
+        embed_dims=256,
+        num_heads=16,
+        mlp_ratio=4,
+        depths=2,
+    )
+
+
+def time_window(model: nn.Module, x: torch.Tensor, runs: int) -> float:
+    """Median ms of one forward over the whole window ``x`` from a fresh state."""
+    times = []
+    with torch.inference_mode():
+        for i in range(runs + 1):
+            functional.reset_net(model)
+            start = time.perf_counter()
+            model(x)
+            if i:  # the first call warms up
+                times.append((time.perf_counter() - start) * 1e3)
+    functional.reset_net(model)
+    return statistics.median(times)
+
+
+def time_stream(model: nn.Module, x: torch.Tensor, steps: int) -> float:
+    """Median ms of a T = 1 call with the LIF state carried from the previous call."""
+    times = []
+    with torch.inference_mode():
+        functional.reset_net(model)
+        for i in range(steps + 4):
+            start = time.perf_counter()
+            model(x[i % x.shape[0] : i % x.shape[0] + 1])
+            if i >= 4:
+                times.append((time.perf_counter() - start) * 1e3)
+    functional.reset_net(model)
+    return statistics.median(times)
+
+
+def prepare(model: models.Spikformer) -> nn.Module:
+    """Ours ready for inference: BN folded into the convs, channels-last weights."""
+    return model.fuse_for_inference().to(memory_format=torch.channels_last)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--windows", type=int, default=5, help="timed T=16 windows (default 5)")
+    parser.add_argument("--steps", type=int, default=30, help="timed streaming T=1 steps (default 30)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile both models (slow cold)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    x = (torch.rand(16, 1, 2, 128, 128) < 0.05).float()
+
+    torch.manual_seed(1)
+    ours = make_spiking(models.create_model("spikformer_2_256"))
+    torch.manual_seed(1)
+    zoo = make_spiking(zoo_model())
+    prepared = prepare(copy.deepcopy(ours))
+    candidates = {"zoo (spikingjelly) eager": zoo, "ours eager": ours, "ours fused+channels_last": prepared}
+    if args.compile:
+        candidates["zoo torch.compile"] = torch.compile(zoo, dynamic=False)
+        candidates["ours torch.compile"] = torch.compile(prepare(copy.deepcopy(ours)), dynamic=False)
+
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, input [16, 1, 2, 128, 128] at 5 % density")
+    print(f"{'model':28s} {'T=16 window ms':>15s} {'ms/step':>8s} {'T=1 stream ms':>14s}")
+    results = {}
+    for name, model in candidates.items():
+        window = time_window(model, x, args.windows)
+        stream = time_stream(model, x, args.steps)
+        results[name] = (window, stream)
+        print(f"{name:28s} {window:15.1f} {window / 16:8.2f} {stream:14.2f}", flush=True)
+
+    anchor_w, anchor_s = results["zoo (spikingjelly) eager"]
+    print("\nratios against the zoo model's eager latency (target <= 0.6):")
+    for name, (window, stream) in results.items():
+        print(f"  {name:28s} window {window / anchor_w:5.2f}x   stream {stream / anchor_s:5.2f}x")
+
+    if torch.cuda.is_available():
+        cuda_throughput()
+    else:
+        print("\nno CUDA device: batch-64 GPU throughput not measured")
+
+
+def cuda_throughput() -> None:
+    """Samples/s at batch 64, T = 16, both models, CUDA, fp32 and autocast fp16."""
+    device = torch.device("cuda")
+    x = (torch.rand(16, 64, 2, 128, 128, device=device) < 0.05).float()
+    print("\nCUDA batch 64, T = 16:")
+    for name, model in (
+        ("zoo", make_spiking(zoo_model())),
+        ("ours", make_spiking(models.create_model("spikformer_2_256"))),
+    ):
+        model.to(device)
+        for amp in (False, True):
+            with torch.inference_mode(), torch.autocast("cuda", dtype=torch.float16, enabled=amp):
+                for _ in range(3):
+                    functional.reset_net(model)
+                    model(x)
+                torch.cuda.synchronize()
+                start = time.perf_counter()
+                runs = 10
+                for _ in range(runs):
+                    functional.reset_net(model)
+                    model(x)
+                torch.cuda.synchronize()
+            rate = runs * 64 / (time.perf_counter() - start)
+            print(f"  {name:5s} {'fp16 autocast' if amp else 'fp32':14s} {rate:8.1f} samples/s")
+
+
+if __name__ == "__main__":
+    main()
