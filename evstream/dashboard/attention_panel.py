@@ -104,7 +104,8 @@ class AttentionPanel(QtWidgets.QWidget):
             self.input_shape = (int(frame.shape[0]), int(frame.shape[1]))
             top = float(frame.max()) if frame.size else 1.0
             self.input_image.setImage(np.ascontiguousarray(frame, dtype=np.float32), autoLevels=False, levels=(0.0, max(top, 1e-6)))
-        self.info.setText(f"{blocks} blocks · {heads} heads · {n} tokens ({self.grid[0]}×{self.grid[1]})")
+        silent = "" if np.any(qk) else " · all zero: no query/key spikes this window"
+        self.info.setText(f"{blocks} blocks · {heads} heads · {n} tokens ({self.grid[0]}×{self.grid[1]}){silent}")
         self._redraw()
 
     def head_map(self) -> np.ndarray | None:

@@ -3,7 +3,8 @@
 Bars are horizontal so the class names read along the y axis: a thin grey bar for this window's
 probabilities (``probs``) over a coloured bar for the smoothed ones (``smoothed``). The ribbon
 below shows the decision of the last :data:`RIBBON_S` seconds, one column per
-:data:`RIBBON_BIN_S` of wall time, so it keeps scrolling when the stream falls silent.
+:data:`RIBBON_BIN_S` of wall time, so it keeps scrolling when the stream falls silent. A decision
+holds until the next one, for at most :data:`RIBBON_HOLD_S` (a silent stream leaves a gap).
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from evstream.dashboard.style import class_colors, panel_title
 from evstream.labels import DVS_GESTURE_CLASSES, NO_GESTURE
 from evstream.protocol import Message
 
-__all__ = ["PredictionPanel", "RIBBON_S", "RIBBON_BIN_S"]
+__all__ = ["PredictionPanel", "RIBBON_S", "RIBBON_BIN_S", "RIBBON_HOLD_S"]
 
 RIBBON_S = 30.0
 RIBBON_BIN_S = 0.1
+RIBBON_HOLD_S = 2.0
 _EMPTY = 255  # ribbon index of a bin with no decision
 
 
@@ -146,13 +148,16 @@ class PredictionPanel(QtWidgets.QWidget):
     def draw_ribbon(self, now: float | None = None) -> None:
         """Redraw the decision ribbon up to ``now`` (time.monotonic())."""
         now = time.monotonic() if now is None else now
-        while self._decisions and self._decisions[0][0] < now - RIBBON_S:
+        # Keep one decision older than the ribbon: it may still hold into the first columns.
+        while len(self._decisions) > 1 and self._decisions[1][0] < now - RIBBON_S:
             self._decisions.popleft()
         bins = int(RIBBON_S / RIBBON_BIN_S)
         ribbon = np.full((1, bins), _EMPTY, dtype=np.uint8)
-        for stamp, index in self._decisions:
-            column = bins - 1 - int((now - stamp) / RIBBON_BIN_S)
-            if 0 <= column < bins:
-                ribbon[0, column] = index
+        decisions = list(self._decisions)
+        for i, (stamp, index) in enumerate(decisions):
+            until = min(decisions[i + 1][0] if i + 1 < len(decisions) else now, stamp + RIBBON_HOLD_S)
+            first = bins - 1 - int((now - stamp) / RIBBON_BIN_S)
+            last = bins - 1 - int((now - until) / RIBBON_BIN_S)
+            ribbon[0, max(first, 0):max(last + 1, 0)] = index
         self.ribbon.setImage(ribbon, autoLevels=False, levels=(0, 255))
         self.ribbon.setRect(QtCore.QRectF(-RIBBON_S, 0, RIBBON_S, 1))

@@ -2,8 +2,9 @@
 
 ``spikes`` carries a float32 [h, w] firing-rate map per layer (named in ``layers``) and the
 fraction of silent neurons per layer (``sparsity``). The grid of images is rebuilt only when the
-list of layers changes; otherwise each long-lived ImageItem gets new data with fixed levels
-(0 to the larger of 1 and the map's maximum: SEW residual sums can exceed one spike per step).
+list of layers changes; otherwise each long-lived ImageItem gets new data with explicit levels
+from 0 to the map's own maximum (firing rates of a sparse network are often a few percent, so a
+fixed 0…1 scale would show black squares); the title carries the sparsity and that maximum.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ class SpikesPanel(QtWidgets.QWidget):
         self.images.clear()
         self._titles.clear()
         self.layers = layers
-        columns = max(1, math.ceil(math.sqrt(len(layers) * 1.5)))
+        columns = max(1, math.ceil(math.sqrt(len(layers))))
         for i, name in enumerate(layers):
             row, col = divmod(i, columns)
             title = self.graphics.addLabel(name, row=2 * row, col=col, size="8pt")
@@ -65,14 +66,15 @@ class SpikesPanel(QtWidgets.QWidget):
             rate = np.asarray(message.arrays[name], dtype=np.float32)
             if rate.ndim != 2:
                 rate = rate.reshape(rate.shape[0], -1) if rate.ndim > 2 else rate.reshape(1, -1)
-            top = max(1.0, float(rate.max())) if rate.size else 1.0
-            self.images[name].setImage(np.ascontiguousarray(rate), autoLevels=False, levels=(0.0, top))
+            top = float(rate.max()) if rate.size else 0.0
+            self.images[name].setImage(np.ascontiguousarray(rate), autoLevels=False, levels=(0.0, max(top, 1e-6)))
             silent = sparsity.get(name)
+            title = name
             if isinstance(silent, (int, float)):
                 self.sparsity[name] = float(silent)
-                title = f"{name} · {silent * 100:.0f}% silent"
-                if self._titles[name].text != title:  # a LabelItem re-lays out its HTML on every setText
-                    self._titles[name].setText(title, size="8pt")
+                title += f"<br>{silent * 100:.1f}% silent · max {top:.2f}"
+            if self._titles[name].text != title:  # a LabelItem re-lays out its HTML on every setText
+                self._titles[name].setText(title, size="8pt")
         if self.sparsity:
             mean = sum(self.sparsity.values()) / len(self.sparsity)
             self.summary.setText(f"{len(layers)} layers · mean sparsity {mean * 100:.1f}% silent")

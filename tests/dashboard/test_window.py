@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from PyQt6 import QtCore, QtTest
 
@@ -194,3 +196,23 @@ def test_accumulation_span_is_set_apart_from_the_display_rate(qtbot, window_fact
         assert (image[20:30, 40:60] == 128).all()
 
     qtbot.waitUntil(surface_drawn, timeout=5000)
+
+
+def test_decision_ribbon_holds_each_decision_until_the_next(qtbot):
+    from evstream.dashboard.prediction_panel import RIBBON_BIN_S, RIBBON_HOLD_S, PredictionPanel
+    from evstream.protocol import decode, encode
+
+    panel = PredictionPanel()
+    qtbot.addWidget(panel)
+    panel.set_classes(CLASSES)
+    for label in (1, 3):
+        panel.show_prediction(decode(encode("pred", label, "p", _pred(label), {"probs": PROBS, "smoothed": SMOOTHED})))
+    decided = time.monotonic()  # within a bin of the second decision's stamp
+    panel.draw_ribbon(now=decided + 5.0)
+    ribbon = panel.ribbon.image[0]
+    held = int(RIBBON_HOLD_S / RIBBON_BIN_S)
+    newest = len(ribbon) - 1 - int(5.0 / RIBBON_BIN_S)
+    # Label 3 from its decision for the hold time, then nothing (the stream went silent).
+    assert (ribbon[newest + 1:newest + held - 1] == 3).all()
+    assert (ribbon[newest + held + 1:] == 255).all()
+    assert 1 not in ribbon[newest + 1:]
