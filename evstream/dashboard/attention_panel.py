@@ -16,7 +16,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtCore, QtWidgets
 
-from evstream.dashboard.style import alpha_lut, colormap_lut, image_view, panel_title
+from evstream.dashboard.style import alpha_lut, colormap_lut, flexible_label, image_view, panel_title
 from evstream.protocol import Message
 
 __all__ = ["AttentionPanel", "HEAD_MEAN"]
@@ -33,7 +33,7 @@ class AttentionPanel(QtWidgets.QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         header = QtWidgets.QHBoxLayout()
         header.addWidget(panel_title("SSA attention"))
-        self.info = QtWidgets.QLabel("no attention yet")
+        self.info = flexible_label("no attention yet")
         header.addWidget(self.info, 1)
         header.addWidget(QtWidgets.QLabel("block"))
         self.block = QtWidgets.QSpinBox()
@@ -63,7 +63,7 @@ class AttentionPanel(QtWidgets.QWidget):
         self.cell_marker.setVisible(False)
         self.input_view.addItem(self.cell_marker)
         layout.addWidget(self.graphics, 1)
-        self.token_label = QtWidgets.QLabel("hover the input to see what a token attends to")
+        self.token_label = flexible_label("hover the input to see what a token attends to")
         layout.addWidget(self.token_label)
 
         self.block.valueChanged.connect(self._redraw)
@@ -104,7 +104,7 @@ class AttentionPanel(QtWidgets.QWidget):
             self.input_shape = (int(frame.shape[0]), int(frame.shape[1]))
             top = float(frame.max()) if frame.size else 1.0
             self.input_image.setImage(np.ascontiguousarray(frame, dtype=np.float32), autoLevels=False, levels=(0.0, max(top, 1e-6)))
-        silent = "" if np.any(qk) else " · all zero: no query/key spikes this window"
+        silent = "" if np.any(qk) else " · all zero (no Q·K spikes)"
         self.info.setText(f"{blocks} blocks · {heads} heads · {n} tokens ({self.grid[0]}×{self.grid[1]}){silent}")
         self._redraw()
 

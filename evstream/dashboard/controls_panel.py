@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from PyQt6 import QtCore, QtWidgets
 
-from evstream.dashboard.style import panel_title
+from evstream.dashboard.style import flexible_label, panel_title
 from evstream.protocol import Message
 
 __all__ = ["ControlsPanel", "SPEEDS"]
@@ -31,7 +31,7 @@ class ControlsPanel(QtWidgets.QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         header = QtWidgets.QHBoxLayout()
         header.addWidget(panel_title("Controls"))
-        self.address_label = QtWidgets.QLabel("control: unknown")
+        self.address_label = flexible_label("control: unknown")
         self.address_label.setStyleSheet("color: #8a8a96;")
         header.addWidget(self.address_label, 1)
         layout.addLayout(header)

@@ -13,7 +13,7 @@ import pyqtgraph as pg
 from PyQt6 import QtCore, QtWidgets
 
 from evstream.dashboard.accumulate import MODES, EventAccumulator, diverging_lut
-from evstream.dashboard.style import alpha_lut, image_view, panel_title
+from evstream.dashboard.style import alpha_lut, flexible_label, image_view, panel_title
 
 __all__ = ["EventsPanel", "SPANS_MS"]
 
@@ -31,7 +31,7 @@ class EventsPanel(QtWidgets.QWidget):
 
         header = QtWidgets.QHBoxLayout()
         header.addWidget(panel_title("Events"))
-        self.info = QtWidgets.QLabel("no frame yet")
+        self.info = flexible_label("no frame yet")
         header.addWidget(self.info, 1)
         self.mode = QtWidgets.QComboBox()
         self.mode.addItems(MODES)

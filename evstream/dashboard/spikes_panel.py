@@ -15,7 +15,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtWidgets
 
-from evstream.dashboard.style import colormap_lut, image_view, panel_title
+from evstream.dashboard.style import colormap_lut, flexible_label, image_view, panel_title
 from evstream.protocol import Message
 
 __all__ = ["SpikesPanel"]
@@ -30,7 +30,7 @@ class SpikesPanel(QtWidgets.QWidget):
         layout.setContentsMargins(4, 4, 4, 4)
         header = QtWidgets.QHBoxLayout()
         header.addWidget(panel_title("Spikes"))
-        self.summary = QtWidgets.QLabel("no spike maps yet")
+        self.summary = flexible_label("no spike maps yet")
         header.addWidget(self.summary, 1)
         layout.addLayout(header)
         self.graphics = pg.GraphicsLayoutWidget()

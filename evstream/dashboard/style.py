@@ -15,6 +15,7 @@ __all__ = [
     "panel_title",
     "BACKGROUND",
     "dark_palette",
+    "flexible_label",
 ]
 
 BACKGROUND = "#15161c"
@@ -87,4 +88,12 @@ def panel_title(text: str) -> QtWidgets.QLabel:
     font.setBold(True)
     font.setPointSizeF(font.pointSizeF() * 1.1)
     label.setFont(font)
+    return label
+
+
+def flexible_label(text: str = "") -> QtWidgets.QLabel:
+    """A label that never widens its panel: long text is cut at the panel's edge."""
+    label = QtWidgets.QLabel(text)
+    label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+    label.setMinimumWidth(20)
     return label

@@ -26,7 +26,7 @@ from evstream.dashboard.prediction_panel import PredictionPanel
 from evstream.dashboard.reader import Snapshot, StreamReader
 from evstream.dashboard.spikes_panel import SpikesPanel
 from evstream.dashboard.stats_panel import StatsPanel
-from evstream.dashboard.style import configure_pyqtgraph, dark_palette
+from evstream.dashboard.style import configure_pyqtgraph, dark_palette, flexible_label
 
 __all__ = ["DashboardWindow", "DISCONNECTED_AFTER_S", "SECONDARY_HZ"]
 
@@ -83,7 +83,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         font.setPointSizeF(font.pointSizeF() * 1.3)
         self.connection_label.setFont(font)
         top.addWidget(self.connection_label)
-        self.source_label = QtWidgets.QLabel("")
+        self.source_label = flexible_label("")
         top.addWidget(self.source_label, 1)
         top.addWidget(QtWidgets.QLabel("display"))
         self.display_rate = QtWidgets.QComboBox()
@@ -96,6 +96,10 @@ class DashboardWindow(QtWidgets.QMainWindow):
         middle = _splitter(QtCore.Qt.Orientation.Vertical, (self.prediction, 3), (self.stats, 2))
         right = _splitter(QtCore.Qt.Orientation.Vertical, (self.attention, 3), (self.spikes, 2))
         columns = _splitter(QtCore.Qt.Orientation.Horizontal, (left, 5), (middle, 4), (right, 5))
+        columns.setSizes([560, 470, 640])
+        left.setSizes([800, 200])
+        middle.setSizes([560, 440])
+        right.setSizes([480, 520])
         central = QtWidgets.QWidget()
         layout = QtWidgets.QVBoxLayout(central)
         layout.setContentsMargins(6, 6, 6, 6)
