@@ -17,7 +17,7 @@ import torch
 from evstream.cli import main
 from evstream.errors import ConfigError, EventFileError
 from evstream.events import SensorSize
-from evstream.io.aedat3 import LABEL_DTYPE, write_labels
+from evstream.io.aedat3 import LABEL_DTYPE, write_aedat3, write_labels
 from evstream.io.aedat4 import write_aedat4
 from evstream.labels import NO_GESTURE
 from models.checkpoint import save_checkpoint
@@ -93,13 +93,19 @@ def constant_model(label: int) -> torch.nn.Module:
     return model.eval()
 
 
-def write_recording(folder: Path, name: str, duration_us: int, rows: list[tuple[int, int, int]]) -> Path:
-    """A 128×128 ``.aedat4`` with events from t = 0 to ``duration_us`` and its ``_labels.csv``."""
+def write_recording(
+    folder: Path, name: str, duration_us: int, rows: list[tuple[int, int, int]], suffix: str = ".aedat4"
+) -> Path:
+    """A 128×128 recording (AEDAT 4.0, or AEDAT 3.1 for ``.aedat``) from t = 0 to ``duration_us``,
+    with its ``_labels.csv``."""
     sensor = SensorSize(128, 128)
     events = random_events(20_000, sensor, t0=0, duration_us=duration_us, seed=len(name))
     events["t"][0] = 0
-    path = folder / f"{name}.aedat4"
-    write_aedat4(path, events, sensor)
+    path = folder / f"{name}{suffix}"
+    if suffix == ".aedat":
+        write_aedat3(path, events)
+    else:
+        write_aedat4(path, events, sensor)
     write_labels(folder / f"{name}_labels.csv", segments(*rows))
     return path
 
@@ -150,14 +156,17 @@ def test_eval_command_writes_the_report(tmp_path, capsys):
 def test_ibm_folder_layout(tmp_path):
     root = tmp_path / "DvsGesture"
     root.mkdir()
-    write_recording(root, "user01_lab", 1_000_000, [(0, 100_000, 900_000)])
-    write_recording(root, "user02_led", 1_000_000, [(1, 100_000, 900_000)])
-    (root / "trials_to_test.txt").write_text("user02_led.aedat4\n\n")
-    (root / "trials_to_train.txt").write_text("user01_lab.aedat4\n")
+    write_recording(root, "user01_lab", 1_000_000, [(0, 100_000, 900_000)], suffix=".aedat")
+    write_recording(root, "user02_led", 1_000_000, [(1, 100_000, 900_000)], suffix=".aedat")
+    (root / "trials_to_test.txt").write_text("user02_led.aedat\n\n")
+    (root / "trials_to_train.txt").write_text("user01_lab.aedat\n")
     [test] = find_recordings([tmp_path])
-    assert test.path.name == "user02_led.aedat4" and test.labels["label"].tolist() == [1]
+    assert test.path.name == "user02_led.aedat" and test.labels["label"].tolist() == [1]
     [train] = find_recordings([root], split="train")
-    assert train.path.name == "user01_lab.aedat4"
+    assert train.path.name == "user01_lab.aedat"
+    (root / "trials_to_test.txt").write_text("user03_lab.aedat\n")
+    with pytest.raises(EventFileError, match="user03_lab.aedat"):
+        find_recordings([root])
 
 
 def test_bad_inputs_name_the_file(tmp_path, capsys):
@@ -176,3 +185,19 @@ def test_bad_inputs_name_the_file(tmp_path, capsys):
     assert main(["eval", "--stream", str(tmp_path / "missing.aedat4"), "--model", "spikformer_tiny"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing.aedat4" in err[0]
+
+
+def test_eval_data_gives_offline_clip_accuracy(tmp_path, capsys):
+    root = tmp_path / "DvsGesture"
+    root.mkdir()
+    # Two gestures of equal length: a model that always says 3 gets exactly half the clips right.
+    rows = [(3, 500_000, 1_500_000), (6, 2_000_000, 3_000_000)]
+    write_recording(root, "user24_lab", 3_000_000, rows, suffix=".aedat")
+    (root / "trials_to_test.txt").write_text("user24_lab.aedat\n")
+    ckpt = save_checkpoint(tmp_path / "const3.pt", constant_model(3), preprocessing=PRE)
+    out = tmp_path / "offline"
+    assert main(["eval", "--data", str(tmp_path), "--model", str(ckpt), "--out", str(out)]) == 0
+    result = json.loads((out / "offline_eval.json").read_text())
+    assert result["top1"] == pytest.approx(0.5) and result["samples"] == 2 * result["correct"] > 0
+    assert (out / "offline_confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert "offline clip accuracy 0.5000" in capsys.readouterr().out

@@ -1,0 +1,222 @@
+"""Streaming latency of the StreamingClassifier: binning + inference per window, capture off/on.
+
+Run from a checkout: ``python bench/stream.py`` (about 2–3 minutes on 2 idle cores). Prints:
+
+1. per-window latency p50 / p99 (binning + inference) and ms per time step, for 16-step and
+   1-step windows, capture off and on, on ``--threads`` CPU threads, for the shipped model (when
+   present) and ``spikformer_2_256`` at 128×128 — target ≤ 6 ms per step for spikformer_2_256;
+2. the anchor: spikingjelly's model-zoo Spikformer of the same size (2 blocks, D 256, 16 heads,
+   11 classes, 128×128; ``spikingjelly.activation_based.model.spikformer``), state carried the same
+   way, timed in the same process on the same windows; ratio ours / zoo per step (reference:
+   ~13 ms per step eager on 2 cores, shared/reference/spikformer.md §7.2);
+3. capture-off overhead: ``StreamingClassifier.step`` (decisions, firing rates, energy) against
+   a bare ``model.step_logits`` call on the same windows, interleaved — target ≤ 2 %;
+4. real-time factor replaying ``recordings/gestures_128x128.aedat4`` as fast as possible at
+   20 steps/s (50 ms steps) through FileSource → Binner → StreamingClassifier — target ≥ 5×.
+
+Models without trained weights get BatchNorm gains that make spikes flow (with the default
+initialisation no spike reaches the head), so capture and energy see realistic activity.
+Figures depend on the machine's load: compare the ratios, which come from the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from evstream.binning import Binner  # noqa: E402
+from evstream.events import EventChunk, SensorSize  # noqa: E402
+from evstream.io import read_events  # noqa: E402
+from models import DEFAULT_WEIGHTS, create_model, list_weights, load_checkpoint  # noqa: E402
+from models.online_eval import replay  # noqa: E402
+from models.streaming import StreamingClassifier  # noqa: E402
+
+logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
+RECORDING = REPO / "recordings" / "gestures_128x128.aedat4"
+STEP_US = 50_000  # 20 steps/s
+
+
+def spiking(model: torch.nn.Module) -> torch.nn.Module:
+    """Untrained model with BN gain 4 and bias 0.3, so spikes reach every layer."""
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, torch.nn.BatchNorm1d | torch.nn.BatchNorm2d):
+                module.weight.fill_(4.0)
+                module.bias.fill_(0.3)
+    return model.eval()
+
+
+def load(name: str) -> tuple[torch.nn.Module, str]:
+    if name in list_weights():
+        return load_checkpoint(name).model, f"{name} (shipped weights)"
+    return spiking(create_model(name)), f"{name} (untrained, BN-scaled)"
+
+
+def window_slices(events: np.ndarray, steps: int, count: int) -> list[EventChunk]:
+    """Consecutive chunks of ``steps × STEP_US`` from the recording's first event, skipping the first second."""
+    t0 = int(events["t"][0]) + 1_000_000
+    span = steps * STEP_US
+    chunks = []
+    for k in range(count):
+        lo, hi = t0 + k * span, t0 + (k + 1) * span
+        a, b = np.searchsorted(events["t"], [lo, hi])
+        chunks.append(EventChunk(events[a:b], lo, hi))
+    return chunks
+
+
+def pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def latency(model, events, steps: int, count: int, capture: bool, threads: int, compile: bool) -> dict:
+    """Per-window binning + inference times (ms) over ``count`` windows after 2 warm-up windows."""
+    h, w = model.config.img_size
+    clf = StreamingClassifier(model, device="cpu", threads=threads, compile=compile)
+    clf.capture(capture)
+    binner = Binner(SensorSize(128, 128), (w, h), step_us=STEP_US, steps=steps)
+    total, infer, frames = [], [], []
+    for i, chunk in enumerate(window_slices(events, steps, count + 2)):
+        began = time.perf_counter()
+        [window] = binner.push(chunk)
+        binned = time.perf_counter()
+        clf.step(window)
+        done = time.perf_counter()
+        if i >= 2:
+            total.append((done - began) * 1000)
+            infer.append((done - binned) * 1000)
+        frames.append(window.frames)
+    return {
+        "p50": pct(total, 50),
+        "p99": pct(total, 99),
+        "bin_p50": pct([t - i for t, i in zip(total, infer, strict=True)], 50),
+        "per_step": pct(total, 50) / steps,
+        "frames": frames,
+    }
+
+
+def zoo_model() -> torch.nn.Module:
+    from spikingjelly.activation_based import functional
+    from spikingjelly.activation_based.model.spikformer import Spikformer as ZooSpikformer
+
+    zoo = ZooSpikformer(
+        T=16, in_channels=2, img_size_h=128, img_size_w=128, patch_size=16, num_classes=11,
+        embed_dims=256, num_heads=16, mlp_ratio=4.0, depths=2,
+    )  # fmt: skip
+    functional.set_step_mode(zoo, "m")
+    return spiking(zoo)
+
+
+def timed_calls(fn, inputs: list[torch.Tensor]) -> list[float]:
+    out = []
+    with torch.inference_mode():
+        for x in inputs:
+            began = time.perf_counter()
+            fn(x)
+            out.append((time.perf_counter() - began) * 1000)
+    return out
+
+
+def anchor(ours: torch.nn.Module, frames: list[np.ndarray], steps: int) -> tuple[float, float]:
+    """Median ms per step of the bare models, ours and the zoo's, interleaved on the same windows."""
+    from spikingjelly.activation_based import functional
+
+    zoo = zoo_model()
+    inputs = [torch.from_numpy(f).unsqueeze(1) for f in frames]
+    functional.reset_net(ours)
+    functional.reset_net(zoo)
+    timed_calls(ours.step_logits, inputs[:2])
+    timed_calls(zoo, inputs[:2])
+    mine, theirs = [], []
+    for x in inputs[2:]:
+        mine += timed_calls(ours.step_logits, [x])
+        theirs += timed_calls(zoo, [x])
+    return pct(mine, 50) / steps, pct(theirs, 50) / steps
+
+
+def overhead(model, frames: list[np.ndarray], threads: int) -> tuple[float, float]:
+    """Median ms of a bare step_logits call and of StreamingClassifier.step (capture off), interleaved."""
+    clf = StreamingClassifier(model, device="cpu", threads=threads)
+    inputs = [torch.from_numpy(f) for f in frames]
+    bare, wrapped = [], []
+    for i, x in enumerate(inputs):
+        with torch.inference_mode():
+            began = time.perf_counter()
+            model.step_logits(x.unsqueeze(1))
+            b = (time.perf_counter() - began) * 1000
+        began = time.perf_counter()
+        clf.step(x, t_start=i * STEP_US * len(x))
+        c = (time.perf_counter() - began) * 1000
+        if i >= 2:
+            bare.append(b)
+            wrapped.append(c)
+    return pct(bare, 50), pct(wrapped, 50)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
+    parser.add_argument("--windows16", type=int, default=8, help="16-step windows timed per case (default 8)")
+    parser.add_argument("--windows1", type=int, default=40, help="1-step windows timed per case (default 40)")
+    parser.add_argument(
+        "--models", nargs="*", default=None, help="default: shipped weights (if any) and spikformer_2_256"
+    )
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compilation)")
+    parser.add_argument("--no-replay", action="store_true", help="skip the real-time replay")
+    args = parser.parse_args()
+
+    torch.set_num_threads(args.threads)
+    events = read_events(RECORDING)
+    names = args.models or ([DEFAULT_WEIGHTS] if DEFAULT_WEIGHTS in list_weights() else []) + ["spikformer_2_256"]
+    print(f"torch {torch.__version__}, {args.threads} threads, recording {RECORDING.name}: {len(events)} events")
+    print(f"steps of {STEP_US // 1000} ms (20 steps/s); latency = binning + StreamingClassifier.step, per window")
+    modes = [False, True] if args.compile else [False]
+    for name in names:
+        model, label = load(name)
+        print(f"\n== {label}, input {model.config.img_size[1]}x{model.config.img_size[0]}")
+        for steps, count in ((16, args.windows16), (1, args.windows1)):
+            for compiled in modes:
+                for capture in (False, True):
+                    r = latency(model, events, steps, count, capture, args.threads, compiled)
+                    tag = f"T={steps:<2} capture {'on ' if capture else 'off'}{' compiled' if compiled else ''}"
+                    print(
+                        f"  {tag}: window p50 {r['p50']:8.2f} ms  p99 {r['p99']:8.2f} ms  "
+                        f"(binning p50 {r['bin_p50']:.2f} ms)  = {r['per_step']:.2f} ms/step"
+                    )
+            bare, wrapped = overhead(model, r["frames"], args.threads)
+            print(
+                f"  T={steps:<2} capture-off overhead: bare step_logits {bare:.2f} ms, "
+                f"StreamingClassifier.step {wrapped:.2f} ms -> {100 * (wrapped / bare - 1):+.1f} % (target <= 2 %)"
+            )
+            if name == "spikformer_2_256":
+                mine, theirs = anchor(model, r["frames"], steps)
+                print(
+                    f"  T={steps:<2} anchor, bare models: ours {mine:.2f} ms/step, spikingjelly zoo Spikformer-2-256 "
+                    f"{theirs:.2f} ms/step -> ratio ours/zoo {mine / theirs:.2f} (target: <= 6 ms/step)"
+                )
+    if not args.no_replay:
+        print("\n== real-time replay, as fast as possible (FileSource -> Binner -> StreamingClassifier)")
+        for name in names:
+            model, label = load(name)
+            clf = StreamingClassifier(model, device="cpu", threads=args.threads)
+            h, w = model.config.img_size
+            pre = {"out_size": [h, w], "steps": 16, "step_us": STEP_US}
+            dec = replay(RECORDING, clf, pre)
+            rtf = dec.duration_s / dec.wall_s
+            print(
+                f"  {label}: {dec.duration_s:.1f} s of recording in {dec.wall_s:.1f} s -> {rtf:.1f}x real time "
+                f"(target >= 5x), {dec.windows} windows"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
