@@ -25,7 +25,13 @@ HEAD_MEAN = -1
 
 
 class AttentionPanel(QtWidgets.QWidget):
-    """Block/head selectors, the N×N map and the overlay on the model input."""
+    """Block/head selectors, the N×N map and the overlay on the model input.
+
+    ``overlay_changed`` fires whenever :attr:`overlay_values` changes (new message, another block
+    or head, another token under the mouse), so the event image can show the same overlay.
+    """
+
+    overlay_changed = QtCore.pyqtSignal()
 
     def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -119,13 +125,6 @@ class AttentionPanel(QtWidgets.QWidget):
             return qk[block].mean(axis=0, dtype=np.float32)
         return np.asarray(qk[block, head], dtype=np.float32)
 
-    def received(self) -> np.ndarray | None:
-        """Attention each token receives (column mean of the selected map), float32 [gh, gw] in [0, 1]."""
-        attention = self.head_map()
-        if attention is None:
-            return None
-        return _unit(attention.mean(axis=0)).reshape(self.grid)
-
     def _redraw(self) -> None:
         attention = self.head_map()
         if attention is None:
@@ -162,6 +161,7 @@ class AttentionPanel(QtWidgets.QWidget):
         self.overlay_values = values
         self.overlay.setImage(np.ascontiguousarray(values, dtype=np.float32), autoLevels=False, levels=(0.0, 1.0))
         self.overlay.setRect(QtCore.QRectF(0, 0, self.input_shape[1], self.input_shape[0]))
+        self.overlay_changed.emit()
 
     def token_at(self, x: float, y: float) -> int | None:
         """Token index under input-frame coordinates ``(x, y)`` (pixels), or None outside."""
@@ -170,6 +170,13 @@ class AttentionPanel(QtWidgets.QWidget):
             return None
         gh, gw = self.grid
         return int(y * gh / h) * gw + int(x * gw / w)
+
+    def select_at(self, fx: float, fy: float) -> None:
+        """Select the token under a point given as fractions of the input's width and height (outside: none)."""
+        if self.message is None:
+            return
+        h, w = self.input_shape
+        self.select_token(self.token_at(fx * w, fy * h))
 
     def select_token(self, token: int | None) -> None:
         """Show token ``token``'s row (None: the attention each token receives)."""
@@ -184,7 +191,7 @@ class AttentionPanel(QtWidgets.QWidget):
             self.select_token(None)
             return
         point = self.input_view.mapSceneToView(scene_pos)
-        self.select_token(self.token_at(point.x(), point.y()))
+        self.select_at(point.x() / self.input_shape[1], point.y() / self.input_shape[0])
 
 
 def _unit(values: np.ndarray) -> np.ndarray:

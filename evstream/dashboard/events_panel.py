@@ -3,7 +3,9 @@
 The socket thread accumulates ``frame`` messages (:class:`EventAccumulator`); this panel renders
 the result into one long-lived ImageItem with a diverging lookup table when it changed. An
 optional overlay shows the attention each SSA token receives, stretched over the sensor (the
-model sees the whole sensor resized to its input, so token cells map onto sensor rectangles).
+model sees the whole sensor resized to its input, so token cells map onto sensor rectangles);
+moving the mouse over it selects the token under the pointer (``pointer_moved``), and the
+overlay then shows that token's row: the attention it pays.
 """
 
 from __future__ import annotations
@@ -21,7 +23,13 @@ SPANS_MS = (10, 33, 100, 300, 1000)
 
 
 class EventsPanel(QtWidgets.QWidget):
-    """Event image + view and span selectors + attention overlay toggle."""
+    """Event image + view and span selectors + attention overlay toggle.
+
+    ``pointer_moved(fx, fy)``: the mouse over the overlay, as fractions of the image's width and
+    height; ``(-1, -1)`` when it leaves.
+    """
+
+    pointer_moved = QtCore.pyqtSignal(float, float)
 
     def __init__(self, accumulator: EventAccumulator, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
@@ -64,7 +72,8 @@ class EventsPanel(QtWidgets.QWidget):
         self.span.currentIndexChanged.connect(self._settings_changed)
         self.overlay_box.toggled.connect(self.overlay.setVisible)
         self._shape: tuple[int, int] | None = None
-        self._frames_seen = 0
+        self._inside = False
+        self.graphics.scene().sigMouseMoved.connect(self._mouse_moved)
 
     def _settings_changed(self) -> None:
         self.accumulator.configure(mode=self.mode.currentText(), span_us=int(self.span.currentData()))
@@ -92,6 +101,18 @@ class EventsPanel(QtWidgets.QWidget):
         """Attention received per token, float32 [gh, gw], scaled to [0, 1] by the caller."""
         self.overlay.setImage(np.ascontiguousarray(received, dtype=np.float32), autoLevels=False, levels=(0.0, 1.0))
         self._place_overlay()
+
+    def _mouse_moved(self, scene_pos: QtCore.QPointF) -> None:
+        if self._shape is None or not self.overlay.isVisible():
+            return
+        point = self.view.mapSceneToView(scene_pos)
+        fx, fy = point.x() / self._shape[1], point.y() / self._shape[0]
+        inside = self.view.sceneBoundingRect().contains(scene_pos) and 0 <= fx < 1 and 0 <= fy < 1
+        if inside:
+            self.pointer_moved.emit(fx, fy)
+        elif self._inside:
+            self.pointer_moved.emit(-1.0, -1.0)
+        self._inside = inside
 
     def _place_overlay(self) -> None:
         if self._shape is not None and self.overlay.image is not None:

@@ -110,6 +110,9 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.prediction.reset_requested.connect(lambda: self.send_command("reset", {}))
         self.controls.command.connect(self.send_command)
         self.display_rate.currentIndexChanged.connect(self._rate_changed)
+        self.events.pointer_moved.connect(self.attention.select_at)
+        self.attention.overlay_changed.connect(self._overlay_changed)
+        self.events.overlay_box.toggled.connect(self._overlay_changed)
 
         self.status_data: dict = {}
         self._closed = False
@@ -128,6 +131,11 @@ class DashboardWindow(QtWidgets.QMainWindow):
 
     def _rate_changed(self) -> None:
         self.timer.start(int(round(1000 / float(self.display_rate.currentData()))))
+
+    def _overlay_changed(self) -> None:
+        """The event image shows the attention panel's overlay (received, or the hovered token's row)."""
+        if self.events.overlay_box.isChecked() and self.attention.overlay_values is not None:
+            self.events.set_attention(self.attention.overlay_values)
 
     def send_command(self, cmd: str, args: dict) -> None:
         """Queue a control command (never blocks the GUI thread)."""
@@ -173,10 +181,6 @@ class DashboardWindow(QtWidgets.QMainWindow):
                 self.spikes.show_spikes(pending["spikes"])
             if "attn" in pending:
                 self.attention.show_attention(pending["attn"])
-            if self.events.overlay_box.isChecked() and ("attn" in pending or self.events.overlay.image is None):
-                received = self.attention.received()
-                if received is not None:
-                    self.events.set_attention(received)
             self.prediction.draw_ribbon(now)
         self.events.draw()
 

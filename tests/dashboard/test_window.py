@@ -166,17 +166,28 @@ def test_hover_over_the_input_selects_a_token_row(qtbot, window_factory, feeder)
     qtbot.waitUntil(lambda: panel.selected_token is None, timeout=3000)
 
 
-def test_attention_overlay_on_the_event_image(qtbot, window_factory, feeder):
+def test_attention_overlay_on_the_event_image_and_hover_there(qtbot, window_factory, feeder):
     feeder.set("frame", {"sensor": list(SENSOR)}, {"counts": frame_counts()})
     feeder.set("attn", {"blocks": 2, "heads": 3, "grid": list(GRID)}, attention_arrays())
     window = window_factory(feeder.address)
     qtbot.waitUntil(lambda: window.attention.message is not None and window.events.image.image is not None, timeout=5000)
-    window.events.overlay_box.setChecked(True)
-    qtbot.waitUntil(lambda: window.events.overlay.image is not None, timeout=5000)
-    assert window.events.overlay.isVisible()
-    assert window.events.overlay.image.shape == GRID
-    rect = window.events.overlay.mapRectToParent(window.events.overlay.boundingRect())
+    events = window.events
+    events.overlay_box.setChecked(True)
+    qtbot.waitUntil(lambda: events.overlay.image is not None, timeout=5000)
+    assert events.overlay.isVisible()
+    average = attention_arrays()["qk"][0].mean(axis=0)
+    received = average.mean(axis=0)
+    np.testing.assert_allclose(events.overlay.image, (received / received.max()).reshape(GRID), rtol=1e-5)
+    rect = events.overlay.mapRectToParent(events.overlay.boundingRect())
     assert (round(rect.width()), round(rect.height())) == SENSOR
+
+    # The sensor is 96×64, the grid 4×4: sensor pixel (x 80, y 20) lies in token row 1, col 3 → 7.
+    qtbot.wait(50)
+    point = events.graphics.mapFromScene(events.view.mapViewToScene(QtCore.QPointF(80, 20)))
+    QtTest.QTest.mouseMove(events.graphics.viewport(), point)
+    qtbot.waitUntil(lambda: window.attention.selected_token == 7, timeout=3000)
+    row = average[7]
+    np.testing.assert_allclose(events.overlay.image, (row / row.max()).reshape(GRID), rtol=1e-5)
 
 
 def test_accumulation_span_is_set_apart_from_the_display_rate(qtbot, window_factory, feeder):
