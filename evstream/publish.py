@@ -80,11 +80,18 @@ def _load_keypair(path: str | os.PathLike, what: str) -> tuple[bytes, bytes | No
         raise ConfigError(f"{what} {os.fspath(path)}: not a readable CURVE certificate ({err})") from None
 
 
-def _bind(socket: zmq.Socket, address: str, what: str) -> None:
-    try:
-        socket.bind(address)
-    except zmq.ZMQError as err:
-        raise ConfigError(f"{what} {address}: cannot bind ({err.strerror})") from None
+def _bind(socket: zmq.Socket, address: str, what: str, retry_s: float = 1.0) -> None:
+    # A socket closed a moment ago in this process releases its port from libzmq's I/O thread,
+    # shortly after close() returns; a restart on the same address waits that moment out.
+    deadline = time.monotonic() + retry_s
+    while True:
+        try:
+            socket.bind(address)
+            return
+        except zmq.ZMQError as err:
+            if err.errno != zmq.EADDRINUSE or time.monotonic() >= deadline:
+                raise ConfigError(f"{what} {address}: cannot bind ({err.strerror})") from None
+            time.sleep(0.02)
 
 
 def _connect(socket: zmq.Socket, address: str, what: str) -> None:
@@ -119,7 +126,7 @@ class Publisher:
         *,
         context: zmq.Context | None = None,
         publisher_id: str | None = None,
-        hwm: int = 100,
+        hwm: int = 256,
         curve_secret_key_file: str | os.PathLike | None = None,
         curve_clients_dir: str | os.PathLike | None = None,
         linger_ms: int = 1000,

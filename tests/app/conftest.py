@@ -1,0 +1,43 @@
+"""Fixtures of the application tests: free loopback ports, a small real recording, a tiny model."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from evstream.events import SensorSize
+from tests.helpers import random_events
+
+SENSOR = SensorSize(64, 48)
+DURATION_US = 2_000_000
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now (and its +1 neighbour)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return port
+
+
+@pytest.fixture
+def port() -> int:
+    return free_port()
+
+
+@pytest.fixture(scope="session")
+def recording(tmp_path_factory) -> Path:
+    """A 2 s, 64x48 .aedat4 recording of random events, written with evstream's writer."""
+    from evstream.io.aedat4 import write_aedat4
+
+    path = tmp_path_factory.mktemp("rec") / "random.aedat4"
+    write_aedat4(path, random_events(60_000, SENSOR, t0=1_000_000, duration_us=DURATION_US, seed=3), SENSOR)
+    return path
