@@ -19,6 +19,7 @@ scene has been quiet for a while) and :class:`PeriodicReset`; with no policy res
 
 from __future__ import annotations
 
+import collections
 import copy
 import math
 import threading
@@ -47,6 +48,8 @@ __all__ = [
 ]
 
 NO_GESTURE_NAME = "no gesture"
+CHANGES_KEPT = 256
+"""How many label changes :attr:`StreamingClassifier.changes` keeps (the oldest are dropped)."""
 _DEFAULT_STEP_US = 50_000
 
 
@@ -270,6 +273,29 @@ class PeriodicReset:
         self._since = t_us
 
 
+class _TensorCapture(Capture):
+    """A :class:`Capture` that keeps firing rates as 0-d tensors until the forward pass is over.
+
+    ``Capture`` turns every rate into a Python float as it is recorded: one host sync per layer
+    (about 25 per window, each a device round trip on CUDA) and a graph break per layer under
+    ``torch.compile``. Here the rates stay on the device and :meth:`rates` reads them all at once.
+    """
+
+    def record_rate(self, name: str, spikes: torch.Tensor) -> None:
+        self.layer_rates[name] = spikes.detach().float().mean()
+
+    def record_nonzero(self, name: str, values: torch.Tensor) -> None:
+        self.layer_rates[name] = (values.detach() != 0).float().mean()
+
+    def rates(self) -> dict[str, float]:
+        """The recorded rates as floats (one transfer)."""
+        if not self.layer_rates:
+            return {}
+        names = list(self.layer_rates)
+        values = torch.stack([torch.as_tensor(self.layer_rates[n]) for n in names]).tolist()
+        return dict(zip(names, values, strict=True))
+
+
 def _pick_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -303,7 +329,8 @@ class StreamingClassifier:
         compile: wrap the model in ``torch.compile``; the first window then pays for a warm-up
             call on zeros (its state is discarded).
         class_names: names of the classes; default the model's ``class_names``, else DVS128 Gesture.
-        on_change: called with the :class:`Prediction` of every window whose label changed.
+        on_change: called with the :class:`Prediction` of every window whose label changed
+            (the last ``CHANGES_KEPT`` of them are also kept in :attr:`changes`).
 
     Raises:
         ConfigError: a bad option (names it).
@@ -343,11 +370,12 @@ class StreamingClassifier:
         self.decisions = DecisionFilter(num_classes, smoothing_ms, threshold, hysteresis)
         self.reset_policy = reset_policy
         self.on_change = on_change
-        self.changes: list[Prediction] = []
+        self.changes: collections.deque[Prediction] = collections.deque(maxlen=CHANGES_KEPT)
         self.resets = 0
         self._capture_maps = threading.Event()
+        # step, reset and the state calls may come from different threads (a control socket).
+        self._lock = threading.RLock()
         self._forward: Callable[..., torch.Tensor] = model.step_logits
-        self._compiled = bool(compile)
         self._warm = not compile
         if compile:
             self._forward = torch.compile(model.step_logits, dynamic=False)
@@ -368,22 +396,24 @@ class StreamingClassifier:
 
     def reset(self) -> None:
         """Clear every neuron's state and the decision state; counted in ``Prediction.resets``."""
-        functional.reset_net(self.model)
-        self.decisions.reset()
-        self.resets += 1
-        if self.reset_policy is not None:
-            self.reset_policy.on_reset(self._last_t_end or 0)
+        with self._lock:
+            functional.reset_net(self.model)
+            self.decisions.reset()
+            self.resets += 1
+            if self.reset_policy is not None:
+                self.reset_policy.on_reset(self._last_t_end or 0)
 
     def state(self) -> dict[str, Any]:
         """Deep copy of the stream state: every MemoryModule's memories and the decision filter.
 
         Returns:
             ``{"memories": {name: value}, "decision": {...}}``; names as in spikingjelly's
-            ``named_memories`` (e.g. ``"blocks.0.attn.q_lif.v"``). Valid before the first step
+            ``named_memories`` (e.g. ``"blocks.0.attn.q.lif.v"``). Valid before the first step
             (fresh memories are the float reset values).
         """
-        memories = {name: _copy_memory(value) for name, value in base.named_memories(self.model)}
-        return {"memories": memories, "decision": self.decisions.state()}
+        with self._lock:
+            memories = {name: _copy_memory(value) for name, value in base.named_memories(self.model)}
+            return {"memories": memories, "decision": self.decisions.state()}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`state` (copied again, so the dict can be reused).
@@ -391,6 +421,10 @@ class StreamingClassifier:
         Raises:
             ModelError: the dict does not hold exactly this model's memories (names the first).
         """
+        with self._lock:
+            self._load_state(state)
+
+    def _load_state(self, state: dict[str, Any]) -> None:
         memories = state.get("memories") if isinstance(state, dict) else None
         if not isinstance(memories, dict):
             raise ModelError("state: expected a dict with 'memories' (from StreamingClassifier.state())")
@@ -416,14 +450,15 @@ class StreamingClassifier:
         value into a tensor after the first, which torch.compile specialises anew
         (shared/reference/spikformer.md §7).
         """
-        saved = self.state()
-        zeros = torch.zeros(frames_shape, device=self.device)
-        with torch.inference_mode():
-            for _ in range(2):
-                self._forward(zeros, capture=Capture(maps=False))
-        functional.invalidate_reset_cache(self.model)
-        self.load_state(saved)
-        self._warm = True
+        with self._lock:
+            saved = self.state()
+            zeros = torch.zeros(frames_shape, device=self.device)
+            with torch.inference_mode():
+                for _ in range(2):
+                    self._forward(zeros, capture=_TensorCapture(maps=False))
+            functional.invalidate_reset_cache(self.model)
+            self.load_state(saved)
+            self._warm = True
 
     def step(
         self,
@@ -449,13 +484,17 @@ class StreamingClassifier:
         Raises:
             ModelError: the frames do not have the shape ``[T, (1,) 2, H, W]``.
         """
+        with self._lock:
+            return self._step(window, t_start, t_end, step_us)
+
+    def _step(self, window: Any, t_start: int | None, t_end: int | None, step_us: int) -> Prediction:
         began = time.perf_counter()
         frames, t0, t1, counts, index = self._unpack(window, t_start, t_end, step_us)
         x = frames.to(self.device, dtype=torch.float32, non_blocking=True)
         if not self._warm:
             self.warm_up(tuple(x.shape))
         maps = self._capture_maps.is_set()
-        cap = Capture(maps=maps)
+        cap = _TensorCapture(maps=maps)
         with torch.inference_mode():
             logits_t = self._forward(x, capture=cap)[:, 0]
             probs_t = torch.softmax(logits_t.float(), dim=-1)
@@ -466,7 +505,7 @@ class StreamingClassifier:
         durations = np.full(steps, (t1 - t0) / steps, dtype=np.float64)
         step_labels = self.decisions.update(step_probs, durations)
         label = int(step_labels[-1])
-        layer_rates = dict(cap.layer_rates)
+        layer_rates = cap.rates()
         energy = estimate_energy(self.model, layer_rates, steps=steps, batch=1).total_uj
         pred = Prediction(
             t_start=t0,
