@@ -7,6 +7,8 @@ chosen span of stream time, the habit of Metavision's frame generators (``prophe
 
 - ``window``: sum of the counts of the frames whose end lies within the last ``span_us``;
   choose it to see exactly what one span of events looks like (33 ms = one video frame).
+  Frames are taken not to overlap in time (the pipeline counts each event in one frame), and
+  a span shorter than one frame shows that frame alone.
 - ``decay``: counts decayed exponentially with time constant ``span_us``; motion leaves trails,
   nothing pops in or out at a window edge.
 - ``surface``: time surface (Lagorce et al., HOTS, TPAMI 2017): ``exp(-(now - t_last) / span_us)``
@@ -31,8 +33,9 @@ __all__ = ["EventAccumulator", "MODES", "diverging_lut"]
 Mode = Literal["window", "decay", "surface"]
 MODES: tuple[str, ...] = ("window", "decay", "surface")
 
-# Frames older than this many spans are never needed again (window mode holds at most one span).
-_MAX_FRAMES = 4096
+# Window mode keeps the frames of one span to subtract them when they leave it; beyond this many
+# bytes the oldest go early (a 1 s span of 1 ms windows at 640×480 would otherwise hold 600 MB).
+_MAX_BYTES = 128 * 2**20
 
 
 def diverging_lut() -> np.ndarray:
@@ -134,7 +137,7 @@ class EventAccumulator:
         if counts.ndim != 3 or counts.shape[0] != 2:
             raise ValueError(f"counts must be [2, H, W], got shape {counts.shape}")
         shape = (int(counts.shape[1]), int(counts.shape[2]))
-        signed = counts[1].astype(np.int32) - counts[0]
+        signed = counts[1].astype(np.int16) - counts[0]
         with self._lock:
             if shape != self._shape or (self._now_us is not None and t_end_us < self._now_us):
                 self._reset_locked(shape)
@@ -146,7 +149,8 @@ class EventAccumulator:
                 self._frames.append((int(t_end_us), signed))
                 self._sum += signed
                 horizon = t_end_us - self._span_us
-                while self._frames and (self._frames[0][0] <= horizon or len(self._frames) > _MAX_FRAMES):
+                budget = max(1, _MAX_BYTES // signed.nbytes)
+                while self._frames and (self._frames[0][0] <= horizon or len(self._frames) > budget):
                     _, old = self._frames.popleft()
                     self._sum -= old
             elif self._mode == "decay":

@@ -12,6 +12,8 @@ import zmq
 from PyQt6 import QtCore, QtWidgets
 
 from evstream.errors import ConfigError, EvstreamError
+from evstream.protocol import TOPICS
+from evstream.publish import Subscriber
 
 __all__ = ["run_dashboard", "has_display"]
 
@@ -34,6 +36,8 @@ def run_dashboard(
     screenshot: str | os.PathLike | None = None,
     duration_s: float | None = None,
     context: zmq.Context | None = None,
+    curve_secret_key_file: str | os.PathLike | None = None,
+    curve_server_key_file: str | os.PathLike | None = None,
 ) -> int:
     """Show the dashboard attached to the stream published at ``address``; returns an exit code.
 
@@ -44,14 +48,20 @@ def run_dashboard(
             given), then quit. Works without a display (Qt's offscreen platform).
         duration_s: quit after this many seconds; None: run until the window is closed or Ctrl+C.
         context: ZeroMQ context shared with an in-process publisher.
+        curve_secret_key_file: this client's CURVE certificate (``python main.py keys``), for a
+            publisher that encrypts its stream; with ``curve_server_key_file``, its public one.
+        curve_server_key_file: the publisher's public CURVE certificate.
 
     Raises:
-        ConfigError: no display and no screenshot asked for.
+        ConfigError: a bad address, unreadable or half-given CURVE key files, no display and no
+            screenshot asked for.
         EvstreamError: the screenshot could not be written (names the file).
     """
-    _check_address(address, "publish address", context)
+    curve = {"curve_secret_key_file": curve_secret_key_file, "curve_server_key_file": curve_server_key_file}
+    # The Subscriber checks the address and the key files; the reader thread opens its own later.
+    Subscriber(address, TOPICS, context=context, **curve).close()
     if control is not None:
-        _check_address(control, "control address", context)
+        _check_control_address(control, context)
     if QtWidgets.QApplication.instance() is None and not has_display():
         if screenshot is None:
             raise ConfigError("no display (DISPLAY is unset): use --screenshot PNG, or set QT_QPA_PLATFORM=offscreen")
@@ -69,7 +79,7 @@ def run_dashboard(
         app.setStyle("Fusion")  # follows the window's dark palette on every platform
     from evstream.dashboard.window import DashboardWindow  # imports pyqtgraph once a QApplication exists
 
-    window = DashboardWindow(address, control=control, context=context)
+    window = DashboardWindow(address, control=control, context=context, **curve)
     loop = QtCore.QEventLoop()
     failure: list[str] = []
 
@@ -106,13 +116,13 @@ def run_dashboard(
     return 0
 
 
-def _check_address(address: str, what: str, context: zmq.Context | None) -> None:
+def _check_control_address(address: str, context: zmq.Context | None) -> None:
     """Raise ConfigError naming ``address`` when ZeroMQ cannot connect to it (bad syntax, unknown transport)."""
-    socket = (context or zmq.Context.instance()).socket(zmq.SUB)
+    socket = (context or zmq.Context.instance()).socket(zmq.REQ)
     try:
         socket.connect(address)
     except zmq.ZMQError as err:
-        raise ConfigError(f"{what} {address!r}: {err}") from None
+        raise ConfigError(f"control address {address}: cannot connect ({err.strerror})") from None
     finally:
         socket.close(0)
 

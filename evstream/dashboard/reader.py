@@ -12,6 +12,7 @@ header's send time).
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -58,6 +59,9 @@ class StreamReader:
         accumulator: receives every ``frame`` message's counts.
         context: ZeroMQ context; pass the publisher's for ``inproc://`` (default: the global one).
         topics: topics to subscribe to.
+        curve_secret_key_file: this client's certificate (``python main.py keys``), for a
+            publisher that is a CURVE server; with ``curve_server_key_file``.
+        curve_server_key_file: the publisher's public certificate.
     """
 
     def __init__(
@@ -66,11 +70,14 @@ class StreamReader:
         accumulator: EventAccumulator | None = None,
         context: zmq.Context | None = None,
         topics: tuple[str, ...] = TOPICS,
+        curve_secret_key_file: str | os.PathLike | None = None,
+        curve_server_key_file: str | os.PathLike | None = None,
     ) -> None:
         self.address = address
         self.accumulator = accumulator
         self._context = context or zmq.Context.instance()
         self._topics = topics
+        self._curve = {"curve_secret_key_file": curve_secret_key_file, "curve_server_key_file": curve_server_key_file}
         self._lock = threading.Lock()
         self._fresh: dict[str, Message] = {}
         self._stats: dict[str, TopicStats] = {t: TopicStats() for t in topics}
@@ -117,7 +124,7 @@ class StreamReader:
 
     def _run(self) -> None:
         try:
-            subscriber = Subscriber(self.address, self._topics, context=self._context, rcvhwm=200)
+            subscriber = Subscriber(self.address, self._topics, context=self._context, rcvhwm=200, **self._curve)
         except ConfigError as err:
             with self._lock:
                 self._last_error = str(err)

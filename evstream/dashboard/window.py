@@ -10,6 +10,7 @@ which no eye misses and which halves the GUI thread's painting. "disconnected" s
 
 from __future__ import annotations
 
+import os
 import time
 from collections import deque
 from urllib.parse import urlsplit
@@ -45,6 +46,8 @@ class DashboardWindow(QtWidgets.QMainWindow):
         context: ZeroMQ context (the publisher's, for ``inproc://``).
         display_hz: draw rate; independent of the event accumulation span.
         control_timeout_ms: how long a control command waits for its reply (on the worker thread).
+        curve_secret_key_file, curve_server_key_file: CURVE client and server certificates for an
+            encrypted published stream (see :class:`evstream.publish.Subscriber`).
     """
 
     def __init__(
@@ -54,6 +57,8 @@ class DashboardWindow(QtWidgets.QMainWindow):
         context: zmq.Context | None = None,
         display_hz: float = 30.0,
         control_timeout_ms: int = 1500,
+        curve_secret_key_file: str | os.PathLike | None = None,
+        curve_server_key_file: str | os.PathLike | None = None,
     ) -> None:
         configure_pyqtgraph()
         super().__init__()
@@ -64,7 +69,8 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.setAutoFillBackground(True)
 
         self.accumulator = EventAccumulator("window", 100_000)
-        self.reader = StreamReader(address, self.accumulator, context=context)
+        self.reader = StreamReader(address, self.accumulator, context=context, curve_secret_key_file=curve_secret_key_file,
+                                   curve_server_key_file=curve_server_key_file)
         self._explicit_control = control
         self.control = ControlWorker(control or default_control_address(address), context=context, timeout_ms=control_timeout_ms)
 

@@ -49,7 +49,7 @@ def test_screenshot_into_a_missing_folder_is_one_clean_error(qapp, feeder, tmp_p
 
 
 def test_bad_address_is_a_config_error(qapp):
-    with pytest.raises(ConfigError, match="publish address 'tcp://127.0.0.1'"):
+    with pytest.raises(ConfigError, match="publisher address tcp://127.0.0.1: cannot connect"):
         run_dashboard("tcp://127.0.0.1", duration_s=0.1)
 
 
@@ -80,3 +80,8 @@ def test_view_command_bad_address_is_one_line(repo_root):
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "bogus://x" in lines[0]
+
+
+def test_half_given_curve_keys_are_a_config_error(qapp, tmp_path):
+    with pytest.raises(ConfigError, match="CURVE"):
+        run_dashboard("tcp://127.0.0.1:5556", duration_s=0.1, curve_secret_key_file=tmp_path / "client.key_secret")
