@@ -1,0 +1,146 @@
+"""``python main.py info FILE [--json]``: describe a recording without loading it whole.
+
+Prints the format, streams, sensor, camera, duration, event count, mean and peak event rate
+(peak over 10 ms bins), ON fraction and how often timestamps step backwards. The file is read
+packet by packet. A damaged recording is described up to the damage, then the error is raised
+(one line on stderr, exit code 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import numpy as np
+
+from evstream.errors import EventFileError
+from evstream.io import detect_format, open_reader
+from evstream.io.aedat4 import Aedat4Reader
+
+__all__ = ["add_arguments", "run", "describe", "EXAMPLES", "PEAK_BIN_US"]
+
+EXAMPLES = """\
+examples:
+  python main.py info recording.aedat4
+  python main.py info user01_natural.aedat --json
+"""
+
+PEAK_BIN_US = 10_000
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="an .aedat4 (AEDAT 4.0) or .aedat (AEDAT 3.1) recording")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+
+
+class _Stats:
+    """Running statistics over event packets (nothing proportional to the recording is kept
+    except one counter per non-empty 10 ms bin)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.on = 0
+        self.first: int | None = None
+        self.last: int | None = None
+        self.t_min: int | None = None
+        self.t_max: int | None = None
+        self.backward_steps = 0
+        self.bins: dict[int, int] = {}
+
+    def add(self, events: np.ndarray) -> None:
+        if len(events) == 0:
+            return
+        t = events["t"]
+        if self.last is not None and t[0] < self.last:
+            self.backward_steps += 1
+        self.backward_steps += int(np.count_nonzero(t[1:] < t[:-1]))
+        self.first = int(t[0]) if self.first is None else self.first
+        self.last = int(t[-1])
+        lo, hi = int(t.min()), int(t.max())
+        self.t_min = lo if self.t_min is None else min(self.t_min, lo)
+        self.t_max = hi if self.t_max is None else max(self.t_max, hi)
+        self.count += len(events)
+        self.on += int(np.count_nonzero(events["p"]))
+        bins = t // PEAK_BIN_US
+        base = int(bins.min())
+        counts = np.bincount(bins - base)
+        for i in np.flatnonzero(counts).tolist():
+            self.bins[base + i] = self.bins.get(base + i, 0) + int(counts[i])
+
+
+def describe(path: str) -> tuple[dict, EventFileError | None]:
+    """Facts about a recording, and the error that stopped reading (``None`` if it read whole).
+
+    Raises:
+        EventFileError: the file cannot be opened at all.
+    """
+    fmt = detect_format(path)
+    stats = _Stats()
+    error = None
+    with open_reader(path) as reader:
+        facts: dict = {"file": str(path), "format": "AEDAT 4.0" if fmt == "aedat4" else "AEDAT 3.1",
+                       "sensor": [reader.sensor_size.width, reader.sensor_size.height]}
+        if isinstance(reader, Aedat4Reader):
+            facts["camera"] = reader.camera_name
+            facts["compression"] = reader.compression
+            facts["data_table"] = reader.data_table is not None
+            facts["streams"] = [{"id": s.id, "type": s.type_identifier, "name": s.name,
+                                 "size": None if s.sensor_size is None else [s.sensor_size.width, s.sensor_size.height],
+                                 "source": s.source} for s in reader.streams]
+        else:
+            facts["camera"] = reader.source
+            facts["streams"] = [{"id": 1, "type": "polarity", "name": "events", "size": facts["sensor"],
+                                 "source": reader.source}]
+        try:
+            for events in reader.iter_packets():
+                stats.add(events)
+        except EventFileError as err:
+            error = err
+    duration = 0 if stats.count == 0 else stats.t_max - stats.t_min
+    facts.update({
+        "events": stats.count,
+        "first_t_us": stats.first,
+        "last_t_us": stats.last,
+        "duration_s": duration / 1e6,
+        "mean_rate_ev_s": stats.count / (duration / 1e6) if duration > 0 else None,
+        "peak_rate_ev_s": max(stats.bins.values()) * 1e6 / PEAK_BIN_US if stats.bins else None,
+        "on_fraction": stats.on / stats.count if stats.count else None,
+        "backward_steps": stats.backward_steps,
+        "complete": error is None,
+    })
+    return facts, error
+
+
+def _text(facts: dict) -> str:
+    def rate(v):
+        return "-" if v is None else f"{v / 1e6:.3f} Mev/s"
+
+    lines = [
+        f"file         {facts['file']}",
+        f"format       {facts['format']}" + (f", {facts['compression']}" if "compression" in facts else ""),
+        f"camera       {facts['camera'] or '-'}",
+        f"sensor       {facts['sensor'][0]}x{facts['sensor'][1]}",
+        "streams      " + "; ".join(
+            f"{s['id']} {s['type']} {s['name']}" + (f" {s['size'][0]}x{s['size'][1]}" if s["size"] else "")
+            for s in facts["streams"]),
+        f"events       {facts['events']:,}",
+        f"first t      {facts['first_t_us'] if facts['first_t_us'] is not None else '-'} µs",
+        f"duration     {facts['duration_s']:.6f} s",
+        f"mean rate    {rate(facts['mean_rate_ev_s'])}",
+        f"peak rate    {rate(facts['peak_rate_ev_s'])} (10 ms bins)",
+        "ON fraction  " + ("-" if facts["on_fraction"] is None else f"{facts['on_fraction']:.3f}"),
+        f"backwards    {facts['backward_steps']} timestamp steps back (kept as stored)",
+    ]
+    if "data_table" in facts:
+        lines.append(f"data table   {'yes' if facts['data_table'] else 'no (packets scanned)'}")
+    if not facts["complete"]:
+        lines.append("incomplete   damaged: figures cover the readable part only")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    facts, error = describe(args.file)
+    print(json.dumps(facts) if args.json else _text(facts), flush=True)
+    if error is not None:
+        raise error
+    return 0
