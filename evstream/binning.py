@@ -140,6 +140,8 @@ class Geometry:
         (sx, off_x, den_x, num_x), (sy, off_y, den_y, num_y) = self._fit(rw, rh)
         self.lut_x = self._axis(self.sensor_size.width, rx, rw, sx, off_x, den_x, num_x, self.out_size.width, self.flip_x)
         self.lut_y = self._axis(self.sensor_size.height, ry, rh, sy, off_y, den_y, num_y, self.out_size.height, self.flip_y)
+        self._wide_x = self._widen(self.lut_x)
+        self._wide_y = self._widen(self.lut_y)
 
     def _fit(self, rw: int, rh: int) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
         """Per axis ``(skip, pad, den, num)``: ``o = pad + (u - skip) * num // den`` for ``0 <= u - skip < span``.
@@ -186,6 +188,14 @@ class Geometry:
         lut[r0:r0 + span] = o
         lut.setflags(write=False)
         return lut
+
+    @staticmethod
+    def _widen(lut: np.ndarray) -> np.ndarray:
+        """The kernels' table: one entry per int16 coordinate read as uint16, -2 off the sensor."""
+        wide = np.full(K.WIDE, K.OFF_SENSOR, dtype=np.int32)
+        wide[:lut.size] = lut
+        wide.setflags(write=False)
+        return wide
 
     def map(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Output ``(column, row)`` of sensor pixels ``(x, y)``; ``-1`` where dropped or outside the sensor."""
@@ -272,12 +282,13 @@ def _use_parallel(parallel: bool | None, n_events: int) -> bool:
 def _bin_ranges(ev, bounds, slots, geometry, lut_p, clip, frames, tallies, parallel: bool) -> None:
     """Bin ``ev[bounds[s]:bounds[s+1]]`` into ``frames[slots[s]]`` with the fitting kernel."""
     x, y, p = ev["x"], ev["y"], ev["p"]
+    wide_x, wide_y, clipping = geometry._wide_x, geometry._wide_y, clip != math.inf
     if not parallel:
-        K.bin_ranges(x, y, p, bounds, slots, geometry.lut_x, geometry.lut_y, lut_p, clip, frames, tallies)
+        K.bin_ranges(x, y, p, bounds, slots, wide_x, wide_y, lut_p, clipping, clip, frames, tallies)
         return
     threads = numba.get_num_threads()
     busiest = int(np.diff(bounds).max()) if len(bounds) > 1 else 0
-    if slots.size < threads and clip == math.inf and busiest >= PARALLEL_MIN_EVENTS:
+    if slots.size < threads and not clipping and busiest >= PARALLEL_MIN_EVENTS:
         # Too few steps to keep every thread busy: split each step over private frames and sum.
         scratch = np.zeros((threads, *frames.shape[1:]), dtype=frames.dtype)
         scratch_tallies = np.zeros((threads, 3), dtype=np.int64)
@@ -285,13 +296,11 @@ def _bin_ranges(ev, bounds, slots, geometry, lut_p, clip, frames, tallies, paral
             if s:
                 scratch.fill(0)
                 scratch_tallies.fill(0)
-            K.bin_split_parallel(
-                x, y, p, bounds[s], bounds[s + 1], geometry.lut_x, geometry.lut_y, lut_p, clip, scratch, scratch_tallies
-            )
+            K.bin_split_parallel(x, y, p, bounds[s], bounds[s + 1], wide_x, wide_y, lut_p, scratch, scratch_tallies)
             frames[slot] += scratch.sum(axis=0, dtype=frames.dtype)
             tallies[slot] += scratch_tallies.sum(axis=0)
         return
-    K.bin_ranges_parallel(x, y, p, bounds, slots, geometry.lut_x, geometry.lut_y, lut_p, clip, frames, tallies)
+    K.bin_ranges_parallel(x, y, p, bounds, slots, wide_x, wide_y, lut_p, clipping, clip, frames, tallies)
 
 
 def bin_events(
@@ -340,15 +349,31 @@ def bin_events(
     slots = np.arange(steps, dtype=np.int64)
     t = ev["t"]
     t_start = int(t_start)
-    if _use_parallel(parallel, len(ev)) and K.is_sorted(t):
-        edges = t_start + np.arange(steps + 1, dtype=np.int64) * step_us
-        bounds = np.searchsorted(t, edges, side="left").astype(np.int64)
-        _bin_ranges(ev, bounds, slots, geometry, lut_p, clip_v, frames, tallies, parallel=True)
-    else:
-        K.bin_by_time(
-            t, ev["x"], ev["y"], ev["p"], t_start, step_us, slots, geometry.lut_x, geometry.lut_y, lut_p, clip_v, frames, tallies
-        )
+    if _use_parallel(parallel, len(ev)) and _bin_sorted(ev, t_start, step_us, geometry, lut_p, clip_v, frames, tallies):
+        return frames
+    K.bin_by_time(
+        t, ev["x"], ev["y"], ev["p"], t_start, step_us, slots, geometry._wide_x, geometry._wide_y, lut_p,
+        clip_v != math.inf, clip_v, frames, tallies,
+    )
     return frames
+
+
+def _bin_sorted(ev, t_start: int, step_us: int, geometry: Geometry, lut_p, clip: float, frames, tallies) -> bool:
+    """Parallel binning assuming sorted t; False (frames and tallies zeroed) when t is not in order."""
+    steps = frames.shape[0]
+    edges = t_start + np.arange(steps + 1, dtype=np.int64) * step_us
+    bounds = np.searchsorted(ev["t"], edges, side="left").astype(np.int64)
+    if steps < numba.get_num_threads() and clip == math.inf and K.is_sorted(ev["t"]):
+        _bin_ranges(ev, bounds, np.arange(steps, dtype=np.int64), geometry, lut_p, clip, frames, tallies, parallel=True)
+        return True
+    if np.all(bounds[1:] >= bounds[:-1]) and K.bin_sorted_parallel(
+        ev["t"], ev["x"], ev["y"], ev["p"], t_start, step_us, bounds, geometry._wide_x, geometry._wide_y, lut_p,
+        clip != math.inf, clip, frames, tallies,
+    ):
+        return True
+    frames.fill(0)
+    tallies.fill(0)
+    return False
 
 
 def _new_frames(steps: int, geometry: Geometry, dtype, merge_polarity: bool, clip: float | None):
@@ -731,7 +756,7 @@ class Binner:
         return window
 
 
-def warmup(dtypes=(np.float32,), *, merge_polarity: bool = False) -> None:
+def warmup(dtypes=(np.float32,)) -> None:
     """Compile (or load from the cache) every kernel signature a stream will use, on tiny input.
 
     Covers serial and parallel binning for each frame dtype, writable and read-only event arrays
@@ -749,11 +774,11 @@ def warmup(dtypes=(np.float32,), *, merge_polarity: bool = False) -> None:
     for events in (ev, readonly):
         for dtype in dtypes:
             for parallel in (False, True):
-                bin_events(events, 0, 2, 4, geometry, dtype=dtype, merge_polarity=merge_polarity, parallel=parallel)
-                bin_events_by_count(events, 2, geometry, dtype=dtype, merge_polarity=merge_polarity, parallel=parallel)
-            scratch = np.zeros((2, 1 if merge_polarity else 2, 4, 4), dtype=_frame_dtype(dtype))
+                bin_events(events, 0, 2, 4, geometry, dtype=dtype, parallel=parallel)
+                bin_events_by_count(events, 2, geometry, dtype=dtype, parallel=parallel)
+            scratch = np.zeros((2, 2, 4, 4), dtype=_frame_dtype(dtype))
             K.bin_split_parallel(
-                events["x"], events["y"], events["p"], 0, 8, geometry.lut_x, geometry.lut_y, _ON_CHANNEL, math.inf,
+                events["x"], events["y"], events["p"], 0, 8, geometry._wide_x, geometry._wide_y, _ON_CHANNEL,
                 scratch, np.zeros((2, 3), dtype=np.int64),
             )
         K.scan_order(events["t"], 0, 1, 1)

@@ -83,7 +83,8 @@ class BackgroundActivityFilter(_Filter):
         if int(dt_us) <= 0:
             raise ConfigError(f"dt_us: must be positive, got {dt_us}")
         self.dt_us = int(dt_us)
-        self._last = np.full((self.sensor_size.height, self.sensor_size.width), K.NEVER, dtype=np.int64)
+        # One pixel of border that never fires: the kernel reads 8 neighbours without bounds checks.
+        self._last = np.full((self.sensor_size.height + 2, self.sensor_size.width + 2), K.NEVER, dtype=np.int64)
 
     def reset(self) -> None:
         """Forget every pixel's last event (after a seek or a timestamp reset)."""

@@ -71,6 +71,16 @@ def test_bin_events_parallel_large_input_paths():
     np.testing.assert_array_equal(one, bin_events(ev, 0, 100_000, 1, sensor, parallel=False))
 
 
+@pytest.mark.parametrize("where", [0, -1, 150_000])
+def test_parallel_binning_detects_an_event_out_of_place(where):
+    """One in-span event moved before the span, after it, or into another step: still exact."""
+    sensor = SensorSize(16, 8)
+    ev = random_events(300_000, sensor, duration_us=300_000, seed=21)
+    ev["t"][where] = 150_123 if where != 150_000 else 250_000
+    got = bin_events(ev, 100_000, 1_000, 100, sensor, parallel=True)
+    np.testing.assert_array_equal(got, reference_frames(ev, 100_000, 1_000, 100, sensor))
+
+
 def test_bin_events_matches_tonic_to_frame():
     tonic = pytest.importorskip("tonic")
     ev = random_events(30_000, SENSOR, t0=12_345, duration_us=200_000, seed=5)
