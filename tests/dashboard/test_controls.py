@@ -8,7 +8,7 @@ import zmq
 from PyQt6 import QtCore
 
 from evstream.dashboard.control import ControlWorker, default_control_address
-from tests.dashboard.conftest import status_data, wait_ticks
+from tests.dashboard.streams import status_data, wait_ticks
 
 LEFT = QtCore.Qt.MouseButton.LeftButton
 

@@ -9,7 +9,7 @@ import zmq
 import zmq.auth
 
 from evstream.publish import Publisher
-from tests.dashboard.conftest import status_data
+from tests.dashboard.streams import status_data
 
 pytestmark = pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
 

@@ -12,7 +12,7 @@ from PyQt6 import QtGui
 
 from evstream.dashboard import run_dashboard
 from evstream.errors import ConfigError, EvstreamError
-from tests.dashboard.conftest import GRID, SENSOR, attention_arrays, frame_counts, status_data
+from tests.dashboard.streams import GRID, SENSOR, attention_arrays, frame_counts, status_data
 
 
 def _pixels(path) -> np.ndarray:

@@ -7,7 +7,7 @@ import time
 import numpy as np
 from PyQt6 import QtCore, QtTest
 
-from tests.dashboard.conftest import (
+from tests.dashboard.streams import (
     CLASSES,
     GRID,
     INPUT,
