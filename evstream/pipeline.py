@@ -58,6 +58,7 @@ class PipelineConfig:
     max_lag_ms: float = 500.0  # live: a window older than this when the model takes it is dropped
     sink_queue: int = 256  # predictions waiting for the sinks
     stats_hz: float = 10.0  # most stats messages per second
+    heavy_hz: float | None = 30.0  # most frame/spikes/attn messages per second each; None: every window
     status_interval_s: float = 1.0  # status period (late joiners)
     max_windows: int | None = None  # stop after this many classified windows (tests, benchmarks)
     wait_subscribers: int = 0  # before reading the source, wait for this many 'pred' subscriptions
@@ -203,6 +204,9 @@ class Pipeline:
         self._last_window_t_end: int | None = None
         self._first_t: int | None = None
         self._last_stats_at = 0.0
+        self._last_frame_at = 0.0
+        self._heavy_interval = 0.0 if self.config.heavy_hz is None else 1.0 / self.config.heavy_hz
+        self._last_maps_at = 0.0
         self._rt_anchor: tuple[float, int] | None = None
         self._last_stats: dict = {}
 
@@ -398,8 +402,10 @@ class Pipeline:
     def _emit(self, windows: list, recent: list[np.ndarray], epoch: int) -> None:
         if not windows:
             return
-        want_frame = self.publisher is not None and self.publisher.wants("frame")
         for window in windows:
+            now = time.perf_counter()
+            want_frame = (self.publisher is not None and now - self._last_frame_at >= self._heavy_interval
+                          and self.publisher.wants("frame"))
             t0, t1 = int(window.t_start), int(window.t_end)
             parts = [_slice(e, t0, t1) for e in recent]
             parts = [p for p in parts if len(p)]
@@ -407,6 +413,7 @@ class Pipeline:
             on = sum(int(np.count_nonzero(p["p"])) for p in parts)
             counts = None
             if want_frame:
+                self._last_frame_at = now
                 counts = frame_counts(concatenate(parts), self.sensor.width, self.sensor.height)
             item = _Item(window, epoch, time.perf_counter(), on, n - on, counts)
             if self.live:
@@ -504,7 +511,11 @@ class Pipeline:
             if self._paused and self._step_budget > 0:
                 self._step_budget -= 1
             if self.publisher is not None:
-                self.classifier.capture(any(self.publisher.wants(t) for t in heavy))
+                due = started - self._last_maps_at >= self._heavy_interval
+                capture = due and any(self.publisher.wants(t) for t in heavy)
+                if capture:
+                    self._last_maps_at = started
+                self.classifier.capture(capture)
             try:
                 pred = self.classifier.step(item.window)
             except EvstreamError as err:

@@ -39,5 +39,6 @@ def recording(tmp_path_factory) -> Path:
     from evstream.io.aedat4 import write_aedat4
 
     path = tmp_path_factory.mktemp("rec") / "random.aedat4"
-    write_aedat4(path, random_events(60_000, SENSOR, t0=1_000_000, duration_us=DURATION_US, seed=3), SENSOR)
+    write_aedat4(path, random_events(60_000, SENSOR, t0=1_000_000, duration_us=DURATION_US, seed=3), SENSOR,
+                 packet_events=2000)
     return path
