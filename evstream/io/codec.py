@@ -52,7 +52,7 @@ def decompress(code: int, data) -> bytes:
     """Decompress one payload (bytes-like) written with codec ``code``.
 
     Raises:
-        CompressionError: corrupt or truncated frame, trailing garbage, or more than
+        CompressionError: corrupt or truncated frame, or more than
             :data:`MAX_PACKET_BYTES` of output.
     """
     if code == 0:
@@ -72,7 +72,7 @@ def _lz4(data) -> bytes:
     if info["content_size"] > MAX_PACKET_BYTES:
         raise CompressionError(f"LZ4 frame declares {info['content_size']} bytes, above the {MAX_PACKET_BYTES} limit")
     # Without a declared size the output is bounded by LZ4's own worst ratio (255:1) times a payload
-    # size already checked against the file; decompress() rejects trailing data after the frame.
+    # size already checked against the file.
     out = lz4.frame.decompress(data)
     if len(out) > MAX_PACKET_BYTES:
         raise CompressionError(f"LZ4 frame expands to {len(out)} bytes, above the {MAX_PACKET_BYTES} limit")

@@ -53,15 +53,17 @@ def _u32(buf, pos: int, what: str) -> int:
 class Table:
     """A FlatBuffers table at ``pos`` inside ``buf`` (bytes, bytearray or memoryview).
 
+    ``ref`` is where the offset leading here is stored (reported when ``pos`` is out of range).
+
     Field accessors take the vtable slot (0-based field index in the schema).
     """
 
     __slots__ = ("buf", "pos", "_vt", "_vsize", "_tsize")
 
-    def __init__(self, buf, pos: int) -> None:
+    def __init__(self, buf, pos: int, ref: int = 0) -> None:
         n = len(buf)
         if pos < 0 or pos + 4 > n:
-            raise FlatBufferError(f"table at {pos} outside the {n}-byte buffer", max(pos, 0))
+            raise FlatBufferError(f"table offset at {ref} points to {pos}, outside the {n}-byte buffer", ref)
         vt = pos - _I32.unpack_from(buf, pos)[0]
         if vt < 0 or vt + 4 > n or vt % 2:
             raise FlatBufferError(f"vtable of the table at {pos} points to {vt}, outside the buffer", pos)
@@ -127,7 +129,8 @@ class Table:
         if vec is None:
             return []
         data, count = vec
-        return [Table(self.buf, data + 4 * i + _U32.unpack_from(self.buf, data + 4 * i)[0]) for i in range(count)]
+        return [Table(self.buf, data + 4 * i + _U32.unpack_from(self.buf, data + 4 * i)[0], data + 4 * i)
+                for i in range(count)]
 
 
 def root_table(buf, identifier: bytes | None = None) -> Table:
@@ -137,7 +140,7 @@ def root_table(buf, identifier: bytes | None = None) -> Table:
         if len(buf) < 8 or bytes(buf[4:8]) != identifier:
             found = bytes(buf[4:8]) if len(buf) >= 8 else b""
             raise FlatBufferError(f"identifier {found!r}, expected {identifier!r}", 4)
-    return Table(buf, root)
+    return Table(buf, root, 0)
 
 
 def size_prefixed_root(buf, identifier: bytes | None = None) -> tuple[Table, bytes]:
@@ -153,7 +156,7 @@ def size_prefixed_root(buf, identifier: bytes | None = None) -> tuple[Table, byt
     if identifier is not None and found != identifier:
         raise FlatBufferError(f"identifier {found!r}, expected {identifier!r}", 8)
     root = 4 + _U32.unpack_from(buf, 4)[0]
-    return Table(buf, root), found
+    return Table(buf, root, 4), found
 
 
 def event_packet_header(count: int) -> bytes:
