@@ -63,32 +63,41 @@ def zoo_model() -> nn.Module:
     )
 
 
-def time_window(model: nn.Module, x: torch.Tensor, runs: int) -> float:
-    """Median ms of one forward over the whole window ``x`` from a fresh state."""
-    times = []
+def time_windows(candidates: dict[str, nn.Module], x: torch.Tensor, runs: int) -> dict[str, float]:
+    """Median ms of one forward over the whole window ``x`` from a fresh state, per model.
+
+    The models take turns run by run, so a change of machine load hits all of them alike.
+    """
+    times: dict[str, list[float]] = {name: [] for name in candidates}
     with torch.inference_mode():
         for i in range(runs + 1):
-            functional.reset_net(model)
-            start = time.perf_counter()
-            model(x)
-            if i:  # the first call warms up
-                times.append((time.perf_counter() - start) * 1e3)
-    functional.reset_net(model)
-    return statistics.median(times)
-
-
-def time_stream(model: nn.Module, x: torch.Tensor, steps: int) -> float:
-    """Median ms of a T = 1 call with the LIF state carried from the previous call."""
-    times = []
-    with torch.inference_mode():
+            for name, model in candidates.items():
+                functional.reset_net(model)
+                start = time.perf_counter()
+                model(x)
+                if i:  # the first round warms up
+                    times[name].append((time.perf_counter() - start) * 1e3)
+    for model in candidates.values():
         functional.reset_net(model)
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def time_streams(candidates: dict[str, nn.Module], x: torch.Tensor, steps: int) -> dict[str, float]:
+    """Median ms of a T = 1 call with the LIF state carried from the previous call, per model (taking turns)."""
+    times: dict[str, list[float]] = {name: [] for name in candidates}
+    with torch.inference_mode():
+        for model in candidates.values():
+            functional.reset_net(model)
         for i in range(steps + 4):
-            start = time.perf_counter()
-            model(x[i % x.shape[0] : i % x.shape[0] + 1])
-            if i >= 4:
-                times.append((time.perf_counter() - start) * 1e3)
-    functional.reset_net(model)
-    return statistics.median(times)
+            frame = x[i % x.shape[0] : i % x.shape[0] + 1]
+            for name, model in candidates.items():
+                start = time.perf_counter()
+                model(frame)
+                if i >= 4:
+                    times[name].append((time.perf_counter() - start) * 1e3)
+    for model in candidates.values():
+        functional.reset_net(model)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def prepare(model: models.Spikformer) -> nn.Module:
@@ -119,12 +128,11 @@ def main() -> None:
 
     print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, input [16, 1, 2, 128, 128] at 5 % density")
     print(f"{'model':28s} {'T=16 window ms':>15s} {'ms/step':>8s} {'T=1 stream ms':>14s}")
-    results = {}
-    for name, model in candidates.items():
-        window = time_window(model, x, args.windows)
-        stream = time_stream(model, x, args.steps)
-        results[name] = (window, stream)
-        print(f"{name:28s} {window:15.1f} {window / 16:8.2f} {stream:14.2f}", flush=True)
+    windows = time_windows(candidates, x, args.windows)
+    streams = time_streams(candidates, x, args.steps)
+    results = {name: (windows[name], streams[name]) for name in candidates}
+    for name, (window, stream) in results.items():
+        print(f"{name:28s} {window:15.1f} {window / 16:8.2f} {stream:14.2f}")
 
     anchor_w, anchor_s = results["zoo (spikingjelly) eager"]
     print("\nratios against the zoo model's eager latency (target <= 0.6):")
