@@ -738,15 +738,18 @@ class Binner:
             self._base = self._win_first
 
     def _window(self, first: int) -> Window:
-        steps = np.arange(first, first + self.steps, dtype=np.int64)
-        buffered = steps < self._base + self._cap  # later steps were never written: empty
-        frames = np.zeros((self.steps, *self._pending.shape[1:]), dtype=self._pending.dtype)
+        frames = np.empty((self.steps, *self._pending.shape[1:]), dtype=self._pending.dtype)
         counts = np.zeros(self.steps, dtype=np.int64)
-        slots = steps[buffered] % self._cap
-        frames[buffered] = self._pending[slots]
-        counts[buffered] = self._tallies[slots, K.BINNED]
+        for j in range(self.steps):  # one copy per step, straight from its slot
+            step = first + j
+            if step < self._base + self._cap:
+                frames[j] = self._pending[step % self._cap]
+                counts[j] = self._tallies[step % self._cap, K.BINNED]
+            else:  # past the buffer: never written, empty
+                frames[j] = 0
         if self.mode == "count":
-            t_start, t_end, step_us = int(self._first_t[slots[0]]), int(self._last_t[slots[-1]]) + 1, 0
+            first_slot, last_slot = first % self._cap, (first + self.steps - 1) % self._cap
+            t_start, t_end, step_us = int(self._first_t[first_slot]), int(self._last_t[last_slot]) + 1, 0
         else:
             t_start = self._t0 + first * self.step_us
             t_end, step_us = t_start + self.steps * self.step_us, self.step_us
