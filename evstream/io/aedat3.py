@@ -122,7 +122,7 @@ class Aedat3Reader:
         while True:
             start = f.tell()
             line = f.readline(_MAX_HEADER_BYTES)
-            if not line:
+            if not line or (not line.endswith(b"\n") and f.tell() == self.file_size):
                 raise EventFileError(self.path, "header has no #!END-HEADER line (truncated?)", start)
             if not line.startswith(b"#") or not line.endswith(b"\n") or start > _MAX_HEADER_BYTES:
                 raise EventFileError(self.path, "header line does not start with '#' or has no end", start)
