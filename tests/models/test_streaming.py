@@ -9,6 +9,7 @@ equivalence tests vacuous; shared/reference/spikformer.md §7.2); the tests chec
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -232,16 +233,38 @@ def test_bad_frames_raise_model_error(clf):
 
 def test_device_and_threads():
     model = active_model()
-    clf = StreamingClassifier(model, device="auto", threads=1)
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert clf.device.type == expected
-    assert next(model.parameters()).device.type == expected
-    if expected == "cpu":
-        assert torch.get_num_threads() == 1
-        with pytest.raises(ConfigError, match="device"):
-            StreamingClassifier(model, device="cuda")
-    with pytest.raises(ConfigError, match="threads"):
-        StreamingClassifier(model, threads=0)
+    threads = torch.get_num_threads()
+    try:
+        clf = StreamingClassifier(model, device="auto", threads=1)
+        expected = "cuda" if torch.cuda.is_available() else "cpu"
+        assert clf.device.type == expected
+        assert next(model.parameters()).device.type == expected
+        if expected == "cpu":
+            assert torch.get_num_threads() == 1
+            with pytest.raises(ConfigError, match="device"):
+                StreamingClassifier(model, device="cuda")
+        with pytest.raises(ConfigError, match="threads"):
+            StreamingClassifier(model, threads=0)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@pytest.mark.skipif(
+    not os.environ.get("EVSTREAM_TEST_COMPILE"),
+    reason="torch.compile takes minutes on 2 cores; set EVSTREAM_TEST_COMPILE=1 to run",
+)
+def test_compiled_equals_eager():
+    frames = event_frames(12, seed=19)
+    eager = StreamingClassifier(active_model(), device="cpu")
+    reference = np.concatenate([eager.step(frames[i : i + 4]).logits for i in range(0, 12, 4)])
+    compiled = StreamingClassifier(active_model(), device="cpu", compile=True)
+    got = np.concatenate([compiled.step(frames[i : i + 4]).logits for i in range(0, 12, 4)])
+    np.testing.assert_allclose(got, reference, atol=1e-5)  # the warm-up on zeros left no state behind
+    compiled.reset()
+    np.testing.assert_allclose(compiled.step(frames[:4]).logits, reference[:4], atol=1e-5)
+    compiled.capture(True)
+    captured = compiled.step(frames[4:8])
+    assert captured.attn is not None and captured.layer_rates
 
 
 # --- decisions ------------------------------------------------------------------------------
