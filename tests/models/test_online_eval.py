@@ -21,7 +21,7 @@ from evstream.io.aedat3 import LABEL_DTYPE, write_aedat3, write_labels
 from evstream.io.aedat4 import write_aedat4
 from evstream.labels import NO_GESTURE
 from models.checkpoint import save_checkpoint
-from models.online_eval import find_recordings, replay, score_decisions
+from models.online_eval import evaluate_online, find_recordings, replay, score_decisions
 from models.spikformer import create_model
 from models.streaming import StreamingClassifier
 from tests.helpers import random_events
@@ -201,3 +201,19 @@ def test_eval_data_gives_offline_clip_accuracy(tmp_path, capsys):
     assert result["top1"] == pytest.approx(0.5) and result["samples"] == 2 * result["correct"] > 0
     assert (out / "offline_confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert "offline clip accuracy 0.5000" in capsys.readouterr().out
+
+
+def test_bundled_recording_is_classified_online_above_chance(repo_root):
+    from models import DEFAULT_WEIGHTS, list_weights, load_checkpoint
+
+    recording = repo_root / "recordings" / "gestures_128x128.aedat4"
+    if DEFAULT_WEIGHTS not in list_weights():
+        pytest.skip(f"shipped weights {DEFAULT_WEIGHTS!r} are not in models/weights yet")
+    if not recording.is_file():
+        pytest.skip(f"bundled recording {recording} is missing")
+    loaded = load_checkpoint(DEFAULT_WEIGHTS)
+    clf = StreamingClassifier(loaded.model, device="cpu")
+    report = evaluate_online(find_recordings([recording]), clf, loaded.preprocessing)
+    chance = 1 / len(loaded.class_names)
+    assert report["accuracy"] >= 3 * chance, report["per_class"]
+    assert report["segment_accuracy"] >= 3 * chance
