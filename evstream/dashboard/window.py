@@ -129,14 +129,39 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self._tick_times: deque[float] = deque(maxlen=512)
         self._started = time.monotonic()
         self._set_connection("waiting", f"waiting for {address}")
+        # Single-shot, re-armed against a fixed schedule: a periodic QTimer re-arms from the moment
+        # it fired, so every late wake-up on a busy machine would lower the rate for good.
         self.timer = QtCore.QTimer(self)
         self.timer.setTimerType(QtCore.Qt.TimerType.PreciseTimer)
-        self.timer.timeout.connect(self.tick)
+        self.timer.setSingleShot(True)
+        self.timer.timeout.connect(self._scheduled_tick)
+        self._period_s = 1.0 / 30
+        self._next_due = time.monotonic()
         self.reader.start()
         self._rate_changed()
 
     def _rate_changed(self) -> None:
-        self.timer.start(int(round(1000 / float(self.display_rate.currentData()))))
+        self.set_display_rate(float(self.display_rate.currentData()))
+
+    def set_display_rate(self, hz: float) -> None:
+        """Draw ``hz`` times a second (any rate; the combo box offers 10, 30 and 60)."""
+        self._period_s = 1.0 / hz
+        self._next_due = time.monotonic() + self._period_s
+        self.timer.start(int(self._period_s * 1000))
+
+    @property
+    def display_period_ms(self) -> float:
+        """Time between draws, ms."""
+        return self._period_s * 1000
+
+    def _scheduled_tick(self) -> None:
+        self.tick()
+        now = time.monotonic()
+        self._next_due += self._period_s
+        if self._next_due < now - self._period_s:  # more than a frame behind: skip, do not burst
+            self._next_due = now
+        if not self._closed:
+            self.timer.start(max(0, int((self._next_due - now) * 1000)))
 
     def _overlay_changed(self) -> None:
         """The event image shows the attention panel's overlay (received, or the hovered token's row)."""

@@ -198,7 +198,7 @@ def test_accumulation_span_is_set_apart_from_the_display_rate(qtbot, window_fact
     window.events.mode.setCurrentText("surface")
     assert window.accumulator.span_us == 300_000 and window.accumulator.mode == "surface"
     window.display_rate.setCurrentIndex(window.display_rate.findData(60))
-    assert window.timer.interval() == 17
+    assert round(window.display_period_ms) == 17
 
     def surface_drawn() -> None:
         image = window.events.image.image
