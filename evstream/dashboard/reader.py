@@ -35,8 +35,6 @@ class TopicStats:
 
     received: int = 0
     gaps: int = 0  # messages lost, from sequence numbers
-    last_seq: int | None = None
-    publisher: str | None = None
     last_monotonic: float | None = None  # time.monotonic() of the latest message
     lag_ms: float | None = None  # receive time minus send time of the latest message
 
@@ -154,8 +152,6 @@ class StreamReader:
         with self._lock:
             stats = self._stats.setdefault(message.topic, TopicStats())
             stats.gaps = tracked.dropped
-            stats.publisher = message.publisher
-            stats.last_seq = message.seq
             stats.received += 1
             stats.last_monotonic = time.monotonic()
             stats.lag_ms = (now_ns - message.send_ns) / 1e6 if message.send_ns else None
