@@ -536,7 +536,7 @@ class Binner:
         self.max_gap_us = int(max_gap_us)
         self.merge_polarity = bool(merge_polarity)
         self._clip = _clip_value(clip)
-        self._cap = self.steps + max(self.hop_steps, self.steps)
+        self._cap = 2 * self.steps  # the next window plus room to bin ahead; steps between windows are skipped
         self._pending, self._lut_p, _ = _new_frames(self._cap, geometry, dtype, merge_polarity, clip)
         self._tallies = np.zeros((self._cap, 3), dtype=np.int64)
         self._first_t = np.zeros(self._cap, dtype=np.int64)  # count mode: t of each step's first event
@@ -730,9 +730,15 @@ class Binner:
             out.append(self._window(self._win_first))
             self._win_first += self.hop_steps
         if self._win_first > self._base:
-            # Steps before the next window are no longer needed: clear their slots for reuse.
+            # Steps before the next window are no longer needed: clear their slots for reuse. Those
+            # past the last window emitted (hop_steps > steps) were binned but are in no window.
+            covered = self._win_first - self.hop_steps + self.steps
             for s in range(self._base, min(self._win_first, self._base + self._cap)):
                 slot = s % self._cap
+                if s >= covered:
+                    skipped = int(self._tallies[slot, K.BINNED])
+                    self.stats.events_binned -= skipped
+                    self.stats.dropped_between_windows += skipped
                 self._pending[slot] = 0
                 self._tallies[slot] = 0
             self._base = self._win_first

@@ -217,7 +217,7 @@ def test_geometry_rejects_bad_options():
 @given(
     n=st.integers(0, 3_000),
     seed=st.integers(0, 2**16),
-    step_us=st.integers(1, 5_000),
+    step_us=st.integers(300, 5_000),  # at most 200 steps over the 60 ms stream: small references
     steps=st.integers(1, 6),
     hop=st.integers(1, 6),
     cuts=st.lists(st.integers(0, 3_000), max_size=8),
@@ -241,6 +241,29 @@ def test_chunking_never_changes_windows(n, seed, step_us, steps, hop, cuts):
         np.testing.assert_array_equal(w.frames, reference[k * hop:k * hop + steps])
         np.testing.assert_array_equal(w.counts, reference[k * hop:k * hop + steps].sum(axis=(1, 2, 3)))
     assert binner.stats.events_in == n and binner.stats.windows == len(windows)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(1, 2_000), seed=st.integers(0, 2**16), cuts=st.lists(st.integers(1, 2_000), max_size=6))
+def test_chunks_with_t_end_and_final_flush_close_every_step(n, seed, cuts):
+    ev = random_events(n, SENSOR, t0=3_000, duration_us=50_000, seed=seed)
+    parts = split_at(ev, [c for c in cuts if c < n])
+    binner = Binner(SENSOR, step_us=1_000, steps=3, hop_steps=2)
+    windows = []
+    for i, part in enumerate(parts):
+        t_start = int(part["t"][0]) if len(part) else int(ev["t"][0])
+        later = [p for p in parts[i + 1:] if len(p)]
+        t_end = int(later[0]["t"][0]) if later else int(ev["t"][-1]) + 1
+        windows += binner.push(EventChunk(part, t_start, t_end))
+    t0 = int(ev["t"][0])
+    now = int(ev["t"][-1]) + 7_000
+    windows += binner.flush(now)
+    closed = (now - t0) // 1_000
+    assert len(windows) == (closed - 3) // 2 + 1
+    reference = reference_frames(ev, t0, 1_000, closed, SENSOR)
+    for k, w in enumerate(windows):
+        np.testing.assert_array_equal(w.frames, reference[2 * k:2 * k + 3])
+    assert sum(int(w.counts[:2].sum()) for w in windows) + int(windows[-1].counts[2]) == n
 
 
 def test_windows_own_their_memory_and_tensor_is_zero_copy():
@@ -288,19 +311,25 @@ def test_explicit_t0_and_events_before_it_are_late():
     assert [(w.t_start, int(w.frames.sum())) for w in windows] == [(10_000, 1)]
 
 
-def test_count_mode_steps_hold_fixed_event_counts_across_chunks():
-    ev = random_events(5_000, SENSOR, seed=12)
-    binner = Binner(SENSOR, steps=4, mode="count", events_per_step=300, hop_steps=3)
-    windows = push_all(binner, split_at(ev, [7, 299, 300, 1_234, 4_000]))
-    n_steps = len(ev) // 300
-    assert len(windows) == (n_steps - 4) // 3 + 1
+@pytest.mark.parametrize("hop", [3, 4, 6])
+def test_count_mode_steps_hold_fixed_event_counts_across_chunks(hop):
+    n_steps = 2 * hop + 4  # exactly three windows
+    ev = random_events(300 * n_steps, SENSOR, seed=12)
+    binner = Binner(SENSOR, steps=4, mode="count", events_per_step=300, hop_steps=hop)
+    windows = push_all(binner, split_at(ev, [7, 299, 300, 1_234, 3_000]))
+    assert len(windows) == 3
     for k, w in enumerate(windows):
-        first = k * 3 * 300
+        first = k * hop * 300
         part = ev[first:first + 4 * 300]
         assert w.step_us == 0 and w.counts.tolist() == [300] * 4
         assert (w.t_start, w.t_end) == (int(part["t"][0]), int(part["t"][-1]) + 1)
         expected = bin_events_by_count(part, 4, SENSOR)
         np.testing.assert_array_equal(w.frames, expected)
+    covered = {k * hop + j for k in range(3) for j in range(4)}
+    stats = binner.stats
+    assert stats.dropped_between_windows == 300 * (n_steps - len(covered))  # hop > steps leaves gaps
+    assert stats.events_binned == 300 * len(covered)
+    assert stats.events_in == stats.events_binned + stats.dropped_between_windows
 
 
 def test_disorder_sort_drop_raise():
@@ -375,16 +404,21 @@ def test_cropped_events_are_counted():
     assert windows[0].counts.tolist() == [2]
 
 
-def test_every_event_is_accounted_for():
+@pytest.mark.parametrize("hop", [None, 2, 7])
+def test_every_event_is_accounted_for(hop):
     ev = random_events(20_000, SensorSize(64, 48), duration_us=300_000, seed=14)
     ev["x"][::97] = 100  # outside the sensor
-    binner = Binner(SensorSize(64, 48), (32, 32), step_us=3_000, steps=5)
+    binner = Binner(SensorSize(64, 48), (32, 32), step_us=3_000, steps=5, hop_steps=hop)
     windows = push_all(binner, split_at(ev, [5_000, 12_000]))
-    windows += binner.flush(int(ev["t"][-1]) + 15_000)
+    windows += binner.flush(int(ev["t"][-1]) + 50 * 3_000)  # past the last event's window
     s = binner.stats
-    assert sum(int(w.counts.sum()) for w in windows) == s.events_binned
-    assert s.events_in == s.events_binned + s.dropped_out_of_bounds + s.dropped_outside_geometry + s.dropped_late
+    step_counts = {w.index * (hop or 5) + j: int(c) for w in windows for j, c in enumerate(w.counts)}
+    assert sum(step_counts.values()) == s.events_binned
+    assert s.events_in == (
+        s.events_binned + s.dropped_out_of_bounds + s.dropped_outside_geometry + s.dropped_late + s.dropped_between_windows
+    )
     assert s.dropped_out_of_bounds == len(ev[::97])
+    assert (s.dropped_between_windows > 0) == (hop == 7)
 
 
 def test_wrong_dtype_raises_event_format_error_and_changes_nothing():
