@@ -288,7 +288,7 @@ class DvsEmulator:
             xs = np.concatenate([xs, (pixel % frame.shape[1]).astype(np.int16)])
             ys = np.concatenate([ys, (pixel // frame.shape[1]).astype(np.int16)])
             ps = np.concatenate([ps, rng.integers(0, 2, n_noise).astype(np.uint8)])
-        out = np.empty(len(ts), dtype=EVENT_DTYPE)
+        out = np.zeros(len(ts), dtype=EVENT_DTYPE)  # zeroed padding: files written from it are reproducible
         if span <= 4 * len(ts) + 65536:
             _counting_sort(ts, xs, ys, ps, t0, span, out["t"], out["x"], out["y"], out["p"])
         else:  # a long gap (stalled camera) with few events: a comparison sort is cheaper
