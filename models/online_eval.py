@@ -397,8 +397,36 @@ def evaluate_online(
     return report
 
 
-def write_report(report: dict[str, Any], out_dir: str | os.PathLike, stem: str = "online_eval") -> tuple[Path, Path]:
-    """Write ``<stem>.json`` (the numbers) and ``<stem>.png`` (accuracy vs onset, per class) in ``out_dir``.
+def _plot_timeline(ax, recording: LabelledRecording, decisions: Decisions, names: list[str]) -> None:
+    """True segments (bars) and the decided label after each step (line), seconds from the first step."""
+    if len(decisions.t_us) == 0:
+        return
+    origin = int(decisions.t_us[0])
+    for seg in recording.labels:
+        ax.plot(
+            [(seg["t_start"] - origin) / 1e6, (seg["t_end"] - origin) / 1e6],
+            [seg["label"], seg["label"]],
+            color="tab:green",
+            linewidth=6,
+            alpha=0.5,
+            solid_capstyle="butt",
+        )
+    ax.step((decisions.t_us - origin) / 1e6, decisions.labels, where="post", color="tab:blue", linewidth=1)
+    ax.set_yticks(range(-1, len(names)), ["no gesture", *names], fontsize=7)
+    ax.set_xlabel("time (s)")
+    ax.set_title(f"{recording.path.name}: labelled gestures (green) and online decisions (blue)")
+
+
+def write_report(
+    report: dict[str, Any],
+    out_dir: str | os.PathLike,
+    stem: str = "online_eval",
+    timeline: tuple[LabelledRecording, Decisions] | None = None,
+) -> tuple[Path, Path]:
+    """Write ``<stem>.json`` (the numbers) and ``<stem>.png`` in ``out_dir``.
+
+    The plot shows accuracy vs time since onset, per-class accuracy and, when ``timeline`` is
+    given, one recording's decisions over time against its labelled segments.
 
     Raises:
         EventFileError: the folder cannot be created or written (names it).
@@ -415,7 +443,13 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike, stem: str =
         json_path.write_text(json.dumps(report, indent=2, allow_nan=False) + "\n")
     except OSError as err:
         raise EventFileError(out, f"cannot write the report: {err.strerror or err}") from None
-    fig, (ax_onset, ax_class) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 1.4]})
+    if timeline is None:
+        fig, (ax_onset, ax_class) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1, 1.4]})
+    else:
+        fig = plt.figure(figsize=(12, 8))
+        grid = fig.add_gridspec(2, 2, width_ratios=[1, 1.4], height_ratios=[1, 0.8])
+        ax_onset, ax_class = fig.add_subplot(grid[0, 0]), fig.add_subplot(grid[0, 1])
+        _plot_timeline(fig.add_subplot(grid[1, :]), *timeline, report["class_names"])
     points = [(float(d), a) for d, a in report["vs_onset"].items() if a is not None]
     if points:
         xs, ys = zip(*points, strict=True)

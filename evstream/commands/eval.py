@@ -142,7 +142,11 @@ def _online(args: argparse.Namespace) -> int:
         reset_policy=policy,
     )
 
+    first: list = []
+
     def progress(rec, dec) -> None:
+        if not first:
+            first.append((rec, dec))
         if not args.json:
             rate = dec.duration_s / dec.wall_s if dec.wall_s > 0 else float("inf")
             print(
@@ -158,7 +162,7 @@ def _online(args: argparse.Namespace) -> int:
         stable_ms=args.stable_ms,
         progress=progress,
     )
-    json_path, png_path = write_report(report, args.out)
+    json_path, png_path = write_report(report, args.out, timeline=first[0] if first else None)
     if args.json:
         print(json.dumps(report))
         return 0
