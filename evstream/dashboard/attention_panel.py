@@ -6,8 +6,8 @@ float32 [blocks, heads, N, N] (mean over the window's steps), the token ``grid``
 model-input ``frame`` float32 [H, W].
 
 Left: the N×N map (row i = the attention token i pays). Right: the input frame with, per token
-cell, the attention it receives (column mean), or, while the mouse hovers a cell, that token's
-row: the attention it pays to every other cell.
+cell, the attention it receives (column mean), or, while the mouse hovers a cell of the input
+(or a row of the map), that token's row: the attention it pays to every other cell.
 """
 
 from __future__ import annotations
@@ -187,11 +187,17 @@ class AttentionPanel(QtWidgets.QWidget):
     def _mouse_moved(self, scene_pos: QtCore.QPointF) -> None:
         if self.message is None:
             return
-        if not self.input_view.sceneBoundingRect().contains(scene_pos):
-            self.select_token(None)
+        if self.input_view.sceneBoundingRect().contains(scene_pos):
+            point = self.input_view.mapSceneToView(scene_pos)
+            self.select_at(point.x() / self.input_shape[1], point.y() / self.input_shape[0])
             return
-        point = self.input_view.mapSceneToView(scene_pos)
-        self.select_at(point.x() / self.input_shape[1], point.y() / self.input_shape[0])
+        if self.map_view.sceneBoundingRect().contains(scene_pos) and self.current_map is not None:
+            point = self.map_view.mapSceneToView(scene_pos)
+            n = self.current_map.shape[0]
+            if 0 <= point.x() < n and 0 <= point.y() < n:
+                self.select_token(int(point.y()))
+                return
+        self.select_token(None)
 
 
 def _unit(values: np.ndarray) -> np.ndarray:

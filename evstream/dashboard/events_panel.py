@@ -62,7 +62,7 @@ class EventsPanel(QtWidgets.QWidget):
         self.view, self.image = image_view(self.graphics)
         self.image.setLookupTable(diverging_lut())
         self.overlay = pg.ImageItem()
-        self.overlay.setLookupTable(alpha_lut("inferno"))
+        self.overlay.setLookupTable(alpha_lut("inferno", 150))
         self.overlay.setZValue(10)
         self.overlay.setVisible(False)
         self.view.addItem(self.overlay)

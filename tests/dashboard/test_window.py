@@ -159,9 +159,16 @@ def test_hover_over_the_input_selects_a_token_row(qtbot, window_factory, feeder)
     assert panel.row_marker.isVisible() and np.isclose(panel.row_marker.value(), 9.5)
     assert "token 9 (row 2, col 1)" in panel.token_label.text()
 
-    # Leaving the input view goes back to the attention each token receives.
-    outside = panel.graphics.mapFromScene(panel.map_view.mapViewToScene(QtCore.QPointF(1, 1)))
+    # Hovering row 12 of the N×N map selects token 12.
+    on_map = panel.graphics.mapFromScene(panel.map_view.mapViewToScene(QtCore.QPointF(3.5, 12.5)))
     qtbot.wait(50)  # offscreen Qt drops a synthetic move that follows the previous one at once
+    QtTest.QTest.mouseMove(panel.graphics.viewport(), on_map)
+    qtbot.waitUntil(lambda: panel.selected_token == 12, timeout=3000)
+
+    # Leaving both views (the widget's top-left corner is the title row) goes back to the attention each token receives.
+    outside = QtCore.QPoint(2, 2)
+    assert not any(v.sceneBoundingRect().contains(panel.graphics.mapToScene(outside)) for v in (panel.map_view, panel.input_view))
+    qtbot.wait(50)
     QtTest.QTest.mouseMove(panel.graphics.viewport(), outside)
     qtbot.waitUntil(lambda: panel.selected_token is None, timeout=3000)
 
