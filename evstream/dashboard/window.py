@@ -33,7 +33,7 @@ __all__ = ["DashboardWindow", "DISCONNECTED_AFTER_S", "SECONDARY_HZ"]
 
 DISCONNECTED_AFTER_S = 2.5
 SECONDARY_HZ = 10.0
-_SECONDARY_TOPICS = ("spikes", "attn", "stats")
+_SECONDARY_TOPICS = ("spikes", "attn")
 
 
 class DashboardWindow(QtWidgets.QMainWindow):
