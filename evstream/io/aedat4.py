@@ -317,8 +317,18 @@ class Aedat4Reader:
             rows = rows[next((i for i, r in enumerate(rows) if r.t_end >= t_start), len(rows)):]
         return iter([_Packet(r.byte_offset, r.size, r.stream_id, r) for r in rows])
 
-    def _decode(self, packet: _Packet) -> np.ndarray:
-        """Read and decode one event packet (runs in a worker thread); raises EventFileError."""
+    def _decode(self, packet: _Packet, dst: np.ndarray | None = None) -> np.ndarray:
+        """Read and decode one event packet (runs in a worker thread); raises EventFileError.
+
+        With a FileDataTable entry (so the event count is known) NONE and LZ4 packets are read or
+        decompressed straight into ``dst`` (a new array when ``None``); anything unexpected falls
+        back to the checked path, which follows the FlatBuffer and reports the fault. A ``dst``
+        that the packet does not fill exactly raises :class:`_CountMismatch`.
+        """
+        if packet.entry is not None:
+            fast = self._fast_into(packet, dst)
+            if fast is not None:
+                return fast
         if packet.entry is None:
             payload = self._pread(packet.size, packet.offset)
         else:
@@ -329,38 +339,58 @@ class Aedat4Reader:
         if len(payload) != packet.size:
             raise self._error(f"packet payload truncated ({len(payload)} of {packet.size} bytes)", packet.offset)
         try:
-            return decode_event_payload(self._code, payload)
+            events = decode_event_payload(self._code, payload)
         except codec.CompressionError as err:
             raise self._error(f"event packet: {err}", packet.offset) from err
         except FlatBufferError as err:
             raise self._error(f"event packet FlatBuffer: {err} (byte {err.position} of the decompressed payload)",
                               packet.offset) from err
+        if dst is None:
+            return events
+        if len(events) != len(dst):
+            raise _CountMismatch
+        dst[:] = events
+        return dst
 
-    def iter_packets(self, t_start: int | None = None) -> Iterator[np.ndarray]:
-        """Event arrays, one per event packet in file order (zero-copy, read-only views).
+    def _fast_into(self, packet: _Packet, dst: np.ndarray | None) -> np.ndarray | None:
+        """Decode a table-listed NONE/LZ4 packet of the canonical layout directly into ``dst``
+        (or a new array); ``None`` when this path does not apply or the packet is not as expected."""
+        n = packet.entry.num_elements
+        if self._code > 2 or 32 + 16 * n > codec.MAX_PACKET_BYTES:
+            return None
+        if dst is None:
+            dst = np.empty(n, dtype=EVENT_DTYPE)
+        elif len(dst) != n:
+            return None
+        head = np.empty(32, dtype=np.uint8)
+        if self._code == 0:
+            if packet.size != 32 + 16 * n:
+                return None
+            stamp = bytearray(8)
+            got = os.preadv(self._fd, [stamp, head, dst], packet.offset - 8)
+            ok = got == 8 + packet.size and _HEADER.unpack(stamp) == (packet.stream_id, packet.size)
+        else:
+            raw = self._pread(packet.size + 8, packet.offset - 8)
+            ok = (len(raw) == packet.size + 8 and _HEADER.unpack_from(raw) == (packet.stream_id, packet.size)
+                  and codec.lz4_decompress_into(raw, 8, [(head.ctypes.data, 32), (dst.ctypes.data, 16 * n)]))
+        # The 32 bytes before the events must be exactly the canonical EVTS header for n events
+        # (dv-processing's layout and ours); any other layout goes the FlatBuffer-following way.
+        if not ok or head.tobytes() != event_packet_header(n):
+            return None
+        return dst
 
-        Args:
-            t_start: start at the first packet that can hold events at or after this time (µs):
-                found in the FileDataTable when present, otherwise by scanning (packets ending
-                before ``t_start`` are decoded and skipped). Events before ``t_start`` inside that
-                first packet are not removed.
+    def _pipeline(self, packets: Iterator[_Packet], targets=None) -> Iterator[np.ndarray]:
+        """Decode ``packets`` in order, in the pool with bounded read-ahead (inline for 0 threads).
 
-        Yields:
-            ``EVENT_DTYPE`` arrays ``[n]`` (``n`` may be 0).
-
-        Raises:
-            EventFileError: at the first damaged packet, after every packet before it.
+        ``targets`` (an iterator of arrays, one per packet) makes each packet decode into its
+        array; an error met while listing packets is raised in order, after the packets before it.
         """
-        self._check_open()
-        packets = self._event_packets(t_start)
-        skipping = t_start is not None and self.data_table is None
+        def job(packet):
+            return self._decode(packet, None if targets is None else next(targets))
+
         if self.threads == 0:
             for packet in packets:
-                events = self._decode(packet)
-                if skipping and (len(events) == 0 or events["t"][-1] < t_start):
-                    continue
-                skipping = False
-                yield events
+                yield job(packet)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="aedat4")
@@ -380,30 +410,69 @@ class Aedat4Reader:
                     except StopIteration:
                         exhausted = True
                         break
-                    pending.append(self._pool.submit(self._decode, packet))
+                    if targets is None:
+                        pending.append(self._pool.submit(self._decode, packet))
+                    else:
+                        pending.append(self._pool.submit(self._decode, packet, next(targets)))
                 if not pending:
                     return
                 item = pending.popleft()
                 if isinstance(item, EventFileError):
                     raise item
-                events = item.result()
-                if skipping and (len(events) == 0 or events["t"][-1] < t_start):
-                    continue
-                skipping = False
-                yield events
+                yield item.result()
         finally:
             for item in pending:
                 if not isinstance(item, EventFileError):
                     item.cancel()
 
+    def iter_packets(self, t_start: int | None = None) -> Iterator[np.ndarray]:
+        """Event arrays, one per event packet in file order (treat them as read-only).
+
+        Args:
+            t_start: start at the first packet that can hold events at or after this time (µs):
+                found in the FileDataTable when present, otherwise by scanning (packets ending
+                before ``t_start`` are decoded and skipped). Events before ``t_start`` inside that
+                first packet are not removed.
+
+        Yields:
+            ``EVENT_DTYPE`` arrays ``[n]`` (``n`` may be 0).
+
+        Raises:
+            EventFileError: at the first damaged packet, after every packet before it.
+        """
+        self._check_open()
+        skipping = t_start is not None and self.data_table is None
+        for events in self._pipeline(self._event_packets(t_start)):
+            if skipping and (len(events) == 0 or events["t"][-1] < t_start):
+                continue
+            skipping = False
+            yield events
+
     def read(self, t0: int | None = None, t1: int | None = None) -> np.ndarray:
         """Events with ``t0 <= t < t1`` (whole stream by default) as one ``EVENT_DTYPE`` array.
+
+        With a FileDataTable the output is allocated once and every packet is decoded straight
+        into its place.
 
         Raises:
             EventFileError: the first damage met (nothing is returned then).
         """
+        self._check_open()
         if t0 is None and t1 is None:
-            return _collect(self.iter_packets(), self._known_count())
+            if self.data_table is not None:
+                rows = [r for r in self.data_table if r.stream_id == self.event_stream_id]
+                counts = [r.num_elements for r in rows]
+                if sum(counts) * EVENT_DTYPE.itemsize <= self.file_size * 300:  # LZ4 expands <= 255x
+                    out = np.empty(sum(counts), dtype=EVENT_DTYPE)
+                    bounds = np.cumsum([0] + counts).tolist()
+                    slices = (out[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True))
+                    try:
+                        for _ in self._pipeline(self._event_packets(None), slices):
+                            pass
+                        return out
+                    except _CountMismatch:
+                        pass  # the table miscounts: decode packet by packet instead
+            return _collect(self.iter_packets())
         parts = []
         for events in self.iter_packets(t0):
             if t1 is not None and len(events) and events["t"][0] >= t1:
@@ -413,12 +482,7 @@ class Aedat4Reader:
             if t1 is not None:
                 keep &= t < t1
             parts.append(events[keep])
-        return _collect(iter(parts), None)
-
-    def _known_count(self) -> int | None:
-        if self.data_table is None:
-            return None
-        return sum(r.num_elements for r in self.data_table if r.stream_id == self.event_stream_id)
+        return _collect(iter(parts))
 
     def time_range(self) -> tuple[int, int] | None:
         """``(first_t, last_t)`` in µs of the event stream (first and last event in file order).
@@ -480,18 +544,8 @@ def _open_fd(path: Path) -> int:
         raise EventFileError(path, f"cannot open: {err.strerror}") from None
 
 
-def _collect(parts: Iterator[np.ndarray], count: int | None) -> np.ndarray:
-    """Concatenate packet arrays into one writable array (one copy; preallocated when counted)."""
-    if count is not None:
-        out = np.empty(count, dtype=EVENT_DTYPE)
-        pos = 0
-        for events in parts:
-            if pos + len(events) > count:
-                # The table under-counts: fall back to growing.
-                return _collect(_chain(out[:pos], events, parts), None)
-            out[pos:pos + len(events)] = events
-            pos += len(events)
-        return out[:pos]
+def _collect(parts: Iterator[np.ndarray]) -> np.ndarray:
+    """Concatenate packet arrays into one writable array (one copy, padding kept)."""
     arrays = list(parts)
     out = np.empty(sum(len(a) for a in arrays), dtype=EVENT_DTYPE)
     pos = 0
@@ -501,10 +555,8 @@ def _collect(parts: Iterator[np.ndarray], count: int | None) -> np.ndarray:
     return out
 
 
-def _chain(head: np.ndarray, current: np.ndarray, rest: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
-    yield head
-    yield current
-    yield from rest
+class _CountMismatch(Exception):
+    """A packet holds another number of events than its FileDataTable entry says."""
 
 
 _INFO_NODE = """<dv version="2.0">

@@ -11,10 +11,20 @@ hostile size field cannot make the reader allocate without limit.
 
 from __future__ import annotations
 
+import ctypes
+
 import lz4.frame
 import zstandard
 
-__all__ = ["COMPRESSION_NAMES", "CompressionError", "MAX_PACKET_BYTES", "compress", "decompress", "compression_code"]
+__all__ = [
+    "COMPRESSION_NAMES",
+    "CompressionError",
+    "MAX_PACKET_BYTES",
+    "compress",
+    "decompress",
+    "compression_code",
+    "lz4_decompress_into",
+]
 
 # Code -> name, as in the IOHeader enum and dv_processing.CompressionType.
 COMPRESSION_NAMES = ("NONE", "LZ4", "LZ4_HIGH", "ZSTD", "ZSTD_HIGH")
@@ -96,3 +106,79 @@ def _zstd(data) -> bytes:
             raise CompressionError(f"ZSTD frame expands past the {MAX_PACKET_BYTES} limit")
         parts.append(chunk)
     return b"".join(parts)
+
+
+def _lz4f_library():
+    """liblz4's frame API as linked into python-lz4's extension (its LZ4F_* symbols are exported).
+
+    Used through ctypes (which releases the GIL) to decompress straight into a caller's buffer:
+    python-lz4 only returns new bytes objects, and the extra allocation and copy cost as much as
+    the decompression itself on large recordings. ``None`` when the symbols are not there.
+    """
+    try:
+        lib = ctypes.CDLL(lz4.frame._frame.__file__)
+        size_t_p = ctypes.POINTER(ctypes.c_size_t)
+        lib.LZ4F_createDecompressionContext.argtypes = [ctypes.POINTER(ctypes.c_void_p), ctypes.c_uint]
+        lib.LZ4F_createDecompressionContext.restype = ctypes.c_size_t
+        lib.LZ4F_freeDecompressionContext.argtypes = [ctypes.c_void_p]
+        lib.LZ4F_freeDecompressionContext.restype = ctypes.c_size_t
+        lib.LZ4F_decompress.argtypes = [ctypes.c_void_p, ctypes.c_void_p, size_t_p, ctypes.c_void_p, size_t_p,
+                                        ctypes.c_void_p]
+        lib.LZ4F_decompress.restype = ctypes.c_size_t
+        lib.LZ4F_isError.argtypes = [ctypes.c_size_t]
+        lib.LZ4F_isError.restype = ctypes.c_uint
+    except (OSError, AttributeError):
+        return None
+    return lib
+
+
+_LZ4F = _lz4f_library()
+_LZ4F_VERSION = 100
+
+
+def lz4_decompress_into(src: bytes, start: int, targets: list[int | tuple[int, int]]) -> bool:
+    """Decompress the LZ4 frame ``src[start:]`` into consecutive targets, exactly filling them.
+
+    Args:
+        src: bytes holding the frame.
+        start: offset of the frame inside ``src``.
+        targets: ``(address, size)`` of writable memory regions, filled in order.
+
+    Returns:
+        ``True`` when the frame decoded completely and filled every target exactly; ``False``
+        otherwise (corrupt frame, other sizes, fast path unavailable): the caller then decodes with
+        :func:`decompress`, which reports the fault.
+    """
+    if _LZ4F is None:
+        return False
+    dctx = ctypes.c_void_p()
+    if _LZ4F.LZ4F_isError(_LZ4F.LZ4F_createDecompressionContext(ctypes.byref(dctx), _LZ4F_VERSION)):
+        return False
+    try:
+        base = ctypes.cast(ctypes.c_char_p(src), ctypes.c_void_p).value
+        pos, end = start, len(src)
+        hint = 1
+        src_size, dst_size = ctypes.c_size_t(), ctypes.c_size_t()
+        for address, size in targets:
+            filled = 0
+            while filled < size:
+                if pos >= end:
+                    return False
+                src_size.value, dst_size.value = end - pos, size - filled
+                hint = _LZ4F.LZ4F_decompress(dctx, address + filled, ctypes.byref(dst_size), base + pos,
+                                             ctypes.byref(src_size), None)
+                if _LZ4F.LZ4F_isError(hint):
+                    return False
+                pos += src_size.value
+                filled += dst_size.value
+                if hint == 0 and filled < size:
+                    return False
+        if hint != 0:
+            # The targets are full: the frame must end here without producing more output.
+            src_size.value, dst_size.value = end - pos, 0
+            hint = _LZ4F.LZ4F_decompress(dctx, None, ctypes.byref(dst_size), base + pos, ctypes.byref(src_size), None)
+            if _LZ4F.LZ4F_isError(hint) or hint != 0 or dst_size.value:
+                return False
+        return True
+    finally:
+        _LZ4F.LZ4F_freeDecompressionContext(dctx)
