@@ -444,7 +444,8 @@ class Binner:
     Time faults, all counted in :attr:`stats`:
         - disorder inside a chunk: ``on_disorder="sort"`` sorts it (stable), ``"drop"`` drops
           every event older than an earlier one, ``"raise"`` raises :class:`EventFormatError`
-          (windows completed by that push are kept and returned by the next call);
+          and drops the chunk from the faulty stretch on (counted in ``dropped_disorder``;
+          windows completed earlier in that push are returned by the next call);
         - an event older than an already closed step is dropped (``dropped_late``);
         - t jumping back more than ``reset_us`` (a camera timestamp reset) or ahead more than
           ``max_gap_us`` re-anchors at that event: the open, incomplete window is discarded, the
@@ -534,6 +535,8 @@ class Binner:
         self.parallel = parallel
         self.reset_us = int(reset_us)
         self.max_gap_us = int(max_gap_us)
+        if self.reset_us <= 0 or self.max_gap_us <= 0:
+            raise ConfigError(f"reset_us and max_gap_us must be positive, got {self.reset_us}, {self.max_gap_us}")
         self.merge_polarity = bool(merge_polarity)
         self._clip = _clip_value(clip)
         self._cap = 2 * self.steps  # the next window plus room to bin ahead; steps between windows are skipped
@@ -541,11 +544,10 @@ class Binner:
         self._tallies = np.zeros((self._cap, 3), dtype=np.int64)
         self._first_t = np.zeros(self._cap, dtype=np.int64)  # count mode: t of each step's first event
         self._last_t = np.zeros(self._cap, dtype=np.int64)  # and its last
-        self._explicit_t0 = None if t0 is None else int(t0)
         self._index = 0
         self.stats = BinnerStats()
         self._held: list[Window] = []
-        self._restart(self._explicit_t0)
+        self._restart(None if t0 is None else int(t0))
 
     @property
     def t0(self) -> int | None:
@@ -618,17 +620,21 @@ class Binner:
             piece, ev = ev[:cut], ev[cut:]
             if len(piece):
                 if 0 <= disorder < cut:
-                    piece = self._order(piece, self._tmax)
+                    piece = self._order(piece, self._tmax, unprocessed=len(ev))
                 self._bin_time(piece, out)
             if len(ev):
                 self.stats.time_resets += 1
                 self._restart(int(ev["t"][0]))
 
-    def _order(self, piece: np.ndarray, top: int) -> np.ndarray:
-        """Apply ``on_disorder`` to a chunk whose t is not monotonic; ``top`` = newest t seen before it."""
+    def _order(self, piece: np.ndarray, top: int, unprocessed: int = 0) -> np.ndarray:
+        """Apply ``on_disorder`` to a chunk whose t is not monotonic; ``top`` = newest t seen before it.
+
+        On "raise", the piece and the ``unprocessed`` events after it are dropped and counted.
+        """
         t = piece["t"]
         if self.on_disorder == "raise":
             if not K.is_sorted(t):
+                self.stats.dropped_disorder += len(piece) + unprocessed
                 i = int(np.flatnonzero(np.diff(t) < 0)[0]) + 1
                 raise EventFormatError(f"events: field 't' goes backwards at index {i} ({int(t[i - 1])} -> {int(t[i])} µs)")
             return piece

@@ -353,7 +353,7 @@ def test_disorder_sort_drop_raise():
     done = raising.push(ev[:1_000])
     with pytest.raises(EventFormatError, match="'t' goes backwards at index"):
         raising.push(shuffled[1_000:])
-    assert raising.stats.dropped_late == 0
+    assert raising.stats.dropped_late == 0 and raising.stats.dropped_disorder == len(shuffled) - 1_000
     # Nothing completed before the fault is lost, and the stream goes on.
     more = raising.push(ev[2_000:])
     assert [w.index for w in done + more] == list(range(len(done) + len(more)))
