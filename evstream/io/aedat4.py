@@ -70,6 +70,7 @@ __all__ = [
 MAGIC = b"#!AER-DAT4.0\r\n"
 _HEADER = struct.Struct("<ii")
 _READ_AHEAD_PER_THREAD = 2
+_INLINE_BELOW_EVENTS = 16_384
 _DEFAULT_PACKET_EVENTS = 50_000
 
 
@@ -388,7 +389,7 @@ class Aedat4Reader:
         def job(packet):
             return self._decode(packet, None if targets is None else next(targets))
 
-        if self.threads == 0:
+        if self.threads == 0 or self._small_packets():
             for packet in packets:
                 yield job(packet)
             return
@@ -424,6 +425,14 @@ class Aedat4Reader:
             for item in pending:
                 if not isinstance(item, EventFileError):
                     item.cancel()
+
+    def _small_packets(self) -> bool:
+        """Whether the table lists only event packets so small that handing them to threads costs
+        more than decoding them here (measured: below ~16 k events, inline wins)."""
+        if self.data_table is None:
+            return False
+        sizes = [r.num_elements for r in self.data_table if r.stream_id == self.event_stream_id]
+        return max(sizes, default=0) < _INLINE_BELOW_EVENTS
 
     def iter_packets(self, t_start: int | None = None) -> Iterator[np.ndarray]:
         """Event arrays, one per event packet in file order (treat them as read-only).

@@ -113,13 +113,53 @@ def test_round_trip_every_compression(tmp_path, compression):
 
 
 @pytest.mark.parametrize("threads", [0, 1, 3])
-def test_thread_counts_agree(tmp_path, threads):
-    events = random_events(40_000, seed=4)
+@pytest.mark.parametrize("table", [True, False])
+def test_thread_counts_and_table_agree(tmp_path, threads, table):
+    # Packets of 20k events go through the thread pool (small ones are decoded inline).
+    events = random_events(70_000, seed=4)
     path = tmp_path / "t.aedat4"
-    write_aedat4(path, events, SensorSize(128, 128), packet_events=1_000)
+    write_aedat4(path, events, SensorSize(128, 128), packet_events=20_000)
+    if not table:
+        _without_table(path, path, chop=True)
     with Aedat4Reader(path, threads=threads) as reader:
+        assert (reader.data_table is not None) is table
         assert np.array_equal(reader.read(), events)
-        assert sum(len(p) for p in reader.iter_packets()) == 40_000
+        assert [len(p) for p in reader.iter_packets()] == [20_000] * 3 + [10_000]
+        assert np.array_equal(reader.read(100_000, 900_000), events[(events["t"] >= 100_000) & (events["t"] < 900_000)])
+
+
+def _odd_layout_payload(events: np.ndarray) -> bytes:
+    """A valid EVTS FlatBuffer laid out unlike dv-processing's (extra padding, other offsets)."""
+    body = struct.pack("<I4sHHH6xiI4xI", 20, b"EVTS", 6, 8, 4, 12, 8, len(events)) + events.tobytes()
+    return struct.pack("<I", len(body)) + body
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4"])
+@pytest.mark.parametrize("threads", [0, 2])
+def test_other_flatbuffer_layouts_and_miscounting_tables(tmp_path, compression, threads):
+    from evstream.io import codec
+    from evstream.io.aedat4 import _INFO_NODE
+    from evstream.io.flatbuf import DataTableEntry, encode_file_data_table, encode_io_header
+
+    code = codec.compression_code(compression)
+    xml = _INFO_NODE.format(id=0, compression=compression.upper(), width=128, height=128, source="odd", ts_offset=0)
+    header = encode_io_header(code, xml)
+    data = bytearray(MAGIC + struct.pack("<I", len(header)) + header)
+    chunks = [random_events(n, seed=n) for n in (20_000, 5, 30_000)]
+    rows = []
+    for i, chunk in enumerate(chunks):
+        payload = codec.compress(code, _odd_layout_payload(chunk))
+        rows.append(DataTableEntry(len(data) + 8, 0, len(payload), len(chunk) + (7 if i == 2 else 0),
+                                   int(chunk["t"][0]), int(chunk["t"][-1])))
+        data += struct.pack("<ii", 0, len(payload)) + payload
+    struct.pack_into("<q", data, len(MAGIC) + 4 + IO_HEADER_DATA_TABLE_POSITION, len(data))
+    data += codec.compress(code, encode_file_data_table(rows))
+    path = tmp_path / "odd.aedat4"
+    path.write_bytes(bytes(data))
+    with Aedat4Reader(path, threads=threads) as reader:
+        assert reader.data_table is not None
+        assert [len(p) for p in reader.iter_packets()] == [20_000, 5, 30_000]
+        assert np.array_equal(reader.read(), np.concatenate(chunks))
 
 
 @pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
