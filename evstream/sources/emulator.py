@@ -45,7 +45,8 @@ def _grow(buf: np.ndarray, n: int) -> np.ndarray:
 
 @njit(cache=True, nogil=True)
 def _change_events(
-    frame, scale, eps, t0, t1, prev_log, ref, theta_on, theta_off, leak_per_us, last_t, refractory_us, capacity
+    frame, scale, eps, t0, t1, prev_value, prev_log, ref, theta_on, theta_off, leak_per_us, last_t, refractory_us,
+    capacity,
 ):
     """Threshold-crossing events of one frame interval ``(t0, t1]``; updates the pixel state.
 
@@ -60,10 +61,14 @@ def _change_events(
     n = 0
     for y in range(height):
         for x in range(width):
-            value = frame[y, x] * scale
-            log1 = np.log(max(value, 0.0) + eps)
+            value = max(frame[y, x] * scale, 0.0)
             log0 = prev_log[y, x]
-            prev_log[y, x] = log1
+            if value == prev_value[y, x]:
+                log1 = log0  # unchanged pixel (most of a still scene): skip the log
+            else:
+                log1 = np.log(value + eps)
+                prev_value[y, x] = value
+                prev_log[y, x] = log1
             base = ref[y, x] - leak_per_us[y, x] * dt  # the leak drifts the reference down linearly
             d0 = log0 - ref[y, x]
             d1 = log1 - base
@@ -263,7 +268,8 @@ class DvsEmulator:
         t_us = int(t_us)
         if self._prev_log is None:
             self._init_state(frame.shape)
-            log = np.log(np.maximum(frame.astype(np.float64) * scale, 0.0) + self.log_eps)
+            self._prev_value = np.maximum(frame.astype(np.float64) * scale, 0.0)
+            log = np.log(self._prev_value + self.log_eps)
             self._prev_log = log
             # Random leak phase: each reference starts somewhere within one threshold below.
             phase = self._rng.random(frame.shape) if self.leak_rate_hz > 0 else 0.0
@@ -275,7 +281,7 @@ class DvsEmulator:
         t0 = self._t_last
         span = t_us - t0
         n, ts, xs, ys, ps = _change_events(
-            frame, scale, self.log_eps, t0, t_us, self._prev_log, self._ref, self._theta_on, self._theta_off,
+            frame, scale, self.log_eps, t0, t_us, self._prev_value, self._prev_log, self._ref, self._theta_on, self._theta_off,
             self._leak_per_us, self._last_t, self.refractory_us, 4096,
         )
         self._t_last = t_us
