@@ -31,6 +31,7 @@ __all__ = [
     "Binner",
     "bin_events",
     "bin_events_by_count",
+    "count_bounds",
     "warmup",
     "PARALLEL_MIN_EVENTS",
     "FRAME_DTYPES",
@@ -175,16 +176,16 @@ class Geometry:
 
     @staticmethod
     def _axis(n: int, r0: int, span: int, skip: int, pad: int, den: int, num: int, out: int, flip: bool) -> np.ndarray:
-        lut = np.full(n, -1, dtype=np.int32)
+        lut = np.full(n, K.CROPPED, dtype=np.int32)
         u = np.arange(span, dtype=np.int64) - skip
         if num == 1:  # integer factor den; kept span = out * den (crop) or all (letterbox)
             inside = (u >= 0) & (u < (out - pad) * den)
         else:
             inside = (u >= 0) & (u < den)
         o = pad + np.where(inside, u, 0) * num // den
-        o = np.where(inside & (o < out), o, -1)
+        o = np.where(inside & (o < out), o, K.CROPPED)
         if flip:
-            o = np.where(o >= 0, out - 1 - o, -1)
+            o = np.where(o >= 0, out - 1 - o, K.CROPPED)
         lut[r0:r0 + span] = o
         lut.setflags(write=False)
         return lut

@@ -162,3 +162,22 @@ def test_filters_reject_bad_input():
         HotPixelMask(SENSOR, np.zeros((SENSOR.width, SENSOR.height), dtype=bool))
     f = RefractoryFilter(SENSOR, refractory_us=10)
     assert len(f(np.zeros(0, dtype=EVENT_DTYPE))) == 0 and f.stats.events_in == 0
+
+
+def test_background_activity_matches_dv_processing_on_a_real_recording(shared_data):
+    dv = pytest.importorskip("dv_processing", reason="dv-processing not installed")
+    path = shared_data / "davis346_aestream_sample.aedat4"
+    recording = dv.io.MonoCameraRecording(str(path))
+    theirs = dv.noise.BackgroundActivityNoiseFilter(recording.getEventResolution(), timedelta(microseconds=2_000))
+    ours = BackgroundActivityFilter(SensorSize(*recording.getEventResolution()), dt_us=2_000)
+    kept_theirs, kept_ours = [], []
+    while (batch := recording.getNextEventBatch()) is not None:  # the file's own packets as chunks
+        theirs.accept(batch)
+        kept_theirs.append(theirs.generateEvents().numpy())
+        kept_ours.append(ours(batch.numpy()))
+    expected = np.concatenate(kept_theirs)
+    kept = concatenate(kept_ours)
+    assert 0 < len(kept) < ours.stats.events_in
+    np.testing.assert_array_equal(kept["t"], expected["timestamp"])
+    np.testing.assert_array_equal(kept["x"], expected["x"])
+    np.testing.assert_array_equal(kept["y"], expected["y"])
