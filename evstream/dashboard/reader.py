@@ -79,7 +79,8 @@ class StreamReader:
         self._lock = threading.Lock()
         self._fresh: dict[str, Message] = {}
         self._stats: dict[str, TopicStats] = {t: TopicStats() for t in topics}
-        self._bad = 0
+        self._malformed = 0  # did not decode (counted by the Subscriber)
+        self._bad_frames = 0  # decoded, but no usable counts
         self._last_error: str | None = None
         self._stop = threading.Event()
         self._ready = threading.Event()
@@ -111,14 +112,14 @@ class StreamReader:
     def bad_messages(self) -> int:
         """Messages that did not decode (skipped)."""
         with self._lock:
-            return self._bad
+            return self._malformed + self._bad_frames
 
     def take(self) -> Snapshot:
         """Messages new since the last call (latest per topic) and a copy of the per-topic counters."""
         with self._lock:
             fresh, self._fresh = self._fresh, {}
             topics = {t: TopicStats(**vars(s)) for t, s in self._stats.items()}
-            return Snapshot(fresh=fresh, topics=topics, bad_messages=self._bad, last_error=self._last_error)
+            return Snapshot(fresh=fresh, topics=topics, bad_messages=self._malformed + self._bad_frames, last_error=self._last_error)
 
     def _run(self) -> None:
         try:
@@ -134,9 +135,9 @@ class StreamReader:
                 message = subscriber.recv(timeout_ms=_POLL_MS)
                 if message is not None:
                     self._handle(message, subscriber)
-                elif subscriber.malformed != self._bad:
+                elif subscriber.malformed != self._malformed:
                     with self._lock:
-                        self._bad = subscriber.malformed
+                        self._malformed = subscriber.malformed
         finally:
             subscriber.close()
 
@@ -144,10 +145,14 @@ class StreamReader:
         now_ns = time.time_ns()
         if message.topic == "frame" and self.accumulator is not None:
             counts = message.arrays.get("counts")
-            if counts is not None and counts.ndim == 3 and counts.shape[0] == 2:
-                t1 = message.t_end if message.t_end is not None else now_ns // 1000
-                t0 = message.t_start if message.t_start is not None else t1
+            t1 = message.t_end if isinstance(message.t_end, int) else now_ns // 1000
+            t0 = message.t_start if isinstance(message.t_start, int) else t1
+            if counts is not None and counts.ndim == 3 and counts.shape[0] == 2 and counts.dtype.kind in "ui":
                 self.accumulator.push(counts, t0, t1)
+            else:
+                with self._lock:
+                    self._bad_frames += 1
+                    self._last_error = f"frame seq {message.seq}: 'counts' must be integer [2, H, W]"
         tracked = subscriber.stats[message.topic]
         with self._lock:
             stats = self._stats.setdefault(message.topic, TopicStats())
@@ -155,5 +160,5 @@ class StreamReader:
             stats.received += 1
             stats.last_monotonic = time.monotonic()
             stats.lag_ms = (now_ns - message.send_ns) / 1e6 if message.send_ns else None
-            self._bad = subscriber.malformed
+            self._malformed = subscriber.malformed
             self._fresh[message.topic] = message

@@ -92,8 +92,8 @@ class StatsPanel(QtWidgets.QWidget):
         order = (np.arange(n) + self._count - n) % _RING
         return self._times[order], self._on[order], self._off[order]
 
-    def draw(self, topics: dict[str, TopicStats], connection: str, fps: float, now: float | None = None) -> None:
-        """Redraw the plot and the figures."""
+    def draw(self, topics: dict[str, TopicStats], connection: str, fps: float, now: float | None = None, unusable: int = 0) -> None:
+        """Redraw the plot and the figures (``unusable``: messages that did not decode or could not be shown)."""
         now = time.monotonic() if now is None else now
         times, on, off = self.rates()
         keep = times >= now - HISTORY_S
@@ -127,7 +127,8 @@ class StatsPanel(QtWidgets.QWidget):
         self._set("connection", connection)
         self._set("inference", f"{infer:.1f} ms / window" if isinstance(infer, (int, float)) else "—")
         self._set("lag", lag_text)
-        self._set("dropped", f"{s.get('dropped_windows', 0)} windows (pipeline) · {gaps} messages (gaps) · {s.get('resets', 0)} resets")
+        dropped = f"{s.get('dropped_windows', 0)} windows (pipeline) · {gaps} messages (gaps) · {s.get('resets', 0)} resets"
+        self._set("dropped", dropped + (f" · {unusable} unusable" if unusable else ""))
         self._set("energy", f"{self.last_energy_uj:.2f} µJ / window" if self.last_energy_uj is not None else "—")
         self._set("display", f"{fps:.0f} FPS")
         realtime = s.get("realtime_factor")

@@ -28,6 +28,7 @@ from evstream.dashboard.reader import Snapshot, StreamReader
 from evstream.dashboard.spikes_panel import SpikesPanel
 from evstream.dashboard.stats_panel import StatsPanel
 from evstream.dashboard.style import configure_pyqtgraph, dark_palette, flexible_label
+from evstream.protocol import Message
 
 __all__ = ["DashboardWindow", "DISCONNECTED_AFTER_S", "SECONDARY_HZ"]
 
@@ -123,6 +124,8 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.status_data: dict = {}
         self._closed = False
         self._pending: dict = {}
+        self.unusable: dict[str, int] = {}  # per topic: messages a panel could not show
+        self.last_unusable: str | None = None
         self._last_secondary = 0.0
         self.last_snapshot = Snapshot()
         self.ticks = 0
@@ -196,22 +199,22 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.last_snapshot = snapshot
         fresh = snapshot.fresh
         if "status" in fresh:
-            self._show_status(fresh["status"].data)
-            self.controls.show_status(fresh["status"])
+            self._guarded(fresh["status"], self._show_status, fresh["status"].data)
+            self._guarded(fresh["status"], self.controls.show_status, fresh["status"])
         if "pred" in fresh:
-            self.prediction.show_prediction(fresh["pred"])
-            self.stats.add_prediction(fresh["pred"])
+            self._guarded(fresh["pred"], self.prediction.show_prediction, fresh["pred"])
+            self._guarded(fresh["pred"], self.stats.add_prediction, fresh["pred"])
         if "stats" in fresh:
-            self.stats.add_stats(fresh["stats"], now)
+            self._guarded(fresh["stats"], self.stats.add_stats, fresh["stats"], now)
         self._pending.update((t, fresh[t]) for t in _SECONDARY_TOPICS if t in fresh)
         secondary = now - self._last_secondary >= 1.0 / SECONDARY_HZ - 0.005
         if secondary:
             self._last_secondary = now
             pending, self._pending = self._pending, {}
             if "spikes" in pending:
-                self.spikes.show_spikes(pending["spikes"])
+                self._guarded(pending["spikes"], self.spikes.show_spikes, pending["spikes"])
             if "attn" in pending:
-                self.attention.show_attention(pending["attn"])
+                self._guarded(pending["attn"], self.attention.show_attention, pending["attn"])
             self.prediction.draw_ribbon(now)
         self.events.draw()
 
@@ -227,12 +230,24 @@ class DashboardWindow(QtWidgets.QMainWindow):
             state = self.status_data.get("state", "?")
             self._set_connection("connected", f"connected · {state}")
         if secondary:
-            self.stats.draw(snapshot.topics, self.connection_label.text(), self.fps, now)
+            unusable = snapshot.bad_messages + sum(self.unusable.values())
+            self.stats.draw(snapshot.topics, self.connection_label.text(), self.fps, now, unusable)
         for reply in self.control.replies():
             text = f"{reply.cmd}: ok" if reply.ok else f"{reply.cmd}: {reply.error}"
             self.controls.show_reply(text, reply.ok)
             if reply.ok and reply.cmd == "seek":
                 self.accumulator.clear()
+
+    def _guarded(self, message: Message, show, *args) -> None:
+        """Run one panel update. A message that decodes but that a panel cannot use (a field of
+        the wrong type, an array of the wrong shape) is counted and named, never a crash: PyQt
+        aborts the process on an exception that escapes a slot."""
+        try:
+            show(*args)
+        except Exception as err:  # any fault of one message must leave the window running
+            self.unusable[message.topic] = self.unusable.get(message.topic, 0) + 1
+            self.last_unusable = f"{message.topic} message seq {message.seq}: {type(err).__name__}: {err}"
+            self.source_label.setText(f"unusable {self.last_unusable}")
 
     def _set_connection(self, state: str, text: str) -> None:
         self._connection = state

@@ -234,3 +234,21 @@ def test_decision_ribbon_holds_each_decision_until_the_next(qtbot):
     assert (ribbon[newest + 1:newest + held - 1] == 3).all()
     assert (ribbon[newest + held + 1:] == 255).all()
     assert 1 not in ribbon[newest + 1:]
+
+
+def test_unusable_messages_are_counted_and_the_window_keeps_going(qtbot, window_factory, feeder):
+    # Each decodes (valid wire schema) but carries a field a panel cannot use.
+    feeder.set("pred", dict(_pred(), label="two"), {"probs": PROBS, "smoothed": SMOOTHED})
+    feeder.set("spikes", {"layers": 5, "sparsity": {}}, {"a": np.zeros((2, 2), np.float32)})
+    feeder.set("stats", dict(_stats(), event_rate="fast"))
+    feeder.set("frame", {"sensor": list(SENSOR)}, {"counts": frame_counts().astype(np.float32)})
+    window = window_factory(feeder.address)
+    qtbot.waitUntil(lambda: {"pred", "spikes", "stats"} <= set(window.unusable), timeout=5000)
+    qtbot.waitUntil(lambda: window.last_snapshot.bad_messages > 0, timeout=5000)
+    qtbot.waitUntil(lambda: "unusable" in window.stats.text("dropped"), timeout=5000)
+    assert window.source_label.text().startswith("unusable ")
+    # Good messages afterwards show as usual.
+    _feed_everything(feeder)
+    qtbot.waitUntil(lambda: window.prediction.label.text() == "charlie  60%", timeout=5000)
+    qtbot.waitUntil(lambda: bool(window.spikes.layers) and window.events.image.image is not None, timeout=5000)
+    assert window.connection_state == "connected"
