@@ -77,6 +77,8 @@ def run_dashboard(
     if app is None:
         app = QtWidgets.QApplication([sys.argv[0] if sys.argv else "evstream"])
         app.setStyle("Fusion")  # follows the window's dark palette on every platform
+        if app.platformName() == "offscreen":
+            QtCore.qInstallMessageHandler(_quiet_offscreen)
     from evstream.dashboard.window import DashboardWindow  # imports pyqtgraph once a QApplication exists
 
     window = DashboardWindow(address, control=control, context=context, **curve)
@@ -125,6 +127,12 @@ def _check_control_address(address: str, context: zmq.Context | None) -> None:
         raise ConfigError(f"control address {address}: cannot connect ({err.strerror})") from None
     finally:
         socket.close(0)
+
+
+def _quiet_offscreen(kind: QtCore.QtMsgType, _context: QtCore.QMessageLogContext, text: str) -> None:
+    """Qt messages to stderr, less the offscreen platform's harmless note on every window resize."""
+    if "does not support propagateSizeHints" not in text:
+        print(text, file=sys.stderr)
 
 
 class _CloseWatcher(QtCore.QObject):
