@@ -20,7 +20,7 @@ from evstream.errors import EvstreamError
 from evstream.protocol import CONTROL_COMMANDS
 from evstream.publish import ControlClient
 
-__all__ = ["ControlWorker", "ControlReply", "default_control_address"]
+__all__ = ["ControlWorker", "ControlReply", "default_control_address", "reachable_control_address"]
 
 _SET_ADDRESS = object()  # queue marker: switch to another control address
 
@@ -36,6 +36,27 @@ def default_control_address(publish_address: str) -> str | None:
     if ":" in host:  # IPv6 literal
         host = f"[{host}]"
     return f"tcp://{host}:{parts.port + 1}"
+
+
+_ANY_HOST = ("*", "0.0.0.0", "::", "")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def reachable_control_address(announced: str, publish_address: str) -> str:
+    """The control address announced by ``status``, as seen from this subscriber.
+
+    A pipeline announces what it bound: a wildcard host (``tcp://*:5557``) or its own loopback
+    (``tcp://127.0.0.1:5557``) means "on my machine", which from here is the publisher's host.
+    """
+    if not (announced.startswith("tcp://") and publish_address.startswith("tcp://")):
+        return announced
+    host, _, port = announced[len("tcp://"):].rpartition(":")
+    host = host.strip("[]")
+    pub_host = urlsplit(publish_address).hostname or "127.0.0.1"
+    if host in _ANY_HOST or (host in _LOOPBACK and pub_host not in _LOOPBACK):
+        pub_host = f"[{pub_host}]" if ":" in pub_host else pub_host
+        return f"tcp://{pub_host}:{port}"
+    return announced
 
 
 @dataclass

@@ -13,14 +13,13 @@ from __future__ import annotations
 import os
 import time
 from collections import deque
-from urllib.parse import urlsplit
 
 import zmq
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 from evstream.dashboard.accumulate import EventAccumulator
 from evstream.dashboard.attention_panel import AttentionPanel
-from evstream.dashboard.control import ControlWorker, default_control_address
+from evstream.dashboard.control import ControlWorker, default_control_address, reachable_control_address
 from evstream.dashboard.controls_panel import ControlsPanel
 from evstream.dashboard.events_panel import EventsPanel
 from evstream.dashboard.prediction_panel import PredictionPanel
@@ -272,7 +271,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.source_label.setText("   ·   ".join(p for p in parts if p))
         if self._explicit_control is None:
             announced = data.get("control")
-            address = _reachable(announced, self.address) if isinstance(announced, str) and announced else default_control_address(self.address)
+            address = reachable_control_address(announced, self.address) if isinstance(announced, str) and announced else default_control_address(self.address)
             if address and address != self.control.address:
                 self.control.set_address(address)
                 self.controls.set_address(address)
@@ -296,16 +295,6 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.timer.stop()
         self.reader.stop()
         self.control.close()
-
-
-def _reachable(announced: str, publish_address: str) -> str:
-    """The announced control address, with a wildcard host (``*``, ``0.0.0.0``) replaced by the publisher's."""
-    if announced.startswith("tcp://"):
-        host = announced[len("tcp://"):].rsplit(":", 1)[0]
-        if host in ("*", "0.0.0.0", "[::]", "::") and publish_address.startswith("tcp://"):
-            pub_host = urlsplit(publish_address).hostname or "127.0.0.1"
-            return f"tcp://{pub_host}:{announced.rsplit(':', 1)[1]}"
-    return announced
 
 
 def _splitter(orientation: QtCore.Qt.Orientation, *widgets: tuple[QtWidgets.QWidget, int]) -> QtWidgets.QSplitter:

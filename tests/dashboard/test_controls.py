@@ -7,7 +7,7 @@ import time
 import zmq
 from PyQt6 import QtCore
 
-from evstream.dashboard.control import ControlWorker, default_control_address
+from evstream.dashboard.control import ControlWorker, default_control_address, reachable_control_address
 from tests.dashboard.streams import status_data, wait_ticks
 
 LEFT = QtCore.Qt.MouseButton.LeftButton
@@ -121,3 +121,14 @@ def test_default_control_address():
     assert default_control_address("tcp://[::1]:7000") == "tcp://[::1]:7001"
     assert default_control_address("inproc://evstream") is None
     assert default_control_address("ipc:///tmp/evstream") is None
+
+
+def test_announced_control_address_as_seen_from_the_subscriber():
+    remote = "tcp://10.0.0.5:5556"
+    assert reachable_control_address("tcp://*:5557", remote) == "tcp://10.0.0.5:5557"
+    assert reachable_control_address("tcp://0.0.0.0:5557", remote) == "tcp://10.0.0.5:5557"
+    assert reachable_control_address("tcp://127.0.0.1:5557", remote) == "tcp://10.0.0.5:5557"
+    assert reachable_control_address("tcp://[::]:5557", "tcp://[fe80::1]:5556") == "tcp://[fe80::1]:5557"
+    assert reachable_control_address("tcp://127.0.0.1:5557", "tcp://127.0.0.1:5556") == "tcp://127.0.0.1:5557"
+    assert reachable_control_address("tcp://10.0.0.7:6000", remote) == "tcp://10.0.0.7:6000"
+    assert reachable_control_address("inproc://control", "inproc://pub") == "inproc://control"
