@@ -222,8 +222,10 @@ def replay(
             last = chunk.t_end
             consume(binner.push(chunk))
         if last is not None:
-            # Close the last partial window: pad it with quiet steps (as a still scene would).
-            consume(binner.flush(last + steps * step_us))
+            # Close the last partial window (the Binner anchors at the first chunk's start): its
+            # missing steps are quiet, as in a still scene; no window lies wholly past the end.
+            span = steps * step_us
+            consume(binner.flush(first + -(-(last - first) // span) * span))
     wall = time.perf_counter() - began
     t_us = np.concatenate(t_list) if t_list else np.zeros(0, np.int64)
     labels = np.concatenate(label_list) if label_list else np.zeros(0, np.int64)
