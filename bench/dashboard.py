@@ -109,8 +109,8 @@ def _measure_window(app, address: str | None, seconds: float, display_hz: float,
     }
 
 
-def _image_paths(app, repeats: int) -> tuple[float, float]:
-    """ms per 640×480 event-image update + render: fast path vs pyqtgraph's default path."""
+def _image_paths(app, repeats: int, rounds: int = 3) -> tuple[float, float]:
+    """ms per 640×480 event-image update + paint, best of ``rounds``: fast path vs pyqtgraph's default path."""
     import numpy as np
     import pyqtgraph as pg
 
@@ -118,30 +118,31 @@ def _image_paths(app, repeats: int) -> tuple[float, float]:
 
     rng = np.random.default_rng(0)
     frames = [rng.integers(0, 256, size=(480, 640), dtype=np.uint8) for _ in range(8)]
-    results = []
-    for fast in (True, False):
-        pg.setConfigOptions(imageAxisOrder="row-major" if fast else "col-major")
-        widget = pg.GraphicsLayoutWidget()
-        widget.resize(660, 500)
-        view = widget.addViewBox(lockAspect=True)
-        item = pg.ImageItem()
-        view.addItem(item)
-        if fast:
-            item.setLookupTable(diverging_lut())
-        widget.show()
-        app.processEvents()
-        start = time.perf_counter()
-        for i in range(repeats):
-            frame = frames[i % len(frames)]
+    best = {True: float("inf"), False: float("inf")}
+    for _ in range(rounds):  # alternate the two paths so a busy moment hits both alike
+        for fast in (True, False):
+            pg.setConfigOptions(imageAxisOrder="row-major" if fast else "col-major")
+            widget = pg.GraphicsLayoutWidget()
+            widget.resize(660, 500)
+            view = widget.addViewBox(lockAspect=True)
+            item = pg.ImageItem()
+            view.addItem(item)
             if fast:
-                item.setImage(frame, autoLevels=False, levels=(0, 255))
-            else:
-                item.setImage(frame.T.astype(np.float64))  # what a naive caller hands over
-            widget.viewport().repaint()
-        results.append((time.perf_counter() - start) / repeats * 1000)
-        widget.close()
+                item.setLookupTable(diverging_lut())
+            widget.show()
+            app.processEvents()
+            start = time.perf_counter()
+            for i in range(repeats):
+                frame = frames[i % len(frames)]
+                if fast:
+                    item.setImage(frame, autoLevels=False, levels=(0, 255))
+                else:
+                    item.setImage(frame.T.astype(np.float64))  # what a naive caller hands over
+                widget.viewport().repaint()
+            best[fast] = min(best[fast], (time.perf_counter() - start) / repeats * 1000)
+            widget.close()
     pg.setConfigOptions(imageAxisOrder="row-major")
-    return results[0], results[1]
+    return best[True], best[False]
 
 
 def main() -> int:
@@ -173,7 +174,7 @@ def main() -> int:
         stop.set()
         publisher.join(5)
     idle = _measure_window(app, None, min(args.seconds, 5.0), args.display_hz, warmup_s=0.5)
-    fast_ms, default_ms = _image_paths(app, 60)
+    fast_ms, default_ms = _image_paths(app, 30)
 
     cores = os.cpu_count()
     print(f"dashboard benchmark · {args.width}×{args.height} stream at {args.rate:g} windows/s · display {args.display_hz:g} Hz · "
@@ -190,7 +191,7 @@ def main() -> int:
     print(f"  vs anchors: repaint-per-message GUI CPU = {per_message['gui_share'] / max(live['gui_share'], 1e-9):.2f}× ours · "
           f"ours = {live['gui_share'] / max(idle['gui_share'], 1e-9):.1f}× idle")
     print(f"  image path: fast (uint8 row-major, fixed levels, LUT) {fast_ms:.2f} ms vs pyqtgraph default "
-          f"(float64, autoLevels) {default_ms:.2f} ms per 640×480 update+paint → {default_ms / fast_ms:.1f}× faster")
+          f"(float64, autoLevels) {default_ms:.2f} ms per 640×480 update+paint, best of 3 → default / fast = {default_ms / fast_ms:.2f}")
     return 0
 
 
