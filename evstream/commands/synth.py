@@ -22,6 +22,7 @@ import math
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -135,18 +136,13 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     total_events = total_bytes = 0
     workers = min(args.workers, len(jobs), os.cpu_count() or 1)
-    if workers == 1:
-        results = map(_make, jobs)
-    else:
-        pool = ProcessPoolExecutor(workers)
-        results = pool.map(_make, jobs)
-    for i, (stem, n_events, n_bytes, duration) in enumerate(results, start=1):
-        total_events += n_events
-        total_bytes += n_bytes
-        print(f"[{i}/{len(jobs)}] {stem}{ext}: {n_events:,} events, {duration / 1e6:.1f} s, {n_bytes / 1e6:.1f} MB",
-              flush=True)
-    if workers > 1:
-        pool.shutdown()
+    with ProcessPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
+        results = pool.map(_make, jobs) if pool else map(_make, jobs)
+        for i, (stem, n_events, n_bytes, duration) in enumerate(results, start=1):
+            total_events += n_events
+            total_bytes += n_bytes
+            print(f"[{i}/{len(jobs)}] {stem}{ext}: {n_events:,} events, {duration / 1e6:.1f} s, "
+                  f"{n_bytes / 1e6:.1f} MB", flush=True)
     for name, test in (("trials_to_train.txt", False), ("trials_to_test.txt", True)):
         stems = [stem + ext for stem, _, _, is_test in recordings if is_test == test]
         (folder / name).write_text("".join(s + "\n" for s in stems))

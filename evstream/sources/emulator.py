@@ -162,13 +162,14 @@ class DvsEmulator:
         neg_threshold: OFF contrast threshold (v2e default 0.2).
         threshold_sigma: standard deviation of the per-pixel Gaussian threshold mismatch
             (v2e default 0.03); 0 gives every pixel the nominal thresholds.
-        refractory_us: per-pixel dead time after an event, µs; a crossing inside it fires when it
-            ends (within the frame interval) or stays pending. 0 disables it.
+        refractory_us: per-pixel dead time after an event, µs (default 100, our choice); a
+            crossing inside it fires when it ends (within the frame interval) or stays pending.
+            0 disables it.
         leak_rate_hz: leak-event rate per pixel, Hz (v2e default 0.1): the reference drifts down by
             ``leak_rate_hz * pos_threshold`` per second, so a still pixel fires ON events at that
             rate. Each pixel starts at a random leak phase so leak events do not come in waves.
         shot_noise_rate_hz: shot-noise background events per pixel per second (half ON, half OFF),
-            Poisson in time and uniform over pixels.
+            Poisson in time and uniform over pixels (default 0.1 Hz, our choice).
         log_eps: offset of ``log(I + eps)`` with I in [0, 1] full scale; limits the gain in the
             dark (ESIM adds a similar small constant).
         seed: seeds the threshold mismatch, leak phase and shot noise (deterministic output).
