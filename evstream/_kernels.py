@@ -138,7 +138,8 @@ def bin_sorted_parallel(t, x, y, p, t_start, step_us, bounds, wide_x, wide_y, lu
     edges in t. While binning step ``s`` into ``frames[s]``, every event of its range is checked
     to lie inside the step, and the events outside all ranges are checked to lie outside
     ``[t_start, t_start + T * step_us)``. Both hold exactly when the ranges hold every event of the
-    span, whatever the order elsewhere; returns False otherwise (frames then unusable). This
+    span, whatever the order elsewhere; returns False otherwise (frames then unusable). Zeroes
+    ``frames`` and ``tallies`` itself, so they may be allocated with ``np.empty``. This
     replaces a separate sortedness pass: t shares its 16-byte record with x, y, p, so reading it
     here costs almost nothing.
     """
@@ -151,6 +152,9 @@ def bin_sorted_parallel(t, x, y, p, t_start, step_us, bounds, wide_x, wide_y, lu
     bad = np.zeros(n_steps + blocks, dtype=np.bool_)
     for k in prange(n_steps + blocks):
         if k < n_steps:
+            # frames may come uninitialised: each thread zeroes (and first-touches) its own step.
+            frames[k] = 0
+            tallies[k] = 0
             lo = bounds[k]
             hi = bounds[k + 1]
             e0 = t_start + k * step_us
