@@ -132,7 +132,7 @@ def bench_geometry(label: str, out: SensorSize | None, ev: np.ndarray, sub: np.n
     if have_dv and out is None:
         store = dv_store(sub)
         sec, _ = best_of(repeat, lambda: dv_accumulate(store, sub_steps))
-        row(f"dv.Accumulator ({len(sub):,} ev, no decay)", len(sub), sec, {})
+        anchors["dv"] = row(f"dv.Accumulator ({len(sub):,} ev, no decay)", len(sub), sec, {})
     for parallel in (False, True):
         sec, got = best_of(repeat, lambda: bin_events(ev, 0, STEP_US, steps, geometry, parallel=parallel))  # noqa: B023
         assert np.array_equal(got, ref), "evstream frames differ from numpy's"
