@@ -381,6 +381,8 @@ class StreamingClassifier:
             self._forward = torch.compile(model.step_logits, dynamic=False)
         self._windows = 0
         self._last_t_end: int | None = None
+        # Label of the last Prediction handed out: a reset that drops a gesture shows as a change.
+        self._published_label = NO_GESTURE
 
     def capture(self, maps: bool) -> None:
         """Switch capture of spike maps, attention and the input frame (thread-safe; next window on)."""
@@ -501,7 +503,6 @@ class StreamingClassifier:
         logits = logits_t.float().cpu().numpy()
         step_probs = probs_t.cpu().numpy()
         steps = len(logits)
-        previous = self.decisions.label
         durations = np.full(steps, (t1 - t0) / steps, dtype=np.float64)
         step_labels = self.decisions.update(step_probs, durations)
         label = int(step_labels[-1])
@@ -515,7 +516,7 @@ class StreamingClassifier:
             label=label,
             name=self.class_names[label] if label != NO_GESTURE else NO_GESTURE_NAME,
             confidence=self.decisions.confidence,
-            changed=label != previous,
+            changed=label != self._published_label,
             logits=logits.astype(np.float32, copy=False),
             step_labels=step_labels,
             energy_uj=float(energy),
@@ -526,6 +527,7 @@ class StreamingClassifier:
             self._attach_maps(pred, cap, frames)
         self._windows += 1
         self._last_t_end = t1
+        self._published_label = label
         if self.reset_policy is not None and self.reset_policy.after_window(t0, t1, counts):
             self.reset()
         pred.resets = self.resets

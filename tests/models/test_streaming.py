@@ -355,6 +355,17 @@ def test_label_changes_are_events(model):
     assert switches == [(NO_GESTURE, 4), (4, 9)]  # no flicker, no detour through "no gesture"
     assert [p.label for p in seen] == [4, 9] and [p.label for p in clf.changes] == [4, 9]
     assert all(p.changed == (p in seen) for p in preds)
+    clf.reset()  # the decided gesture is dropped: the next window reports the change
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+    try:
+        after = clf.step(event_frames(2, seed=20))
+    finally:
+        with torch.no_grad():
+            head.weight.copy_(saved[0])
+            head.bias.copy_(saved[1])
+    assert after.label == NO_GESTURE and after.changed and seen[-1] is after
     changed = seen[0]
     assert changed.name == clf.class_names[4] and changed.confidence > 0.5
     assert changed.probs[4] > 0.99 and changed.probs.dtype == np.float32
