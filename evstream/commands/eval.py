@@ -88,6 +88,8 @@ def _fmt(value: float | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate; prints a summary and writes the report files."""
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
     if args.steps is not None and args.steps < 1:
         raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
     if args.step_ms is not None and not args.step_ms > 0:
@@ -103,6 +105,10 @@ def _offline(args: argparse.Namespace) -> int:
     from models import DEFAULT_WEIGHTS
     from models.train import evaluate_checkpoint
 
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = evaluate_checkpoint(
