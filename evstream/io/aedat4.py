@@ -357,7 +357,11 @@ class Aedat4Reader:
         """Decode a table-listed NONE/LZ4 packet of the canonical layout directly into ``dst``
         (or a new array); ``None`` when this path does not apply or the packet is not as expected."""
         n = packet.entry.num_elements
-        if self._code > 2 or 32 + 16 * n > codec.MAX_PACKET_BYTES:
+        expanded = 32 + 16 * n
+        # Nothing is allocated for a count the payload cannot hold (LZ4 expands at most 255x).
+        if self._code > 2 or expanded > codec.MAX_PACKET_BYTES or expanded > 255 * packet.size + 64:
+            return None
+        if self._code == 0 and packet.size != expanded:
             return None
         if dst is None:
             dst = np.empty(n, dtype=EVENT_DTYPE)
@@ -365,8 +369,6 @@ class Aedat4Reader:
             return None
         head = np.empty(32, dtype=np.uint8)
         if self._code == 0:
-            if packet.size != 32 + 16 * n:
-                return None
             stamp = bytearray(8)
             got = os.preadv(self._fd, [stamp, head, dst], packet.offset - 8)
             ok = got == 8 + packet.size and _HEADER.unpack(stamp) == (packet.stream_id, packet.size)
