@@ -299,3 +299,19 @@ def test_empty_recording(tmp_path):
 def test_writer_rejects_unknown_compression(tmp_path):
     with pytest.raises(EventFileError, match="compression must be one of"):
         Aedat4Writer(tmp_path / "x.aedat4", SensorSize(8, 8), compression="gzip")
+
+
+def test_ours_read_by_aedat_and_public_contract(tmp_path):
+    import evstream
+
+    aedat = pytest.importorskip("aedat")
+    sensor = SensorSize(320, 240)
+    events = random_events(12_000, sensor, t0=1_650_000_000_000_000, seed=6)
+    path = tmp_path / "contract.aedat4"
+    evstream.write_aedat4(path, events, sensor, compression="zstd_high")
+    decoder = aedat.Decoder(str(path))
+    assert decoder.id_to_stream()[0] == {"type": "events", "width": 320, "height": 240}
+    other = np.concatenate([p["events"] for p in decoder if "events" in p])
+    assert np.array_equal(other["t"].astype(np.int64), events["t"])
+    assert np.array_equal(other["x"], events["x"]) and np.array_equal(other["on"], events["p"].astype(bool))
+    assert np.array_equal(evstream.read_events(path), events)
