@@ -19,7 +19,8 @@ What tells the classes apart (kept deliberate, so a small network can learn it):
 the image moves (wave, arm circles), the direction of rotation (clockwise vs counter), both hands
 at once near the midline (clapping: horizontal meeting; arm roll: hands circling each other;
 air drums: alternating vertical strokes low in front; air guitar: one hand fast low strumming,
-the other held out high at the side), and "other": slow aperiodic movements of either arm.
+the other held out high at the side), and "other": slow aperiodic movements or reaches to random
+points with one or both arms.
 
 Per sample the renderer varies body size and position, speed, amplitude and phase of the motion,
 the lighting (level, direction, ambient share: five presets named after the dataset's lighting
@@ -172,7 +173,10 @@ class _Segment:
     speed: float  # frequency multiplier
     amplitude: float
     phase: float
-    other: np.ndarray  # [2 arms, 2 axes, 3 components, 3 (amplitude, frequency, phase)] for "other"
+    # "other" only: slow sinusoid sums [2 arms, 2 axes, 3 components, (amplitude, Hz, phase)], or
+    # reaching to random hand targets [2 arms, n, 2] held ~0.6-1 s each; which arms move.
+    other: np.ndarray
+    reach: np.ndarray | None
     moving_arms: tuple[bool, bool]
 
 
@@ -214,6 +218,11 @@ def _gesture_hands(seg: _Segment, tau: float) -> list[tuple[np.ndarray | None, n
             else:
                 slide = 0.04 * math.sin(two_pi * 0.6 * f * tau)
                 hand = np.array([0.34 + slide, -0.02 - 0.3 * slide])
+        elif c == 10 and seg.moving_arms[arm] and seg.reach is not None:  # other: reach to random points
+            targets = seg.reach[arm]
+            k = min(int(tau * f / 0.8), len(targets) - 2)
+            blend = _smoothstep((tau * f / 0.8 - k) * 2.0)  # move for the first half of each hold
+            hand = targets[k] + blend * (targets[k + 1] - targets[k])
         elif c == 10 and seg.moving_arms[arm]:  # other: slow aperiodic sums of sinusoids
             p = seg.other[arm]
             offset = (p[..., 0] * np.sin(two_pi * p[..., 1] * tau + p[..., 2])).sum(axis=1)
@@ -323,10 +332,16 @@ class GestureSequence:
         rng = self.rng
         other = np.stack([rng.uniform(0.015, 0.06, (2, 2, 3)), rng.uniform(0.15, 0.8, (2, 2, 3)),
                           rng.uniform(0, 2 * math.pi, (2, 2, 3))], axis=-1)
+        n_reach = int(duration_us * 1e-6 / 0.5) + 3
+        # Reach targets: anywhere from the hip to above the head on the arm's own side. Drawn from a
+        # spawned generator, which leaves the main stream (and the bundled recordings) unchanged.
+        child = rng.spawn(1)[0]
+        reach = np.stack([np.stack([m * child.uniform(0.05, 0.42, n_reach), child.uniform(-0.25, 0.38, n_reach)],
+                                   axis=1) for m in (-1.0, 1.0)]) if child.random() < 0.5 else None
         arms = [(True, False), (False, True), (True, True)][rng.integers(0, 3)]
         start = self.t_end_us + int(rest_before_us)
         self.segments.append(_Segment(int(label), start, start + int(duration_us), rng.uniform(0.75, 1.3),
-                                      rng.uniform(0.8, 1.2), rng.uniform(0, 2 * math.pi), other, arms))
+                                      rng.uniform(0.8, 1.2), rng.uniform(0, 2 * math.pi), other, reach, arms))
         self.t_end_us = start + int(duration_us)
 
     def labels(self) -> np.ndarray:
