@@ -178,6 +178,32 @@ def test_geometry_area_letterbox_keeps_every_event(out):
     assert frame.sum() == 640 * 480
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    sw=st.integers(1, 700), sh=st.integers(1, 500), ow=st.integers(1, 300), oh=st.integers(1, 300),
+    mode=st.sampled_from(["crop", "letterbox"]), downsample=st.sampled_from(["area", "integer"]),
+)
+def test_geometry_tables_are_monotonic_in_range_and_centred(sw, sh, ow, oh, mode, downsample):
+    if downsample == "integer" and mode == "crop" and (sw < ow or sh < oh):
+        with pytest.raises(ConfigError):
+            Geometry(SensorSize(sw, sh), (ow, oh), mode=mode, downsample=downsample)
+        return
+    g = Geometry(SensorSize(sw, sh), (ow, oh), mode=mode, downsample=downsample)
+    for lut, n_out in ((g.lut_x, ow), (g.lut_y, oh)):
+        kept = lut[lut >= 0]
+        assert len(kept) > 0 and kept.max() < n_out
+        assert np.all(np.diff(kept) >= 0)  # order preserved: no pixel lands left of its left neighbour
+        first, last = np.flatnonzero(lut >= 0)[[0, -1]]
+        assert np.all(lut[first:last + 1] >= 0)  # the kept span is one contiguous block
+        assert abs(first - (len(lut) - 1 - last)) <= 1  # centred on the sensor (crop)
+        if ow <= sw and oh <= sh:  # (upsampling by floor leaves holes, the last one at the end)
+            assert abs(kept.min() - (n_out - 1 - kept.max())) <= 1  # centred in the output (letterbox bands)
+    if mode == "letterbox":
+        assert (g.lut_x >= 0).all() and (g.lut_y >= 0).all()
+    elif ow <= sw and oh <= sh:  # a downsampling crop fills the whole output
+        assert g.lut_x.max() == ow - 1 and g.lut_y.max() == oh - 1
+
+
 def test_geometry_flips_mirror_the_output():
     ev = random_events(3_000, SensorSize(64, 48), seed=9)
     base = bin_events(ev, 0, 100_000, 10, Geometry(SensorSize(64, 48), (20, 16)))
