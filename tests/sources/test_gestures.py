@@ -152,3 +152,27 @@ def test_bad_arguments_raise_config_error():
         render_gesture(0, 1_000_000, DVS128, 30.0, 0, lighting="candle")
     with pytest.raises(ConfigError, match="gesture_s"):
         synthesize_recording(DVS128, 2, gesture_s=(2.0, 1.0))
+
+
+def test_bundled_recordings_hold_their_labelled_gestures(repo_root):
+    from evstream.io import read_events
+    from evstream.io.aedat3 import read_labels
+
+    for name, size, classes in (("gestures_128x128", DVS128, list(range(11))),
+                                ("gestures_640x480", SensorSize(640, 480), [1, 6, 0])):
+        events = read_events(repo_root / "recordings" / f"{name}.aedat4")
+        labels = read_labels(repo_root / "recordings" / f"{name}_labels.csv")
+        assert labels["label"].tolist() == classes
+        assert np.all(np.diff(events["t"]) >= 0)
+        assert events["x"].max() < size.width and events["y"].max() < size.height
+        assert events["t"][-1] > labels["t_end"][-1]
+        inside = np.zeros(len(events), bool)
+        for label, t0, t1 in labels:
+            segment = (events["t"] >= t0) & (events["t"] < t1)
+            inside |= segment
+            if label in RIGHT_ARM + LEFT_ARM:
+                left_share = np.mean(events["x"][segment] < size.width // 2)
+                assert left_share > 0.6 if label in RIGHT_ARM else left_share < 0.4
+        gesture_us = float(np.sum(labels["t_end"] - labels["t_start"]))
+        rest_us = float(events["t"][-1] - events["t"][0]) - gesture_us
+        assert inside.sum() / gesture_us > 5 * (~inside).sum() / rest_us

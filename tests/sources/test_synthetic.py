@@ -63,6 +63,11 @@ def test_ground_truth_follows_the_stream():
     assert gesture.sum() / gesture_time > 3 * (~gesture).sum() / rest_time
 
 
+def test_open_source_synthetic_is_live_and_paced_by_default():
+    with open_source("synthetic") as src:
+        assert src.live and src.sensor_size == SensorSize(128, 128)
+
+
 def test_realtime_pacing_follows_the_wall_clock():
     clock = FakeClock()
     src = SyntheticSource(seed=3, chunk_us=50_000, realtime=True, clock=clock, sleep=clock.sleep,
