@@ -53,9 +53,9 @@ def _sensor(size: SensorSize | tuple[int, int], name: str) -> SensorSize:
         return size
     try:
         width, height = (int(v) for v in size)
+        return SensorSize(width, height)
     except (TypeError, ValueError):
-        raise ConfigError(f"{name}: expected (width, height), got {size!r}") from None
-    return SensorSize(width, height)
+        raise ConfigError(f"{name}: expected positive (width, height), got {size!r}") from None
 
 
 def _frame_dtype(dtype) -> np.dtype:

@@ -234,6 +234,12 @@ def test_geometry_rejects_bad_options():
         Geometry(SENSOR, mode="stretch")
     with pytest.raises(ConfigError, match="fit="):
         Binner(SENSOR, mode="letterbox")
+    with pytest.raises(ConfigError, match="out_size"):
+        Geometry(SENSOR, (0, 10))
+    with pytest.raises(ConfigError, match="dtype"):
+        bin_events(random_events(5, SENSOR), 0, 1, 1, SENSOR, dtype=np.float16)
+    with pytest.raises(ConfigError, match="events_per_step"):
+        Binner(SENSOR, mode="count")
 
 
 # --- the online Binner ----------------------------------------------------------------------
