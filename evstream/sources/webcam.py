@@ -74,10 +74,15 @@ class WebcamSource(EventSource):
             self._capture.release()
             raise SourceError(f"{self.name}: cannot open camera {index!r} (no such device, busy, or no permission)")
         self._capture.set(cv2.CAP_PROP_FPS, float(fps))
-        native = SensorSize(int(self._capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
-                            int(self._capture.get(cv2.CAP_PROP_FRAME_HEIGHT)))
-        self.sensor_size = sensor_size or native
-        self._resize = self.sensor_size != native
+        self._first: np.ndarray | None = None
+        width, height = (int(self._capture.get(p)) for p in (cv2.CAP_PROP_FRAME_WIDTH, cv2.CAP_PROP_FRAME_HEIGHT))
+        if sensor_size is None and (width <= 0 or height <= 0):  # backend does not report it: look
+            ok, self._first = self._capture.read()
+            if not ok or self._first is None:
+                self._capture.release()
+                raise SourceError(f"{self.name}: camera opened but delivered no frame")
+            height, width = self._first.shape[:2]
+        self.sensor_size = sensor_size or SensorSize(width, height)
         self._emulator = DvsEmulator(self.sensor_size, **emulator_options)
         self._closed = False
 
@@ -86,24 +91,27 @@ class WebcamSource(EventSource):
 
         if frame.ndim == 3:
             frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
-        if self._resize or frame.shape != (self.sensor_size.height, self.sensor_size.width):
+        if frame.shape != (self.sensor_size.height, self.sensor_size.width):
             frame = cv2.resize(frame, (self.sensor_size.width, self.sensor_size.height), interpolation=cv2.INTER_AREA)
         return _LINEAR[frame]
 
     def __iter__(self) -> Iterator[EventChunk]:
         """One chunk per frame, spanning ``(previous frame time, this frame time]`` in µs.
 
-        Ends when the camera stops delivering (end of a video file). A camera that was
-        delivering and then fails raises :class:`SourceError`.
+        Ends at the end of a video file; a camera that stops delivering (unplugged, taken by
+        another program) raises :class:`SourceError` naming it.
         """
         t0 = None
         t_prev = 0
         frames = 0
         while not self._closed:
-            ok, frame = self._capture.read()
+            if self._first is not None:
+                ok, frame, self._first = True, self._first, None
+            else:
+                ok, frame = self._capture.read()
             now = self._clock()
             if not ok or frame is None:
-                if frames and self._is_device:
+                if self._is_device:
                     raise SourceError(f"{self.name}: camera stopped delivering frames after {frames} frames")
                 return
             t0 = now if t0 is None else t0
