@@ -13,7 +13,8 @@ and ``lut_p[p] -> channel`` (256 entries, so merging polarities costs nothing). 
 per axis replaces the bounds checks, and no coordinate can lead to a write out of bounds.
 
 Per-step tallies are ``int64 [S, 3]``: events binned, events outside the sensor, events outside
-the geometry (cropped). Kernels add to frames and tallies; callers zero them.
+the geometry (cropped). Kernels add to frames and tallies, which callers zero (except
+:func:`bin_sorted_parallel`, which zeroes its own, one thread per step).
 """
 
 from __future__ import annotations
