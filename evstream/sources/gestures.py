@@ -184,11 +184,14 @@ def _rest(m: float) -> tuple[np.ndarray, np.ndarray]:
     return np.array([m * 0.19, 0.18]), np.array([m * 0.19, 0.36])
 
 
-def _gesture_hands(seg: _Segment, tau: float) -> list[tuple[np.ndarray | None, np.ndarray]]:
-    """``[(elbow or None, hand)]`` for the subject's right arm (image left, m = -1) and left arm."""
+def _gesture_hands(seg: _Segment, tau: float) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``[(elbow, hand)]`` in body units, for the subject's right arm (image left, m = -1), then left.
+
+    ``tau`` is seconds since the gesture started; elbows not set by the gesture come from IK.
+    """
     c, f, amp, ph = seg.label, seg.speed, seg.amplitude, seg.phase
     two_pi = 2 * math.pi
-    out: list[tuple[np.ndarray | None, np.ndarray]] = []
+    out: list[tuple[np.ndarray, np.ndarray]] = []
     for arm, m in enumerate((-1.0, 1.0)):  # 0 = subject's right (image left), 1 = subject's left
         shoulder = np.array([m * _SHOULDER_X, 0.0])
         elbow = None
