@@ -7,8 +7,12 @@ infoNode XML), then ``int32 streamId, int32 size`` packet headers each followed 
 
 Reading is streaming: only the packet being handed out and a small, bounded read-ahead are in
 memory. Packets are read with ``os.pread`` and decompressed in a small thread pool (LZ4 and
-Zstandard release the GIL); events come out as zero-copy ``EVENT_DTYPE`` views into the
-decompressed buffer, found by following (and bounds-checking) the FlatBuffer offsets.
+Zstandard release the GIL; packets under ~16 k events are decoded inline, where threads cost
+more than they save); events come out as zero-copy ``EVENT_DTYPE`` views into the decompressed
+buffer, found by following (and bounds-checking) the FlatBuffer offsets. When the FileDataTable
+gives a packet's event count, NONE and LZ4 packets in the canonical layout (dv-processing's and
+ours) are read or decompressed straight into their final array instead, and ``read()`` fills
+one preallocated array: no intermediate buffer, no copy.
 
 Damage policy (every fault is an :class:`~evstream.errors.EventFileError` naming the file and
 byte offset):
