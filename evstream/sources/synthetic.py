@@ -4,7 +4,7 @@ A stand-in camera for demos, tests and online evaluation without hardware: one p
 :class:`~evstream.sources.gestures.GestureScene`) performs random gestures, each followed by a
 rest, rendered at ``fps`` and converted to events by :class:`DvsEmulator`. The stream is paced to
 the wall clock by default (``live = True``, like a camera), or produced as fast as possible.
-The ground truth travels along: :meth:`SyntheticSource.label_at` and :meth:`SyntheticSource.labels`.
+The ground truth travels along: :meth:`SyntheticSource.current_label` and :meth:`SyntheticSource.labels`.
 """
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ class SyntheticSource(EventSource):
                     int(self._rng.uniform(*self.rest_s) * 1e6))
         return True
 
-    def label_at(self, t_us: int) -> int:
+    def current_label(self, t_us: int) -> int:
         """0-based class being performed at sensor time ``t_us``, or -1 (rest: no gesture)."""
         return self._sequence.label_at(int(t_us))
 

@@ -53,8 +53,8 @@ def test_ground_truth_follows_the_stream():
     events = concatenate(list(src))
     labels = src.labels()
     for label, t0, t1 in labels:
-        assert src.label_at(t0) == label and src.label_at(t1 - 1) == label
-        assert src.label_at(t0 - 1) == -1  # rests separate gestures
+        assert src.current_label(t0) == label and src.current_label(t1 - 1) == label
+        assert src.current_label(t0 - 1) == -1  # rests separate gestures
     gesture = np.zeros(len(events), bool)
     for _, t0, t1 in labels:
         gesture |= (events["t"] >= t0) & (events["t"] < t1)
