@@ -388,7 +388,7 @@ class Pipeline:
             self._record(events)
             if len(events):
                 recent.append(events)
-            if self._paused and self.live:
+            if self._paused and self.live and self._step_budget == 0:
                 continue  # a paused live view discards what happens meanwhile
             self._emit(self.binner.push(chunk), recent, epoch)
 

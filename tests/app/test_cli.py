@@ -62,7 +62,8 @@ def test_replay_end_to_end_every_prediction_reaches_two_subscriber_processes(rec
     assert len(got[0]["arrays"]["probs"]) == 11
 
 
-def test_sigterm_while_recording_leaves_a_readable_file(recording, port, repo_root, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_while_recording_stops_cleanly_and_leaves_a_readable_file(signum, recording, port, repo_root, tmp_path):
     from evstream.io import read_events
 
     out = tmp_path / "out.aedat4"
@@ -71,7 +72,7 @@ def test_sigterm_while_recording_leaves_a_readable_file(recording, port, repo_ro
     try:
         with Subscriber(_addr(port), topics=("pred",)) as sub:
             assert sub.recv(60_000) is not None and sub.recv(10_000) is not None
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=30)
     finally:
         proc.kill()
@@ -88,6 +89,7 @@ def test_sigterm_while_recording_leaves_a_readable_file(recording, port, repo_ro
         (["--replay", "/nonexistent/rec.aedat4"], "/nonexistent/rec.aedat4"),
         (["--replay", "{rec}", "--speed", "9"], "--speed"),
         (["--replay", "{rec}", "--model", "/nonexistent/weights.pt"], "/nonexistent/weights.pt"),
+        (["--camera", "dvxplorer"], "camera:dvxplorer"),  # no camera on a test machine
     ],
 )
 def test_bad_input_is_one_stderr_line_and_exit_2(args, needle, recording, port, repo_root):
