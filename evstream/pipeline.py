@@ -37,7 +37,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from evstream import protocol
-from evstream.errors import ConfigError, EvstreamError, SourceError
+from evstream.errors import ConfigError, EvstreamError, ModelError, SourceError
 from evstream.events import concatenate
 from evstream.publish import ControlServer, Publisher
 
@@ -280,8 +280,8 @@ class Pipeline:
             self.publisher.publish_status()
         if self._control is not None:
             self._control.close()
-        for sink in self.sinks:
-            sink.close()
+        for sink in list(self.sinks):
+            self._call_sink(sink, "close")
         self._done.set()
 
     @property
@@ -296,8 +296,8 @@ class Pipeline:
         if changed:
             if self.publisher is not None:
                 self.publisher.publish_status()
-            for sink in self.sinks:
-                sink.on_state(state, message)
+            for sink in list(self.sinks):
+                self._call_sink(sink, "on_state", state, message)
 
     def _fail(self, error: BaseException) -> None:
         self.error = error
@@ -350,6 +350,13 @@ class Pipeline:
     # -- binner thread -------------------------------------------------------------------------
 
     def _bin(self) -> None:
+        try:
+            self._bin_loop()
+        except Exception as err:  # binning faults end the run visibly, after the windows before them
+            error = err if isinstance(err, EvstreamError) else EvstreamError(f"binner: {type(err).__name__}: {err}")
+            self._put(self._windows, _Failure(error))
+
+    def _bin_loop(self) -> None:
         epoch = self._epoch
         recent: list[np.ndarray] = []
         last_t: int | None = None
@@ -393,10 +400,11 @@ class Pipeline:
             self._emit(self.binner.push(chunk), recent, epoch)
 
     def _restart_binner(self, recent: list) -> None:
-        reset = getattr(self._binner_template, "reset", None)
-        self.binner = copy.deepcopy(self._binner_template)
+        reset = getattr(self.binner, "reset", None)
         if callable(reset):
-            self.binner.reset()
+            reset()  # the window index keeps counting
+        else:
+            self.binner = copy.deepcopy(self._binner_template)
         recent.clear()
 
     def _emit(self, windows: list, recent: list[np.ndarray], epoch: int) -> None:
@@ -521,6 +529,9 @@ class Pipeline:
             except EvstreamError as err:
                 self._fail(err)
                 return
+            except Exception as err:  # e.g. CUDA out of memory: report it, never hang
+                self._fail(ModelError(f"model {self.config.model_name}: {type(err).__name__}: {err}"))
+                return
             self.resets = int(getattr(pred, "resets", self.resets))
             self.windows += 1
             self._last_window_t_end = int(pred.t_end)
@@ -623,8 +634,16 @@ class Pipeline:
                 if self._stop.is_set():
                     return
                 continue
-            for sink in self.sinks:
-                sink.on_prediction(pred, stats)
+            for sink in list(self.sinks):
+                self._call_sink(sink, "on_prediction", pred, stats)
+
+    def _call_sink(self, sink: Sink, method: str, *args: Any) -> None:
+        try:
+            getattr(sink, method)(*args)
+        except Exception as err:  # e.g. stdout closed under `| head`: drop the sink, keep running
+            if sink in self.sinks:
+                self.sinks.remove(sink)
+            self.message = f"sink {type(sink).__name__} removed: {type(err).__name__}: {err}"
 
     # -- status and control --------------------------------------------------------------------
 

@@ -276,3 +276,26 @@ def test_stalled_subscriber_does_not_stall_a_replay(recording, port):
             assert code == 0 and pipeline.windows >= 20 and pipeline.state == "ended"
         finally:
             stalled.close()
+
+
+class _FailingClassifier(StreamingClassifier):
+    """Fails on its fourth window the way a device fault would (not an EvstreamError)."""
+
+    def step(self, window, **kw):
+        if self._windows == 3:
+            raise RuntimeError("CUDA error: device-side assert triggered")
+        return super().step(window, **kw)
+
+
+def test_model_failure_mid_stream_ends_in_error_not_a_hang(recording, port):
+    classifier = _FailingClassifier(create_model("spikformer_tiny"), device="cpu")
+    with Publisher(_addr(port)) as pub:
+        pipeline = Pipeline(FileSource(recording, speed=None), classifier, _binner(), pub,
+                            config=PipelineConfig(model_name="tiny", wait_subscribers=1, speed=None))
+        with Subscriber(_addr(port), topics=("pred", "status")) as sub:
+            pipeline.start()
+            messages = _collect(sub, until_state="error")
+            assert pipeline.wait() == 1
+    assert len([m for m in messages if m.topic == "pred"]) == 3
+    message = [m for m in messages if m.topic == "status"][-1].data["message"]
+    assert message.startswith("model tiny: RuntimeError: CUDA error")
