@@ -25,7 +25,8 @@ Both cut clips into frames one of two ways:
 
 Binned clips are cached as one ``.npz`` per clip under ``cache_dir``, in a folder named by every
 preprocessing parameter, so changing a parameter never reads a stale cache. Time-step clips are
-cached whole (every step of the clip, uint16 counts) and windows are slices of them.
+cached whole (every step of the clip) and windows are slices of them. Cached counts are uint16
+(saturating at 65535 per pixel and step, far above what a DVS128 pixel fires in one step).
 
 :class:`GestureAugment` is the reference augmentation (Spikformer's ``SNNAugmentWide``, one op per
 clip applied to all T frames) without its plain horizontal flip, which would turn a right-hand
@@ -199,7 +200,7 @@ class _GestureFrames(Dataset):
 
     def _bin(self, clip: GestureClip, events: np.ndarray) -> np.ndarray:
         if self.mode == "count":
-            return bin_events_by_count(events, self.steps, self.geometry, dtype=np.float32)
+            return bin_events_by_count(events, self.steps, self.geometry, dtype=np.uint16, clip=_CACHE_MAX)
         steps = max(self.steps, clip_steps(clip, self.step_us))
         return bin_events(events, clip.t_start, self.step_us, steps, self.geometry, dtype=np.uint16, clip=_CACHE_MAX)
 
@@ -545,10 +546,20 @@ class GestureAugment:
 
 
 def _affine(frames: Tensor, matrix: Sequence[Sequence[float]]) -> Tensor:
-    """Resample every frame through one output→input affine map in normalised coordinates (nearest)."""
+    """Resample every frame through one output→input affine map in normalised coordinates (nearest).
+
+    Same sampling as ``F.grid_sample(mode="nearest", padding_mode="zeros", align_corners=False)``
+    on an ``F.affine_grid``, but the source pixel of each output pixel is computed once for the
+    whole clip and gathered, which is much cheaper than resampling T × C planes.
+    """
+    height, width = frames.shape[-2:]
     theta = torch.tensor(matrix, dtype=torch.float32, device=frames.device).unsqueeze(0)
-    t = frames.shape[0]
-    theta = theta.expand(t, 2, 3)
-    grid = F.affine_grid(theta, list(frames.shape), align_corners=False)
-    out = F.grid_sample(frames.float(), grid, mode="nearest", padding_mode="zeros", align_corners=False)
-    return out.to(frames.dtype)
+    grid = F.affine_grid(theta, [1, 1, height, width], align_corners=False)[0]
+    # normalised [-1, 1] -> pixel index (align_corners=False), rounded half to even like grid_sample
+    src_x = torch.round(((grid[..., 0] + 1) * width - 1) / 2).long()
+    src_y = torch.round(((grid[..., 1] + 1) * height - 1) / 2).long()
+    inside = (src_x >= 0) & (src_x < width) & (src_y >= 0) & (src_y < height)
+    index = (src_y.clamp(0, height - 1) * width + src_x.clamp(0, width - 1)).flatten()
+    flat = frames.reshape(*frames.shape[:-2], height * width)
+    out = flat.index_select(-1, index).reshape(frames.shape)
+    return out * inside.to(frames.dtype)

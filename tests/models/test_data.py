@@ -277,6 +277,27 @@ def test_translation_and_rotation_move_pixels_exactly():
     assert torch.equal(aug.apply(square, "shear_x", 0.0), square)
 
 
+@pytest.mark.parametrize(("op", "magnitude"), [("shear_x", 0.3), ("shear_x", -0.17), ("rotate", 30.0), ("rotate", -12.5),
+                                                ("translate_x", 5.0), ("translate_y", -4.0)])
+def test_affine_ops_sample_like_grid_sample_nearest(op, magnitude):
+    frames = torch.rand(3, 2, 24, 40)
+    out = GestureAugment().apply(frames, op, magnitude)
+    h, w = frames.shape[-2:]
+    if op == "shear_x":
+        matrix = [[1.0, np.tan(magnitude), 0.0], [0.0, 1.0, 0.0]]
+    elif op == "rotate":
+        a = np.radians(magnitude)
+        matrix = [[np.cos(a), -np.sin(a), 0.0], [np.sin(a), np.cos(a), 0.0]]
+    elif op == "translate_x":
+        matrix = [[1.0, 0.0, -2.0 * magnitude / w], [0.0, 1.0, 0.0]]
+    else:
+        matrix = [[1.0, 0.0, 0.0], [0.0, 1.0, -2.0 * magnitude / h]]
+    theta = torch.tensor(matrix, dtype=torch.float32).unsqueeze(0).expand(3, 2, 3)
+    grid = torch.nn.functional.affine_grid(theta, list(frames.shape), align_corners=False)
+    reference = torch.nn.functional.grid_sample(frames, grid, mode="nearest", padding_mode="zeros", align_corners=False)
+    assert (out != reference).float().mean() < 1e-3  # equal up to round-half ties at float precision
+
+
 def test_cutout_erases_a_small_rectangle():
     aug = GestureAugment(generator=torch.Generator().manual_seed(3))
     frames = torch.ones(4, 2, 64, 64)
