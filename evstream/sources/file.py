@@ -231,7 +231,9 @@ class FileSource(EventSource):
                     if self._seek_to is None:
                         self._seek_to = 0
                 if not self._pacer.wait(gap_start, gap_end):
-                    return
+                    if self._closed:
+                        return
+                    continue  # a seek interrupted the wait: it applies to the new pass
                 yield EventChunk(empty_events(), gap_start, gap_end)
                 continue
             events, t_start, t_end = item
