@@ -315,3 +315,36 @@ def test_ours_read_by_aedat_and_public_contract(tmp_path):
     assert np.array_equal(other["t"].astype(np.int64), events["t"])
     assert np.array_equal(other["x"], events["x"]) and np.array_equal(other["on"], events["p"].astype(bool))
     assert np.array_equal(evstream.read_events(path), events)
+
+
+def test_lowest_id_event_stream_is_read_and_others_skipped(tmp_path):
+    from evstream.io import codec
+    from evstream.io.aedat4 import encode_event_packet
+    from evstream.io.flatbuf import encode_io_header
+
+    def stream(sid: int, kind: str, size: str) -> str:
+        return (f'<node name="{sid}" path="/outInfo/{sid}/"><attr key="typeIdentifier" type="string">{kind}</attr>'
+                f'<attr key="originalOutputName" type="string">s{sid}</attr><node name="info" path="/outInfo/{sid}/info/">'
+                f'{size}<attr key="source" type="string">cam{sid}</attr></node></node>')
+
+    xml = ('<dv version="2.0"><node name="outInfo" path="/outInfo/">'
+           + stream(5, "EVTS", '<attr key="sizeX" type="int">10</attr><attr key="sizeY" type="int">10</attr>')
+           + stream(1, "IMUS", "")
+           + stream(2, "EVTS", '<attr key="sizeX" type="int">20</attr><attr key="sizeY" type="int">30</attr>')
+           + "</node></dv>")
+    header = encode_io_header(1, xml)
+    data = bytearray(MAGIC + struct.pack("<I", len(header)) + header)
+    wanted = [random_events(50, SensorSize(20, 30), seed=i) for i in range(3)]
+    for chunk in wanted:
+        for sid, payload in ((5, encode_event_packet(1, random_events(40, SensorSize(10, 10), seed=9))),
+                             (1, codec.compress(1, b"imu" * 10)), (2, encode_event_packet(1, chunk))):
+            data += struct.pack("<ii", sid, len(payload)) + payload
+    path = tmp_path / "multi.aedat4"
+    path.write_bytes(bytes(data))
+    with Aedat4Reader(path) as reader:
+        assert [s.id for s in reader.streams] == [1, 2, 5]
+        assert reader.event_stream_id == 2
+        assert reader.sensor_size == SensorSize(20, 30) and reader.camera_name == "cam2"
+        assert reader.data_table is None
+        assert reader.packet_counts() == {5: 3, 1: 3, 2: 3}
+        assert np.array_equal(reader.read(), np.concatenate(wanted))
