@@ -337,3 +337,23 @@ def test_augment_options_are_checked():
         GestureAugment(flip_p=1.5)
     with pytest.raises(ConfigError, match="op"):
         GestureAugment().apply(torch.zeros(1, 2, 4, 4), "zoom")
+
+
+def test_real_dvs_gesture_label_file_cuts_a_recording_into_its_twelve_clips(shared_data, tmp_path):
+    labels = (shared_data / "dvsgesture_user01_natural_labels.csv").read_bytes()
+    rows = [line.split(b",") for line in labels.splitlines()[1:] if line.strip()]
+    segments = [(int(c) - 1, int(t0), int(t1)) for c, t0, t1 in rows]
+    folder = tmp_path / "DvsGesture"
+    folder.mkdir()
+    (folder / "user01_natural_labels.csv").write_bytes(labels)
+    first, last = min(s[1] for s in segments) - 1_000_000, max(s[2] for s in segments) + 1_000_000
+    events = random_events(60_000, SENSOR, first, last - first, seed=11)
+    write_aedat3(folder / "user01_natural.aedat", events)
+    (folder / "trials_to_train.txt").write_text("user01_natural.aedat\n")
+    data = IBMGestureDataset(folder, "train", steps=STEPS, mode="count")
+    assert len(data) == len(segments) == 12
+    assert data.labels == [s[0] for s in segments] and data.labels.count(7) == 2
+    for i, (_, t0, t1) in enumerate(segments):
+        np.testing.assert_array_equal(data[i][0].numpy(), bin_events_by_count(clip_events(events, t0, t1), STEPS, SENSOR))
+    windows = IBMGestureDataset(folder, "train", steps=16, step_us=50_000, windows="fixed")
+    assert len(windows) == sum(max(1, (t1 - t0) // 800_000) for _, t0, t1 in segments)
