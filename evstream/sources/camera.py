@@ -122,9 +122,15 @@ class CameraSource(EventSource):
             camera = self._camera
             if camera is None:
                 return
-            batch = camera.getNextEventBatch()
+            try:
+                batch = camera.getNextEventBatch()
+                running = camera.isRunning()
+            except RuntimeError as err:
+                if self._camera is None:
+                    return
+                raise SourceError(f"camera {self.name} disconnected: {_reason(err)}") from None
             if batch is None or batch.isEmpty():
-                if not camera.isRunning():
+                if not running:
                     if self._camera is None:
                         return
                     raise SourceError(f"camera {self.name} disconnected")

@@ -150,3 +150,20 @@ def test_open_failure_is_one_line(fake_bus, monkeypatch):
     with pytest.raises(SourceError) as info:
         open_source("camera:dvxplorer")
     assert str(info.value) == "camera:dvxplorer: cannot open DVXPLORER DXA00093: device busy"
+
+
+def test_driver_error_while_reading_is_a_disconnect(fake_bus):
+    class Unplugged(ScriptedCamera):
+        def getNextEventBatch(self):  # noqa: N802
+            if self.batches:
+                return self.batches.pop(0)
+            raise RuntimeError("/project/x.hpp(1): read\nRuntimeError: libusb transfer failed\nStacktrace:\n 0# 0x0")
+
+    fake_bus.descriptors = [descriptor("DVXPLORER", "DXA00093")]
+    fake_bus.camera = Unplugged([store(0, 10)])
+    chunks = []
+    with pytest.raises(SourceError) as info:
+        for chunk in open_source("camera:dvxplorer"):
+            chunks.append(chunk)
+    assert len(chunks) == 1
+    assert str(info.value) == "camera DVXplorer_DXA00093 disconnected: libusb transfer failed"
