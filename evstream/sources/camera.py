@@ -88,7 +88,7 @@ class CameraSource(EventSource):
         try:
             descriptors = list(dv.io.camera.discover())
         except Exception as err:  # noqa: BLE001 - driver/libusb failures surface as various types
-            raise SourceError(f"camera:{self.which}: cannot list cameras: {err}") from None
+            raise SourceError(f"camera:{self.which}: cannot list cameras: {_reason(err)}") from None
         descriptor = self._pick(descriptors)
         try:
             self._camera = dv.io.camera.open(descriptor)
