@@ -178,3 +178,17 @@ def test_label_file_without_header(tmp_path):
     path.write_text("1,2,3\n")
     with pytest.raises(EventFileError, match="line 1: expected header"):
         read_labels(path)
+
+
+def test_format_is_chosen_by_magic_not_extension(tmp_path):
+    from evstream.io import detect_format
+    from evstream.io.aedat4 import write_aedat4
+
+    events = random_events(300, seed=12)
+    misnamed3 = tmp_path / "really_aedat3.aedat4"
+    misnamed4 = tmp_path / "really_aedat4.aedat"
+    write_aedat3(misnamed3, events)
+    write_aedat4(misnamed4, events, SensorSize(128, 128))
+    assert (detect_format(misnamed3), detect_format(misnamed4)) == ("aedat3", "aedat4")
+    assert np.array_equal(read_events(misnamed3), events)
+    assert np.array_equal(read_events(misnamed4), events)
