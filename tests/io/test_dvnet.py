@@ -25,8 +25,10 @@ SERVER = r"""
 import datetime, os, sys, time
 import numpy as np
 import dv_processing as dv
-port, out = int(sys.argv[1]), sys.argv[2]
-writer = dv.io.NetworkWriter("127.0.0.1", port, dv.io.Stream.EventStream(0, "events", "DVXplorer_net", (640, 480)))
+port, out, compression = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+stream = dv.io.Stream.EventStream(0, "events", "DVXplorer_net", (640, 480))
+stream.setCompression(getattr(dv.CompressionType, compression))
+writer = dv.io.NetworkWriter("127.0.0.1", port, stream)
 print("ready", flush=True)
 while writer.getClientCount() == 0:
     time.sleep(0.01)
@@ -48,14 +50,15 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def dv_server(tmp_path):
+@pytest.fixture(params=["NONE"])
+def dv_server(request, tmp_path):
     pytest.importorskip("dv_processing")
     port = _free_port()
     out = tmp_path / "sent.npy"
-    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(out)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(out), request.param],
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "ready"
-    yield port, out
+    yield port, out, request.param
     proc.kill()
     proc.wait()
 
@@ -66,19 +69,21 @@ def _assert_same(events, sent):
     assert np.array_equal(events["p"], sent["polarity"].astype(np.uint8))
 
 
+@pytest.mark.parametrize("dv_server", ["NONE", "LZ4", "ZSTD"], indirect=True)
 def test_client_receives_what_dv_processing_sends(dv_server):
-    port, out = dv_server
+    port, out, compression = dv_server
     with DvNetworkClient("127.0.0.1", port) as client:
         assert client.sensor_size == SensorSize(640, 480)
         assert client.camera_name == "DVXplorer_net"
-        assert client.compression == "NONE"
+        assert client.compression == compression
         packets = [np.array(p) for p in client]  # ends when the server process exits
     assert len(packets) == 12
     _assert_same(np.concatenate(packets), np.load(out))
 
 
+@pytest.mark.parametrize("dv_server", ["LZ4"], indirect=True)
 def test_decoder_with_random_fragmentation_of_real_bytes(dv_server):
-    port, out = dv_server
+    port, out, _ = dv_server
     raw = bytearray()
     with socket.create_connection(("127.0.0.1", port)) as sock:
         while chunk := sock.recv(65536):
