@@ -39,6 +39,7 @@ from __future__ import annotations
 import math
 import os
 import re
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,7 +97,7 @@ class GestureClip:
     key: str
 
 
-class _GestureFrames(Dataset):
+class _GestureFrames(Dataset, ABC):
     """Shared framing, windowing, caching and transform of the gesture datasets."""
 
     def __init__(
@@ -169,7 +170,7 @@ class _GestureFrames(Dataset):
         clip = self.clips[c]
         frames = self.clip_frames(c)
         if self.mode == "time":
-            last_start = max(0, clip_steps(clip, self.step_us) - self.steps)
+            last_start = max(0, (clip.t_end - clip.t_start) // self.step_us - self.steps)  # whole steps only
             if first < 0:
                 first = int(torch.randint(0, last_start + 1, ()).item())
             frames = _window(frames, first, self.steps)
@@ -204,8 +205,9 @@ class _GestureFrames(Dataset):
         steps = max(self.steps, clip_steps(clip, self.step_us))
         return bin_events(events, clip.t_start, self.step_us, steps, self.geometry, dtype=np.uint16, clip=_CACHE_MAX)
 
+    @abstractmethod
     def _clip_events(self, clip: GestureClip) -> np.ndarray:
-        raise NotImplementedError
+        """Events of one clip, ``EVENT_DTYPE``, in time order."""
 
     def prepare(self) -> int:
         """Bin and cache every clip not cached yet (needs ``cache_dir``); returns how many were binned."""

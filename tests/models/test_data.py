@@ -113,6 +113,14 @@ def test_random_windows_are_step_aligned_windows_inside_the_segment(ibm):
         assert matches, "a random window must be one of the step-aligned windows of the segment"
         starts.add(matches[0])
     assert len(starts) > 3
+    label, t0, t1 = TRAIN["user01_natural"][1]  # 170 ms = 8 whole steps and a partial one
+    clip = clip_events(events["user01_natural"], t0, t1)
+    candidates = [bin_events(clip, t0 + k * STEP_US, STEP_US, STEPS, SENSOR) for k in range(9)]
+    seen = set()
+    for _ in range(40):
+        frames, _ = data[1]
+        seen.update(k for k, c in enumerate(candidates) if np.array_equal(frames.numpy(), c))
+    assert seen == {0, 1, 2, 3, 4}  # never a window reaching into the partial last step
 
 
 def test_cache_hit_returns_equal_frames_without_reading_the_recording(ibm, tmp_path):
