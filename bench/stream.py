@@ -164,7 +164,8 @@ def overhead(model, frames: list[np.ndarray], threads: int) -> tuple[float, floa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
-    parser.add_argument("--windows16", type=int, default=8, help="16-step windows timed per case (default 8)")
+    parser.add_argument("--window-steps", type=int, nargs="+", default=[16, 1], help="window lengths (default 16 1)")
+    parser.add_argument("--windows16", type=int, default=8, help="multi-step windows timed per case (default 8)")
     parser.add_argument("--windows1", type=int, default=40, help="1-step windows timed per case (default 40)")
     parser.add_argument(
         "--models", nargs="*", default=None, help="default: shipped weights (if any) and spikformer_2_256"
@@ -182,7 +183,8 @@ def main() -> int:
     for name in names:
         model, label = load(name)
         print(f"\n== {label}, input {model.config.img_size[1]}x{model.config.img_size[0]}")
-        for steps, count in ((16, args.windows16), (1, args.windows1)):
+        for steps in args.window_steps:
+            count = args.windows16 if steps > 1 else args.windows1
             for compiled in modes:
                 for capture in (False, True):
                     r = latency(model, events, steps, count, capture, args.threads, compiled)
