@@ -34,6 +34,8 @@ __all__ = [
 _U16 = struct.Struct("<H")
 _U32 = struct.Struct("<I")
 _I32 = struct.Struct("<i")
+_I64 = struct.Struct("<q")
+_INFO = struct.Struct("<ii")
 
 
 class FlatBufferError(ValueError):
@@ -223,20 +225,40 @@ def encode_file_data_table(entries: list[DataTableEntry]) -> bytes:
 
 
 def decode_file_data_table(buf) -> list[DataTableEntry]:
-    """Rows of a size-prefixed ``FTAB`` buffer (decompressed)."""
+    """Rows of a size-prefixed ``FTAB`` buffer (decompressed).
+
+    Rows usually share one vtable (FlatBuffers de-duplicates them), so each distinct vtable is
+    parsed and checked once; rows are then read field by field at the offsets it gives.
+    """
     root, _ = size_prefixed_root(buf, b"FTAB")
+    vec = root.vector(0, 4)
+    if vec is None:
+        return []
+    data, count = vec
+    layouts: dict[int, tuple[int | None, ...]] = {}
     rows = []
-    for t in root.tables(0):
-        info = t.field_pos(1, 8)
-        stream_id, size = (0, 0) if info is None else struct.unpack_from("<ii", buf, info)
-        rows.append(
-            DataTableEntry(
-                byte_offset=t.scalar(0, "<q", 0),
-                stream_id=stream_id,
-                size=size,
-                num_elements=t.scalar(2, "<q", 0),
-                t_start=t.scalar(3, "<q", 0),
-                t_end=t.scalar(4, "<q", 0),
-            )
-        )
+    n = len(buf)
+    for i in range(count):
+        ref = data + 4 * i
+        pos = ref + _U32.unpack_from(buf, ref)[0]
+        if pos + 4 > n:
+            raise FlatBufferError(f"table offset at {ref} points to {pos}, outside the {n}-byte buffer", ref)
+        vt = pos - _I32.unpack_from(buf, pos)[0]
+        offsets = layouts.get(vt)
+        if offsets is None:
+            table = Table(buf, pos, ref)
+            offsets = layouts[vt] = tuple(None if (p := table.field_pos(k, 8)) is None else p - pos for k in range(5))
+        # Same vtable => same table size, but this table's own start must leave room for it.
+        if pos + max((o for o in offsets if o is not None), default=0) + 8 > n:
+            raise FlatBufferError(f"FileDataTable row at {pos} overruns the buffer", pos)
+        o_offset, o_info, o_count, o_t0, o_t1 = offsets
+        sid, size = (0, 0) if o_info is None else _INFO.unpack_from(buf, pos + o_info)
+        rows.append(DataTableEntry(
+            byte_offset=0 if o_offset is None else _I64.unpack_from(buf, pos + o_offset)[0],
+            stream_id=sid,
+            size=size,
+            num_elements=0 if o_count is None else _I64.unpack_from(buf, pos + o_count)[0],
+            t_start=0 if o_t0 is None else _I64.unpack_from(buf, pos + o_t0)[0],
+            t_end=0 if o_t1 is None else _I64.unpack_from(buf, pos + o_t1)[0],
+        ))
     return rows
