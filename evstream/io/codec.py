@@ -12,6 +12,8 @@ hostile size field cannot make the reader allocate without limit.
 from __future__ import annotations
 
 import ctypes
+import threading
+import weakref
 
 import lz4.frame
 import zstandard
@@ -125,6 +127,8 @@ def _lz4f_library():
         lib.LZ4F_decompress.argtypes = [ctypes.c_void_p, ctypes.c_void_p, size_t_p, ctypes.c_void_p, size_t_p,
                                         ctypes.c_void_p]
         lib.LZ4F_decompress.restype = ctypes.c_size_t
+        lib.LZ4F_resetDecompressionContext.argtypes = [ctypes.c_void_p]
+        lib.LZ4F_resetDecompressionContext.restype = None
         lib.LZ4F_isError.argtypes = [ctypes.c_size_t]
         lib.LZ4F_isError.restype = ctypes.c_uint
     except (OSError, AttributeError):
@@ -136,7 +140,20 @@ _LZ4F = _lz4f_library()
 _LZ4F_VERSION = 100
 
 
-def lz4_decompress_into(src: bytes, start: int, targets: list[int | tuple[int, int]]) -> bool:
+class _Context:
+    """One LZ4F decompression context per thread, reused across packets, freed with the thread."""
+
+    def __init__(self) -> None:
+        self.dctx = ctypes.c_void_p()
+        if _LZ4F.LZ4F_isError(_LZ4F.LZ4F_createDecompressionContext(ctypes.byref(self.dctx), _LZ4F_VERSION)):
+            raise MemoryError("LZ4F_createDecompressionContext failed")
+        weakref.finalize(self, _LZ4F.LZ4F_freeDecompressionContext, self.dctx)
+
+
+_local = threading.local()
+
+
+def lz4_decompress_into(src: bytes, start: int, targets: list[tuple[int, int]]) -> bool:
     """Decompress the LZ4 frame ``src[start:]`` into consecutive targets, exactly filling them.
 
     Args:
@@ -151,9 +168,10 @@ def lz4_decompress_into(src: bytes, start: int, targets: list[int | tuple[int, i
     """
     if _LZ4F is None:
         return False
-    dctx = ctypes.c_void_p()
-    if _LZ4F.LZ4F_isError(_LZ4F.LZ4F_createDecompressionContext(ctypes.byref(dctx), _LZ4F_VERSION)):
-        return False
+    context = getattr(_local, "lz4f", None)
+    if context is None:
+        context = _local.lz4f = _Context()
+    dctx = context.dctx
     try:
         base = ctypes.cast(ctypes.c_char_p(src), ctypes.c_void_p).value
         pos, end = start, len(src)
@@ -181,4 +199,5 @@ def lz4_decompress_into(src: bytes, start: int, targets: list[int | tuple[int, i
                 return False
         return True
     finally:
-        _LZ4F.LZ4F_freeDecompressionContext(dctx)
+        # A failed or unfinished frame leaves state behind; the next packet starts clean.
+        _LZ4F.LZ4F_resetDecompressionContext(dctx)
