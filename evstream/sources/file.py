@@ -83,17 +83,25 @@ class FileSource(EventSource):
             self._reader = open_reader(self.path)
         except OSError as err:
             raise EventFileError(self.path, err.strerror or str(err)) from None
-        self.sensor_size = self._reader.sensor_size
-        self._t_first, self._t_last = self._time_range()
-        if self._t_first is not None and int(start_us) > self.duration_us:
-            raise ConfigError(f"start_us: {start_us} µs is past the end of {self.name} ({self.duration_us} µs long)")
+        try:
+            self.sensor_size = self._reader.sensor_size
+            self._t_first, self._t_last = self._time_range()
+            if self._t_first is not None and int(start_us) > self.duration_us:
+                raise ConfigError(f"start_us: {start_us} µs is past the end of {self.name} ({self.duration_us} µs long)")
+        except BaseException:
+            self._reader.close()
+            raise
         self._seek_to: int | None = int(start_us)
         self._position_us = int(start_us)
 
     # -- what the recording is -------------------------------------------------------------
 
     def _time_range(self) -> tuple[int | None, int | None]:
-        """(first, last) event time in µs; (None, None) for a recording without events."""
+        """(first, last) event time in µs; (None, None) for a recording without events.
+
+        From the reader's ``time_range()`` when it has one (AEDAT 4: the file's data table);
+        otherwise (AEDAT 3.1, damaged AEDAT 4) by decoding the readable packets once.
+        """
         time_range = getattr(self._reader, "time_range", None)
         if time_range is not None:
             try:
