@@ -7,6 +7,8 @@ import threading
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from evstream.errors import ConfigError, EventFileError
 from evstream.events import SensorSize, concatenate, make_events
@@ -207,3 +209,32 @@ def test_recording_without_events_yields_nothing(tmp_path):
     write_aedat4(tmp_path / "empty.aedat4", make_events([], [], [], []), SENSOR)
     with FileSource(tmp_path / "empty.aedat4", loop=True, speed=None) as source:
         assert list(source) == [] and source.duration_us == 0 and source.t_first is None
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    bursts=st.lists(st.tuples(st.integers(0, 300), st.integers(0, 80_000)), min_size=1, max_size=6),
+    packet_events=st.integers(1, 400),
+    chunk_us=st.integers(1_000, 50_000),
+    start_fraction=st.floats(0, 1),
+)
+def test_any_packet_layout_replays_as_a_gapless_tiling(tmp_path, bursts, packet_events, chunk_us, start_fraction):
+    parts, t = [], 1_000_000
+    for k, (n, gap_us) in enumerate(bursts):
+        t += gap_us
+        parts.append(random_events(n, SENSOR, t0=t, duration_us=5_000, seed=k))
+        t += 5_000
+    events = concatenate(parts)
+    if len(events) == 0:
+        return
+    path = tmp_path / f"rec_{packet_events}_{chunk_us}.aedat4"
+    write_aedat4(path, events, SENSOR, packet_events=packet_events)
+    with FileSource(path, speed=None, chunk_us=chunk_us) as source:
+        start_us = int(source.duration_us * start_fraction)
+    with FileSource(path, speed=None, chunk_us=chunk_us, start_us=start_us) as source:
+        chunks = list(source)
+    t0 = int(events["t"][0]) + start_us
+    assert chunks[0].t_start == t0
+    np.testing.assert_array_equal(concatenate(chunks), events[events["t"] >= t0])
+    check_tiling(chunks, chunk_us)
+    assert chunks[-1].t_end > events["t"][-1]
