@@ -1,6 +1,6 @@
 """End to end: a replay through the whole application (threads, queues, ZeroMQ) to a subscriber.
 
-Run from a checkout: ``python bench/e2e.py`` (about a minute on 2 idle cores; ``--soak 600`` for
+Run from a checkout: ``python bench/e2e.py`` (about 1.5 minutes on 2 idle cores; ``--soak 600`` for
 the issue's ten-minute soak). Prints:
 
 1. throughput, replay as fast as possible: windows/s and real-time factor of the
@@ -8,7 +8,8 @@ the issue's ten-minute soak). Prints:
    with a subscriber attached) against the **anchor**, a bare loop of the same FileSource, Binner
    and classifier with no threads, queues or sockets; runs alternate (anchor, pipeline, ...) so
    both see the same machine load; ratio pipeline / anchor;
-2. latency, paced replay (``--latency-speed``, default ×2, so the queues stay empty): from the
+2. latency, paced and looped replay (``--latency-speed``, default ×4, for ``--latency-seconds``,
+   default 30; the model keeps up, so the queues stay empty): from the
    moment the binner closes a window to the moment a subscriber (a thread in this process,
    ``time.perf_counter`` on both sides) receives its prediction, p50 / p99, with the model's
    compute time (``infer_ms``) shown apart and what the pipeline adds beyond it (target: ≤ 2 ms
@@ -175,7 +176,9 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None, help="steps per window (default: the model's)")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads (default 2)")
     parser.add_argument("--repeats", type=int, default=2, help="throughput runs of each kind, alternating (default 2)")
-    parser.add_argument("--latency-speed", type=float, default=2.0, help="replay speed of the latency run (default 2)")
+    parser.add_argument("--latency-speed", type=float, default=4.0, help="replay speed of the latency run (default 4)")
+    parser.add_argument("--latency-seconds", type=float, default=30.0,
+                        help="wall time of the (looped) latency run, s (default 30)")
     parser.add_argument("--soak", type=float, default=30.0, metavar="SECONDS", help="soak duration (default 30; 0 skips)")
     parser.add_argument("--port", type=int, default=47300, help="first of the loopback ports used (default 47300)")
     args = parser.parse_args()
@@ -206,8 +209,8 @@ def main() -> int:
     print(f"   median: anchor {a:.1f} windows/s, pipeline {p:.1f} windows/s; ratio pipeline / anchor {p / a:.3f}")
 
     print(f"\n2. latency, paced replay x{args.latency_speed:g}: window closed -> prediction received")
-    pipeline, receiver, _ = pipeline_run(args.recording, classifier, binner, args.port + 50,
-                                         speed=args.latency_speed, timings=True)
+    pipeline, receiver, _ = pipeline_run(args.recording, classifier, binner, args.port + 50, speed=args.latency_speed,
+                                         loop=True, timings=True, duration_s=args.latency_seconds)
     total, infer, added, queued = [], [], [], []
     for seq, timing in enumerate(pipeline.timings):
         if seq not in receiver.arrivals:
