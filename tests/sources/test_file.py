@@ -238,3 +238,19 @@ def test_any_packet_layout_replays_as_a_gapless_tiling(tmp_path, bursts, packet_
     np.testing.assert_array_equal(concatenate(chunks), events[events["t"] >= t0])
     check_tiling(chunks, chunk_us)
     assert chunks[-1].t_end > events["t"][-1]
+
+
+def test_seek_from_another_thread_while_paused(tmp_path):
+    events = random_events(5_000, SENSOR, t0=0, duration_us=1_000_000, seed=8)
+    write_aedat4(tmp_path / "rec.aedat4", events, SENSOR)
+    source = FileSource(tmp_path / "rec.aedat4", speed=None)
+    source.pause()
+    got = []
+    thread = threading.Thread(target=lambda: got.extend(source))
+    thread.start()
+    source.seek(700_000)
+    source.resume()
+    thread.join()
+    assert got[0].t_start == source.t_first + 700_000
+    np.testing.assert_array_equal(concatenate(got), events[events["t"] >= got[0].t_start])
+    check_tiling(got)
