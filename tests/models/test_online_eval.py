@@ -29,6 +29,15 @@ from tests.helpers import random_events
 C = 11
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """One torch thread: these models are small, and two threads spin against each other on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def segments(*rows: tuple[int, int, int]) -> np.ndarray:
     return np.array([tuple(r) for r in rows], dtype=LABEL_DTYPE)
 
