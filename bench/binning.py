@@ -10,6 +10,7 @@ Figures are Mev/s (best of ``--repeat``), ratios are against tonic and numpy.
 
     python bench/binning.py                  # ~1-2 min on 2 cores
     python bench/binning.py --events 2000000 --repeat 2   # quicker
+    python bench/binning.py --dtype int16    # half-size frames: sensor-resolution steps fit in L2
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ def best_of(repeat: int, fn) -> tuple[float, object]:
     return best, result
 
 
-def numpy_bincount(ev: np.ndarray, steps: int, geometry: Geometry) -> np.ndarray:
+def numpy_bincount(ev: np.ndarray, steps: int, geometry: Geometry, dtype) -> np.ndarray:
     """The plain-numpy anchor: one flat index per event, ``np.bincount``, reshape."""
     out = geometry.out_size
     ox = geometry.lut_x[ev["x"]].astype(np.int64)
@@ -62,7 +63,7 @@ def numpy_bincount(ev: np.ndarray, steps: int, geometry: Geometry) -> np.ndarray
     keep = (ox >= 0) & (oy >= 0) & (s < steps)
     flat = ((s * 2 + ev["p"]) * out.height + oy) * out.width + ox
     counts = np.bincount(flat[keep], minlength=steps * 2 * out.height * out.width)
-    return counts.reshape(steps, 2, out.height, out.width).astype(np.float32)
+    return counts.reshape(steps, 2, out.height, out.width).astype(dtype)
 
 
 def tonic_frames(ev: np.ndarray, target: SensorSize | None):
@@ -116,7 +117,9 @@ def row(label: str, n: int, seconds: float, anchors: dict[str, float]) -> float:
     return rate
 
 
-def bench_geometry(label: str, out: SensorSize | None, ev: np.ndarray, sub: np.ndarray, repeat: int, have_tonic: bool, have_dv: bool) -> None:
+def bench_geometry(
+    label: str, out: SensorSize | None, ev: np.ndarray, sub: np.ndarray, repeat: int, dtype, have_tonic: bool, have_dv: bool
+) -> None:
     """One geometry: tonic and dv on the subset, numpy and evstream on everything, then the online Binner."""
     steps = int(ev["t"][-1]) // STEP_US + 1
     sub_steps = int(sub["t"][-1]) // STEP_US  # tonic keeps complete windows only
@@ -127,22 +130,22 @@ def bench_geometry(label: str, out: SensorSize | None, ev: np.ndarray, sub: np.n
     if have_tonic:
         sec, frames = best_of(1, lambda: tonic_frames(sub, out))
         anchors["tonic"] = row(f"tonic ToFrame ({len(sub):,} ev, {len(frames)} frames)", len(sub), sec, {})
-    sec, ref = best_of(repeat, lambda: numpy_bincount(ev, steps, geometry))
+    sec, ref = best_of(repeat, lambda: numpy_bincount(ev, steps, geometry, dtype))
     anchors["numpy"] = row("numpy bincount", len(ev), sec, {"tonic": anchors.get("tonic", 0)})
     if have_dv and out is None:
         store = dv_store(sub)
         sec, _ = best_of(repeat, lambda: dv_accumulate(store, sub_steps))
         anchors["dv"] = row(f"dv.Accumulator ({len(sub):,} ev, no decay)", len(sub), sec, {})
     for parallel in (False, True):
-        sec, got = best_of(repeat, lambda: bin_events(ev, 0, STEP_US, steps, geometry, parallel=parallel))  # noqa: B023
+        sec, got = best_of(repeat, lambda: bin_events(ev, 0, STEP_US, steps, geometry, dtype=dtype, parallel=parallel))  # noqa: B023
         assert np.array_equal(got, ref), "evstream frames differ from numpy's"
         row(f"evstream bin_events {'parallel' if parallel else 'serial'}", len(ev), sec, anchors)
     del got, ref
-    sec, _ = best_of(repeat, lambda: bin_events(sub, 0, STEP_US, sub_steps, geometry, parallel=True))
+    sec, _ = best_of(repeat, lambda: bin_events(sub, 0, STEP_US, sub_steps, geometry, dtype=dtype, parallel=True))
     row(f"evstream parallel, the {len(sub):,}-event subset", len(sub), sec, anchors)
 
     def stream(chunk_us: int) -> int:
-        binner = Binner(SENSOR, out, step_us=STEP_US, steps=16)
+        binner = Binner(SENSOR, out, step_us=STEP_US, steps=16, dtype=dtype)
         bounds = np.searchsorted(ev["t"], np.arange(0, 1_000_001, chunk_us))
         return sum(len(binner.push(ev[a:b])) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
 
@@ -156,6 +159,7 @@ def main() -> int:
     ap.add_argument("--events", type=int, default=10_000_000, help="events over 1 s (default 10 M)")
     ap.add_argument("--tonic-events", type=int, default=1_000_000, help="subset for tonic and dv Accumulator")
     ap.add_argument("--repeat", type=int, default=3, help="best of this many runs")
+    ap.add_argument("--dtype", choices=["float32", "int16"], default="float32", help="frame dtype of ours and numpy's")
     args = ap.parse_args()
 
     try:
@@ -172,15 +176,16 @@ def main() -> int:
         have_dv = False
 
     start = time.perf_counter()
-    warmup((np.float32,))
+    dtype = np.dtype(args.dtype)
+    warmup((dtype,))
     print(f"numba {numba.__version__}, {numba.get_num_threads()} threads ({numba.threading_layer()}), "
-          f"load average {os.getloadavg()[0]:.2f}, {args.events:,} events at {SENSOR}, {STEP_US} µs steps, best of {args.repeat}")
+          f"load average {os.getloadavg()[0]:.2f}, {args.events:,} events at {SENSOR}, {STEP_US} µs steps, {dtype} frames, best of {args.repeat}")
     print(f"warmup (compile or cache load): {time.perf_counter() - start:.2f} s")
     ev = random_stream(args.events)
     sub = ev[: args.tonic_events]
 
     for label, out in (("(a) sensor resolution", None), ("(b) 128x128 crop+area", SensorSize(128, 128))):
-        bench_geometry(label, out, ev, sub, args.repeat, have_tonic, have_dv)
+        bench_geometry(label, out, ev, sub, args.repeat, dtype, have_tonic, have_dv)
 
     print("\nbackground-activity filter (dt 2 ms)")
     if have_dv:
