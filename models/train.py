@@ -64,6 +64,7 @@ class TrainConfig:
     step_ms: float | None = 50.0  # fixed time step in ms (streaming preprocessing); None with split_by="number"
     split_by: Literal["time", "number"] = "time"  # "number": T frames of equal event count per clip (paper recipe)
     resume: str | None = None  # a PATH_last.pt to continue from
+    init: str | None = None  # start from this checkpoint's weights (fresh optimizer and schedule)
     workers: int = 0  # DataLoader worker processes
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     lr: float = 1e-3  # peak AdamW learning rate
@@ -401,6 +402,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     start_epoch, best = 0, {"top1": -1.0}
     train_args = dataclasses.asdict(config)
+    if config.init:
+        start = load_checkpoint(config.init, model=config.model, num_classes=model.num_classes)
+        model.load_state_dict(start.model.state_dict())
     if config.resume:
         state = load_checkpoint(config.resume, model=config.model, num_classes=model.num_classes)
         if not state.train_state:

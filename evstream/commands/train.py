@@ -45,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--out", required=True, help="best checkpoint path (.pt)")
     parser.add_argument("--resume", default=None, help="continue from a PATH_last.pt checkpoint")
+    parser.add_argument("--init", default=None, help="start from a checkpoint's weights (fine-tuning; new optimizer)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
@@ -80,6 +81,7 @@ def run(args: argparse.Namespace) -> int:
         step_ms=None if args.split_by == "number" else args.step_ms,
         split_by="number" if args.split_by == "number" else "time",
         resume=args.resume,
+        init=args.init,
         workers=args.workers,
         device=args.device,
         lr=args.lr,

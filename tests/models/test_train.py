@@ -134,6 +134,14 @@ def test_train_command_writes_checkpoints_resumes_and_evaluates(synth_data, tmp_
     assert "epoch 1/1 " in printed and "epoch 2/2 " in printed and "epoch 1/2 " not in printed
     assert models.load_checkpoint(last).train_state["epoch"] == 1
 
+    tuned = tmp_path / "tuned.pt"
+    init = ["train", "--data", str(synth_data), "--model", "spikformer_tiny", "--steps", "4", "--step-ms", "40"]
+    init += ["--out", str(tuned), "--init", str(out), "--epochs", "1", "--lr", "1e-12", "--min-lr", "1e-12"]
+    assert cli_main([*init, "--warmup-epochs", "0", "--no-augment"]) == 0
+    start, after = models.load_checkpoint(out).model, models.load_checkpoint(tuned).model
+    torch.testing.assert_close(after.head.weight, start.head.weight)
+    torch.testing.assert_close(after.patch_embed.stages[0].conv.weight, start.patch_embed.stages[0].conv.weight)
+
     result = evaluate_checkpoint(out, synth_data, "ibm", "test", confusion_png=tmp_path / "eval.png")
     again = models.load_checkpoint(out).metrics
     assert result["samples"] == again["samples"]
