@@ -127,8 +127,9 @@ def as_events(array: np.ndarray, *, name: str = "events") -> np.ndarray:
 def concatenate(parts: Iterable[np.ndarray | EventChunk]) -> np.ndarray:
     """Concatenate event arrays or chunks into one ``EVENT_DTYPE`` array (one copy)."""
     arrays = [p.events if isinstance(p, EventChunk) else as_events(p) for p in parts]
-    # np.concatenate would canonicalise the dtype and drop the 3 padding bytes; fill one buffer.
-    out = np.empty(sum(len(a) for a in arrays), dtype=EVENT_DTYPE)
+    # np.concatenate would canonicalise the dtype and drop the 3 padding bytes; fill one zeroed
+    # buffer (zeroed so that equal events are equal bytes, as in an AEDAT4 packet).
+    out = np.zeros(sum(len(a) for a in arrays), dtype=EVENT_DTYPE)
     pos = 0
     for a in arrays:
         out[pos:pos + len(a)] = a

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from evstream.errors import EventFileError
-from evstream.events import EVENT_DTYPE, SensorSize, as_events, empty_events
+from evstream.events import EVENT_DTYPE, SensorSize, as_events, concatenate, empty_events
 from evstream.labels import DVS_GESTURE_CLASSES
 
 __all__ = [
@@ -175,13 +175,7 @@ class Aedat3Reader:
 
     def read(self) -> np.ndarray:
         """Every valid polarity event as one ``EVENT_DTYPE`` array."""
-        parts = list(self.iter_packets())
-        out = np.empty(sum(len(p) for p in parts), dtype=EVENT_DTYPE)
-        pos = 0
-        for p in parts:
-            out[pos:pos + len(p)] = p
-            pos += len(p)
-        return out
+        return concatenate(self.iter_packets())
 
     def close(self) -> None:
         """Close the file (idempotent)."""
