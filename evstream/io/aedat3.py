@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from evstream.errors import EventFileError
-from evstream.events import EVENT_DTYPE, SensorSize, as_events, concatenate, empty_events
+from evstream.events import SensorSize, as_events, concatenate, empty_events
 from evstream.labels import DVS_GESTURE_CLASSES
 
 __all__ = [
