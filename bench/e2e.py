@@ -180,6 +180,7 @@ def main() -> int:
     parser.add_argument("--latency-seconds", type=float, default=30.0,
                         help="wall time of the (looped) latency run, s (default 30)")
     parser.add_argument("--soak", type=float, default=30.0, metavar="SECONDS", help="soak duration (default 30; 0 skips)")
+    parser.add_argument("--only", choices=("throughput", "latency", "soak"), default=None, help="run one part only")
     parser.add_argument("--port", type=int, default=47300, help="first of the loopback ports used (default 47300)")
     args = parser.parse_args()
 
@@ -193,6 +194,16 @@ def main() -> int:
     print(f"recording {args.recording.name}: {sensor}, {duration_s:.1f} s; model {label}; {device}, {args.threads} threads")
     anchor_run(args.recording, classifier, binner)  # warm caches, allocator and kernels
 
+    if args.only in (None, "throughput"):
+        throughput(args, classifier, binner, duration_s)
+    if args.only in (None, "latency"):
+        latency(args, classifier, binner)
+    if args.soak > 0 and args.only in (None, "soak"):
+        soak(args, classifier, binner)
+    return 0
+
+
+def throughput(args, classifier, binner, duration_s: float) -> None:
     print("\n1. throughput, replay as fast as possible")
     anchors, pipes = [], []
     for i in range(args.repeats):
@@ -208,6 +219,9 @@ def main() -> int:
     p = float(np.median([w for w, _ in pipes]))
     print(f"   median: anchor {a:.1f} windows/s, pipeline {p:.1f} windows/s; ratio pipeline / anchor {p / a:.3f}")
 
+
+
+def latency(args, classifier, binner) -> None:
     print(f"\n2. latency, paced replay x{args.latency_speed:g}: window closed -> prediction received")
     pipeline, receiver, _ = pipeline_run(args.recording, classifier, binner, args.port + 50, speed=args.latency_speed,
                                          loop=True, timings=True, duration_s=args.latency_seconds)
@@ -227,25 +241,25 @@ def main() -> int:
           f"(target <= 2 ms at p99); of it, waiting in the window queue p99 {pct(queued, 99):.2f} ms")
     print(f"   ratio end to end / model compute at p50: {pct(total, 50) / pct(infer, 50):.3f}")
 
-    if args.soak > 0:
-        reference_at = 60.0 if args.soak >= 360 else args.soak / 6
-        samples: list[tuple[float, float]] = []
 
-        def tick(elapsed: float) -> None:
-            samples.append((elapsed, rss_mib()))
+def soak(args, classifier, binner) -> None:
+    reference_at = 60.0 if args.soak >= 360 else args.soak / 6
+    samples: list[tuple[float, float]] = []
 
-        print(f"\n3. soak {args.soak:g} s: looped replay as fast as possible, a reader on every topic and a stalled subscriber")
-        pipeline, receiver, wall = pipeline_run(args.recording, classifier, binner, args.port + 100, speed=None,
-                                                loop=True, topics=TOPICS, duration_s=args.soak, stalled=True,
-                                                on_tick=tick)
-        ref = next((r for t, r in samples if t >= reference_at), samples[0][1] if samples else float("nan"))
-        end = samples[-1][1] if samples else float("nan")
-        peak = max((r for _, r in samples), default=float("nan"))
-        print(f"   {pipeline.windows} windows in {wall:.0f} s ({pipeline.windows / wall:.1f} windows/s), "
-              f"{len(receiver.arrivals)} predictions received, {receiver.sub.stats['pred'].gaps} gaps (reader)")
-        print(f"   RSS at {reference_at:.0f} s {ref:.1f} MiB, at the end {end:.1f} MiB, peak {peak:.1f} MiB; "
-              f"end / reference {end / ref:.3f} (target within 10 %)")
-    return 0
+    def tick(elapsed: float) -> None:
+        samples.append((elapsed, rss_mib()))
+
+    print(f"\n3. soak {args.soak:g} s: looped replay as fast as possible, a reader on every topic and a stalled subscriber")
+    pipeline, receiver, wall = pipeline_run(args.recording, classifier, binner, args.port + 100, speed=None,
+                                            loop=True, topics=TOPICS, duration_s=args.soak, stalled=True,
+                                            on_tick=tick)
+    ref = next((r for t, r in samples if t >= reference_at), samples[0][1] if samples else float("nan"))
+    end = samples[-1][1] if samples else float("nan")
+    peak = max((r for _, r in samples), default=float("nan"))
+    print(f"   {pipeline.windows} windows in {wall:.0f} s ({pipeline.windows / wall:.1f} windows/s), "
+          f"{len(receiver.arrivals)} predictions received, {receiver.sub.stats['pred'].gaps} gaps (reader)")
+    print(f"   RSS at {reference_at:.0f} s {ref:.1f} MiB, at the end {end:.1f} MiB, peak {peak:.1f} MiB; "
+          f"end / reference {end / ref:.3f} (target within 10 %)")
 
 
 if __name__ == "__main__":
