@@ -185,14 +185,19 @@ def main() -> int:
         print(f"\n== {label}, input {model.config.img_size[1]}x{model.config.img_size[0]}")
         for steps in args.window_steps:
             count = args.windows16 if steps > 1 else args.windows1
+            per_step = {}
             for compiled in modes:
                 for capture in (False, True):
                     r = latency(model, events, steps, count, capture, args.threads, compiled)
+                    per_step[compiled, capture] = r["per_step"]
                     tag = f"T={steps:<2} capture {'on ' if capture else 'off'}{' compiled' if compiled else ''}"
                     print(
                         f"  {tag}: window p50 {r['p50']:8.2f} ms  p99 {r['p99']:8.2f} ms  "
                         f"(binning p50 {r['bin_p50']:.2f} ms)  = {r['per_step']:.2f} ms/step"
                     )
+            if args.compile:
+                ratio = per_step[True, False] / per_step[False, False]
+                print(f"  T={steps:<2} compiled / eager (capture off): {ratio:.2f}")
             bare, wrapped = overhead(model, r["frames"], args.threads)
             print(
                 f"  T={steps:<2} capture-off overhead: bare step_logits {bare:.2f} ms, "
