@@ -103,8 +103,8 @@ def anchor_run(path: Path, classifier, binner) -> tuple[int, float, float]:
 def _bare_loop(path: Path, classifier, binner) -> tuple[int, float, float]:
     clf, bn = classifier(), binner()
     windows = 0
-    began = time.perf_counter()
     with FileSource(path, speed=None) as source:
+        began = time.perf_counter()  # opened (index read) outside the timing, as for the pipeline
         first = last = None
         for chunk in source:
             first = chunk.t_start if first is None else first
@@ -133,18 +133,24 @@ class Receiver(threading.Thread):
 
 
 def pipeline_run(path: Path, classifier, binner, port: int, *, speed: float | None, loop: bool = False,
-                 topics=("pred", "stats", "status"), timings: bool = False, duration_s: float | None = None,
+                 topics=("pred", "stats", "status"), timings: bool = True, duration_s: float | None = None,
                  stalled: bool = False, on_tick=None):
-    """One pipeline run with a Receiver (and optionally a stalled subscriber); returns (pipeline, receiver, wall s)."""
+    """One pipeline run with a Receiver (and optionally a stalled subscriber).
+
+    Returns:
+        (pipeline, receiver, wall s from start to the last prediction's publication — subscriber
+        connection and teardown excluded, as the anchor has neither).
+    """
     address = ADDRESS.format(port=port)
     publisher = Publisher(address)
     source = FileSource(path, speed=speed, loop=loop)
     config = PipelineConfig(model_name="bench", speed=speed, loop=loop, wait_subscribers=2 if stalled else 1)
     pipeline = Pipeline(source, classifier(), binner(), publisher, config=config)
-    pipeline.keep_timings = timings
     receiver = Receiver(address, topics)
     stalled_sub = Subscriber(address, TOPICS, rcvhwm=1) if stalled else None
     receiver.start()
+    publisher.wait_subscribers("pred", config.wait_subscribers, timeout_s=30)
+    pipeline.keep_timings = timings  # the soak keeps none: its memory is what it measures
     began = time.perf_counter()
     pipeline.start()
     while not pipeline.finished:
@@ -154,7 +160,7 @@ def pipeline_run(path: Path, classifier, binner, port: int, *, speed: float | No
         if duration_s is not None and time.perf_counter() - began >= duration_s:
             pipeline.stop("soak over")
     pipeline.wait()
-    wall = time.perf_counter() - began
+    wall = (pipeline.timings[-1].published if pipeline.timings else time.perf_counter()) - began
     time.sleep(0.2)
     receiver.stop.set()
     receiver.join()
@@ -224,7 +230,7 @@ def throughput(args, classifier, binner, duration_s: float) -> None:
 def latency(args, classifier, binner) -> None:
     print(f"\n2. latency, paced replay x{args.latency_speed:g}: window closed -> prediction received")
     pipeline, receiver, _ = pipeline_run(args.recording, classifier, binner, args.port + 50, speed=args.latency_speed,
-                                         loop=True, timings=True, duration_s=args.latency_seconds)
+                                         loop=True, duration_s=args.latency_seconds)
     total, infer, added, queued = [], [], [], []
     for seq, timing in enumerate(pipeline.timings):
         if seq not in receiver.arrivals:
@@ -251,7 +257,7 @@ def soak(args, classifier, binner) -> None:
 
     print(f"\n3. soak {args.soak:g} s: looped replay as fast as possible, a reader on every topic and a stalled subscriber")
     pipeline, receiver, wall = pipeline_run(args.recording, classifier, binner, args.port + 100, speed=None,
-                                            loop=True, topics=TOPICS, duration_s=args.soak, stalled=True,
+                                            loop=True, topics=TOPICS, timings=False, duration_s=args.soak, stalled=True,
                                             on_tick=tick)
     ref = next((r for t, r in samples if t >= reference_at), samples[0][1] if samples else float("nan"))
     end = samples[-1][1] if samples else float("nan")
