@@ -14,7 +14,7 @@ import os
 import numpy as np
 import pytest
 import torch
-from spikingjelly.activation_based import functional
+from spikingjelly.activation_based import functional, neuron
 
 from evstream.errors import ConfigError, ModelError
 from evstream.labels import NO_GESTURE
@@ -92,9 +92,9 @@ def test_spikes_reach_every_layer(clf):
 @pytest.mark.parametrize("window_steps", [1, 2, 5, 16])
 def test_windows_of_any_length_equal_one_pass(model, window_steps):
     frames = event_frames(32, seed=1)
-    functional.reset_net(model)
+    plain = active_model()  # same weights, spikingjelly's own LIF forward, one pass of 32 steps
     with torch.inference_mode():
-        reference = model.step_logits(frames.unsqueeze(1))[:, 0].numpy()
+        reference = plain.step_logits(frames.unsqueeze(1))[:, 0].numpy()
     clf = StreamingClassifier(model, device="cpu")
     got = np.concatenate([p.logits for p in feed(clf, frames, window_steps)])
     assert got.shape == reference.shape == (32, model.num_classes)
@@ -106,6 +106,30 @@ def test_windows_of_any_length_equal_one_pass(model, window_steps):
             clf.reset()
             forgetful.append(clf.step(frames[start : start + window_steps]).logits)
         assert np.abs(np.concatenate(forgetful) - reference).max() > 1e-3
+
+
+def test_inference_lif_is_bit_exact():
+    plain = StreamingClassifier(active_model(), device="cpu", fast_lif=False)
+    fast = StreamingClassifier(active_model(), device="cpu")
+    lifs = [m for m in fast.model.modules() if isinstance(m, neuron.LIFNode)]
+    assert plain.fast_neurons == 0 and fast.fast_neurons == len(lifs) > 0
+    for seed, steps in ((21, 3), (22, 1), (23, 5)):
+        frames = event_frames(steps, seed=seed)
+        a, b = plain.step(frames), fast.step(frames)
+        np.testing.assert_array_equal(a.logits, b.logits)
+        assert a.layer_rates == b.layer_rates
+    ours, theirs = fast.state()["memories"], plain.state()["memories"]
+    assert ours.keys() == theirs.keys()
+    assert all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_inference_lif_leaves_training_to_spikingjelly():
+    clf = StreamingClassifier(active_model(), device="cpu")
+    model = clf.model.train()
+    x = event_frames(2, seed=24).unsqueeze(1).requires_grad_(True)
+    model.step_logits(x).sum().backward()  # the surrogate gradient flows back to the input
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    functional.reset_net(model)
 
 
 def test_window_object_and_five_dim_tensor_are_accepted(clf):
