@@ -395,9 +395,11 @@ class Pipeline:
             self._record(events)
             if len(events):
                 recent.append(events)
+            windows = self.binner.push(chunk)
             if self._paused and self.live and self._step_budget == 0:
-                continue  # a paused live view discards what happens meanwhile
-            self._emit(self.binner.push(chunk), recent, epoch)
+                _trim(recent, windows)  # a paused live view discards what happens meanwhile
+                continue
+            self._emit(windows, recent, epoch)
 
     def _restart_binner(self, recent: list) -> None:
         reset = getattr(self.binner, "reset", None)
@@ -433,9 +435,7 @@ class Pipeline:
                 pause = getattr(self.source, "pause", None)
                 if callable(pause):
                     pause()
-        # keep only chunks that a later window can still overlap
-        start = int(windows[-1].t_start)
-        recent[:] = [e for e in recent if int(e["t"][-1]) >= start]
+        _trim(recent, windows)
 
     def _offer_live(self, item: _Item) -> None:
         while True:
@@ -784,6 +784,13 @@ class Pipeline:
 
     def _cmd_record_stop(self, request: dict) -> dict:
         return self._stop_recording()
+
+
+def _trim(recent: list[np.ndarray], windows: list) -> None:
+    """Keep only the event arrays that a window after ``windows`` can still overlap."""
+    if windows:
+        start = int(windows[-1].t_start)
+        recent[:] = [e for e in recent if int(e["t"][-1]) >= start]
 
 
 def _slice(events: np.ndarray, t0: int, t1: int) -> np.ndarray:

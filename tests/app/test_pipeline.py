@@ -299,3 +299,36 @@ def test_model_failure_mid_stream_ends_in_error_not_a_hang(recording, port):
     assert len([m for m in messages if m.topic == "pred"]) == 3
     message = [m for m in messages if m.topic == "status"][-1].data["message"]
     assert message.startswith("model tiny: RuntimeError: CUDA error")
+
+
+def test_live_pause_discards_the_scene_and_resume_carries_on_without_a_backlog(port):
+    from evstream.sources.synthetic import SyntheticSource
+
+    control = _addr(port + 1)
+    source = SyntheticSource(SensorSize(64, 64), seed=1)
+    with Publisher(_addr(port)) as pub:
+        pipeline = Pipeline(source, _classifier(), Binner(source.sensor_size, OUT, STEP_US, STEPS), pub,
+                            config=PipelineConfig(wait_subscribers=1), control_address=control)
+        sub = Subscriber(_addr(port), topics=("pred",))
+        client = ControlClient(control, timeout_ms=5000)
+        try:
+            pipeline.start()
+            assert sub.recv(10_000) is not None
+            before = pipeline.dropped_windows
+            assert client.send("pause")["ok"]
+            time.sleep(0.3)
+            while sub.recv(50) is not None:
+                pass
+            assert sub.recv(700) is None  # 700 ms of scene: about 9 windows that never reach the model
+            assert client.send("seek", t_us=0)["error"].startswith("seek: source")  # live: no seeking
+            assert client.send("resume")["ok"]
+            after = [sub.recv(3000) for _ in range(3)]
+            assert None not in after
+            # the model saw no backlog: what comes after the pause is a fresh, current window
+            assert after[-1].data["resets"] >= 1
+            assert pipeline.dropped_windows - before <= 2  # (drops before the pause: the first, slow steps)
+        finally:
+            client.close()
+            sub.close()
+            pipeline.stop()
+            assert pipeline.wait() == 0
