@@ -228,3 +228,35 @@ def test_config_round_trips_through_plain_values():
     assert SpikformerConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="bogus"):
         SpikformerConfig.from_dict({**cfg.to_dict(), "bogus": 1})
+
+
+@pytest.mark.parametrize("threshold", [1.0, 0.5])
+def test_fused_lif_gives_spikingjelly_spikes_and_state_bit_for_bit(threshold):
+    import types
+
+    from spikingjelly.activation_based import surrogate
+
+    from models.spikformer import _fused_lif_forward
+
+    def node():
+        return neuron.LIFNode(
+            tau=2.0,
+            v_threshold=threshold,
+            v_reset=0.0,
+            detach_reset=True,
+            surrogate_function=surrogate.Sigmoid(alpha=4.0),
+            step_mode="m",
+        )
+
+    plain, fused = node(), node()
+    fused.multi_step_forward = types.MethodType(_fused_lif_forward, fused)
+    x = torch.randn(6, 2, 3, 5, 7, generator=torch.Generator().manual_seed(7)) * 2
+    with torch.inference_mode():
+        for chunk in (x[:4], x[4:5], x[5:]):  # carried state across calls of different T
+            expected, got = plain(chunk), fused(chunk)
+            assert torch.equal(expected, got) and torch.equal(plain.v, fused.v)
+        assert 0 < float(got.mean()) < 1
+    functional.reset_net(fused)
+    assert fused.v == 0.0
+    y = fused(x.clone().requires_grad_(True))  # with autograd: spikingjelly's own path
+    assert y.requires_grad
