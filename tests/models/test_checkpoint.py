@@ -168,3 +168,16 @@ def test_train_state_is_kept_for_resuming(tmp_path):
     fresh = torch.optim.AdamW(loaded.model.parameters())
     fresh.load_state_dict(loaded.train_state["optimizer"])
     assert fresh.state_dict()["state"][0]["step"] == 1
+
+
+def test_shipped_default_weights_are_small_complete_and_never_saw_real_data():
+    assert models.DEFAULT_WEIGHTS in models.list_weights(), f"models/weights/{models.DEFAULT_WEIGHTS}.pt missing"
+    path = checkpoint.WEIGHTS_DIR / f"{models.DEFAULT_WEIGHTS}.pt"
+    assert path.stat().st_size < 8 * 1024 * 1024
+    assert (checkpoint.WEIGHTS_DIR / f"{models.DEFAULT_WEIGHTS}.md").is_file()
+    loaded = models.load_checkpoint(models.DEFAULT_WEIGHTS)
+    assert loaded.class_names == DVS_GESTURE_CLASSES and loaded.train_state == {}
+    pre = loaded.preprocessing
+    assert pre["mode"] == "time" and pre["step_us"] > 0 and pre["steps"] == loaded.model.config.steps
+    assert pre["out_size"] == [loaded.model.config.img_size[1], loaded.model.config.img_size[0]]
+    assert 0.0 <= loaded.metrics["top1"] <= 1.0 and "synth" in loaded.train_args["data"]
