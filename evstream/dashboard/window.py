@@ -278,6 +278,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
 
     def grab_png(self, path: str) -> bool:
         """Render the whole window into a PNG at ``path``; returns whether it was written."""
+        self._last_secondary = 0.0  # every panel up to date in the picture, not only the fast ones
         self.tick()
         QtWidgets.QApplication.processEvents()
         pixmap: QtGui.QPixmap = self.grab()
