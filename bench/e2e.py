@@ -10,8 +10,8 @@ the issue's ten-minute soak). Prints:
    both see the same machine load; ratio pipeline / anchor;
 2. latency, paced and looped replay (``--latency-speed``, default ×4, for ``--latency-seconds``,
    default 30; the model keeps up, so the queues stay empty): from the
-   moment the binner closes a window to the moment a subscriber (a thread in this process,
-   ``time.perf_counter`` on both sides) receives its prediction, p50 / p99, with the model's
+   moment the binner closes a window to the moment a subscriber (another process;
+   ``time.perf_counter``, CLOCK_MONOTONIC, on both sides) receives its prediction, p50 / p99, with the model's
    compute time (``infer_ms``) shown apart and what the pipeline adds beyond it (target: ≤ 2 ms
    at p99);
 3. soak (``--soak S``, default 30 s): looped replay as fast as possible with one reading
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import subprocess
 import sys
 import threading
 import time
@@ -115,21 +116,49 @@ def _bare_loop(path: Path, classifier, binner) -> tuple[int, float, float]:
     return windows, time.perf_counter() - began, (last - first) / 1e6
 
 
-class Receiver(threading.Thread):
-    """A subscriber thread that stamps every message's arrival (perf_counter) by topic and seq."""
+# The subscriber runs in its own process, as a user's program would, so it shares no GIL with the
+# pipeline. time.perf_counter is CLOCK_MONOTONIC on Linux: one clock for both processes.
+_RECEIVER = """
+import sys, time
+sys.path.insert(0, sys.argv[1])
+from evstream.publish import Subscriber
+sub = Subscriber(sys.argv[2], tuple(sys.argv[3].split(",")))
+print("ready", flush=True)
+arrivals = []
+while True:
+    msg = sub.recv(100)
+    if msg is None:
+        continue
+    if msg.topic == "pred":
+        arrivals.append((msg.seq, time.perf_counter(), msg.data["infer_ms"]))
+    elif msg.topic == "status" and msg.data["state"] in ("ended", "error"):
+        break
+for seq, t, infer in arrivals:
+    print(seq, repr(t), repr(infer))
+print("gaps", sub.stats["pred"].gaps, flush=True)
+"""
+
+
+class Receiver:
+    """A subscriber process that stamps every prediction's arrival (perf_counter) by seq."""
 
     def __init__(self, address: str, topics: tuple[str, ...]) -> None:
-        super().__init__(daemon=True)
-        self.sub = Subscriber(address, topics)
-        self.arrivals: dict[int, tuple[float, dict]] = {}
-        self.stop = threading.Event()
+        topics = tuple(dict.fromkeys((*topics, "pred", "status")))
+        self.process = subprocess.Popen([sys.executable, "-c", _RECEIVER, str(REPO), address, ",".join(topics)],
+                                        stdout=subprocess.PIPE, text=True)
+        self.process.stdout.readline()  # "ready": connected and subscribed
+        self.arrivals: dict[int, tuple[float, float]] = {}
+        self.gaps = 0
 
-    def run(self) -> None:
-        while not self.stop.is_set():
-            msg = self.sub.recv(100)
-            if msg is not None and msg.topic == "pred":
-                self.arrivals[msg.seq] = (time.perf_counter(), msg.data)
-        self.sub.close()
+    def finish(self) -> None:
+        """Wait for the process (it ends on the final status) and read what it saw."""
+        out, _ = self.process.communicate(timeout=60)
+        for line in out.splitlines():
+            fields = line.split()
+            if fields[0] == "gaps":
+                self.gaps = int(fields[1])
+            else:
+                self.arrivals[int(fields[0])] = (float(fields[1]), float(fields[2]))
 
 
 def pipeline_run(path: Path, classifier, binner, port: int, *, speed: float | None, loop: bool = False,
@@ -148,7 +177,6 @@ def pipeline_run(path: Path, classifier, binner, port: int, *, speed: float | No
     pipeline = Pipeline(source, classifier(), binner(), publisher, config=config)
     receiver = Receiver(address, topics)
     stalled_sub = Subscriber(address, TOPICS, rcvhwm=1) if stalled else None
-    receiver.start()
     publisher.wait_subscribers("pred", config.wait_subscribers, timeout_s=30)
     pipeline.keep_timings = timings  # the soak keeps none: its memory is what it measures
     began = time.perf_counter()
@@ -161,9 +189,7 @@ def pipeline_run(path: Path, classifier, binner, port: int, *, speed: float | No
             pipeline.stop("soak over")
     pipeline.wait()
     wall = (pipeline.timings[-1].published if pipeline.timings else time.perf_counter()) - began
-    time.sleep(0.2)
-    receiver.stop.set()
-    receiver.join()
+    receiver.finish()
     if stalled_sub is not None:
         stalled_sub.close()
     publisher.close()
@@ -220,7 +246,7 @@ def throughput(args, classifier, binner, duration_s: float) -> None:
         pipes.append((pipeline.windows / wall, duration_s / wall))
         print(f"   run {i + 1}: anchor {anchors[-1][0]:7.1f} windows/s (x{anchors[-1][1]:.1f} real time) | "
               f"pipeline {pipes[-1][0]:7.1f} windows/s (x{pipes[-1][1]:.1f}), {pipeline.windows} windows, "
-              f"{got} predictions received, {receiver.sub.stats['pred'].gaps} gaps")
+              f"{got} predictions received, {receiver.gaps} gaps")
     a = float(np.median([w for w, _ in anchors]))
     p = float(np.median([w for w, _ in pipes]))
     print(f"   median: anchor {a:.1f} windows/s, pipeline {p:.1f} windows/s; ratio pipeline / anchor {p / a:.3f}")
@@ -235,11 +261,11 @@ def latency(args, classifier, binner) -> None:
     for seq, timing in enumerate(pipeline.timings):
         if seq not in receiver.arrivals:
             continue
-        arrived, data = receiver.arrivals[seq]
+        arrived, infer_ms = receiver.arrivals[seq]
         latency_ms = (arrived - timing.closed) * 1000
         total.append(latency_ms)
-        infer.append(data["infer_ms"])
-        added.append(latency_ms - data["infer_ms"])
+        infer.append(infer_ms)
+        added.append(latency_ms - infer_ms)
         queued.append((timing.started - timing.closed) * 1000)
     print(f"   {len(total)} windows: end to end p50 {pct(total, 50):.2f} ms, p99 {pct(total, 99):.2f} ms")
     print(f"   model compute (infer_ms) p50 {pct(infer, 50):.2f} ms, p99 {pct(infer, 99):.2f} ms")
@@ -263,7 +289,7 @@ def soak(args, classifier, binner) -> None:
     end = samples[-1][1] if samples else float("nan")
     peak = max((r for _, r in samples), default=float("nan"))
     print(f"   {pipeline.windows} windows in {wall:.0f} s ({pipeline.windows / wall:.1f} windows/s), "
-          f"{len(receiver.arrivals)} predictions received, {receiver.sub.stats['pred'].gaps} gaps (reader)")
+          f"{len(receiver.arrivals)} predictions received, {receiver.gaps} gaps (reader)")
     print(f"   RSS at {reference_at:.0f} s {ref:.1f} MiB, at the end {end:.1f} MiB, peak {peak:.1f} MiB; "
           f"end / reference {end / ref:.3f} (target within 10 %)")
 
