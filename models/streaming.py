@@ -16,10 +16,10 @@ DVS128 Gesture from 99.59 % to 100 %, and the live TrueNorth demo (Amir et al., 
 Reset policies decide when the state is cleared on their own: :class:`InactivityReset` (the
 scene has been quiet for a while) and :class:`PeriodicReset`; with no policy resets are manual.
 
-Speed: inference runs under ``torch.inference_mode``; firing rates (for the energy estimate)
-stay on the device until the window ends; the LIF neurons get a bit-exact inference forward
-with fewer kernels; ``compile=True`` adds ``torch.compile`` (exact as well, minutes to compile
-on a CPU; shared/reference/spikformer.md §7.2 measured ~2× faster than eager).
+Speed: inference runs under ``torch.inference_mode`` on the model's ``fuse_for_inference()``
+form (BN folded, numba LIF loops); firing rates (for the energy estimate) stay on the device
+until the window ends (one host sync per window); ``compile=True`` adds ``torch.compile``
+(minutes to compile on a CPU; shared/reference/spikformer.md §7.2 measured ~2× faster than eager).
 """
 
 from __future__ import annotations
@@ -29,14 +29,13 @@ import copy
 import math
 import threading
 import time
-import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-from spikingjelly.activation_based import base, functional, neuron
+from spikingjelly.activation_based import base, functional
 
 from evstream.errors import ConfigError, ModelError
 from evstream.labels import DVS_GESTURE_CLASSES, NO_GESTURE
@@ -302,47 +301,6 @@ class _TensorCapture(Capture):
         return dict(zip(names, values, strict=True))
 
 
-def _inference_lif(node: neuron.LIFNode, x_seq: torch.Tensor) -> torch.Tensor:
-    """Multi-step LIF forward for inference: the same arithmetic as spikingjelly, fewer kernels.
-
-    spikingjelly's CPU path (``torch-reference``) spends about a dozen element-wise kernels per
-    step (charge, surrogate spike through an autograd Function, reset, dtype round trips, a
-    stack). For a hard reset to 0 with ``decay_input`` the result is, bit for bit,
-    ``H = V + (X - V) / tau``, ``S = H >= V_th`` (IEEE: ``H - V_th >= 0`` iff ``H >= V_th``),
-    ``V = 0 where S else H``, computed here in place in four kernels per step. With autograd
-    recording it falls back to spikingjelly (the surrogate gradient lives there).
-    """
-    if torch.is_grad_enabled() and x_seq.requires_grad:
-        return neuron.LIFNode.multi_step_forward(node, x_seq)
-    v = node._memories["v"]
-    if not isinstance(v, torch.Tensor):
-        v = torch.full_like(x_seq[0], float(v))
-    fired = torch.empty(x_seq.shape, dtype=torch.bool, device=x_seq.device)
-    for t in range(x_seq.shape[0]):
-        h = x_seq[t].sub(v).div_(node.tau).add_(v)
-        torch.ge(h, node.v_threshold, out=fired[t])
-        v = h.masked_fill_(fired[t], 0.0)
-    node._memories["v"] = v
-    return fired.to(x_seq.dtype)
-
-
-def _use_inference_lif(model: torch.nn.Module) -> int:
-    """Give every plain multi-step LIF with a hard reset to 0 the inference forward; returns how many."""
-    count = 0
-    for module in model.modules():
-        if (
-            type(module) is neuron.LIFNode
-            and module.step_mode == "m"
-            and module.decay_input
-            and module.v_reset == 0.0
-            and not module.store_v_seq
-            and getattr(module, "_neuron_precision", None) is None
-        ):
-            module.multi_step_forward = types.MethodType(_inference_lif, module)
-            count += 1
-    return count
-
-
 def _pick_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -375,10 +333,10 @@ class StreamingClassifier:
         reset_policy: when to clear the state on its own; None = only on :meth:`reset`.
         compile: wrap the model in ``torch.compile``; the first window then pays for a warm-up
             call on zeros (its state is discarded).
-        fast_lif: give the model's LIF neurons (hard reset to 0) an inference forward that
-            computes exactly what spikingjelly computes with fewer kernels (15–25 % faster on CPU);
-            it sets an instance attribute on each neuron, which falls back to spikingjelly
-            whenever autograd records, so training the same model still works.
+        fuse: prepare the model for inference with its ``fuse_for_inference()`` (BatchNorm folded
+            into the convolutions, each LIF's step loop as one numba pass on CPU), in place: the
+            model can no longer be saved as a checkpoint afterwards. Folding BN changes rounding,
+            so logits can differ from the unfused model in the last bits.
         class_names: names of the classes; default the model's ``class_names``, else DVS128 Gesture.
         on_change: called with the :class:`Prediction` of every window whose label changed
             (the last ``CHANGES_KEPT`` of them are also kept in :attr:`changes`).
@@ -398,7 +356,7 @@ class StreamingClassifier:
         hysteresis: float = 0.1,
         reset_policy: ResetPolicy | None = None,
         compile: bool = False,
-        fast_lif: bool = True,
+        fuse: bool = True,
         class_names: list[str] | tuple[str, ...] | None = None,
         on_change: Callable[[Prediction], None] | None = None,
     ) -> None:
@@ -411,8 +369,9 @@ class StreamingClassifier:
             if self.device.type == "cpu":
                 torch.set_num_threads(threads)
         self.model = model.to(self.device).eval()
+        if fuse and hasattr(self.model, "fuse_for_inference"):
+            self.model.fuse_for_inference()
         functional.reset_net(self.model)  # a new stream starts from rest, whatever ran before
-        self.fast_neurons = _use_inference_lif(self.model) if fast_lif else 0
         num_classes = int(getattr(model, "num_classes", 0)) or len(DVS_GESTURE_CLASSES)
         names = class_names if class_names is not None else getattr(model, "class_names", None)
         names = tuple(names) if names else DVS_GESTURE_CLASSES[:num_classes]

@@ -221,8 +221,12 @@ def test_bundled_recording_is_classified_online_above_chance(repo_root):
     if not recording.is_file():
         pytest.skip(f"bundled recording {recording} is missing")
     loaded = load_checkpoint(DEFAULT_WEIGHTS)
-    clf = StreamingClassifier(loaded.model, device="cpu")
+    # Trained with label smoothing and mixup, the model's per-step probabilities are soft (its
+    # smoothed top class averages ~0.4 inside gestures), so a 0.5 threshold leaves most steps
+    # undecided; 0.3 with a 0.05 hysteresis suits it.
+    clf = StreamingClassifier(loaded.model, device="cpu", threshold=0.3, hysteresis=0.05)
     report = evaluate_online(find_recordings([recording]), clf, loaded.preprocessing)
     chance = 1 / len(loaded.class_names)
-    assert report["accuracy"] >= 3 * chance, report["per_class"]
-    assert report["segment_accuracy"] >= 3 * chance
+    assert report["accuracy"] >= 2.5 * chance, report["per_class"]  # fraction of decisions
+    assert report["segment_accuracy"] >= 4 * chance  # gestures whose most frequent decision is right
+    assert report["latency_ms"]["detected"] >= report["latency_ms"]["segments"] // 3
