@@ -8,8 +8,8 @@ Run from a checkout: ``python bench/stream.py`` (about 2–3 minutes on 2 idle c
 2. the anchor: spikingjelly's model-zoo Spikformer of the same size (2 blocks, D 256, 16 heads,
    11 classes, 128×128; ``spikingjelly.activation_based.model.spikformer``), state carried the same
    way, timed in the same process on the same windows; ratio ours / zoo per step (reference:
-   ~13 ms per step eager on 2 cores, shared/reference/spikformer.md §7.2); also ours with
-   spikingjelly's own LIF forward, for the gain of the classifier's inference LIF;
+   ~13 ms per step eager on 2 cores, shared/reference/spikformer.md §7.2); ours is timed as the
+   classifier runs it (``fuse_for_inference``: BN folded, numba LIF loops) and as built;
 3. capture-off overhead: ``StreamingClassifier.step`` (decisions, firing rates, energy) against
    a bare ``model.step_logits`` call on the same windows, interleaved — target ≤ 2 %;
 4. real-time factor replaying ``recordings/gestures_128x128.aedat4`` as fast as possible at
@@ -130,12 +130,12 @@ def timed_calls(fn, inputs: list[torch.Tensor]) -> list[float]:
 
 
 def anchor(name: str, frames: list[np.ndarray], steps: int) -> tuple[float, float, float]:
-    """Median ms per step of bare models on the same windows, interleaved: ours with the
-    classifier's inference LIF, ours with spikingjelly's LIF forward, and the zoo's."""
+    """Median ms per step of bare models on the same windows, interleaved: ours as the classifier
+    runs it (``fuse_for_inference``: BN folded, numba LIF), ours as built, and the zoo's."""
     from spikingjelly.activation_based import functional
 
     fast, _ = load(name)
-    StreamingClassifier(fast, device="cpu")  # installs the inference LIF forward
+    StreamingClassifier(fast, device="cpu")  # fuses it for inference, as in the latency runs
     plain, _ = load(name)
     zoo = zoo_model()
     inputs = [torch.from_numpy(f).unsqueeze(1) for f in frames]
@@ -216,7 +216,7 @@ def main() -> int:
             if name == "spikformer_2_256":
                 fast, plain, zoo = anchor(name, r["frames"], steps)
                 print(
-                    f"  T={steps:<2} anchor, bare models: ours {fast:.2f} ms/step (spikingjelly LIF forward: "
+                    f"  T={steps:<2} anchor, bare models: ours fused {fast:.2f} ms/step (as built: "
                     f"{plain:.2f}, ratio {fast / plain:.2f}), spikingjelly zoo Spikformer-2-256 {zoo:.2f} ms/step "
                     f"-> ratio ours/zoo {fast / zoo:.2f} (target: <= 6 ms/step)"
                 )
