@@ -15,7 +15,8 @@ Topic fields (``data``) and arrays:
 
 ========  ==========================================================================================
 pred      data: ``label`` (int, -1 = no gesture), ``name``, ``confidence``, ``changed`` (bool),
-          ``infer_ms``, ``resets``, ``energy_uj``, ``events``; arrays: ``probs`` float32 [C]
+          ``infer_ms``, ``resets``, ``energy_uj``, ``events``, ``lag_ms`` (window closed ->
+          published); arrays: ``probs`` float32 [C]
           (this window), ``smoothed`` float32 [C]
 frame     data: ``sensor`` [w, h]; arrays: ``counts`` uint8 [2, H, W] (OFF, ON event counts over
           the window at sensor resolution, saturated at 255)
@@ -28,7 +29,8 @@ stats     data: ``windows``, ``dropped_windows``, ``resets``, ``events_on``, ``e
 status    data: ``schema``, ``classes`` [names], ``sensor`` [w, h], ``model``, ``source``,
           ``state`` (starting | running | paused | ended | error), ``message``, ``live`` (bool),
           ``position_us``, ``duration_us`` (None when live), ``speed``, ``loop``, ``recording``,
-          ``control`` (address of the control socket, or None)
+          ``control`` (address of the control socket, or None), ``windows``,
+          ``dropped_windows``, ``resets``
 ========  ==========================================================================================
 
 The control socket (REQ/REP) carries one msgpack map each way: request ``{"cmd": name, ...}``
