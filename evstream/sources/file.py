@@ -85,6 +85,7 @@ class FileSource(EventSource):
             raise EventFileError(self.path, err.strerror or str(err)) from None
         try:
             self.sensor_size = self._reader.sensor_size
+            self._open_error: EventFileError | None = None
             self._t_first, self._t_last = self._time_range()
             if self._t_first is not None and int(start_us) > self.duration_us:
                 raise ConfigError(f"start_us: {start_us} µs is past the end of {self.name} ({self.duration_us} µs long)")
@@ -116,8 +117,8 @@ class FileSource(EventSource):
                 if len(packet):
                     first = int(packet["t"][0]) if first is None else first
                     last = int(packet["t"][-1])
-        except EventFileError:
-            pass
+        except EventFileError as err:
+            self._open_error = err  # raised by iteration when nothing before the damage was readable
         return first, last
 
     @property
@@ -211,6 +212,8 @@ class FileSource(EventSource):
             EventFileError: after yielding every readable event of a damaged file.
         """
         if self._t_first is None:
+            if self._open_error is not None:
+                raise self._open_error
             return
         with self._lock:
             if self._seek_to is None:

@@ -254,3 +254,17 @@ def test_seek_from_another_thread_while_paused(tmp_path):
     assert got[0].t_start == source.t_first + 700_000
     np.testing.assert_array_equal(concatenate(got), events[events["t"] >= got[0].t_start])
     check_tiling(got)
+
+
+@pytest.mark.parametrize("fmt", ["aedat4", "aedat3"])
+def test_file_damaged_before_its_first_event_raises_instead_of_replaying_empty(tmp_path, fmt):
+    events = random_events(2_000, SENSOR, t0=0, duration_us=100_000, seed=3)
+    path = tmp_path / f"one_packet.{fmt}"
+    if fmt == "aedat4":
+        write_aedat4(path, events, SENSOR, compression="lz4")
+    else:
+        write_aedat3(path, events)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(EventFileError, match="one_packet"):
+        list(FileSource(path, speed=None))
