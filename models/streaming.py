@@ -33,6 +33,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numba
 import numpy as np
 import torch
 from spikingjelly.activation_based import base, functional
@@ -327,6 +328,7 @@ class StreamingClassifier:
             returning ``[T, B, C]`` and spikingjelly neurons inside).
         device: ``"auto"`` (CUDA when present, else CPU), or a torch device.
         threads: CPU threads for torch (``torch.set_num_threads``); None leaves torch's default.
+            numba kernels inside the model run on one thread of the calling thread's pool.
         smoothing_ms: decision smoothing time constant, ms (see :class:`DecisionFilter`).
         threshold: decision confidence threshold.
         hysteresis: decision hysteresis margin.
@@ -507,6 +509,11 @@ class StreamingClassifier:
         x = frames.to(self.device, dtype=torch.float32, non_blocking=True)
         if not self._warm:
             self.warm_up(tuple(x.shape))
+        if self.device.type == "cpu":
+            # The fused model's numba LIF kernels run in this thread's numba pool (an OpenMP
+            # runtime of its own); its spinning workers and torch's fight for the same cores:
+            # 2_256 at T = 1 took 20 ms/step with one numba thread, 37–190 ms with two (2 cores).
+            numba.set_num_threads(1)
         maps = self._capture_maps.is_set()
         cap = _TensorCapture(maps=maps)
         with torch.inference_mode():
