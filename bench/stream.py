@@ -8,8 +8,9 @@ Run from a checkout: ``python bench/stream.py`` (about 2–3 minutes on 2 idle c
 2. the anchor: spikingjelly's model-zoo Spikformer of the same size (2 blocks, D 256, 16 heads,
    11 classes, 128×128; ``spikingjelly.activation_based.model.spikformer``), state carried the same
    way, timed in the same process on the same windows; ratio ours / zoo per step (reference:
-   ~13 ms per step eager on 2 cores, shared/reference/spikformer.md §7.2); ours is timed as the
-   classifier runs it (``fuse_for_inference``: BN folded, numba LIF loops) and as built;
+   ~13 ms per step eager on 2 cores, shared/reference/spikformer.md §7.2); ours is timed as built
+   and after ``fuse_for_inference`` (BN folded, numba LIF loops; set ``NUMBA_NUM_THREADS=1`` on
+   a busy machine, see ``StreamingClassifier``'s ``fuse``);
 3. capture-off overhead: ``StreamingClassifier.step`` (decisions, firing rates, energy) against
    a bare ``model.step_logits`` call on the same windows, interleaved — target ≤ 2 %;
 4. real-time factor replaying ``recordings/gestures_128x128.aedat4`` as fast as possible at
@@ -81,10 +82,10 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def latency(model, events, steps: int, count: int, capture: bool, threads: int, compile: bool) -> dict:
+def latency(model, events, steps: int, count: int, capture: bool, threads: int, compile: bool, fuse: bool) -> dict:
     """Per-window binning + inference times (ms) over ``count`` windows after 2 warm-up windows."""
     h, w = model.config.img_size
-    clf = StreamingClassifier(model, device="cpu", threads=threads, compile=compile)
+    clf = StreamingClassifier(model, device="cpu", threads=threads, compile=compile, fuse=fuse)
     clf.capture(capture)
     binner = Binner(SensorSize(128, 128), (w, h), step_us=STEP_US, steps=steps)
     total, infer, frames = [], [], []
@@ -130,12 +131,12 @@ def timed_calls(fn, inputs: list[torch.Tensor]) -> list[float]:
 
 
 def anchor(name: str, frames: list[np.ndarray], steps: int) -> tuple[float, float, float]:
-    """Median ms per step of bare models on the same windows, interleaved: ours as the classifier
-    runs it (``fuse_for_inference``: BN folded, numba LIF), ours as built, and the zoo's."""
+    """Median ms per step of bare models on the same windows, interleaved: ours after
+    ``fuse_for_inference`` (BN folded, numba LIF), ours as built, and the zoo's."""
     from spikingjelly.activation_based import functional
 
     fast, _ = load(name)
-    StreamingClassifier(fast, device="cpu")  # fuses it for inference, as in the latency runs
+    fast.fuse_for_inference()
     plain, _ = load(name)
     zoo = zoo_model()
     inputs = [torch.from_numpy(f).unsqueeze(1) for f in frames]
@@ -181,6 +182,7 @@ def main() -> int:
         "--models", nargs="*", default=None, help="default: shipped weights (if any) and spikformer_2_256"
     )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compilation)")
+    parser.add_argument("--fuse", action="store_true", help="classifiers run the model's fuse_for_inference()")
     parser.add_argument("--no-replay", action="store_true", help="skip the real-time replay")
     args = parser.parse_args()
 
@@ -198,7 +200,7 @@ def main() -> int:
             per_step = {}
             for compiled in modes:
                 for capture in (False, True):
-                    r = latency(model, events, steps, count, capture, args.threads, compiled)
+                    r = latency(model, events, steps, count, capture, args.threads, compiled, args.fuse)
                     per_step[compiled, capture] = r["per_step"]
                     tag = f"T={steps:<2} capture {'on ' if capture else 'off'}{' compiled' if compiled else ''}"
                     print(

@@ -16,10 +16,11 @@ DVS128 Gesture from 99.59 % to 100 %, and the live TrueNorth demo (Amir et al., 
 Reset policies decide when the state is cleared on their own: :class:`InactivityReset` (the
 scene has been quiet for a while) and :class:`PeriodicReset`; with no policy resets are manual.
 
-Speed: inference runs under ``torch.inference_mode`` on the model's ``fuse_for_inference()``
-form (BN folded, numba LIF loops); firing rates (for the energy estimate) stay on the device
-until the window ends (one host sync per window); ``compile=True`` adds ``torch.compile``
-(minutes to compile on a CPU; shared/reference/spikformer.md §7.2 measured ~2× faster than eager).
+Speed: inference runs under ``torch.inference_mode``; firing rates (for the energy estimate)
+stay on the device until the window ends (one host sync per window); ``fuse=True`` runs the
+model's ``fuse_for_inference()`` form (BN folded, numba LIF loops; see the caveat on ``fuse``);
+``compile=True`` adds ``torch.compile`` (minutes to compile on a CPU;
+shared/reference/spikformer.md §7.2 measured ~2× faster than eager).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import numba
 import numpy as np
 import torch
 from spikingjelly.activation_based import base, functional
@@ -328,7 +328,6 @@ class StreamingClassifier:
             returning ``[T, B, C]`` and spikingjelly neurons inside).
         device: ``"auto"`` (CUDA when present, else CPU), or a torch device.
         threads: CPU threads for torch (``torch.set_num_threads``); None leaves torch's default.
-            numba kernels inside the model run on one thread of the calling thread's pool.
         smoothing_ms: decision smoothing time constant, ms (see :class:`DecisionFilter`).
         threshold: decision confidence threshold.
         hysteresis: decision hysteresis margin.
@@ -337,8 +336,12 @@ class StreamingClassifier:
             call on zeros (its state is discarded).
         fuse: prepare the model for inference with its ``fuse_for_inference()`` (BatchNorm folded
             into the convolutions, each LIF's step loop as one numba pass on CPU), in place: the
-            model can no longer be saved as a checkpoint afterwards. Folding BN changes rounding,
-            so logits can differ from the unfused model in the last bits.
+            model can no longer be saved as a checkpoint afterwards, and logits can differ from
+            the unfused model in the last bits. Off by default: the numba LIF kernel is
+            ``parallel=True``, and once numba's OpenMP pool runs, its spinning workers and
+            torch's fight over the cores — spikformer_2_256 at T = 1 on the shared 2-core machine
+            took 18 ms/step with ``NUMBA_NUM_THREADS=1`` and 235 ms/step without (same run,
+            torch on 1 thread). With ``NUMBA_NUM_THREADS=1`` fusing gained ~35 % (20 vs 31 ms/step).
         class_names: names of the classes; default the model's ``class_names``, else DVS128 Gesture.
         on_change: called with the :class:`Prediction` of every window whose label changed
             (the last ``CHANGES_KEPT`` of them are also kept in :attr:`changes`).
@@ -358,7 +361,7 @@ class StreamingClassifier:
         hysteresis: float = 0.1,
         reset_policy: ResetPolicy | None = None,
         compile: bool = False,
-        fuse: bool = True,
+        fuse: bool = False,
         class_names: list[str] | tuple[str, ...] | None = None,
         on_change: Callable[[Prediction], None] | None = None,
     ) -> None:
@@ -509,11 +512,6 @@ class StreamingClassifier:
         x = frames.to(self.device, dtype=torch.float32, non_blocking=True)
         if not self._warm:
             self.warm_up(tuple(x.shape))
-        if self.device.type == "cpu":
-            # The fused model's numba LIF kernels run in this thread's numba pool (an OpenMP
-            # runtime of its own); its spinning workers and torch's fight for the same cores:
-            # 2_256 at T = 1 took 20 ms/step with one numba thread, 37–190 ms with two (2 cores).
-            numba.set_num_threads(1)
         maps = self._capture_maps.is_set()
         cap = _TensorCapture(maps=maps)
         with torch.inference_mode():

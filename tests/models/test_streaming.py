@@ -108,8 +108,8 @@ def test_windows_of_any_length_equal_one_pass(model, window_steps):
 
 
 def test_fused_model_gives_the_same_decisions():
-    plain = StreamingClassifier(active_model(), device="cpu", fuse=False)
-    fused = StreamingClassifier(active_model(), device="cpu")
+    plain = StreamingClassifier(active_model(), device="cpu")
+    fused = StreamingClassifier(active_model(), device="cpu", fuse=True)
     assert not any(isinstance(m, torch.nn.Identity) for m in plain.model.modules())
     assert any(isinstance(m, torch.nn.Identity) for m in fused.model.modules())  # BN folded away
     for seed, steps in ((21, 3), (22, 1), (23, 5)):
