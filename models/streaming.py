@@ -342,6 +342,9 @@ class StreamingClassifier:
             torch's fight over the cores — spikformer_2_256 at T = 1 on the shared 2-core machine
             took 18 ms/step with ``NUMBA_NUM_THREADS=1`` and 235 ms/step without (same run,
             torch on 1 thread). With ``NUMBA_NUM_THREADS=1`` fusing gained ~35 % (20 vs 31 ms/step).
+        energy: record every layer's firing rate and estimate each window's energy
+            (``Prediction.layer_rates``, ``energy_uj``); costs a reduction per layer (about 5 % of
+            a 1-step window of spikformer_2_256 on CPU, bench/stream.py). False leaves them empty / None.
         class_names: names of the classes; default the model's ``class_names``, else DVS128 Gesture.
         on_change: called with the :class:`Prediction` of every window whose label changed
             (the last ``CHANGES_KEPT`` of them are also kept in :attr:`changes`).
@@ -362,6 +365,7 @@ class StreamingClassifier:
         reset_policy: ResetPolicy | None = None,
         compile: bool = False,
         fuse: bool = False,
+        energy: bool = True,
         class_names: list[str] | tuple[str, ...] | None = None,
         on_change: Callable[[Prediction], None] | None = None,
     ) -> None:
@@ -385,6 +389,7 @@ class StreamingClassifier:
         self.class_names: tuple[str, ...] = names
         self.num_classes = num_classes
         self.decisions = DecisionFilter(num_classes, smoothing_ms, threshold, hysteresis)
+        self.energy = bool(energy)
         self.reset_policy = reset_policy
         self.on_change = on_change
         self.changes: collections.deque[Prediction] = collections.deque(maxlen=CHANGES_KEPT)
@@ -474,7 +479,7 @@ class StreamingClassifier:
             zeros = torch.zeros(frames_shape, device=self.device)
             with torch.inference_mode():
                 for _ in range(2):
-                    self._forward(zeros, capture=_TensorCapture(maps=False))
+                    self._forward(zeros, capture=_TensorCapture(maps=False) if self.energy else None)
             functional.invalidate_reset_cache(self.model)
             self.load_state(saved)
             self._warm = True
@@ -513,7 +518,7 @@ class StreamingClassifier:
         if not self._warm:
             self.warm_up(tuple(x.shape))
         maps = self._capture_maps.is_set()
-        cap = _TensorCapture(maps=maps)
+        cap = _TensorCapture(maps=maps) if maps or self.energy else None
         with torch.inference_mode():
             logits_t = self._forward(x, capture=cap)[:, 0]
             probs_t = torch.softmax(logits_t.float(), dim=-1)
@@ -523,8 +528,8 @@ class StreamingClassifier:
         durations = np.full(steps, (t1 - t0) / steps, dtype=np.float64)
         step_labels = self.decisions.update(step_probs, durations)
         label = int(step_labels[-1])
-        layer_rates = cap.rates()
-        energy = estimate_energy(self.model, layer_rates, steps=steps, batch=1).total_uj
+        layer_rates = cap.rates() if cap is not None else {}
+        energy = estimate_energy(self.model, layer_rates, steps=steps, batch=1).total_uj if self.energy else None
         pred = Prediction(
             t_start=t0,
             t_end=t1,
@@ -536,7 +541,7 @@ class StreamingClassifier:
             changed=label != self._published_label,
             logits=logits.astype(np.float32, copy=False),
             step_labels=step_labels,
-            energy_uj=float(energy),
+            energy_uj=energy,
             layer_rates=layer_rates,
             index=index,
         )

@@ -428,3 +428,6 @@ def test_energy_is_attached_and_follows_activity(clf):
     assert quiet.energy_uj is not None and busy.energy_uj is not None
     assert math.isfinite(busy.energy_uj) and busy.energy_uj > quiet.energy_uj >= 0
     assert busy.infer_ms > 0
+    bare = StreamingClassifier(active_model(), device="cpu", energy=False).step(event_frames(4, seed=18, density=0.4))
+    assert bare.energy_uj is None and bare.layer_rates == {}
+    np.testing.assert_array_equal(bare.logits, busy.logits)
