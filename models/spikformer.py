@@ -104,26 +104,30 @@ class Capture:
         self.layer_rates[name] = float((values.detach() != 0).float().mean())
 
 
+_LIF_BLOCK = 4096  # neurons per task: their membranes stay in L1/L2 while the T steps stream by
+
+
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _lif_inference_kernel(x: np.ndarray, v: np.ndarray, out: np.ndarray, tau: np.float32, v_th: np.float32) -> None:
     """Hard-reset LIF over ``x`` ``[T, N]`` float32 from membrane ``v`` ``[N]`` (updated in place).
 
     Same float32 arithmetic as spikingjelly's reference: H = V + (X − V) / τ, S = H ≥ V_th,
-    V = 0 where S else H. One pass per neuron with V in a register, instead of ~10 tensor passes
-    per step.
+    V = 0 where S else H. Blocks of neurons run in parallel; within a block, time steps run in
+    order over contiguous, branch-free (vectorisable) rows, instead of ~10 tensor passes per step.
     """
     steps, n = x.shape
-    for i in numba.prange(n):
-        vi = v[i]
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for block in numba.prange((n + _LIF_BLOCK - 1) // _LIF_BLOCK):
+        lo = block * _LIF_BLOCK
+        hi = min(lo + _LIF_BLOCK, n)
         for t in range(steps):
-            h = vi + (x[t, i] - vi) / tau
-            if h >= v_th:
-                out[t, i] = 1.0
-                vi = np.float32(0.0)
-            else:
-                out[t, i] = 0.0
-                vi = h
-        v[i] = vi
+            for i in range(lo, hi):
+                vi = v[i]
+                h = vi + (x[t, i] - vi) / tau
+                fired = h >= v_th
+                out[t, i] = one if fired else zero
+                v[i] = zero if fired else h
 
 
 def _fused_lif_forward(node: neuron.LIFNode, x_seq: Tensor) -> Tensor:
