@@ -155,9 +155,12 @@ def main() -> int:
     args = parser.parse_args()
 
     import zmq
-    from PyQt6 import QtWidgets
+    from PyQt6 import QtCore, QtWidgets
+
+    from evstream.dashboard.app import _quiet_offscreen
 
     app = QtWidgets.QApplication.instance() or QtWidgets.QApplication(sys.argv[:1])
+    QtCore.qInstallMessageHandler(_quiet_offscreen)
     port = zmq.Context.instance().socket(zmq.PUB)
     free = port.bind_to_random_port("tcp://127.0.0.1")
     port.close(0)
