@@ -16,6 +16,7 @@ from models.spikformer import (
     list_models,
     register_model,
 )
+from models.streaming import Prediction, StreamingClassifier
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -29,6 +30,8 @@ __all__ = [
     "load_checkpoint",
     "save_checkpoint",
     "list_weights",
+    "StreamingClassifier",
+    "Prediction",
 ]
 
 # Name of the shipped checkpoint the application loads by default (models/weights/<name>.pt):
