@@ -40,6 +40,15 @@ class EventFileError(EvstreamError):
         where = f"{self.path}" if offset is None else f"{self.path}: byte {offset}"
         super().__init__(f"{where}: {message}")
 
+    @classmethod
+    def from_os_error(cls, path: str | os.PathLike, err: OSError, action: str = "open", what: str = "recording") -> EventFileError:
+        """The one-line error for a file that cannot be opened (missing, a directory, no permission)."""
+        if isinstance(err, FileNotFoundError):
+            return cls(path, "no such file")
+        if isinstance(err, IsADirectoryError):
+            return cls(path, f"is a directory, not a {what}")
+        return cls(path, f"cannot {action}: {err.strerror or err}")
+
 
 class EventFormatError(EvstreamError, ValueError):
     """An in-memory event array is not usable (wrong dtype, missing field, ...)."""

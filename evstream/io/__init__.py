@@ -33,12 +33,8 @@ def detect_format(path: str | os.PathLike) -> str:
     try:
         with open(path, "rb") as f:
             head = f.read(16)
-    except FileNotFoundError:
-        raise EventFileError(path, "no such file") from None
-    except IsADirectoryError:
-        raise EventFileError(path, "is a directory, not a recording") from None
     except OSError as err:
-        raise EventFileError(path, f"cannot open: {err.strerror}") from None
+        raise EventFileError.from_os_error(path, err, "open", "recording") from None
     if not head:
         raise EventFileError(path, "empty file", 0)
     for magic, name in _MAGICS.items():

@@ -97,12 +97,8 @@ class Aedat3Reader:
         self.path = Path(path)
         try:
             self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
-        except FileNotFoundError:
-            raise EventFileError(self.path, "no such file") from None
-        except IsADirectoryError:
-            raise EventFileError(self.path, "is a directory, not a recording") from None
         except OSError as err:
-            raise EventFileError(self.path, f"cannot open: {err.strerror}") from None
+            raise EventFileError.from_os_error(self.path, err, "open", "recording") from None
         try:
             self._parse_header(sensor_size)
         except BaseException:
@@ -273,12 +269,8 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
     path = Path(path)
     try:
         data = path.read_bytes()
-    except FileNotFoundError:
-        raise EventFileError(path, "no such file") from None
-    except IsADirectoryError:
-        raise EventFileError(path, "is a directory, not a label file") from None
     except OSError as err:
-        raise EventFileError(path, f"cannot read: {err.strerror}") from None
+        raise EventFileError.from_os_error(path, err, "read", "label file") from None
     rows = []
     offset = 0
     n_classes = len(DVS_GESTURE_CLASSES)

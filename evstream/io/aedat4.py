@@ -46,7 +46,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from evstream.errors import EventFileError
-from evstream.events import EVENT_DTYPE, SensorSize, as_events, empty_events
+from evstream.events import EVENT_DTYPE, SensorSize, as_events, concatenate, empty_events
 from evstream.io import codec
 from evstream.io.flatbuf import (
     IO_HEADER_DATA_TABLE_POSITION,
@@ -487,7 +487,7 @@ class Aedat4Reader:
                         return out
                     except _CountMismatch:
                         pass  # the table miscounts: decode packet by packet instead
-            return _collect(self.iter_packets())
+            return concatenate(self.iter_packets())
         parts = []
         for events in self.iter_packets(t0):
             if t1 is not None and len(events) and events["t"][0] >= t1:
@@ -497,7 +497,7 @@ class Aedat4Reader:
             if t1 is not None:
                 keep &= t < t1
             parts.append(events[keep])
-        return _collect(iter(parts))
+        return concatenate(parts)
 
     def time_range(self) -> tuple[int, int] | None:
         """``(first_t, last_t)`` in µs of the event stream (first and last event in file order).
@@ -551,23 +551,8 @@ class Aedat4Reader:
 def _open_fd(path: Path) -> int:
     try:
         return os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        raise EventFileError(path, "no such file") from None
-    except IsADirectoryError:
-        raise EventFileError(path, "is a directory, not a recording") from None
     except OSError as err:
-        raise EventFileError(path, f"cannot open: {err.strerror}") from None
-
-
-def _collect(parts: Iterator[np.ndarray]) -> np.ndarray:
-    """Concatenate packet arrays into one writable array (one copy, padding kept)."""
-    arrays = list(parts)
-    out = np.empty(sum(len(a) for a in arrays), dtype=EVENT_DTYPE)
-    pos = 0
-    for a in arrays:
-        out[pos:pos + len(a)] = a
-        pos += len(a)
-    return out
+        raise EventFileError.from_os_error(path, err, "open", "recording") from None
 
 
 class _CountMismatch(Exception):
