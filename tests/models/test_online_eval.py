@@ -29,13 +29,7 @@ from tests.helpers import random_events
 C = 11
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One torch thread: these models are small, and two threads spin against each other on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def segments(*rows: tuple[int, int, int]) -> np.ndarray:
