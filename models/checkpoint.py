@@ -54,6 +54,8 @@ class LoadedModel:
         path: the file it was read from.
         train_args: the training options.
         train_state: optimizer/scheduler/epoch when saved for resuming, else ``{}``.
+        decision: recommended online-decision settings (``threshold``, ``hysteresis``,
+            ``smoothing_ms``) calibrated for these weights; ``{}`` = the StreamingClassifier's defaults.
     """
 
     model: Spikformer
@@ -65,6 +67,7 @@ class LoadedModel:
     path: Path
     train_args: dict[str, Any] = field(default_factory=dict)
     train_state: dict[str, Any] = field(default_factory=dict)
+    decision: dict[str, Any] = field(default_factory=dict)
 
 
 def unwrap_model(model: nn.Module) -> Spikformer:
@@ -105,6 +108,7 @@ def save_checkpoint(
     metrics: dict[str, Any] | None = None,
     train_args: dict[str, Any] | None = None,
     train_state: dict[str, Any] | None = None,
+    decision: dict[str, Any] | None = None,
 ) -> Path:
     """Write one self-describing checkpoint file (atomically: a temporary file, then a rename).
 
@@ -116,6 +120,7 @@ def save_checkpoint(
         metrics: evaluation results to keep with the weights.
         train_args: the training options, for the record.
         train_state: optimizer/scheduler state and epoch, for ``--resume``.
+        decision: recommended streaming decision settings (``threshold``, ``hysteresis``, ``smoothing_ms``).
 
     Returns:
         The path written.
@@ -136,6 +141,7 @@ def save_checkpoint(
         "preprocessing": _plain(preprocessing, "preprocessing"),
         "metrics": _plain(metrics or {}, "metrics"),
         "train_args": _plain(train_args or {}, "train_args"),
+        "decision": _plain(decision or {}, "decision"),
     }
     if train_state:
         payload["train_state"] = _plain(train_state, "train_state")
@@ -240,4 +246,5 @@ def load_checkpoint(
         path=path,
         train_args=dict(payload.get("train_args", {})),
         train_state=dict(payload.get("train_state", {})),
+        decision=dict(payload.get("decision", {})),
     )

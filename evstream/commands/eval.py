@@ -44,9 +44,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, default=None, help="time steps per window (default: the checkpoint's)")
     parser.add_argument("--split", choices=("test", "train"), default="test", help="split of a dataset folder")
     parser.add_argument("--layout", choices=("ibm", "tonic"), default="ibm", help="--data layout (default ibm)")
-    parser.add_argument("--smoothing-ms", type=float, default=300.0, help="decision smoothing, ms (default 300)")
-    parser.add_argument("--threshold", type=float, default=0.5, help="decision confidence threshold (default 0.5)")
-    parser.add_argument("--hysteresis", type=float, default=0.1, help="decision hysteresis (default 0.1)")
+    parser.add_argument("--smoothing-ms", type=float, help="decision smoothing, ms (default: the checkpoint's, else 300)")
+    parser.add_argument("--threshold", type=float, help="decision confidence threshold (default: the checkpoint's, else 0.5)")
+    parser.add_argument("--hysteresis", type=float, help="decision hysteresis (default: the checkpoint's, else 0.1)")
     parser.add_argument(
         "--stable-ms",
         type=float,
@@ -68,7 +68,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(spec: str | None, device: str):
-    """(model, preprocessing) from a checkpoint, shipped weights or a registered variant."""
+    """(model, preprocessing, decision settings) from a checkpoint, shipped weights or a registered variant."""
     from models import DEFAULT_WEIGHTS, create_model, list_models, load_checkpoint
 
     spec = spec or DEFAULT_WEIGHTS
@@ -77,9 +77,9 @@ def _load(spec: str | None, device: str):
         print(f"warning: {spec} is an untrained variant (random weights)", file=sys.stderr)
         height, width = model.config.img_size
         pre = {"sensor": [128, 128], "out_size": [height, width], "steps": model.config.steps, "step_us": 50_000}
-        return model, pre
+        return model, pre, {}
     loaded = load_checkpoint(spec)
-    return loaded.model, loaded.preprocessing
+    return loaded.model, loaded.preprocessing, loaded.decision
 
 
 def _fmt(value: float | None) -> str:
@@ -132,7 +132,11 @@ def _online(args: argparse.Namespace) -> int:
     from models.streaming import InactivityReset, PeriodicReset, StreamingClassifier
 
     recordings = find_recordings(args.stream, args.labels, args.split)
-    model, pre = _load(args.model, args.device)
+    model, pre, decision = _load(args.model, args.device)
+    defaults = {"smoothing_ms": 300.0, "threshold": 0.5, "hysteresis": 0.1} | decision
+    for key, value in defaults.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
     policy = None
     if args.reset_after_quiet is not None:
         policy = InactivityReset(rate_below_hz=args.quiet_below, for_ms=args.reset_after_quiet)

@@ -59,6 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto (CUDA when present)")
     model.add_argument("--step-ms", type=float, metavar="MS", help="time step, ms (default: the checkpoint's)")
     model.add_argument("--steps", type=int, metavar="T", help="time steps per window (default: the checkpoint's)")
+    model.add_argument("--threshold", type=float, help="decision confidence threshold (default: the checkpoint's, else 0.5)")
+    model.add_argument("--hysteresis", type=float, help="decision hysteresis (default: the checkpoint's, else 0.1)")
+    model.add_argument("--smoothing-ms", type=float, metavar="MS", help="decision smoothing time constant (default: the checkpoint's, else 300)")
 
     out = parser.add_argument_group("output")
     out.add_argument("--no-gui", action="store_true", help="console lines instead of the dashboard")
@@ -111,12 +114,12 @@ def _open_source(args: argparse.Namespace, speed: float | None):
 
 
 def _load_model(spec: str | None):
-    """(model, preprocessing dict, label for status) — an untrained variant is labelled so."""
+    """(model, preprocessing dict, label for status, decision settings) — an untrained variant is labelled so."""
     import models
     from evstream.errors import ModelError
 
     if spec is not None and spec in models.list_models() and not os.path.isfile(spec):
-        return models.create_model(spec), {}, f"{spec} (untrained)"
+        return models.create_model(spec), {}, f"{spec} (untrained)", {}
     name = spec or models.DEFAULT_WEIGHTS
     try:
         loaded = models.load_checkpoint(name)
@@ -125,8 +128,8 @@ def _load_model(spec: str | None):
             raise
         print(f"note: no shipped weights ({err}); using an untrained {UNTRAINED_FALLBACK}: "
               "its predictions are meaningless", file=sys.stderr)
-        return models.create_model(UNTRAINED_FALLBACK), {}, f"{UNTRAINED_FALLBACK} (untrained)"
-    return loaded.model, dict(loaded.preprocessing), loaded.name
+        return models.create_model(UNTRAINED_FALLBACK), {}, f"{UNTRAINED_FALLBACK} (untrained)", {}
+    return loaded.model, dict(loaded.preprocessing), loaded.name, dict(loaded.decision)
 
 
 def _device(choice: str) -> str:
@@ -164,13 +167,14 @@ def run(args: argparse.Namespace) -> int:
     source = _open_source(args, speed)
     publisher = None
     try:
-        model, pre, model_label = _load_model(args.model)
+        model, pre, model_label, decision = _load_model(args.model)
         height, width = (int(v) for v in model.config.img_size)
         steps = args.steps or int(pre.get("steps") or model.config.steps)
         step_us = int(round(args.step_ms * 1000)) if args.step_ms else int(pre.get("step_us") or DEFAULT_STEP_US)
         binner = Binner(source.sensor_size, (width, height), step_us, steps)
         warmup()
-        classifier = StreamingClassifier(model, device=device)
+        decision.update({k: v for k in ("threshold", "hysteresis", "smoothing_ms") if (v := getattr(args, k)) is not None})
+        classifier = StreamingClassifier(model, device=device, **decision)
 
         context = zmq.Context.instance()
         addresses = [args.publish]

@@ -181,3 +181,15 @@ def test_shipped_default_weights_are_small_complete_and_never_saw_real_data():
     assert pre["mode"] == "time" and pre["step_us"] > 0 and pre["steps"] == loaded.model.config.steps
     assert pre["out_size"] == [loaded.model.config.img_size[1], loaded.model.config.img_size[0]]
     assert 0.0 <= loaded.metrics["top1"] <= 1.0 and "synth" in loaded.train_args["data"]
+
+
+def test_decision_settings_travel_with_the_weights(tmp_path):
+    path = models.save_checkpoint(
+        tmp_path / "ck.pt", trained_like(), preprocessing=PRE, decision={"threshold": 0.3, "hysteresis": 0.05}
+    )
+    assert models.load_checkpoint(path).decision == {"threshold": 0.3, "hysteresis": 0.05}
+    bare = models.save_checkpoint(tmp_path / "bare.pt", trained_like(), preprocessing=PRE)
+    assert models.load_checkpoint(bare).decision == {}
+    # The shipped weights carry the settings their online evaluation was calibrated with.
+    shipped = models.load_checkpoint(models.DEFAULT_WEIGHTS).decision
+    assert 0 < shipped["threshold"] < 1 and 0 <= shipped["hysteresis"] < shipped["threshold"]
