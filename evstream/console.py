@@ -15,14 +15,14 @@ __all__ = ["ConsoleSink", "format_change", "format_summary"]
 
 
 def format_change(prediction: Any, origin_us: int = 0) -> str:
-    """The line for a label change, e.g. ``"    3.250 s  right hand wave        conf 0.91"``.
+    """The line for a label change, e.g. ``"    3.250 s  right hand wave             conf 0.91"``.
 
     Args:
         prediction: a ``models.streaming.Prediction`` (``t_end`` µs, ``name``, ``confidence``).
         origin_us: sensor time shown as 0 s, µs.
     """
     seconds = (int(prediction.t_end) - origin_us) / 1e6
-    return f"{seconds:9.3f} s  {prediction.name:<22} conf {float(prediction.confidence):.2f}"
+    return f"{seconds:9.3f} s  {prediction.name:<27} conf {float(prediction.confidence):.2f}"
 
 
 def format_summary(stats: dict) -> str:
