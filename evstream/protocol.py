@@ -154,7 +154,7 @@ def decode(frames: list) -> Message:
     if not isinstance(descriptors, list) or len(descriptors) != len(frames) - 2:
         raise ProtocolError(f"topic {topic!r}: header field 'arrays' lists {len(descriptors)} arrays, message carries {len(frames) - 2}")
     arrays = {}
-    for desc, buf in zip(descriptors, frames[2:]):
+    for desc, buf in zip(descriptors, frames[2:], strict=True):
         try:
             name, dtype_str, shape = desc
             if dtype_str not in _ALLOWED_DTYPES:

@@ -6,10 +6,12 @@ import numpy as np
 
 from evstream.events import EVENT_DTYPE, SensorSize
 
+DVS128 = SensorSize(128, 128)
+
 
 def random_events(
     n: int,
-    sensor: SensorSize = SensorSize(128, 128),
+    sensor: SensorSize = DVS128,
     t0: int = 0,
     duration_us: int = 1_000_000,
     seed: int = 0,
@@ -24,3 +26,27 @@ def random_events(
     ev["y"] = rng.integers(0, sensor.height, size=n)
     ev["p"] = rng.integers(0, 2, size=n)
     return ev
+
+
+class FakeClock:
+    """A wall clock that only moves when the pacer sleeps; ``at`` schedules actions at given times."""
+
+    def __init__(self, start: float = 100.0) -> None:
+        self.now = start
+        self.slept = 0.0
+        self.actions: list[tuple[float, object]] = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert seconds > 0
+        self.now += seconds
+        self.slept += seconds
+        due = [a for a in self.actions if a[0] <= self.now + 1e-12]
+        self.actions = [a for a in self.actions if a[0] > self.now + 1e-12]
+        for _, action in due:
+            action()
+
+    def at(self, when: float, action) -> None:
+        self.actions.append((when, action))

@@ -16,8 +16,7 @@ from evstream.io import read_events, write_aedat4
 from evstream.io.aedat3 import write_aedat3
 from evstream.sources import open_source
 from evstream.sources.file import FileSource
-from tests.helpers import random_events
-from tests.sources.test_pacing import FakeClock
+from tests.helpers import FakeClock, random_events
 
 SENSOR = SensorSize(128, 128)
 REAL_FILES = ["dvxplorer_320x240_tonic_sample.aedat4", "davis346_aestream_sample.aedat4"]

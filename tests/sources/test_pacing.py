@@ -8,30 +8,7 @@ import pytest
 
 from evstream.errors import ConfigError
 from evstream.sources.pacing import ReplayPacer
-
-
-class FakeClock:
-    """A wall clock that only moves when the pacer sleeps; ``at`` schedules actions at given times."""
-
-    def __init__(self, start: float = 100.0) -> None:
-        self.now = start
-        self.slept = 0.0
-        self.actions: list[tuple[float, object]] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds > 0
-        self.now += seconds
-        self.slept += seconds
-        due = [a for a in self.actions if a[0] <= self.now + 1e-12]
-        self.actions = [a for a in self.actions if a[0] > self.now + 1e-12]
-        for _, action in due:
-            action()
-
-    def at(self, when: float, action) -> None:
-        self.actions.append((when, action))
+from tests.helpers import FakeClock
 
 
 def make(speed=1.0, start=100.0):

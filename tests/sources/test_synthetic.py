@@ -11,24 +11,10 @@ from evstream.events import EVENT_DTYPE, SensorSize, concatenate
 from evstream.io.aedat3 import Aedat3Reader, read_labels
 from evstream.sources import open_source
 from evstream.sources.synthetic import SyntheticSource
+from tests.helpers import FakeClock
 
 FAST = dict(realtime=False, gesture_s=(0.4, 0.6), rest_s=(0.2, 0.3), fps=50.0)
 
-
-class FakeClock:
-    """Wall clock that only moves when the source sleeps."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.slept = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds > 0
-        self.now += seconds
-        self.slept += seconds
 
 
 def test_open_source_synthetic_streams_contiguous_chunks_to_the_end():
