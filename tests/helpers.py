@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import socket
+
 import numpy as np
 
 from evstream.events import EVENT_DTYPE, SensorSize
@@ -50,3 +52,21 @@ class FakeClock:
 
     def at(self, when: float, action) -> None:
         self.actions.append((when, action))
+
+
+def free_port(pair: bool = False) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now; with ``pair``, port + 1 is free too
+    (the pipeline's control socket defaults to publish port + 1)."""
+    for _ in range(50):
+        with socket.socket() as first:
+            first.bind(("127.0.0.1", 0))
+            port = first.getsockname()[1]
+            if not pair:
+                return port
+            with socket.socket() as second:
+                try:
+                    second.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+        return port
+    raise RuntimeError("no free pair of loopback ports")

@@ -2,35 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 from evstream.events import SensorSize
-from tests.helpers import random_events
+from tests.helpers import free_port, random_events
 
 SENSOR = SensorSize(64, 48)
 DURATION_US = 2_000_000
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (and its +1 neighbour)."""
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + 1))
-            except OSError:
-                continue
-        return port
-
-
 @pytest.fixture
 def port() -> int:
-    return free_port()
+    return free_port(pair=True)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 
@@ -10,22 +9,9 @@ import numpy as np
 import pytest
 from PyQt6 import QtCore
 
+from tests.helpers import free_port
+
 pytestmark = pytest.mark.slow
-
-
-def _free_port_pair() -> int:
-    """A port P with P and P + 1 free on 127.0.0.1 (publish and control)."""
-    for _ in range(50):
-        with socket.socket() as first:
-            first.bind(("127.0.0.1", 0))
-            port = first.getsockname()[1]
-            with socket.socket() as second:
-                try:
-                    second.bind(("127.0.0.1", port + 1))
-                except OSError:
-                    continue
-        return port
-    raise RuntimeError("no free port pair")
 
 
 @pytest.fixture
@@ -35,7 +21,7 @@ def pipeline(repo_root):
         pytest.skip("the pipeline (evstream/pipeline.py, run command) is not in this checkout")
     if not recording.exists():
         pytest.skip(f"bundled recording {recording} missing")
-    port = _free_port_pair()
+    port = free_port(pair=True)
     process = subprocess.Popen(
         [sys.executable, str(repo_root / "main.py"), "--replay", str(recording), "--no-gui", "--quiet", "--loop",
          "--publish", f"tcp://127.0.0.1:{port}", "--duration", "60"],

@@ -17,7 +17,7 @@ from evstream.io import codec
 from evstream.io.aedat4 import encode_event_packet
 from evstream.io.dvnet import DvNetworkClient, DvStreamDecoder
 from evstream.io.flatbuf import encode_io_header
-from tests.helpers import random_events
+from tests.helpers import free_port, random_events
 
 # The server runs in its own process: dv-processing's NetworkWriter destructor blocks when a
 # Python thread of the same process is involved, and a process exit closes the stream cleanly.
@@ -44,16 +44,10 @@ os._exit(0)
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(params=["NONE"])
 def dv_server(request, tmp_path):
     pytest.importorskip("dv_processing")
-    port = _free_port()
+    port = free_port()
     out = tmp_path / "sent.npy"
     proc = subprocess.Popen([sys.executable, "-c", SERVER, str(port), str(out), request.param],
                             stdout=subprocess.PIPE, text=True)
@@ -150,7 +144,7 @@ def test_decoder_errors_name_the_byte():
 
 
 def test_connection_refused_names_the_address():
-    port = _free_port()
+    port = free_port()
     with pytest.raises(SourceError, match=rf"^tcp://127.0.0.1:{port}: connection refused$"):
         DvNetworkClient("127.0.0.1", port, timeout=2.0)
 

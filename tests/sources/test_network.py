@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import socket
 import time
 
 import numpy as np
@@ -13,14 +12,9 @@ from evstream.errors import SourceError
 from evstream.events import as_events, concatenate
 from evstream.sources import open_source
 from evstream.sources.network import NetworkSource, parse_address
+from tests.helpers import free_port
 
 dv = pytest.importorskip("dv_processing")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_events_from_a_dv_network_writer_arrive_identical():
