@@ -9,10 +9,11 @@ Run from a checkout: ``python bench/stream.py`` (about 2–3 minutes on 2 idle c
    11 classes, 128×128; ``spikingjelly.activation_based.model.spikformer``), state carried the same
    way, timed in the same process on the same windows; ratio ours / zoo per step (reference:
    ~13 ms per step eager on 2 cores, shared/reference/spikformer.md §7.2); ours is timed as built
-   and after ``fuse_for_inference`` (BN folded, numba LIF loops; set ``NUMBA_NUM_THREADS=1`` on
-   a busy machine, see ``StreamingClassifier``'s ``fuse``);
+   and after ``fuse_for_inference`` (BN folded, channels-last stem, numba first stage and LIF
+   loops), the form ``StreamingClassifier`` runs on CPU by default;
 3. capture-off overhead: ``StreamingClassifier.step`` (decisions, firing rates, energy) against
-   a bare ``model.step_logits`` call on the same windows, interleaved — target ≤ 2 %;
+   a bare ``step_logits`` call of the same (fused) network on the same windows, interleaved —
+   target ≤ 2 %;
 4. real-time factor replaying ``recordings/gestures_128x128.aedat4`` as fast as possible at
    20 steps/s (50 ms steps) through FileSource → Binner → StreamingClassifier — target ≥ 5×.
 
@@ -21,7 +22,9 @@ initialisation no spike reaches the head), so capture and energy see realistic a
 Figures depend on the machine's load: compare the ratios, which come from the same run. On a
 busy 2-core machine two torch threads spin against other processes (5–10× slower than one
 thread in our runs); try ``--threads 1`` there. ``--compile`` adds torch.compile timings (minutes
-of compilation per window length).
+of compilation per window length); ``--no-fuse`` times the classifier on the model as built.
+Every model in the run, anchors included, runs with glibc keeping freed memory
+(``models.streaming.retain_freed_memory``, as the classifier sets it).
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from evstream.events import EventChunk, SensorSize  # noqa: E402
 from evstream.io import read_events  # noqa: E402
 from models import DEFAULT_WEIGHTS, create_model, list_weights, load_checkpoint  # noqa: E402
 from models.online_eval import replay  # noqa: E402
-from models.streaming import StreamingClassifier  # noqa: E402
+from models.streaming import StreamingClassifier, retain_freed_memory  # noqa: E402
 
 logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
 RECORDING = REPO / "recordings" / "gestures_128x128.aedat4"
@@ -132,7 +135,7 @@ def timed_calls(fn, inputs: list[torch.Tensor]) -> list[float]:
 
 def anchor(name: str, frames: list[np.ndarray], steps: int) -> tuple[float, float, float]:
     """Median ms per step of bare models on the same windows, interleaved: ours after
-    ``fuse_for_inference`` (BN folded, numba LIF), ours as built, and the zoo's."""
+    ``fuse_for_inference`` (BN folded, channels-last stem, numba kernels), ours as built, and the zoo's."""
     from spikingjelly.activation_based import functional
 
     fast, _ = load(name)
@@ -153,17 +156,18 @@ def anchor(name: str, frames: list[np.ndarray], steps: int) -> tuple[float, floa
     return fast_ms, plain_ms, zoo_ms
 
 
-def overhead(model, frames: list[np.ndarray], threads: int) -> tuple[float, float, float]:
+def overhead(model, frames: list[np.ndarray], threads: int, fuse: bool) -> tuple[float, float, float]:
     """Median ms of a bare step_logits call and of StreamingClassifier.step (capture off), with
     and without the per-layer rates and energy, interleaved on the same windows."""
-    with_energy = StreamingClassifier(model, device="cpu", threads=threads)
-    without = StreamingClassifier(model, device="cpu", threads=threads, energy=False)
+    with_energy = StreamingClassifier(model, device="cpu", threads=threads, fuse=fuse)
+    without = StreamingClassifier(model, device="cpu", threads=threads, energy=False, fuse=fuse)
+    network = StreamingClassifier(model, device="cpu", threads=threads, fuse=fuse).model  # the same form, own state
     inputs = [torch.from_numpy(f) for f in frames]
     bare, wrapped, light = [], [], []
     for i, x in enumerate(inputs):
         with torch.inference_mode():
             began = time.perf_counter()
-            model.step_logits(x.unsqueeze(1))
+            network.step_logits(x.unsqueeze(1))
             b = (time.perf_counter() - began) * 1000
         t = i * STEP_US * len(x)
         began = time.perf_counter()
@@ -189,14 +193,19 @@ def main() -> int:
         "--models", nargs="*", default=None, help="default: shipped weights (if any) and spikformer_2_256"
     )
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (minutes of compilation)")
-    parser.add_argument("--fuse", action="store_true", help="classifiers run the model's fuse_for_inference()")
+    parser.add_argument("--no-fuse", action="store_true", help="classifiers run the model as built, not fused")
     parser.add_argument("--no-replay", action="store_true", help="skip the real-time replay")
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    allocator = "glibc keeps freed memory" if retain_freed_memory() else "default allocator"
+    fuse = not args.no_fuse
     events = read_events(RECORDING)
     names = args.models or ([DEFAULT_WEIGHTS] if DEFAULT_WEIGHTS in list_weights() else []) + ["spikformer_2_256"]
-    print(f"torch {torch.__version__}, {args.threads} threads, recording {RECORDING.name}: {len(events)} events")
+    print(
+        f"torch {torch.__version__}, {args.threads} threads, {allocator}, classifier "
+        f"{'fused' if fuse else 'unfused'}, recording {RECORDING.name}: {len(events)} events"
+    )
     print(f"steps of {STEP_US // 1000} ms (20 steps/s); latency = binning + StreamingClassifier.step, per window")
     modes = [False, True] if args.compile else [False]
     for name in names:
@@ -207,7 +216,7 @@ def main() -> int:
             per_step = {}
             for compiled in modes:
                 for capture in (False, True):
-                    r = latency(model, events, steps, count, capture, args.threads, compiled, args.fuse)
+                    r = latency(model, events, steps, count, capture, args.threads, compiled, fuse)
                     per_step[compiled, capture] = r["per_step"]
                     tag = f"T={steps:<2} capture {'on ' if capture else 'off'}{' compiled' if compiled else ''}"
                     print(
@@ -217,7 +226,7 @@ def main() -> int:
             if args.compile:
                 ratio = per_step[True, False] / per_step[False, False]
                 print(f"  T={steps:<2} compiled / eager (capture off): {ratio:.2f}")
-            bare, wrapped, light = overhead(model, r["frames"], args.threads)
+            bare, wrapped, light = overhead(model, r["frames"], args.threads, fuse)
             print(
                 f"  T={steps:<2} capture-off overhead: bare step_logits {bare:.2f} ms, StreamingClassifier.step "
                 f"{wrapped:.2f} ms ({100 * (wrapped / bare - 1):+.1f} %), with energy=False {light:.2f} ms "
@@ -234,7 +243,7 @@ def main() -> int:
         print("\n== real-time replay, as fast as possible (FileSource -> Binner -> StreamingClassifier)")
         for name in names:
             model, label = load(name)
-            clf = StreamingClassifier(model, device="cpu", threads=args.threads)
+            clf = StreamingClassifier(model, device="cpu", threads=args.threads, fuse=fuse)
             h, w = model.config.img_size
             pre = {"out_size": [h, w], "steps": 16, "step_us": STEP_US}
             dec = replay(RECORDING, clf, pre)

@@ -105,6 +105,20 @@ class Capture:
 
 
 _LIF_BLOCK = 4096  # neurons per task: their membranes stay in L1/L2 while the T steps stream by
+_LIF_SERIAL_BELOW = 1 << 18  # smaller layers (T × N updates) run on one thread: waking a pool costs more
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _lif_block(x: np.ndarray, v: np.ndarray, out: np.ndarray, lo: int, hi: int, tau: np.float32, v_th: np.float32) -> None:
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for t in range(x.shape[0]):
+        for i in range(lo, hi):
+            vi = v[i]
+            h = vi + (x[t, i] - vi) / tau
+            fired = h >= v_th
+            out[t, i] = one if fired else zero
+            v[i] = zero if fired else h
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
@@ -115,48 +129,168 @@ def _lif_inference_kernel(x: np.ndarray, v: np.ndarray, out: np.ndarray, tau: np
     V = 0 where S else H. Blocks of neurons run in parallel; within a block, time steps run in
     order over contiguous, branch-free (vectorisable) rows, instead of ~10 tensor passes per step.
     """
-    steps, n = x.shape
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
+    n = x.shape[1]
     for block in numba.prange((n + _LIF_BLOCK - 1) // _LIF_BLOCK):
         lo = block * _LIF_BLOCK
-        hi = min(lo + _LIF_BLOCK, n)
-        for t in range(steps):
-            for i in range(lo, hi):
-                vi = v[i]
-                h = vi + (x[t, i] - vi) / tau
-                fired = h >= v_th
-                out[t, i] = one if fired else zero
-                v[i] = zero if fired else h
+        _lif_block(x, v, out, lo, min(lo + _LIF_BLOCK, n), tau, v_th)
+
+
+@numba.njit(cache=True, nogil=True)
+def _lif_inference_serial(x: np.ndarray, v: np.ndarray, out: np.ndarray, tau: np.float32, v_th: np.float32) -> None:
+    """:func:`_lif_inference_kernel` on the calling thread (same blocks, same arithmetic)."""
+    n = x.shape[1]
+    for lo in range(0, n, _LIF_BLOCK):
+        _lif_block(x, v, out, lo, min(lo + _LIF_BLOCK, n), tau, v_th)
+
+
+def _memory_order(t: Tensor) -> list[int] | None:
+    """Dims of a dense tensor from outermost to innermost in memory (so ``t.permute(order)`` is
+    contiguous), or None when ``t`` is not dense (overlapping or with gaps)."""
+    order = sorted(range(t.dim()), key=lambda d: (-t.stride(d), -t.shape[d]))
+    return order if t.permute(order).is_contiguous() else None
 
 
 def _fused_lif_forward(node: neuron.LIFNode, x_seq: Tensor) -> Tensor:
     """``multi_step_forward`` of a hard-reset LIF at inference: one numba pass, same spikes and state.
 
-    Falls back to spikingjelly's own forward with gradients, off the CPU, for other dtypes and under
-    ``torch.compile``. The membrane stays spikingjelly's memory ``v``, so ``functional.reset_net``
-    and state save/restore work unchanged.
+    Works in the memory layout the input comes in (channels-last from the fused stem, plain
+    contiguous elsewhere): spikes and the membrane keep the strides of ``x_seq`` and ``x_seq[0]``,
+    so no layout conversion is paid. Falls back to spikingjelly's own forward with gradients, off
+    the CPU, for other dtypes and under ``torch.compile``. The membrane stays spikingjelly's memory
+    ``v``, so ``functional.reset_net`` and state save/restore work unchanged.
     """
-    if (
-        torch.is_grad_enabled()
-        or x_seq.device.type != "cpu"
-        or x_seq.dtype != torch.float32
-        or torch.compiler.is_compiling()
-    ):
+    if not _fused_kernels_apply(x_seq):
         return neuron.LIFNode.multi_step_forward(node, x_seq)
-    shape = x_seq.shape[1:]
-    v = node.v
-    if isinstance(v, Tensor) and v.shape == shape:
-        v = v.to(torch.float32).contiguous().clone()
+    order = _memory_order(x_seq[0]) if x_seq.stride(0) == x_seq[0].numel() else None
+    if order is None:
+        x_seq = x_seq.contiguous()
+        order = list(range(x_seq.dim() - 1))
+    v = torch.empty_like(x_seq[0])  # same strides as one step of the input
+    if isinstance(node.v, Tensor) and node.v.shape == v.shape:
+        v.copy_(node.v)
     else:
-        v = torch.full(shape, float(v), dtype=torch.float32)
-    x = x_seq.contiguous().reshape(x_seq.shape[0], -1)
-    out = torch.empty_like(x)
-    _lif_inference_kernel(
-        x.numpy(), v.view(-1).numpy(), out.numpy(), np.float32(node.tau), np.float32(node.v_threshold)
+        v.fill_(float(node.v))
+    time_first = [0, *(d + 1 for d in order)]
+    out = torch.empty_like(x_seq)
+    steps = x_seq.shape[0]
+    kernel = _lif_inference_serial if x_seq.numel() < _LIF_SERIAL_BELOW else _lif_inference_kernel
+    kernel(
+        x_seq.permute(time_first).reshape(steps, -1).numpy(),
+        v.permute(order).reshape(-1).numpy(),
+        out.permute(time_first).reshape(steps, -1).numpy(),
+        np.float32(node.tau),
+        np.float32(node.v_threshold),
     )
     node.v = v
-    return out.reshape(x_seq.shape)
+    return out
+
+
+@numba.njit(parallel=True, cache=True, nogil=True)
+def _first_stage_kernel(
+    x: np.ndarray,
+    weight: np.ndarray,
+    bias: np.ndarray,
+    v: np.ndarray,
+    out: np.ndarray,
+    totals: np.ndarray,
+    counts: np.ndarray,
+    tau: np.float32,
+    v_th: np.float32,
+) -> None:
+    """SPS stage 0 at inference in one pass: conv 3×3 (stride 1, pad 1, BN folded) → LIF → max-pool 3/2/1.
+
+    Args:
+        x: event frames ``[T, B, C_in, H, W]`` float32 (mostly zeros: only non-zero pixels are visited).
+        weight: ``[3, 3, C_in, C]`` (taps, then input channel, output channels innermost).
+        bias: ``[C]``.
+        v: membranes ``[B, H, W * C]`` (channels last), updated in place.
+        out: pooled spikes ``[T, B, H/2, W/2 * C]`` (channels last).
+        totals: ``[B, H]`` int64, the spikes of each row are added here.
+        counts: ``[B, H, W * C]`` float32, each neuron's spikes are added here; pass ``[1, 1, 1]``
+            to skip (they cost a pass over the membranes per step).
+
+    The conv rows never leave the cache; the LIF arithmetic is spikingjelly's (as
+    :func:`_lif_inference_kernel`); each step's sums are formed in the same order whatever the
+    window length, so windows of any size give the same spikes as one long pass.
+    """
+    steps, batch, c_in, height, width = x.shape
+    c_out = weight.shape[3]
+    out_h, out_w = out.shape[2], out.shape[3] // c_out
+    row = width * c_out
+    per_neuron = counts.shape[2] == row
+    spikes = np.empty((height, row), dtype=np.float32)
+    zero = np.float32(0.0)
+    one = np.float32(1.0)
+    for t in range(steps):
+        for b in range(batch):
+            for y in numba.prange(height):
+                acc = np.empty(row, dtype=np.float32)
+                for xx in range(width):
+                    for c in range(c_out):
+                        acc[xx * c_out + c] = bias[c]
+                for ky in range(3):
+                    iy = y + ky - 1
+                    if iy < 0 or iy >= height:
+                        continue
+                    for ci in range(c_in):
+                        frame_row = x[t, b, ci, iy]
+                        for ix in range(width):
+                            value = frame_row[ix]
+                            if value == zero:
+                                continue
+                            for kx in range(3):
+                                ox = ix - kx + 1
+                                if ox < 0 or ox >= width:
+                                    continue
+                                base = ox * c_out
+                                for c in range(c_out):
+                                    acc[base + c] += value * weight[ky, kx, ci, c]
+                vrow = v[b, y]
+                srow = spikes[y]
+                fired_in_row = 0
+                for i in range(row):
+                    vi = vrow[i]
+                    h = vi + (acc[i] - vi) / tau
+                    fired = h >= v_th
+                    srow[i] = one if fired else zero
+                    vrow[i] = zero if fired else h
+                    fired_in_row += 1 if fired else 0
+                totals[b, y] += fired_in_row
+                if per_neuron:
+                    crow = counts[b, y]
+                    for i in range(row):
+                        crow[i] += srow[i]
+            for oy in numba.prange(out_h):
+                # Max over the (up to) three rows, then over three columns: contiguous, vectorisable rows.
+                y0, y1 = max(2 * oy - 1, 0), min(2 * oy + 2, height)
+                rows = spikes[y0].copy()
+                for yy in range(y0 + 1, y1):
+                    other = spikes[yy]
+                    for i in range(row):
+                        rows[i] = max(rows[i], other[i])
+                orow = out[t, b, oy]
+                for ox in range(out_w):
+                    base, src = ox * c_out, 2 * ox * c_out
+                    for c in range(c_out):
+                        orow[base + c] = max(rows[src + c], rows[src + c_out + c])
+                    if ox > 0:
+                        for c in range(c_out):
+                            orow[base + c] = max(orow[base + c], rows[src - c_out + c])
+
+
+def _plain_lif(node: neuron.LIFNode) -> bool:
+    """A hard-reset-to-0 LIF with the input decayed (the Spikformer neuron): what the fused kernels compute."""
+    return type(node) is neuron.LIFNode and node.v_reset == 0.0 and node.decay_input
+
+
+def _fused_kernels_apply(x: Tensor) -> bool:
+    """Whether the numba inference kernels may run on ``x``: CPU float32, no autograd, not compiling."""
+    return not (
+        torch.is_grad_enabled()
+        or x.device.type != "cpu"
+        or x.dtype != torch.float32
+        or torch.compiler.is_compiling()
+    )
 
 
 def _lif(config: SpikformerConfig, v_threshold: float) -> neuron.LIFNode:
@@ -185,9 +319,17 @@ class _ConvBNLIF(nn.Module):
         self.bn: nn.Module = bn_type(conv.out_channels)
         self.lif = lif
 
+    pointwise = False  # set by fuse(): a k = 1 Conv1d, run as a matrix product over tokens
+
     def forward(self, x: Tensor) -> Tensor:
         t, b = x.shape[:2]
-        y = self.bn(self.conv(x.flatten(0, 1)))
+        if self.pointwise:
+            # [T·B, D, N] → tokens × D @ Wᵀ: a plain GEMM whatever T·B (small batches of k = 1
+            # Conv1d take PyTorch's slow im2col path), and no copy when the input is token-major.
+            weight = self.conv.weight[:, :, 0]
+            y = nn.functional.linear(x.flatten(0, 1).transpose(1, 2), weight, self.conv.bias).transpose(1, 2)
+        else:
+            y = self.bn(self.conv(x.flatten(0, 1)))
         return self.lif(y.reshape(t, b, *y.shape[1:]))
 
     def fuse(self) -> None:
@@ -196,6 +338,10 @@ class _ConvBNLIF(nn.Module):
             return
         self.conv = fuse_conv_bn_eval(self.conv, self.bn)
         self.bn = nn.Identity()
+        conv = self.conv
+        self.pointwise = isinstance(conv, nn.Conv1d) and (
+            conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups
+        ) == ((1,), (1,), (0,), (1,), 1)
 
 
 class SpikingPatchSplitting(nn.Module):
@@ -217,9 +363,17 @@ class SpikingPatchSplitting(nn.Module):
         self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         self.rpe = _ConvBNLIF(nn.Conv2d(d, d, 3, 1, 1, bias=False), _lif(config, config.v_threshold))
 
+    fused_first_stage = False  # set by Spikformer.fuse_for_inference
+
     def forward(self, x: Tensor, capture: Capture | None = None) -> Tensor:
         t, b = x.shape[:2]
+        first = 0
+        if self.fused_first_stage and _fused_kernels_apply(x):
+            x = self._first_stage(x, capture)
+            first = 1
         for i, stage in enumerate(self.stages):
+            if i < first:
+                continue
             s = stage(x)
             x = self.pool(s.flatten(0, 1))
             x = x.reshape(t, b, *x.shape[1:])
@@ -235,6 +389,43 @@ class SpikingPatchSplitting(nn.Module):
                 capture.spike_maps["rpe"] = r.detach().float().mean(dim=(0, 2))
         x = x + r
         return x.flatten(3)
+
+    def _first_stage(self, x: Tensor, capture: Capture | None) -> Tensor:
+        """Stage 0 (conv → BN folded → LIF → max-pool) as one numba pass; channels-last spikes out."""
+        stage = self.stages[0]
+        lif = stage.lif
+        t, b, _, h, w = x.shape
+        weight = stage.conv.weight.detach()
+        c = weight.shape[0]
+        bias = stage.conv.bias.detach() if stage.conv.bias is not None else torch.zeros(c)
+        v = torch.empty(b, h, w, c)  # channels last; spikingjelly sees the [B, C, H, W] view
+        if isinstance(lif.v, Tensor) and lif.v.shape == (b, c, h, w):
+            v.permute(0, 3, 1, 2).copy_(lif.v)
+        else:
+            v.fill_(float(lif.v))
+        out = torch.empty(t, b, h // 2, w // 2, c)
+        totals = torch.zeros(b, h, dtype=torch.int64)
+        maps = capture is not None and capture.maps
+        counts = torch.zeros(b, h, w, c) if maps else torch.zeros(1, 1, 1, 1)
+        _first_stage_kernel(
+            x.contiguous().numpy(),
+            weight.permute(2, 3, 1, 0).contiguous().numpy(),
+            bias.contiguous().numpy(),
+            v.view(b, h, w * c).numpy(),
+            out.view(t, b, h // 2, w // 2 * c).numpy(),
+            totals.numpy(),
+            counts.flatten(2).numpy(),
+            np.float32(lif.tau),
+            np.float32(lif.v_threshold),
+        )
+        lif.v = v.permute(0, 3, 1, 2)
+        pooled = out.permute(0, 1, 4, 2, 3)
+        if capture is not None:
+            capture.record_rate("sps.0", totals.sum() / float(t * b * c * h * w))  # the mean of a 0-d tensor is itself
+            capture.record_rate("sps.0.pool", pooled)
+            if maps:
+                capture.spike_maps["sps.0"] = counts.sum(dim=3) / (t * c)  # [B, H, W], as the unfused stem's
+        return pooled
 
 
 class SpikingSelfAttention(nn.Module):
@@ -421,8 +612,18 @@ class Spikformer(nn.Module):
         for module in self.modules():
             if isinstance(module, _ConvBNLIF):
                 module.fuse()
-            if isinstance(module, neuron.LIFNode) and module.v_reset == 0.0 and module.decay_input:
+            if isinstance(module, neuron.LIFNode) and _plain_lif(module):
                 module.multi_step_forward = types.MethodType(_fused_lif_forward, module)
+        stem = self.patch_embed
+        conv = stem.stages[0].conv
+        stem.fused_first_stage = (
+            _plain_lif(stem.stages[0].lif)
+            and (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups) == ((3, 3), (1, 1), (1, 1), (1, 1), 1)
+            and (stem.pool.kernel_size, stem.pool.stride, stem.pool.padding) == (3, 2, 1)
+        )
+        # The stem's convolutions and max-pools run channels-last: oneDNN's native layout, and
+        # PyTorch's CPU max-pool is ~7-25x faster there than on NCHW (bench/model.py).
+        self.to(memory_format=torch.channels_last)
         return self
 
 

@@ -17,9 +17,10 @@ Reset policies decide when the state is cleared on their own: :class:`Inactivity
 scene has been quiet for a while) and :class:`PeriodicReset`; with no policy resets are manual.
 
 Speed: inference runs under ``torch.inference_mode``; firing rates (for the energy estimate)
-stay on the device until the window ends (one host sync per window); ``fuse=True`` runs the
-model's ``fuse_for_inference()`` form (BN folded, numba LIF loops; see the caveat on ``fuse``);
-``compile=True`` adds ``torch.compile`` (minutes to compile on a CPU;
+stay on the device until the window ends (one host sync per window); on CPU the classifier runs
+a copy of the model in its ``fuse_for_inference()`` form (BN folded, channels-last stem, numba
+kernels for the first stage and the LIF loops; see ``fuse``) with glibc told to keep freed
+memory (:func:`retain_freed_memory`); ``compile=True`` adds ``torch.compile`` (minutes to compile on a CPU;
 shared/reference/spikformer.md §7.2 measured ~2× faster than eager).
 """
 
@@ -27,13 +28,16 @@ from __future__ import annotations
 
 import collections
 import copy
+import ctypes
 import math
+import platform
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+import numba
 import numpy as np
 import torch
 from spikingjelly.activation_based import base, functional
@@ -51,6 +55,7 @@ __all__ = [
     "InactivityReset",
     "PeriodicReset",
     "NO_GESTURE_NAME",
+    "retain_freed_memory",
 ]
 
 NO_GESTURE_NAME = "no gesture"
@@ -279,6 +284,34 @@ class PeriodicReset:
         self._since = t_us
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
+_allocator_tuned = False
+
+
+def retain_freed_memory() -> bool:
+    """Keep freed blocks of up to 32 MiB inside the process instead of returning them to the OS (glibc).
+
+    A window of spikformer_2_256 allocates and frees tens of MB of activations; by default glibc
+    maps each large block fresh and unmaps it on free, so every window page-faults its whole
+    working set back in: on the 2-core CPU machine that was ~15 % of a 16-step window
+    (bench/stream.py). This is the tuning PyTorch's CPU performance guide reaches with jemalloc
+    or tcmalloc, done with two ``mallopt`` calls: mmap threshold 32 MiB, trim threshold 512 MiB.
+    The process's resident memory then stays near its peak. Once per process; returns whether
+    the settings are in force (False off glibc, e.g. macOS, Windows, musl).
+    """
+    global _allocator_tuned
+    if _allocator_tuned:
+        return True
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        _allocator_tuned = bool(libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20) and libc.mallopt(_M_TRIM_THRESHOLD, 512 << 20))
+    except (OSError, AttributeError):
+        return False
+    return _allocator_tuned
+
+
 class _TensorCapture(Capture):
     """A :class:`Capture` that keeps firing rates as 0-d tensors until the forward pass is over.
 
@@ -334,14 +367,15 @@ class StreamingClassifier:
         reset_policy: when to clear the state on its own; None = only on :meth:`reset`.
         compile: wrap the model in ``torch.compile``; the first window then pays for a warm-up
             call on zeros (its state is discarded).
-        fuse: prepare the model for inference with its ``fuse_for_inference()`` (BatchNorm folded
-            into the convolutions, each LIF's step loop as one numba pass on CPU), in place: the
-            model can no longer be saved as a checkpoint afterwards, and logits can differ from
-            the unfused model in the last bits. Off by default: the numba LIF kernel is
-            ``parallel=True``, and once numba's OpenMP pool runs, its spinning workers and
-            torch's fight over the cores — spikformer_2_256 at T = 1 on the shared 2-core machine
-            took 18 ms/step with ``NUMBA_NUM_THREADS=1`` and 235 ms/step without (same run,
-            torch on 1 thread). With ``NUMBA_NUM_THREADS=1`` fusing gained ~35 % (20 vs 31 ms/step).
+        fuse: run a copy of the model prepared by its ``fuse_for_inference()``: BatchNorm folded
+            into the convolutions, the stem channels-last, the first stem stage (conv → LIF →
+            max-pool) and every LIF's step loop as numba passes, the k = 1 convolutions as
+            matrix products. The caller's model is left as it was (it can still be saved).
+            Logits can differ from the unfused model's in the last bits (another summation
+            order), which can flip a spike that sat exactly on a threshold; windows of any
+            length still equal one pass. None (default): fuse on CPU, where it runs
+            spikformer_2_256 about 2.4x faster (bench/stream.py); not on CUDA, where the numba
+            kernels do not apply.
         energy: record every layer's firing rate and estimate each window's energy
             (``Prediction.layer_rates``, ``energy_uj``); costs a reduction per layer (about 5 % of
             a 1-step window of spikformer_2_256 on CPU, bench/stream.py). False leaves them empty / None.
@@ -364,7 +398,7 @@ class StreamingClassifier:
         hysteresis: float = 0.1,
         reset_policy: ResetPolicy | None = None,
         compile: bool = False,
-        fuse: bool = False,
+        fuse: bool | None = None,
         energy: bool = True,
         class_names: list[str] | tuple[str, ...] | None = None,
         on_change: Callable[[Prediction], None] | None = None,
@@ -377,9 +411,14 @@ class StreamingClassifier:
                 raise ConfigError(f"threads: must be >= 1, got {threads}")
             if self.device.type == "cpu":
                 torch.set_num_threads(threads)
+                numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        if self.device.type == "cpu":
+            retain_freed_memory()
+        if fuse is None:
+            fuse = self.device.type == "cpu"
+        if fuse and hasattr(model, "fuse_for_inference"):
+            model = copy.deepcopy(model).to(self.device).eval().fuse_for_inference()
         self.model = model.to(self.device).eval()
-        if fuse and hasattr(self.model, "fuse_for_inference"):
-            self.model.fuse_for_inference()
         functional.reset_net(self.model)  # a new stream starts from rest, whatever ran before
         num_classes = int(getattr(model, "num_classes", 0)) or len(DVS_GESTURE_CLASSES)
         names = class_names if class_names is not None else getattr(model, "class_names", None)

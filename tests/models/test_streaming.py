@@ -83,12 +83,13 @@ def test_spikes_reach_every_layer(clf):
     assert np.ptp(pred.logits) > 0.1
 
 
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
 @pytest.mark.parametrize("window_steps", [1, 2, 5, 16])
-def test_windows_of_any_length_equal_one_pass(model, window_steps):
+def test_windows_of_any_length_equal_one_pass(model, window_steps, fuse):
     frames = event_frames(32, seed=1)
-    clf = StreamingClassifier(model, device="cpu")
+    clf = StreamingClassifier(model, device="cpu", fuse=fuse)
     reference = clf.step(frames).logits  # one pass of 32 steps
-    clf = StreamingClassifier(model, device="cpu")  # a new stream on the same network
+    clf = StreamingClassifier(model, device="cpu", fuse=fuse)  # a new stream on the same network
     got = np.concatenate([p.logits for p in feed(clf, frames, window_steps)])
     assert got.shape == reference.shape == (32, model.num_classes)
     assert np.abs(got - reference).max() <= 1e-5
@@ -102,10 +103,12 @@ def test_windows_of_any_length_equal_one_pass(model, window_steps):
 
 
 def test_fused_model_gives_the_same_decisions():
-    plain = StreamingClassifier(active_model(), device="cpu")
-    fused = StreamingClassifier(active_model(), device="cpu", fuse=True)
+    plain = StreamingClassifier(active_model(), device="cpu", fuse=False)
+    given = active_model()
+    fused = StreamingClassifier(given, device="cpu")  # fused by default on CPU
     assert not any(isinstance(m, torch.nn.Identity) for m in plain.model.modules())
     assert any(isinstance(m, torch.nn.Identity) for m in fused.model.modules())  # BN folded away
+    assert not any(isinstance(m, torch.nn.Identity) for m in given.modules())  # on a copy: still saveable
     for seed, steps in ((21, 3), (22, 1), (23, 5)):
         frames = event_frames(steps, seed=seed)
         a, b = plain.step(frames), fused.step(frames)
@@ -348,7 +351,7 @@ def test_label_changes_are_events(model):
     functional.reset_net(model)
     seen = []
     clf = StreamingClassifier(model, device="cpu", smoothing_ms=300.0, on_change=seen.append)
-    head = model.head
+    head = clf.model.head  # the network the classifier runs (on CPU a fused copy of model)
     saved = head.weight.detach().clone(), head.bias.detach().clone()
     try:
         with torch.no_grad():
