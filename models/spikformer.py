@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import types
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -101,7 +102,16 @@ class Capture:
 
     def record_nonzero(self, name: str, values: Tensor) -> None:
         """Store the fraction of non-zero entries of an integer-valued tensor under ``name``."""
-        self.layer_rates[name] = float((values.detach() != 0).float().mean())
+        self.layer_rates[name] = int(torch.count_nonzero(values.detach())) / max(values.numel(), 1)
+
+    def record_spikes(self, name: str, spikes: Tensor, node: nn.Module) -> None:
+        """Firing rate of the LIF layer ``node`` whose output is ``spikes``: the spike count its
+        fused kernel kept for this very output when there is one, else :meth:`record_rate`."""
+        fired = getattr(node, "fired", None)
+        if fired is not None and fired[0]() is spikes:
+            self.layer_rates[name] = fired[1] / spikes.numel()
+        else:
+            self.record_rate(name, spikes)
 
 
 _LIF_BLOCK = 4096  # neurons per task: their membranes stay in L1/L2 while the T steps stream by
@@ -109,9 +119,10 @@ _LIF_SERIAL_BELOW = 1 << 18  # smaller layers (T × N updates) run on one thread
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _lif_block(x: np.ndarray, v: np.ndarray, out: np.ndarray, lo: int, hi: int, tau: np.float32, v_th: np.float32) -> None:
+def _lif_block(x: np.ndarray, v: np.ndarray, out: np.ndarray, lo: int, hi: int, tau: np.float32, v_th: np.float32) -> int:
     zero = np.float32(0.0)
     one = np.float32(1.0)
+    count = 0
     for t in range(x.shape[0]):
         for i in range(lo, hi):
             vi = v[i]
@@ -119,34 +130,42 @@ def _lif_block(x: np.ndarray, v: np.ndarray, out: np.ndarray, lo: int, hi: int, 
             fired = h >= v_th
             out[t, i] = one if fired else zero
             v[i] = zero if fired else h
+            count += 1 if fired else 0
+    return count
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _lif_inference_kernel(x: np.ndarray, v: np.ndarray, out: np.ndarray, tau: np.float32, v_th: np.float32) -> None:
+def _lif_inference_kernel(x: np.ndarray, v: np.ndarray, out: np.ndarray, tau: np.float32, v_th: np.float32) -> int:
     """Hard-reset LIF over ``x`` ``[T, N]`` float32 from membrane ``v`` ``[N]`` (updated in place).
 
     Same float32 arithmetic as spikingjelly's reference: H = V + (X − V) / τ, S = H ≥ V_th,
     V = 0 where S else H. Blocks of neurons run in parallel; within a block, time steps run in
     order over contiguous, branch-free (vectorisable) rows, instead of ~10 tensor passes per step.
+    Returns the number of spikes (the layer's firing rate for the energy estimate, without
+    another pass over the output).
     """
     n = x.shape[1]
+    fired = 0
     for block in numba.prange((n + _LIF_BLOCK - 1) // _LIF_BLOCK):
         lo = block * _LIF_BLOCK
-        _lif_block(x, v, out, lo, min(lo + _LIF_BLOCK, n), tau, v_th)
+        fired += _lif_block(x, v, out, lo, min(lo + _LIF_BLOCK, n), tau, v_th)
+    return fired
 
 
 @numba.njit(cache=True, nogil=True)
-def _lif_inference_serial(x: np.ndarray, v: np.ndarray, out: np.ndarray, tau: np.float32, v_th: np.float32) -> None:
+def _lif_inference_serial(x: np.ndarray, v: np.ndarray, out: np.ndarray, tau: np.float32, v_th: np.float32) -> int:
     """:func:`_lif_inference_kernel` on the calling thread (same blocks, same arithmetic)."""
     n = x.shape[1]
+    fired = 0
     for lo in range(0, n, _LIF_BLOCK):
-        _lif_block(x, v, out, lo, min(lo + _LIF_BLOCK, n), tau, v_th)
+        fired += _lif_block(x, v, out, lo, min(lo + _LIF_BLOCK, n), tau, v_th)
+    return fired
 
 
 def _memory_order(t: Tensor) -> list[int] | None:
     """Dims of a dense tensor from outermost to innermost in memory (so ``t.permute(order)`` is
     contiguous), or None when ``t`` is not dense (overlapping or with gaps)."""
-    order = sorted(range(t.dim()), key=lambda d: (-t.stride(d), -t.shape[d]))
+    order = sorted(range(t.dim()), key=lambda d: (t.shape[d] != 1, -t.stride(d)))  # size-1 dims outermost
     return order if t.permute(order).is_contiguous() else None
 
 
@@ -161,20 +180,30 @@ def _fused_lif_forward(node: neuron.LIFNode, x_seq: Tensor) -> Tensor:
     """
     if not _fused_kernels_apply(x_seq):
         return neuron.LIFNode.multi_step_forward(node, x_seq)
-    order = _memory_order(x_seq[0]) if x_seq.stride(0) == x_seq[0].numel() else None
+    time_outermost = x_seq.shape[0] == 1 or x_seq.stride(0) == x_seq[0].numel()
+    order = _memory_order(x_seq[0]) if time_outermost else None
     if order is None:
         x_seq = x_seq.contiguous()
         order = list(range(x_seq.dim() - 1))
-    v = torch.empty_like(x_seq[0])  # same strides as one step of the input
-    if isinstance(node.v, Tensor) and node.v.shape == v.shape:
-        v.copy_(node.v)
-    else:
-        v.fill_(float(node.v))
     time_first = [0, *(d + 1 for d in order)]
-    out = torch.empty_like(x_seq)
+    back = sorted(range(len(time_first)), key=time_first.__getitem__)
+    # Spikes in the input's layout, with canonical strides (a size-1 batch keeps the layout
+    # recognisable to the next convolution and max-pool).
+    out = torch.empty([x_seq.shape[d] for d in time_first]).permute(back)
+    v = node.v
+    if not (isinstance(v, Tensor) and v.dtype == torch.float32 and v.shape == out.shape[1:] and v.stride() == out[0].stride()):
+        # First step after a reset (v is the float reset value) or a state from elsewhere: a
+        # membrane with the strides of one step. Otherwise the kernel updates the membrane this
+        # node made last time in place (state() hands out copies, never it).
+        fresh = torch.empty_like(out[0])
+        if isinstance(v, Tensor) and v.shape == fresh.shape:
+            fresh.copy_(v)
+        else:
+            fresh.fill_(float(v))
+        v = fresh
     steps = x_seq.shape[0]
     kernel = _lif_inference_serial if x_seq.numel() < _LIF_SERIAL_BELOW else _lif_inference_kernel
-    kernel(
+    fired = kernel(
         x_seq.permute(time_first).reshape(steps, -1).numpy(),
         v.permute(order).reshape(-1).numpy(),
         out.permute(time_first).reshape(steps, -1).numpy(),
@@ -182,6 +211,7 @@ def _fused_lif_forward(node: neuron.LIFNode, x_seq: Tensor) -> Tensor:
         np.float32(node.v_threshold),
     )
     node.v = v
+    node.fired = (weakref.ref(out), int(fired))  # read by Capture.record_spikes
     return out
 
 
@@ -205,7 +235,8 @@ def _first_stage_kernel(
         bias: ``[C]``.
         v: membranes ``[B, H, W * C]`` (channels last), updated in place.
         out: pooled spikes ``[T, B, H/2, W/2 * C]`` (channels last).
-        totals: ``[B, H]`` int64, the spikes of each row are added here.
+        totals: ``[2, B, H]`` int64: the spikes of each conv row are added to ``totals[0]``, those
+            of each pooled row (the first ``H/2``) to ``totals[1]``.
         counts: ``[B, H, W * C]`` float32, each neuron's spikes are added here; pass ``[1, 1, 1]``
             to skip (they cost a pass over the membranes per step).
 
@@ -255,7 +286,7 @@ def _first_stage_kernel(
                     srow[i] = one if fired else zero
                     vrow[i] = zero if fired else h
                     fired_in_row += 1 if fired else 0
-                totals[b, y] += fired_in_row
+                totals[0, b, y] += fired_in_row
                 if per_neuron:
                     crow = counts[b, y]
                     for i in range(row):
@@ -276,6 +307,17 @@ def _first_stage_kernel(
                     if ox > 0:
                         for c in range(c_out):
                             orow[base + c] = max(orow[base + c], rows[src - c_out + c])
+                pooled_in_row = 0
+                for i in range(out_w * c_out):
+                    pooled_in_row += 1 if orow[i] != zero else 0
+                totals[1, b, oy] += pooled_in_row
+
+
+def _time_batch(x: Tensor) -> Tensor:
+    """``[T, B, C, H, W]`` → ``[T·B, C, H, W]`` as a view. With T = 1 the step itself: flattening two
+    size-1 dims gives the merged dim a stride (C) that PyTorch's layout test reads as not
+    channels-last, and max-pool would then write NCHW (~10x slower, and every later op follows)."""
+    return x[0] if x.shape[0] == 1 else x.flatten(0, 1)
 
 
 def _plain_lif(node: neuron.LIFNode) -> bool:
@@ -329,7 +371,7 @@ class _ConvBNLIF(nn.Module):
             weight = self.conv.weight[:, :, 0]
             y = nn.functional.linear(x.flatten(0, 1).transpose(1, 2), weight, self.conv.bias).transpose(1, 2)
         else:
-            y = self.bn(self.conv(x.flatten(0, 1)))
+            y = self.bn(self.conv(_time_batch(x)))
         return self.lif(y.reshape(t, b, *y.shape[1:]))
 
     def fuse(self) -> None:
@@ -375,16 +417,16 @@ class SpikingPatchSplitting(nn.Module):
             if i < first:
                 continue
             s = stage(x)
-            x = self.pool(s.flatten(0, 1))
+            x = self.pool(_time_batch(s))
             x = x.reshape(t, b, *x.shape[1:])
             if capture is not None:
-                capture.record_rate(f"sps.{i}", s)
+                capture.record_spikes(f"sps.{i}", s, stage.lif)
                 capture.record_rate(f"sps.{i}.pool", x)
                 if capture.maps:
                     capture.spike_maps[f"sps.{i}"] = s.detach().float().mean(dim=(0, 2))
         r = self.rpe(x)
         if capture is not None:
-            capture.record_rate("rpe", r)
+            capture.record_spikes("rpe", r, self.rpe.lif)
             if capture.maps:
                 capture.spike_maps["rpe"] = r.detach().float().mean(dim=(0, 2))
         x = x + r
@@ -398,13 +440,16 @@ class SpikingPatchSplitting(nn.Module):
         weight = stage.conv.weight.detach()
         c = weight.shape[0]
         bias = stage.conv.bias.detach() if stage.conv.bias is not None else torch.zeros(c)
-        v = torch.empty(b, h, w, c)  # channels last; spikingjelly sees the [B, C, H, W] view
-        if isinstance(lif.v, Tensor) and lif.v.shape == (b, c, h, w):
-            v.permute(0, 3, 1, 2).copy_(lif.v)
-        else:
-            v.fill_(float(lif.v))
+        v = lif.v.permute(0, 2, 3, 1) if isinstance(lif.v, Tensor) else None  # the view this method stored
+        if v is None or v.dtype != torch.float32 or v.shape != (b, h, w, c) or not v.is_contiguous():
+            fresh = torch.empty(b, h, w, c)  # channels last; spikingjelly sees the [B, C, H, W] view
+            if isinstance(lif.v, Tensor) and lif.v.shape == (b, c, h, w):
+                fresh.permute(0, 3, 1, 2).copy_(lif.v)
+            else:
+                fresh.fill_(float(lif.v))
+            v = fresh
         out = torch.empty(t, b, h // 2, w // 2, c)
-        totals = torch.zeros(b, h, dtype=torch.int64)
+        totals = torch.zeros(2, b, h, dtype=torch.int64)
         maps = capture is not None and capture.maps
         counts = torch.zeros(b, h, w, c) if maps else torch.zeros(1, 1, 1, 1)
         _first_stage_kernel(
@@ -421,8 +466,9 @@ class SpikingPatchSplitting(nn.Module):
         lif.v = v.permute(0, 3, 1, 2)
         pooled = out.permute(0, 1, 4, 2, 3)
         if capture is not None:
-            capture.record_rate("sps.0", totals.sum() / float(t * b * c * h * w))  # the mean of a 0-d tensor is itself
-            capture.record_rate("sps.0.pool", pooled)
+            fired, fired_pooled = totals.sum(dim=(1, 2)).tolist()
+            capture.layer_rates["sps.0"] = fired / (t * b * c * h * w)
+            capture.layer_rates["sps.0.pool"] = fired_pooled / pooled.numel()
             if maps:
                 capture.spike_maps["sps.0"] = counts.sum(dim=3) / (t * c)  # [B, H, W], as the unfused stem's
         return pooled
@@ -470,8 +516,9 @@ class SpikingSelfAttention(nn.Module):
         out = self.proj(a)
         if capture is not None:
             capture.record_nonzero(f"{name}.in", x)
-            for key, s in (("q", q), ("k", k), ("v", v), ("attn_lif", a), ("proj", out)):
-                capture.record_rate(f"{name}.{key}", s)
+            nodes = (self.q.lif, self.k.lif, self.v.lif, self.attn_lif, self.proj.lif)
+            for key, s, node in zip(("q", "k", "v", "attn_lif", "proj"), (q, k, v, a, out), nodes, strict=True):
+                capture.record_spikes(f"{name}.{key}", s, node)
             if capture.maps:
                 if qk is None:
                     qk = qh @ kh.transpose(-2, -1)
@@ -494,8 +541,8 @@ class SpikingMLP(nn.Module):
         out = self.fc2(h)
         if capture is not None:
             capture.record_nonzero(f"{name}.in", x)
-            capture.record_rate(f"{name}.fc1", h)
-            capture.record_rate(f"{name}.fc2", out)
+            capture.record_spikes(f"{name}.fc1", h, self.fc1.lif)
+            capture.record_spikes(f"{name}.fc2", out, self.fc2.lif)
         return out
 
 

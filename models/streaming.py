@@ -324,7 +324,7 @@ class _TensorCapture(Capture):
         self.layer_rates[name] = spikes.detach().float().mean()
 
     def record_nonzero(self, name: str, values: torch.Tensor) -> None:
-        self.layer_rates[name] = (values.detach() != 0).float().mean()
+        self.layer_rates[name] = torch.count_nonzero(values.detach()) / max(values.numel(), 1)
 
     def rates(self) -> dict[str, float]:
         """The recorded rates as floats (one transfer)."""
