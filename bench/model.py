@@ -7,10 +7,14 @@ gains that make every layer spike (with the default init no spike reaches the he
 binary input frames at 5 % density. Measured: one T = 16 window, and streaming T = 1 steps with
 the LIF state carried between calls; medians after warm-up; ``torch.set_num_threads(2)``.
 
-Ours is timed as built (eager) and after ``fuse_for_inference()`` (BN folded into the convs, each
-LIF's T-step recurrence as one numba pass, bit-identical spikes); ``--compile`` adds
-``torch.compile`` of both models (slow when cold: minutes; the numba LIF is bypassed under compile).
-With a CUDA device, also samples/s at batch 64 (T = 16).
+Ours is timed as built (eager) and after ``fuse_for_inference()`` (the form the streaming
+classifier runs on CPU: BN folded into the convs, the stem channels-last, the first stem stage
+conv → LIF → max-pool as one numba pass, each other LIF's T-step recurrence as one numba pass,
+the k = 1 convs as GEMMs); ``--compile`` adds ``torch.compile`` of both models (slow when cold:
+minutes; the numba kernels are bypassed under compile). With a CUDA device, also samples/s at
+batch 64 (T = 16). All models run with glibc keeping freed memory
+(``models.streaming.retain_freed_memory``, as the classifier sets it); ``--default-malloc``
+leaves the allocator alone.
 
     python bench/model.py                  # ~1-2 minutes on 2 cores
     python bench/model.py --compile        # adds torch.compile (cold compile takes minutes)
@@ -36,6 +40,7 @@ from spikingjelly.activation_based.model.spikformer import Spikformer as ZooSpik
 from torch import nn  # noqa: E402
 
 import models  # noqa: E402
+from models.streaming import retain_freed_memory  # noqa: E402
 
 
 def make_spiking(model: nn.Module) -> nn.Module:
@@ -102,7 +107,7 @@ def time_streams(candidates: dict[str, nn.Module], x: torch.Tensor, steps: int) 
 
 
 def prepare(model: models.Spikformer) -> nn.Module:
-    """Ours ready for inference: BN folded into the convs, each LIF's T-step loop as one numba pass."""
+    """Ours ready for inference, as ``StreamingClassifier`` runs it on CPU."""
     return model.fuse_for_inference()
 
 
@@ -112,8 +117,10 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=30, help="timed streaming T=1 steps (default 30)")
     parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
     parser.add_argument("--compile", action="store_true", help="also torch.compile both models (slow cold)")
+    parser.add_argument("--default-malloc", action="store_true", help="do not tune glibc malloc (see above)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    tuned = not args.default_malloc and retain_freed_memory()
     torch.manual_seed(0)
     x = (torch.rand(16, 1, 2, 128, 128) < 0.05).float()
 
@@ -127,7 +134,10 @@ def main() -> None:
         candidates["zoo torch.compile"] = torch.compile(zoo, dynamic=False)
         candidates["ours torch.compile"] = torch.compile(prepare(copy.deepcopy(ours)), dynamic=False)
 
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, input [16, 1, 2, 128, 128] at 5 % density")
+    print(
+        f"torch {torch.__version__}, threads {torch.get_num_threads()}, input [16, 1, 2, 128, 128] at 5 % density, "
+        f"{'glibc keeps freed memory' if tuned else 'default allocator'}"
+    )
     print(f"{'model':28s} {'T=16 window ms':>15s} {'ms/step':>8s} {'T=1 stream ms':>14s}")
     if args.compile:  # compile both shapes before timing anything: Inductor's workers would load the CPU
         with torch.inference_mode():
