@@ -14,7 +14,8 @@ Run from a checkout: ``python bench/stream.py`` (about 2–3 minutes on 2 idle c
 3. capture-off overhead: ``StreamingClassifier.step`` (decisions; with and without the firing
    rates and energy estimate) against the bare network call inside it, same windows — target ≤ 2 %;
 4. real-time factor replaying ``recordings/gestures_128x128.aedat4`` as fast as possible at
-   20 steps/s (50 ms steps) through FileSource → Binner → StreamingClassifier — target ≥ 5×.
+   20 steps/s (50 ms steps) through FileSource → Binner → StreamingClassifier — target ≥ 5×;
+5. with a CUDA device, the window latencies and the replay again on it.
 
 Models without trained weights get BatchNorm gains that make spikes flow (with the default
 initialisation no spike reaches the head), so capture and energy see realistic activity.
@@ -84,10 +85,13 @@ def pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def latency(model, events, steps: int, count: int, capture: bool, threads: int, compile: bool, fuse: bool) -> dict:
-    """Per-window binning + inference times (ms) over ``count`` windows after 2 warm-up windows."""
+def latency(
+    model, events, steps: int, count: int, capture: bool, threads: int, compile: bool, fuse: bool, device: str = "cpu"
+) -> dict:
+    """Per-window binning + inference times (ms) over ``count`` windows after 2 warm-up windows
+    (each ``step`` returns host-side numbers, so CUDA work is finished when it returns)."""
     h, w = model.config.img_size
-    clf = StreamingClassifier(model, device="cpu", threads=threads, compile=compile, fuse=fuse)
+    clf = StreamingClassifier(model, device=device, threads=threads, compile=compile, fuse=fuse)
     clf.capture(capture)
     binner = Binner(SensorSize(128, 128), (w, h), step_us=STEP_US, steps=steps)
     total, infer, frames = [], [], []
@@ -243,19 +247,35 @@ def main() -> int:
                     f"{plain:.2f}, ratio {fast / plain:.2f}), spikingjelly zoo Spikformer-2-256 {zoo:.2f} ms/step "
                     f"-> ratio ours/zoo {fast / zoo:.2f} (target: <= 6 ms/step)"
                 )
-    if not args.no_replay:
-        print("\n== real-time replay, as fast as possible (FileSource -> Binner -> StreamingClassifier)")
+    devices = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    if "cuda" in devices:
+        print(f"\n== CUDA ({torch.cuda.get_device_name()}), the same windows, eager")
         for name in names:
             model, label = load(name)
-            clf = StreamingClassifier(model, device="cpu", threads=args.threads, fuse=fuse)
-            h, w = model.config.img_size
-            pre = {"out_size": [h, w], "steps": 16, "step_us": STEP_US}
-            dec = replay(RECORDING, clf, pre)
-            rtf = dec.duration_s / dec.wall_s
-            print(
-                f"  {label}: {dec.duration_s:.1f} s of recording in {dec.wall_s:.1f} s -> {rtf:.1f}x real time "
-                f"(target >= 5x), {dec.windows} windows"
-            )
+            for steps in args.window_steps:
+                count = args.windows16 if steps > 1 else args.windows1
+                for capture in (False, True):
+                    r = latency(model, events, steps, count, capture, args.threads, False, False, "cuda")
+                    print(
+                        f"  {label} T={steps:<2} capture {'on ' if capture else 'off'}: window p50 {r['p50']:8.2f} ms  "
+                        f"p99 {r['p99']:8.2f} ms  = {r['per_step']:.2f} ms/step"
+                    )
+    else:
+        print("\nno CUDA device: the GPU figures are not measured")
+    if not args.no_replay:
+        print("\n== real-time replay, as fast as possible (FileSource -> Binner -> StreamingClassifier)")
+        for device in devices:
+            for name in names:
+                model, label = load(name)
+                clf = StreamingClassifier(model, device=device, threads=args.threads, fuse=fuse and device == "cpu")
+                h, w = model.config.img_size
+                pre = {"out_size": [h, w], "steps": 16, "step_us": STEP_US}
+                dec = replay(RECORDING, clf, pre)
+                rtf = dec.duration_s / dec.wall_s
+                print(
+                    f"  {device} {label}: {dec.duration_s:.1f} s of recording in {dec.wall_s:.1f} s -> {rtf:.1f}x "
+                    f"real time (target >= 5x), {dec.windows} windows"
+                )
     return 0
 
 

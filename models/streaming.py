@@ -360,7 +360,8 @@ class StreamingClassifier:
         model: a ``models.spikformer.Spikformer`` (anything with ``step_logits(x, capture)``
             returning ``[T, B, C]`` and spikingjelly neurons inside).
         device: ``"auto"`` (CUDA when present, else CPU), or a torch device.
-        threads: CPU threads for torch (``torch.set_num_threads``); None leaves torch's default.
+        threads: CPU threads for torch (``torch.set_num_threads``) and for the fused numba kernels;
+            None leaves the defaults (all cores).
         smoothing_ms: decision smoothing time constant, ms (see :class:`DecisionFilter`).
         threshold: decision confidence threshold.
         hysteresis: decision hysteresis margin.
@@ -406,12 +407,13 @@ class StreamingClassifier:
         if not hasattr(model, "step_logits"):
             raise ModelError(f"model: {type(model).__name__} has no step_logits(x, capture); not a Spikformer")
         self.device = _pick_device(device)
+        self._numba_threads: int | None = None  # the fused kernels' threads, set per calling thread in step()
         if threads is not None:
             if threads < 1:
                 raise ConfigError(f"threads: must be >= 1, got {threads}")
             if self.device.type == "cpu":
                 torch.set_num_threads(threads)
-                numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+                self._numba_threads = min(threads, numba.config.NUMBA_NUM_THREADS)
         if self.device.type == "cpu":
             retain_freed_memory()
         if fuse is None:
@@ -552,6 +554,8 @@ class StreamingClassifier:
 
     def _step(self, window: Any, t_start: int | None, t_end: int | None, step_us: int) -> Prediction:
         began = time.perf_counter()
+        if self._numba_threads is not None:
+            numba.set_num_threads(self._numba_threads)  # numba's setting belongs to the calling thread
         frames, t0, t1, counts, index = self._unpack(window, t_start, t_end, step_us)
         x = frames.to(self.device, dtype=torch.float32, non_blocking=True)
         if not self._warm:
