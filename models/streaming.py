@@ -367,16 +367,19 @@ class StreamingClassifier:
         hysteresis: decision hysteresis margin.
         reset_policy: when to clear the state on its own; None = only on :meth:`reset`.
         compile: wrap the model in ``torch.compile``; the first window then pays for a warm-up
-            call on zeros (its state is discarded).
+            call on zeros (its state is discarded). Meant for CUDA: on the 2-core CPU machine the
+            fused eager form was the fastest measured (spikformer_2_256, 16-step windows: 4.8 ms
+            per step fused, 5.6 compiled fused after ~20 minutes of compiling, 6.3 compiled
+            unfused; bench/stream.py --compile), and under compile the numba kernels step aside.
         fuse: run a copy of the model prepared by its ``fuse_for_inference()``: BatchNorm folded
             into the convolutions, the stem channels-last, the first stem stage (conv → LIF →
             max-pool) and every LIF's step loop as numba passes, the k = 1 convolutions as
             matrix products. The caller's model is left as it was (it can still be saved).
             Logits can differ from the unfused model's in the last bits (another summation
             order), which can flip a spike that sat exactly on a threshold; windows of any
-            length still equal one pass. None (default): fuse on CPU, where it runs
-            spikformer_2_256 about 2.4x faster (bench/stream.py); not on CUDA, where the numba
-            kernels do not apply.
+            length still equal one pass. None (default): fuse on CPU without ``compile``, where
+            it runs spikformer_2_256 about 2.4x faster (bench/stream.py); not on CUDA, where the
+            numba kernels do not apply.
         energy: record every layer's firing rate and estimate each window's energy
             (``Prediction.layer_rates``, ``energy_uj``); costs a reduction per layer (about 5 % of
             a 1-step window of spikformer_2_256 on CPU, bench/stream.py). False leaves them empty / None.
@@ -417,7 +420,7 @@ class StreamingClassifier:
         if self.device.type == "cpu":
             retain_freed_memory()
         if fuse is None:
-            fuse = self.device.type == "cpu"
+            fuse = self.device.type == "cpu" and not compile
         if fuse and hasattr(model, "fuse_for_inference"):
             model = copy.deepcopy(model).to(self.device).eval().fuse_for_inference()
         self.model = model.to(self.device).eval()
