@@ -63,7 +63,7 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def build(name: str | None, step_ms: float | None, steps: int | None, sensor):
+def build(name: str | None, step_ms: float | None, steps: int | None, sensor, fuse: bool | None = None):
     """(classifier factory, binner factory, label): fresh state for every run."""
     if name is None:
         name = DEFAULT_WEIGHTS if DEFAULT_WEIGHTS in list_weights() else "spikformer_2_64"
@@ -77,7 +77,7 @@ def build(name: str | None, step_ms: float | None, steps: int | None, sensor):
     step_us = int(round(step_ms * 1000)) if step_ms else int(pre.get("step_us") or 50_000)
 
     def classifier() -> StreamingClassifier:
-        clf = StreamingClassifier(model, device="auto")
+        clf = StreamingClassifier(model, device="auto", fuse=fuse)
         clf.reset()
         return clf
 
@@ -213,6 +213,7 @@ def main() -> int:
                         help="wall time of the (looped) latency run, s (default 30)")
     parser.add_argument("--soak", type=float, default=30.0, metavar="SECONDS", help="soak duration (default 30; 0 skips)")
     parser.add_argument("--only", choices=("throughput", "latency", "soak"), default=None, help="run one part only")
+    parser.add_argument("--no-fuse", action="store_true", help="the classifier runs the model as built, not fused")
     parser.add_argument("--port", type=int, default=47300, help="first of the loopback ports used (default 47300)")
     args = parser.parse_args()
 
@@ -221,7 +222,7 @@ def main() -> int:
     with FileSource(args.recording, speed=None) as probe:
         sensor = probe.sensor_size
         duration_s = probe.duration_us / 1e6
-    classifier, binner, label = build(args.model, args.step_ms, args.steps, sensor)
+    classifier, binner, label = build(args.model, args.step_ms, args.steps, sensor, fuse=False if args.no_fuse else None)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     print(f"recording {args.recording.name}: {sensor}, {duration_s:.1f} s; model {label}; {device}, {args.threads} threads")
     anchor_run(args.recording, classifier, binner)  # warm caches, allocator and kernels
