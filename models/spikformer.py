@@ -320,6 +320,29 @@ def _time_batch(x: Tensor) -> Tensor:
     return x[0] if x.shape[0] == 1 else x.flatten(0, 1)
 
 
+def warm_up_kernels() -> None:
+    """Compile the fused inference kernels, or load them from numba's cache, on tiny inputs.
+
+    About 5 s on a fresh install (0.3 s from the cache); :meth:`Spikformer.fuse_for_inference`
+    calls this so that the cost falls on setup, not on the first live window.
+    """
+    one, two = np.float32(2.0), np.float32(1.0)
+    x, v, out = np.zeros((1, 8), np.float32), np.zeros(8, np.float32), np.zeros((1, 8), np.float32)
+    _lif_inference_kernel(x, v, out, one, two)
+    _lif_inference_serial(x, v, out, one, two)
+    _first_stage_kernel(
+        np.zeros((1, 1, 1, 2, 2), np.float32),
+        np.zeros((3, 3, 1, 1), np.float32),
+        np.zeros(1, np.float32),
+        np.zeros((1, 2, 2), np.float32),
+        np.zeros((1, 1, 1, 1), np.float32),
+        np.zeros((2, 1, 2), np.int64),
+        np.zeros((1, 1, 1), np.float32),
+        one,
+        two,
+    )
+
+
 def _plain_lif(node: neuron.LIFNode) -> bool:
     """A hard-reset-to-0 LIF with the input decayed (the Spikformer neuron): what the fused kernels compute."""
     return type(node) is neuron.LIFNode and node.v_reset == 0.0 and node.decay_input
@@ -668,6 +691,7 @@ class Spikformer(nn.Module):
             and (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups) == ((3, 3), (1, 1), (1, 1), (1, 1), 1)
             and (stem.pool.kernel_size, stem.pool.stride, stem.pool.padding) == (3, 2, 1)
         )
+        warm_up_kernels()
         # The stem's convolutions and max-pools run channels-last: oneDNN's native layout, and
         # PyTorch's CPU max-pool is ~7-25x faster there than on NCHW (bench/model.py).
         self.to(memory_format=torch.channels_last)
