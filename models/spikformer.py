@@ -173,8 +173,8 @@ def _fused_lif_forward(node: neuron.LIFNode, x_seq: Tensor) -> Tensor:
     """``multi_step_forward`` of a hard-reset LIF at inference: one numba pass, same spikes and state.
 
     Works in the memory layout the input comes in (channels-last from the fused stem, plain
-    contiguous elsewhere): spikes and the membrane keep the strides of ``x_seq`` and ``x_seq[0]``,
-    so no layout conversion is paid. Falls back to spikingjelly's own forward with gradients, off
+    contiguous elsewhere): spikes and the membrane are laid out in the same dim order, so no
+    layout conversion is paid. Falls back to spikingjelly's own forward with gradients, off
     the CPU, for other dtypes and under ``torch.compile``. The membrane stays spikingjelly's memory
     ``v``, so ``functional.reset_net`` and state save/restore work unchanged.
     """
@@ -314,7 +314,7 @@ def _first_stage_kernel(
 
 
 def _time_batch(x: Tensor) -> Tensor:
-    """``[T, B, C, H, W]`` → ``[T·B, C, H, W]`` as a view. With T = 1 the step itself: flattening two
+    """``[T, B, ...]`` → ``[T·B, ...]`` as a view. With T = 1 the step itself: flattening two
     size-1 dims gives the merged dim a stride (C) that PyTorch's layout test reads as not
     channels-last, and max-pool would then write NCHW (~10x slower, and every later op follows)."""
     return x[0] if x.shape[0] == 1 else x.flatten(0, 1)
@@ -326,10 +326,10 @@ def warm_up_kernels() -> None:
     About 5 s on a fresh install (0.3 s from the cache); :meth:`Spikformer.fuse_for_inference`
     calls this so that the cost falls on setup, not on the first live window.
     """
-    one, two = np.float32(2.0), np.float32(1.0)
+    tau, v_th = np.float32(2.0), np.float32(1.0)
     x, v, out = np.zeros((1, 8), np.float32), np.zeros(8, np.float32), np.zeros((1, 8), np.float32)
-    _lif_inference_kernel(x, v, out, one, two)
-    _lif_inference_serial(x, v, out, one, two)
+    _lif_inference_kernel(x, v, out, tau, v_th)
+    _lif_inference_serial(x, v, out, tau, v_th)
     _first_stage_kernel(
         np.zeros((1, 1, 1, 2, 2), np.float32),
         np.zeros((3, 3, 1, 1), np.float32),
@@ -338,8 +338,8 @@ def warm_up_kernels() -> None:
         np.zeros((1, 1, 1, 1), np.float32),
         np.zeros((2, 1, 2), np.int64),
         np.zeros((1, 1, 1), np.float32),
-        one,
-        two,
+        tau,
+        v_th,
     )
 
 
@@ -392,7 +392,7 @@ class _ConvBNLIF(nn.Module):
             # [T·B, D, N] → tokens × D @ Wᵀ: a plain GEMM whatever T·B (small batches of k = 1
             # Conv1d take PyTorch's slow im2col path), and no copy when the input is token-major.
             weight = self.conv.weight[:, :, 0]
-            y = nn.functional.linear(x.flatten(0, 1).transpose(1, 2), weight, self.conv.bias).transpose(1, 2)
+            y = nn.functional.linear(_time_batch(x).transpose(1, 2), weight, self.conv.bias).transpose(1, 2)
         else:
             y = self.bn(self.conv(_time_batch(x)))
         return self.lif(y.reshape(t, b, *y.shape[1:]))
@@ -436,9 +436,7 @@ class SpikingPatchSplitting(nn.Module):
         if self.fused_first_stage and _fused_kernels_apply(x):
             x = self._first_stage(x, capture)
             first = 1
-        for i, stage in enumerate(self.stages):
-            if i < first:
-                continue
+        for i, stage in enumerate(self.stages[first:], start=first):
             s = stage(x)
             x = self.pool(_time_batch(s))
             x = x.reshape(t, b, *x.shape[1:])

@@ -27,6 +27,13 @@ def spiking(model: nn.Module) -> nn.Module:
     return model
 
 
+def _plain_lif_node(threshold: float = 1.0) -> neuron.LIFNode:
+    """The Spikformer's own neuron (τ 2, hard reset to 0), as the model builds it."""
+    from models.spikformer import _lif
+
+    return _lif(SpikformerConfig(), threshold)
+
+
 def events(t: int, b: int, size: int = 32, density: float = 0.1, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(t, b, 2, size, size, generator=g) < density).float()
@@ -234,21 +241,9 @@ def test_config_round_trips_through_plain_values():
 def test_fused_lif_gives_spikingjelly_spikes_and_state_bit_for_bit(threshold):
     import types
 
-    from spikingjelly.activation_based import surrogate
-
     from models.spikformer import _fused_lif_forward
 
-    def node():
-        return neuron.LIFNode(
-            tau=2.0,
-            v_threshold=threshold,
-            v_reset=0.0,
-            detach_reset=True,
-            surrogate_function=surrogate.Sigmoid(alpha=4.0),
-            step_mode="m",
-        )
-
-    plain, fused = node(), node()
+    plain, fused = _plain_lif_node(threshold), _plain_lif_node(threshold)
     fused.multi_step_forward = types.MethodType(_fused_lif_forward, fused)
     x = torch.randn(6, 2, 3, 5, 7, generator=torch.Generator().manual_seed(7)) * 2
     with torch.inference_mode():
@@ -260,19 +255,6 @@ def test_fused_lif_gives_spikingjelly_spikes_and_state_bit_for_bit(threshold):
     assert fused.v == 0.0
     y = fused(x.clone().requires_grad_(True))  # with autograd: spikingjelly's own path
     assert y.requires_grad
-
-
-def _plain_lif_node(threshold: float = 1.0) -> neuron.LIFNode:
-    from spikingjelly.activation_based import surrogate
-
-    return neuron.LIFNode(
-        tau=2.0,
-        v_threshold=threshold,
-        v_reset=0.0,
-        detach_reset=True,
-        surrogate_function=surrogate.Sigmoid(alpha=4.0),
-        step_mode="m",
-    )
 
 
 def test_fused_lif_keeps_a_channels_last_layout_and_spikingjelly_values():
