@@ -7,9 +7,21 @@ until ``functional.reset_net``; shared/reference/spikformer.md §7). It feeds ea
 resetting, so cutting a stream into windows of any length gives the per-step logits of one long
 run (Spikformer is causal in time: every op except the LIF recurrence runs per step; §6).
 
-Per-step logits become decisions in :class:`DecisionFilter`: softmax, an exponential moving
-average with a time constant in ms over the steps' real durations, then a confidence threshold
-with hysteresis and a "no gesture" state (:data:`evstream.labels.NO_GESTURE`). Online output
+Per-step logits become decisions by one of two rules (``decision=``), each followed by a
+confidence threshold with hysteresis and a "no gesture" state (:data:`evstream.labels.NO_GESTURE`):
+
+- ``"ema"`` (:class:`DecisionFilter`): softmax per step, then an exponential moving average with
+  a time constant in ms over the steps' real durations;
+- ``"mean"`` (:class:`MeanLogitDecision`): softmax of the mean of the per-step logits over the
+  last ``mean_steps`` steps, or since the last reset: the model's own offline rule (its head
+  averages over T), so with ``mean_steps = T`` and a reset at a clip's start the decision after
+  T steps is the offline clip decision.
+
+Models are trained so that between gestures the per-step softmax is near uniform, so at rest
+no class passes the threshold under either rule. ``Prediction.probs_kind`` says which
+probabilities ``Prediction.smoothed`` holds. A checkpoint's ``decision`` dict
+(:func:`decision_options`, :func:`default_window_steps`) carries the rule and its parameters
+calibrated for its weights (``python main.py eval --stream ... --calibrate``). Online output
 filtering of this kind follows TENNs-PLEIADES (arXiv 2405.12179), whose output filter took
 DVS128 Gesture from 99.59 % to 100 %, and the live TrueNorth demo (Amir et al., CVPR 2017).
 
@@ -51,6 +63,12 @@ __all__ = [
     "StreamingClassifier",
     "Prediction",
     "DecisionFilter",
+    "MeanLogitDecision",
+    "make_decision",
+    "decision_options",
+    "default_window_steps",
+    "DECISION_RULES",
+    "DECISION_KEYS",
     "ResetPolicy",
     "InactivityReset",
     "PeriodicReset",
@@ -71,8 +89,10 @@ class Prediction:
     Attributes:
         t_start: window start, µs (sensor clock).
         t_end: window end, µs, exclusive.
-        probs: mean over the window's steps of the per-step softmax, float32 ``[C]``.
-        smoothed: smoothed probabilities after the window's last step, float32 ``[C]``.
+        probs: mean over the window's steps of the per-step softmax, float32 ``[C]`` (whatever
+            the decision rule: what the network says in this window alone).
+        smoothed: the decision probabilities after the window's last step, float32 ``[C]``: what
+            the threshold and hysteresis act on; ``probs_kind`` says which mean they are.
         label: decided class index after the window, or ``NO_GESTURE`` (-1).
         name: class name of ``label`` (``"no gesture"`` for -1).
         confidence: smoothed probability of ``label``; of the strongest class when no gesture.
@@ -87,6 +107,11 @@ class Prediction:
         attn: when capturing, Q·Kᵀ averaged over the window's steps, ``[blocks, heads, N, N]``.
         input_frame: when capturing, input event counts summed over steps and polarities ``[H, W]``.
         index: the window's index (from the Binner), or the classifier's own count.
+        probs_kind: what ``smoothed`` is, by decision rule: ``"ema_softmax"`` (EMA of the per-step
+            softmax, rule ``"ema"``), ``"softmax_mean_logits_last_N"`` (softmax of the mean of
+            the last N steps' logits, rule ``"mean"``) or ``"softmax_mean_logits_since_reset"``
+            (the same over every step since the last reset). ``probs`` is always the window's
+            mean of per-step softmax.
     """
 
     t_start: int
@@ -107,17 +132,103 @@ class Prediction:
     attn: np.ndarray | None = None
     input_frame: np.ndarray | None = None
     index: int = 0
+    probs_kind: str = "ema_softmax"
 
 
-class DecisionFilter:
-    """Per-step probabilities → smoothed probabilities → a label with hysteresis.
+DECISION_RULES = ("ema", "mean")
+"""The decision rules of :class:`StreamingClassifier` (``decision=``): see :class:`DecisionFilter`, :class:`MeanLogitDecision`."""
+DECISION_KEYS = ("rule", "smoothing_ms", "mean_steps", "threshold", "hysteresis", "window_steps")
+"""Keys of a checkpoint's ``decision`` dict (all optional; see :func:`decision_options`)."""
+DEFAULT_WINDOW_STEPS = 4
+"""Most time steps in the default streaming window (see :func:`default_window_steps`)."""
+DEFAULT_WINDOW_US = 200_000
+"""Longest default streaming window, µs: a decision can change at least 5 times a second."""
+
+
+def _hysteresis_labels(
+    rows: list[list[float]], threshold: float, hysteresis: float, label: int
+) -> tuple[list[int], int]:
+    """The label after each row of decision probabilities, from ``label`` on (see :class:`DecisionFilter`).
+
+    Pure Python on floats: the same code decides online (a few steps per window) and in the
+    calibration grid (every step of a recording, once per threshold/hysteresis pair).
+    """
+    out = []
+    low = threshold - hysteresis
+    for s in rows:
+        if label != NO_GESTURE and s[label] < low:
+            label = NO_GESTURE
+        best = 0
+        top = s[0]
+        for k in range(1, len(s)):
+            if s[k] > top:
+                best, top = k, s[k]
+        if best != label and top > threshold:
+            held = s[label] if label != NO_GESTURE else 0.0
+            if top - held >= hysteresis:
+                label = best
+        out.append(label)
+    return out, label
+
+
+class _Thresholded:
+    """Threshold + hysteresis over a per-step probability vector ``smoothed`` (shared by both rules)."""
+
+    rule = ""
+    num_classes: int
+    threshold: float
+    hysteresis: float
+    smoothed: np.ndarray
+    label: int
+
+    def _check(self, num_classes: int, threshold: float, hysteresis: float) -> None:
+        if num_classes < 1:
+            raise ConfigError(f"num_classes: must be at least 1, got {num_classes}")
+        if not 0 < threshold <= 1:
+            raise ConfigError(f"threshold: must lie in (0, 1], got {threshold}")
+        if not 0 <= hysteresis <= threshold:
+            raise ConfigError(f"hysteresis: must lie in [0, threshold={threshold}], got {hysteresis}")
+        self.num_classes = int(num_classes)
+        self.threshold = float(threshold)
+        self.hysteresis = float(hysteresis)
+
+    def _uniform(self) -> np.ndarray:
+        return np.full(self.num_classes, 1.0 / self.num_classes, dtype=np.float64)
+
+    def labels_for(self, smoothed: np.ndarray, label: int = NO_GESTURE) -> np.ndarray:
+        """Labels after each row of ``smoothed [S, C]`` starting from ``label``; the state is untouched."""
+        out, _ = _hysteresis_labels(np.asarray(smoothed, np.float64).tolist(), self.threshold, self.hysteresis, label)
+        return np.asarray(out, dtype=np.int64)
+
+    def _label_rows(self, smoothed: np.ndarray) -> np.ndarray:
+        out, self.label = _hysteresis_labels(smoothed.tolist(), self.threshold, self.hysteresis, self.label)
+        return np.asarray(out, dtype=np.int64)
+
+    @property
+    def confidence(self) -> float:
+        """Decision probability of the current label, or of the strongest class when none."""
+        k = self.label if self.label != NO_GESTURE else int(np.argmax(self.smoothed))
+        return float(self.smoothed[k])
+
+    def feed(self, logits: np.ndarray, probs: np.ndarray, durations_us: np.ndarray) -> np.ndarray:
+        """Feed one window's per-step ``logits`` and ``probs`` (``[T, C]``) and step durations; labels ``[T]``."""
+        raise NotImplementedError
+
+    def settings(self) -> dict[str, Any]:
+        """The rule and its parameters, as in a checkpoint's ``decision`` dict."""
+        raise NotImplementedError
+
+
+class DecisionFilter(_Thresholded):
+    """The ``"ema"`` rule: per-step probabilities → smoothed probabilities → a label with hysteresis.
 
     Smoothing is an exponential moving average whose weight follows each step's real duration:
     ``s += (1 - exp(-dt / tau)) * (p - s)``, so windows of different lengths or a changed step
     size smooth over the same time in ms. The average starts (and restarts on ``reset``) at
     the uniform distribution, so no class is above any sensible threshold before evidence.
+    ``Prediction.probs_kind`` is ``"ema_softmax"``.
 
-    Decision rule, applied after every step:
+    Decision rule, applied after every step (the same for :class:`MeanLogitDecision`):
 
     - the current label drops to ``NO_GESTURE`` when its smoothed probability falls below
       ``threshold - hysteresis``;
@@ -135,36 +246,48 @@ class DecisionFilter:
         hysteresis: margin, in [0, threshold].
     """
 
+    rule = "ema"
+    kind = "ema_softmax"
+
     def __init__(
         self, num_classes: int, smoothing_ms: float = 300.0, threshold: float = 0.5, hysteresis: float = 0.1
     ) -> None:
-        if num_classes < 1:
-            raise ConfigError(f"num_classes: must be at least 1, got {num_classes}")
         if not smoothing_ms >= 0 or not math.isfinite(smoothing_ms):
             raise ConfigError(f"smoothing_ms: must be a finite number >= 0, got {smoothing_ms}")
-        if not 0 < threshold <= 1:
-            raise ConfigError(f"threshold: must lie in (0, 1], got {threshold}")
-        if not 0 <= hysteresis <= threshold:
-            raise ConfigError(f"hysteresis: must lie in [0, threshold={threshold}], got {hysteresis}")
-        self.num_classes = num_classes
+        self._check(num_classes, threshold, hysteresis)
         self.tau_us = smoothing_ms * 1000.0
-        self.threshold = threshold
-        self.hysteresis = hysteresis
         self.reset()
 
     def reset(self) -> None:
         """Back to uniform smoothed probabilities and no gesture."""
-        self.smoothed = np.full(self.num_classes, 1.0 / self.num_classes, dtype=np.float64)
+        self.smoothed = self._uniform()
         self.label = NO_GESTURE
 
     def state(self) -> dict[str, Any]:
         """A copy of the filter's state (for :meth:`load_state`)."""
-        return {"smoothed": self.smoothed.copy(), "label": self.label}
+        return {"rule": self.rule, "smoothed": self.smoothed.copy(), "label": self.label}
 
     def load_state(self, state: dict[str, Any]) -> None:
         """Restore a state from :meth:`state`."""
+        _check_rule(state, self.rule)
         self.smoothed = np.array(state["smoothed"], dtype=np.float64, copy=True)
         self.label = int(state["label"])
+
+    def smooth(self, probs: np.ndarray, durations_us: np.ndarray) -> np.ndarray:
+        """Advance the average over per-step ``probs [T, C]``; the smoothed probabilities after each step ``[T, C]``."""
+        probs = np.asarray(probs, dtype=np.float64)
+        if probs.ndim != 2 or probs.shape[1] != self.num_classes:
+            raise ModelError(f"probs: expected [T, {self.num_classes}], got {list(probs.shape)}")
+        if self.tau_us > 0:
+            alphas = 1.0 - np.exp(-np.asarray(durations_us, dtype=np.float64) / self.tau_us)
+        else:
+            alphas = np.ones(len(probs))
+        rows = np.empty_like(probs)
+        s = self.smoothed
+        for i, p in enumerate(probs):
+            s += alphas[i] * (p - s)
+            rows[i] = s
+        return rows
 
     def update(self, probs: np.ndarray, durations_us: np.ndarray) -> np.ndarray:
         """Feed per-step probabilities; return the label after each step.
@@ -176,37 +299,215 @@ class DecisionFilter:
         Returns:
             int64 ``[T]``: the decided label after each step (``NO_GESTURE`` = -1).
         """
-        probs = np.asarray(probs, dtype=np.float64)
-        if probs.ndim != 2 or probs.shape[1] != self.num_classes:
-            raise ModelError(f"probs: expected [T, {self.num_classes}], got {list(probs.shape)}")
-        if self.tau_us > 0:
-            alphas = 1.0 - np.exp(-np.asarray(durations_us, dtype=np.float64) / self.tau_us)
-        else:
-            alphas = np.ones(len(probs))
-        labels = np.empty(len(probs), dtype=np.int64)
-        s = self.smoothed
-        for i, p in enumerate(probs):
-            s += alphas[i] * (p - s)
-            self._decide(s)
-            labels[i] = self.label
-        return labels
+        return self._label_rows(self.smooth(probs, durations_us))
 
-    def _decide(self, s: np.ndarray) -> None:
-        current = self.label
-        if current != NO_GESTURE and s[current] < self.threshold - self.hysteresis:
-            current = NO_GESTURE
-        best = int(np.argmax(s))
-        if best != current and s[best] > self.threshold:
-            held = s[current] if current != NO_GESTURE else 0.0
-            if s[best] - held >= self.hysteresis:
-                current = best
-        self.label = current
+    def feed(self, logits: np.ndarray, probs: np.ndarray, durations_us: np.ndarray) -> np.ndarray:
+        return self.update(probs, durations_us)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "smoothing_ms": self.tau_us / 1000.0,
+            "threshold": self.threshold,
+            "hysteresis": self.hysteresis,
+        }
+
+
+class MeanLogitDecision(_Thresholded):
+    """The ``"mean"`` rule, the offline-equivalent one: softmax of the mean of per-step logits.
+
+    The Spikformer head is linear, so the mean of its per-step logits over T steps equals the
+    model's clip output (``model(clip)`` averages the features over T, then applies the head;
+    shared/reference/spikformer.md §6). With ``mean_steps = T`` and a reset at a clip's start,
+    the decision after T steps is the offline clip decision (when it passes the threshold).
+
+    The mean runs over the last ``mean_steps`` steps (a ring buffer carried across windows and
+    cleared on :meth:`reset`; ``Prediction.probs_kind`` ``"softmax_mean_logits_last_N"``), or,
+    with ``mean_steps=None``, over every step since the last reset (``"softmax_mean_logits_since_reset"``;
+    meant for use with a reset policy). Before the buffer is full the mean is over the steps
+    seen so far. Threshold and hysteresis act on ``softmax(mean)`` as in :class:`DecisionFilter`;
+    before the first step it is uniform (no gesture).
+
+    Args:
+        num_classes: C.
+        mean_steps: how many of the latest steps the mean covers, >= 1; None = since reset.
+        threshold: confidence a class needs to be decided, in (0, 1].
+        hysteresis: margin, in [0, threshold].
+    """
+
+    rule = "mean"
+
+    def __init__(
+        self, num_classes: int, mean_steps: int | None = None, threshold: float = 0.5, hysteresis: float = 0.1
+    ) -> None:
+        if mean_steps is not None and (isinstance(mean_steps, bool) or int(mean_steps) != mean_steps or mean_steps < 1):
+            raise ConfigError(f"mean_steps: must be an integer >= 1 or None (since reset), got {mean_steps}")
+        self._check(num_classes, threshold, hysteresis)
+        self.mean_steps = None if mean_steps is None else int(mean_steps)
+        self.reset()
 
     @property
-    def confidence(self) -> float:
-        """Smoothed probability of the current label, or of the strongest class when none."""
-        k = self.label if self.label != NO_GESTURE else int(np.argmax(self.smoothed))
-        return float(self.smoothed[k])
+    def kind(self) -> str:
+        """What ``smoothed`` holds: ``"softmax_mean_logits_last_N"`` or ``"softmax_mean_logits_since_reset"``."""
+        if self.mean_steps is None:
+            return "softmax_mean_logits_since_reset"
+        return f"softmax_mean_logits_last_{self.mean_steps}"
+
+    def reset(self) -> None:
+        """Empty the mean: uniform probabilities and no gesture."""
+        self._buffer = np.zeros((self.mean_steps or 0, self.num_classes), dtype=np.float64)
+        self._sum = np.zeros(self.num_classes, dtype=np.float64)
+        self._count = 0
+        self.smoothed = self._uniform()
+        self.label = NO_GESTURE
+
+    def state(self) -> dict[str, Any]:
+        """A copy of the rule's state (ring buffer, running sum, count, probabilities, label)."""
+        return {
+            "rule": self.rule,
+            "mean_steps": self.mean_steps,
+            "buffer": self._buffer.copy(),
+            "sum": self._sum.copy(),
+            "count": self._count,
+            "smoothed": self.smoothed.copy(),
+            "label": self.label,
+        }
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore a state from :meth:`state` (of a rule with the same ``mean_steps``)."""
+        _check_rule(state, self.rule)
+        if state.get("mean_steps") != self.mean_steps:
+            raise ModelError(
+                f"state: decision.mean_steps is {state.get('mean_steps')}, this classifier's is {self.mean_steps}"
+            )
+        self._buffer = np.array(state["buffer"], dtype=np.float64, copy=True).reshape(-1, self.num_classes)
+        self._sum = np.array(state["sum"], dtype=np.float64, copy=True)
+        self._count = int(state["count"])
+        self.smoothed = np.array(state["smoothed"], dtype=np.float64, copy=True)
+        self.label = int(state["label"])
+
+    def smooth(self, logits: np.ndarray, durations_us: np.ndarray | None = None) -> np.ndarray:
+        """Add per-step ``logits [T, C]`` to the mean; ``softmax(mean)`` after each step ``[T, C]``."""
+        logits = np.asarray(logits, dtype=np.float64)
+        if logits.ndim != 2 or logits.shape[1] != self.num_classes:
+            raise ModelError(f"logits: expected [T, {self.num_classes}], got {list(logits.shape)}")
+        rows = np.empty_like(logits)
+        n_max = self.mean_steps
+        for i, z in enumerate(logits):
+            if n_max is None:
+                self._sum += z
+                self._count += 1
+                mean = self._sum / self._count
+            else:
+                self._buffer[self._count % n_max] = z
+                self._count += 1
+                n = min(self._count, n_max)
+                mean = self._buffer[:n].sum(axis=0) / n
+            e = np.exp(mean - mean.max())
+            rows[i] = e / e.sum()
+        if len(rows):
+            self.smoothed = rows[-1].copy()
+        return rows
+
+    def update(self, logits: np.ndarray, durations_us: np.ndarray | None = None) -> np.ndarray:
+        """Feed per-step logits ``[T, C]``; the label after each step, int64 ``[T]``."""
+        return self._label_rows(self.smooth(logits, durations_us))
+
+    def feed(self, logits: np.ndarray, probs: np.ndarray, durations_us: np.ndarray) -> np.ndarray:
+        return self.update(logits, durations_us)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "rule": self.rule,
+            "mean_steps": self.mean_steps,
+            "threshold": self.threshold,
+            "hysteresis": self.hysteresis,
+        }
+
+
+def _check_rule(state: Any, rule: str) -> None:
+    if not isinstance(state, dict) or "smoothed" not in state:
+        raise ModelError("state: 'decision' is not a decision state (from StreamingClassifier.state())")
+    saved = state.get("rule", "ema")  # states saved before the rules existed are EMA states
+    if saved != rule:
+        raise ModelError(f"state: decision.rule is {saved!r}, this classifier decides by {rule!r}")
+
+
+def make_decision(
+    num_classes: int,
+    rule: str = "ema",
+    *,
+    smoothing_ms: float = 300.0,
+    threshold: float = 0.5,
+    hysteresis: float = 0.1,
+    mean_steps: int | None = None,
+) -> DecisionFilter | MeanLogitDecision:
+    """The decision object of ``rule`` (``"ema"`` ignores ``mean_steps``, ``"mean"`` ignores ``smoothing_ms``).
+
+    Raises:
+        ConfigError: an unknown rule or a bad parameter (names it).
+    """
+    if rule == "ema":
+        return DecisionFilter(num_classes, smoothing_ms, threshold, hysteresis)
+    if rule == "mean":
+        return MeanLogitDecision(num_classes, mean_steps, threshold, hysteresis)
+    raise ConfigError(f"decision: must be one of {', '.join(DECISION_RULES)}, got {rule!r}")
+
+
+def decision_options(settings: dict[str, Any] | None, *, model_steps: int | None = None) -> dict[str, Any]:
+    """A checkpoint's ``decision`` dict (overrides merged in) → :class:`StreamingClassifier` keyword arguments.
+
+    Keys (all optional, :data:`DECISION_KEYS`): ``rule`` (``"ema"``, the default, or ``"mean"``),
+    ``smoothing_ms``, ``threshold``, ``hysteresis``, ``mean_steps`` (present and None = since
+    reset; absent = ``model_steps``, the model's own "mean over T") and ``window_steps`` (not a
+    classifier option: see :func:`default_window_steps`). Missing keys take the classifier's defaults.
+
+    Raises:
+        ConfigError: an unknown key or a value of the wrong type (names ``decision.<key>``).
+    """
+    settings = dict(settings or {})
+    for key in settings:
+        if key not in DECISION_KEYS:
+            raise ConfigError(f"decision.{key}: unknown decision setting (known: {', '.join(DECISION_KEYS)})")
+    rule = settings.get("rule") or "ema"
+    if rule not in DECISION_RULES:
+        raise ConfigError(f"decision.rule: must be one of {', '.join(DECISION_RULES)}, got {rule!r}")
+    out: dict[str, Any] = {"decision": rule}
+    for key in ("smoothing_ms", "threshold", "hysteresis"):
+        value = settings.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"decision.{key}: expected a number, got {value!r}")
+        out[key] = float(value)
+    if rule == "mean":
+        value = settings["mean_steps"] if "mean_steps" in settings else model_steps
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"decision.mean_steps: expected an integer >= 1 or None (since reset), got {value!r}")
+        out["mean_steps"] = value
+    return out
+
+
+def default_window_steps(settings: dict[str, Any] | None, model_steps: int, step_us: int | None = None) -> int:
+    """Time steps per streaming window (the Binner's ``steps``) for ``run`` and ``eval --stream``.
+
+    The checkpoint's ``decision["window_steps"]`` when set, else ``min(4, model_steps)`` steps and
+    at most :data:`DEFAULT_WINDOW_US` (200 ms) of them, at least one: a decision can then change
+    5 times a second. The state carry makes the per-step decisions independent of the window
+    length (models/online_eval.py); the window sets how often they are published.
+
+    Raises:
+        ConfigError: ``decision.window_steps`` is not an integer >= 1.
+    """
+    value = (settings or {}).get("window_steps")
+    if value is not None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ConfigError(f"decision.window_steps: expected an integer >= 1, got {value!r}")
+        return value
+    cap = DEFAULT_WINDOW_STEPS
+    if step_us:
+        cap = min(cap, max(1, DEFAULT_WINDOW_US // int(step_us)))
+    return max(1, min(cap, int(model_steps)))
 
 
 class ResetPolicy(Protocol):
@@ -362,9 +663,12 @@ class StreamingClassifier:
         device: ``"auto"`` (CUDA when present, else CPU), or a torch device.
         threads: CPU threads for torch (``torch.set_num_threads``) and for the fused numba kernels;
             None leaves the defaults (all cores).
-        smoothing_ms: decision smoothing time constant, ms (see :class:`DecisionFilter`).
-        threshold: decision confidence threshold.
-        hysteresis: decision hysteresis margin.
+        smoothing_ms: ``"ema"`` rule: smoothing time constant, ms (see :class:`DecisionFilter`).
+        threshold: decision confidence threshold (both rules).
+        hysteresis: decision hysteresis margin (both rules).
+        decision: the decision rule, ``"ema"`` (:class:`DecisionFilter`) or ``"mean"``
+            (:class:`MeanLogitDecision`).
+        mean_steps: ``"mean"`` rule: steps the mean of logits covers; None = since the last reset.
         reset_policy: when to clear the state on its own; None = only on :meth:`reset`.
         compile: wrap the model in ``torch.compile``; the first window then pays for a warm-up
             call on zeros (its state is discarded). Meant for CUDA: on the 2-core CPU machine the
@@ -400,6 +704,8 @@ class StreamingClassifier:
         smoothing_ms: float = 300.0,
         threshold: float = 0.5,
         hysteresis: float = 0.1,
+        decision: str = "ema",
+        mean_steps: int | None = None,
         reset_policy: ResetPolicy | None = None,
         compile: bool = False,
         fuse: bool | None = None,
@@ -432,7 +738,14 @@ class StreamingClassifier:
             raise ConfigError(f"class_names: {len(names)} names for a model with {num_classes} classes")
         self.class_names: tuple[str, ...] = names
         self.num_classes = num_classes
-        self.decisions = DecisionFilter(num_classes, smoothing_ms, threshold, hysteresis)
+        self.decisions: DecisionFilter | MeanLogitDecision = make_decision(
+            num_classes,
+            decision,
+            smoothing_ms=smoothing_ms,
+            threshold=threshold,
+            hysteresis=hysteresis,
+            mean_steps=mean_steps,
+        )
         self.energy = bool(energy)
         self.reset_policy = reset_policy
         self.on_change = on_change
@@ -449,6 +762,12 @@ class StreamingClassifier:
         self._last_t_end: int | None = None
         # Label of the last Prediction handed out: a reset that drops a gesture shows as a change.
         self._published_label = NO_GESTURE
+
+    @property
+    def decision_settings(self) -> dict[str, Any]:
+        """The decision rule and its parameters (``rule``, ``threshold``, ``hysteresis``, and
+        ``smoothing_ms`` or ``mean_steps``), as in a checkpoint's ``decision`` dict."""
+        return self.decisions.settings()
 
     def capture(self, maps: bool) -> None:
         """Switch capture of spike maps, attention and the input frame (thread-safe; next window on)."""
@@ -475,7 +794,8 @@ class StreamingClassifier:
         """Deep copy of the stream state: every MemoryModule's memories and the decision filter.
 
         Returns:
-            ``{"memories": {name: value}, "decision": {...}}``; names as in spikingjelly's
+            ``{"memories": {name: value}, "decision": {...}}`` (the decision rule's state: ``rule``,
+            smoothed probabilities and label, and for ``"mean"`` its ring buffer); names as in spikingjelly's
             ``named_memories`` (e.g. ``"blocks.0.attn.q.lif.v"``). Valid before the first step
             (fresh memories are the float reset values).
         """
@@ -487,7 +807,8 @@ class StreamingClassifier:
         """Restore a state from :meth:`state` (copied again, so the dict can be reused).
 
         Raises:
-            ModelError: the dict does not hold exactly this model's memories (names the first).
+            ModelError: the dict does not hold exactly this model's memories (names the first), or
+                holds the state of another decision rule.
         """
         with self._lock:
             self._load_state(state)
@@ -572,7 +893,7 @@ class StreamingClassifier:
         step_probs = probs_t.cpu().numpy()
         steps = len(logits)
         durations = np.full(steps, (t1 - t0) / steps, dtype=np.float64)
-        step_labels = self.decisions.update(step_probs, durations)
+        step_labels = self.decisions.feed(logits, step_probs, durations)
         label = int(step_labels[-1])
         layer_rates = cap.rates() if cap is not None else {}
         energy = estimate_energy(self.model, layer_rates, steps=steps, batch=1).total_uj if self.energy else None
@@ -590,6 +911,7 @@ class StreamingClassifier:
             energy_uj=energy,
             layer_rates=layer_rates,
             index=index,
+            probs_kind=self.decisions.kind,
         )
         if maps:
             self._attach_maps(pred, cap, frames)

@@ -23,8 +23,11 @@ from models.streaming import (
     NO_GESTURE_NAME,
     DecisionFilter,
     InactivityReset,
+    MeanLogitDecision,
     PeriodicReset,
     StreamingClassifier,
+    decision_options,
+    default_window_steps,
 )
 
 STEP_US = 50_000
@@ -438,3 +441,138 @@ def test_freed_memory_is_kept_on_glibc():
     glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
     assert retain_freed_memory() is glibc
     assert retain_freed_memory() is glibc  # once per process; asking again is harmless
+
+
+# --- the offline-equivalent rule: softmax of the mean of per-step logits ---------------------
+
+
+@pytest.mark.parametrize("fuse", [False, True], ids=["unfused", "fused"])
+@pytest.mark.parametrize("window_steps", [1, 2, 4])
+def test_mean_rule_decision_equals_the_offline_clip_decision(window_steps, fuse):
+    agreed = 0
+    for seed in range(4):
+        model = active_model(seed)  # random weights (BN set so that spikes reach the head)
+        steps = model.config.steps  # T = 4
+        clip = event_frames(steps, seed=100 + seed)
+        functional.reset_net(model)
+        with torch.no_grad():
+            offline = model(clip.unsqueeze(1))[0].double()  # [C]: the head on the features' mean over T
+        functional.reset_net(model)
+        top2 = torch.topk(offline, 2).values
+        margin = float(top2[0] - top2[1])
+        if margin < 1e-4:
+            continue  # a tie within rounding says nothing about the rule
+        clf = StreamingClassifier(
+            model, device="cpu", fuse=fuse, decision="mean", mean_steps=steps, threshold=1e-6, hysteresis=0.0
+        )
+        feed(clf, event_frames(6, seed=200 + seed), window_steps)  # some other stream first ...
+        clf.reset()  # ... then a reset at the clip's start
+        preds = feed(clf, clip, window_steps)
+        last = preds[-1]
+        assert last.probs_kind == f"softmax_mean_logits_last_{steps}"
+        assert last.label == int(offline.argmax()), (seed, margin)
+        np.testing.assert_allclose(last.smoothed, torch.softmax(offline, 0).numpy(), atol=1e-5)
+        agreed += 1
+    assert agreed >= 3
+
+
+def test_mean_rule_ring_buffer_and_since_reset():
+    c = 3
+    logits = np.array([[3.0, 0, 0], [0, 3.0, 0], [0, 0, 3.0], [0, 0, 3.0], [0, 0, 3.0]])
+    last2 = MeanLogitDecision(c, mean_steps=2, threshold=0.5, hysteresis=0.0)
+    since = MeanLogitDecision(c, mean_steps=None, threshold=0.5, hysteresis=0.0)
+    assert since.kind == "softmax_mean_logits_since_reset" and last2.kind == "softmax_mean_logits_last_2"
+
+    def softmax(z):
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
+    rows = last2.smooth(logits[:1])
+    rows = np.concatenate([rows, last2.smooth(logits[1:])])  # carried across two calls ("windows")
+    for i in range(len(logits)):
+        np.testing.assert_allclose(rows[i], softmax(logits[max(0, i - 1) : i + 1].mean(axis=0)), rtol=1e-12)
+    got = since.update(logits)
+    np.testing.assert_allclose(since.smoothed, softmax(logits.mean(axis=0)), rtol=1e-12)
+    # since reset: 0 then [1.5, 1.5, 0] (no class above 0.5), then class 2 as its mean rises
+    assert got.tolist()[:2] == [0, NO_GESTURE] and got[-1] == 2
+    since.reset()
+    np.testing.assert_array_equal(since.smoothed, np.full(c, 1 / c))
+    assert since.label == NO_GESTURE and since.update(logits[1:2]).tolist() == [1]
+
+
+def test_mean_rule_at_rest_decides_nothing(model):
+    rest = MeanLogitDecision(11, mean_steps=8, threshold=0.3, hysteresis=0.05)
+    near_uniform = np.random.default_rng(0).normal(0.0, 0.05, (64, 11))  # what a trained model says at rest
+    assert (rest.update(near_uniform) == NO_GESTURE).all()
+    assert rest.confidence < 0.3
+
+
+def test_mean_rule_threshold_and_hysteresis_act_on_the_mean():
+    f = MeanLogitDecision(3, mean_steps=1, threshold=0.5, hysteresis=0.1)  # one step: softmax of each row
+    rows = np.log(np.array([[0.60, 0.30, 0.10], [0.45, 0.40, 0.15], [0.41, 0.55, 0.04], [0.38, 0.32, 0.30]]))
+    assert f.update(rows).tolist() == [0, 0, 1, NO_GESTURE]  # as DecisionFilter: enter, hold, switch, drop
+
+
+def test_mean_rule_state_round_trip(model):
+    functional.reset_net(model)
+    clf = StreamingClassifier(model, device="cpu", decision="mean", mean_steps=3, threshold=0.2, hysteresis=0.0)
+    feed(clf, event_frames(5, seed=30), 2)
+    saved = clf.state()
+    assert saved["decision"]["rule"] == "mean" and saved["decision"]["buffer"].shape == (3, clf.num_classes)
+    probe = event_frames(4, seed=31)
+    expected = clf.step(probe)
+    feed(clf, event_frames(7, seed=32), 3)
+    clf.load_state(saved)
+    again = clf.step(probe)
+    np.testing.assert_array_equal(again.smoothed, expected.smoothed)
+    assert again.step_labels.tolist() == expected.step_labels.tolist()
+    ema = StreamingClassifier(model, device="cpu")
+    with pytest.raises(ModelError, match="decision.rule"):
+        ema.load_state(saved)
+    with pytest.raises(ModelError, match="mean_steps"):
+        StreamingClassifier(model, device="cpu", decision="mean", mean_steps=4).load_state(saved)
+    assert clf.decision_settings == {"rule": "mean", "mean_steps": 3, "threshold": 0.2, "hysteresis": 0.0}
+    assert ema.step(probe).probs_kind == "ema_softmax"
+    assert ema.decision_settings == {"rule": "ema", "smoothing_ms": 300.0, "threshold": 0.5, "hysteresis": 0.1}
+
+
+def test_decision_rule_options_are_checked(model):
+    with pytest.raises(ConfigError, match="decision"):
+        StreamingClassifier(model, device="cpu", decision="median")
+    for bad in (0, -2, 2.5):
+        with pytest.raises(ConfigError, match="mean_steps"):
+            MeanLogitDecision(11, mean_steps=bad)
+    with pytest.raises(ConfigError, match="hysteresis"):
+        MeanLogitDecision(11, threshold=0.2, hysteresis=0.3)
+
+
+def test_checkpoint_decision_settings_become_classifier_options():
+    assert decision_options({}) == {"decision": "ema"}
+    assert decision_options({"threshold": 0.3, "hysteresis": 0.05, "smoothing_ms": 200}) == {
+        "decision": "ema",
+        "threshold": 0.3,
+        "hysteresis": 0.05,
+        "smoothing_ms": 200.0,
+    }
+    assert decision_options({"rule": "mean"}, model_steps=16) == {"decision": "mean", "mean_steps": 16}
+    assert decision_options({"rule": "mean", "mean_steps": None}, model_steps=16)["mean_steps"] is None
+    assert decision_options({"rule": "mean", "mean_steps": 8, "window_steps": 2})["mean_steps"] == 8
+    for settings, name in (
+        ({"rule": "vote"}, "decision.rule"),
+        ({"colour": 1}, "decision.colour"),
+        ({"threshold": "high"}, "decision.threshold"),
+        ({"rule": "mean", "mean_steps": 0}, "decision.mean_steps"),
+    ):
+        with pytest.raises(ConfigError, match=name):
+            decision_options(settings)
+
+
+def test_default_window_is_at_most_four_steps_and_200_ms():
+    assert default_window_steps({}, 16, 50_000) == 4
+    assert default_window_steps({}, 2, 50_000) == 2
+    assert default_window_steps({}, 16, 100_000) == 2  # 200 ms
+    assert default_window_steps({}, 16, 300_000) == 1
+    assert default_window_steps({}, 16) == 4
+    assert default_window_steps({"window_steps": 8}, 16, 50_000) == 8  # the checkpoint's own
+    with pytest.raises(ConfigError, match="decision.window_steps"):
+        default_window_steps({"window_steps": 0}, 16)
