@@ -23,6 +23,11 @@ Both cut clips into frames one of two ways:
   event count (``bin_events_by_count``; spikingjelly's ``split_by='number'``, the paper's recipe,
   ``../shared/reference/spikformer.md`` §3.2). One sample per clip.
 
+:class:`StreamSequenceDataset` trains for the stream instead: each recording (IBM layout) is binned
+whole into fixed time steps and a sample is ``burn_in + steps`` consecutive steps anywhere in it,
+crossing gesture boundaries and rests, with a per-step target (the class whose labelled segment
+holds the step's midpoint, else -1 for "no gesture").
+
 Binned clips are cached as one ``.npz`` per clip under ``cache_dir``, in a folder named by every
 preprocessing parameter, so changing a parameter never reads a stale cache. Time-step clips are
 cached whole (every step of the clip) and windows are slices of them. Cached counts are uint16
@@ -60,6 +65,9 @@ __all__ = [
     "GestureClip",
     "IBMGestureDataset",
     "TonicGestureDataset",
+    "StreamSequenceDataset",
+    "step_targets",
+    "REST",
     "GestureAugment",
     "MIRRORED_CLASSES",
     "DVS128_SENSOR",
@@ -75,6 +83,8 @@ NUM_CLASSES = len(DVS_GESTURE_CLASSES)
 MIRRORED_CLASSES: tuple[tuple[int, int], ...] = ((1, 2), (3, 6), (4, 5))
 
 _CACHE_VERSION = 1
+_STREAM_CACHE_VERSION = 1  # bump when the whole-recording cache layout or span rule changes
+REST = -1  # per-step target of a step outside every labelled segment ("no gesture")
 _CACHE_MAX = np.iinfo(np.uint16).max
 
 
@@ -361,6 +371,261 @@ def _read_trials(path: Path) -> list[Path]:
     return recordings
 
 
+def step_targets(segments: np.ndarray, t0: int, step_us: int, steps: int) -> np.ndarray:
+    """Per-step target ``[steps]`` int64 of a recording binned from ``t0`` in ``step_us`` steps.
+
+    A step's target is the 0-based class of the labelled segment ``[t_start, t_end)`` holding the
+    step's midpoint ``t0 + k·step_us + step_us/2``, else :data:`REST` (-1). ``segments`` has the
+    fields ``label``, ``t_start``, ``t_end`` (``evstream.io.aedat3.read_labels``); a later segment
+    wins where two overlap.
+    """
+    # Doubled µs so a half-µs midpoint of an odd step length compares exactly in integers.
+    mid2 = 2 * (int(t0) + np.arange(steps, dtype=np.int64) * int(step_us)) + int(step_us)
+    targets = np.full(steps, REST, dtype=np.int64)
+    for segment in segments:
+        inside = (mid2 >= 2 * int(segment["t_start"])) & (mid2 < 2 * int(segment["t_end"]))
+        targets[inside] = int(segment["label"])
+    return targets
+
+
+@dataclass(frozen=True)
+class _Recording:
+    path: Path
+    segments: np.ndarray  # LABEL_DTYPE rows of its _labels.csv
+    key: str
+
+
+class StreamSequenceDataset(Dataset):
+    """Sequences of consecutive time steps cut anywhere from continuous labelled recordings.
+
+    For training a network that decides at every step of an endless stream (truncated BPTT from a
+    warm state, ``../shared/reference/spikformer.md`` §8): every recording of IBM's layout
+    (``DvsGesture/userNN_<lighting>.aedat`` with ``_labels.csv`` and the split lists, also what
+    ``python main.py synth`` writes) is binned **whole** into ``step_us`` steps by
+    ``evstream.binning.bin_events`` (the streaming Binner's kernel) through the same ``Geometry``
+    as the clip datasets. A recording spans its first event (or first labelled start, if earlier)
+    to its last event + 1 µs (or last labelled end, if later); its last step may be partial.
+
+    A sample is ``burn_in + steps`` consecutive steps: ``(frames [burn_in + steps, 2, H, W]
+    float32, targets [burn_in + steps] int64)``, target = :func:`step_targets` (the class whose
+    segment holds the step's midpoint, -1 on rests). Sequences cross gesture boundaries and rests.
+
+    - ``split="train"``: each draw starts at a step drawn uniformly over every valid start of every
+      recording (torch's RNG; the index is ignored); ``len`` = ``samples_per_epoch``, default the
+      total number of steps over the recordings divided by ``steps``.
+    - ``split="test"``: deterministic: per recording, sequences start at steps 0, ``steps``,
+      ``2·steps``, ... while they fit, so the loss steps (after each burn-in) tile the recording
+      from step ``burn_in`` on, back to back; evaluation is reproducible.
+
+    A recording shorter than one sequence gives one sequence padded with empty frames (target -1).
+
+    Whole-recording frames are cached as uint16 ``.npz`` (one per recording, in a folder named by
+    every binning parameter and a version) and kept in memory once read (uint16; float32 per
+    sample): ``T × 2 × H × W × 2`` bytes per recording, e.g. ~16 MB for a 60 s recording at 50 ms
+    and 64×64.
+
+    Args:
+        root: the ``DvsGesture`` folder or its parent.
+        split: ``"train"`` or ``"test"``.
+        steps: steps per sample that carry the loss, > 0.
+        step_us: step length in µs, > 0.
+        burn_in: leading steps per sample that only warm the state, >= 0.
+        samples_per_epoch: train ``len``; ``None`` = total steps // ``steps`` (at least 1).
+        out_size, fit: as :class:`IBMGestureDataset`.
+        transform: ``(frames, targets) -> (frames, targets)`` per sample, e.g. :class:`GestureAugment`
+            (its label-swapping flip maps per-step targets and keeps -1).
+        cache_dir: cache folder; ``None`` bins every recording on construction (slow on the real set).
+
+    Raises:
+        ModelError: no split list, a listed recording or labels file missing (names the path).
+        EventFileError: a damaged recording or label file.
+        ConfigError: an option out of range (names it).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: Literal["train", "test"] = "train",
+        *,
+        steps: int = 16,
+        step_us: int = 50_000,
+        burn_in: int = 0,
+        samples_per_epoch: int | None = None,
+        out_size: tuple[int, int] = (128, 128),
+        fit: Literal["crop", "letterbox"] = "crop",
+        transform: Callable[[Tensor, Tensor], tuple[Tensor, Tensor]] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        from evstream.io.aedat3 import read_labels
+
+        if split not in ("train", "test"):
+            raise ConfigError(f"split: 'train' or 'test', got {split!r}")
+        for name, value, low in (("steps", steps, 1), ("step_us", step_us, 1), ("burn_in", burn_in, 0)):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+                raise ConfigError(f"{name}: an integer >= {low}, got {value!r}")
+        if samples_per_epoch is not None and (
+            isinstance(samples_per_epoch, bool) or not isinstance(samples_per_epoch, (int, np.integer))
+            or samples_per_epoch < 1
+        ):
+            raise ConfigError(f"samples_per_epoch: a positive integer or None, got {samples_per_epoch!r}")
+        if fit not in ("crop", "letterbox"):
+            raise ConfigError(f"fit: 'crop' or 'letterbox', got {fit!r}")
+        if transform is not None and not callable(transform):
+            raise ConfigError(f"transform: must be callable, got {type(transform).__name__}")
+        self.split = split
+        self.steps = int(steps)
+        self.step_us = int(step_us)
+        self.burn_in = int(burn_in)
+        self.length = self.burn_in + self.steps
+        self.geometry = Geometry(DVS128_SENSOR, out_size, mode=fit)
+        self.out_size = (self.geometry.out_size.width, self.geometry.out_size.height)
+        self.transform = transform
+        width, height = self.out_size
+        tag = f"ibm-stream-v{_STREAM_CACHE_VERSION}-time-{self.step_us}us-{width}x{height}-{self.geometry.mode}"
+        self.cache_dir = None if cache_dir is None else Path(cache_dir) / tag
+        self.root = _find_ibm_root(Path(root), split)
+        self.recordings: list[_Recording] = []
+        for path in _read_trials(self.root / f"trials_to_{split}.txt"):
+            labels_path = path.with_name(f"{path.stem}_labels.csv")
+            if not path.is_file():
+                raise ModelError(f"{path}: recording listed in trials_to_{split}.txt is missing")
+            if not labels_path.is_file():
+                raise ModelError(f"{labels_path}: labels file of {path.name} is missing")
+            self.recordings.append(_Recording(path, read_labels(labels_path), path.stem))
+        self._frames: dict[int, np.ndarray] = {}
+        self.t0: list[int] = []  # µs of step 0 of each recording
+        self.targets: list[np.ndarray] = []  # per-step targets of each whole recording
+        for r in range(len(self.recordings)):
+            t0, n = self._span(r)
+            self.t0.append(t0)
+            self.targets.append(step_targets(self.recordings[r].segments, t0, self.step_us, n))
+        self.total_steps = sum(len(t) for t in self.targets)
+        # valid starts per recording (a short recording still gives one padded sequence)
+        self._starts = np.array([max(1, len(t) - self.length + 1) for t in self.targets], dtype=np.int64)
+        self._cum_starts = np.cumsum(self._starts)
+        if split == "train":
+            self.samples_per_epoch = (
+                int(samples_per_epoch) if samples_per_epoch is not None else max(1, self.total_steps // self.steps)
+            )
+            self._index: list[tuple[int, int]] = []
+        else:
+            self.samples_per_epoch = None
+            self._index = [
+                (r, first)
+                for r, t in enumerate(self.targets)
+                for first in range(0, max(1, len(t) - self.length + 1), self.steps)
+            ]
+
+    # -- binning and cache ---------------------------------------------------------------------
+
+    def _cache_path(self, r: int) -> Path | None:
+        return None if self.cache_dir is None else self.cache_dir / f"{self.recordings[r].key}.npz"
+
+    def _span(self, r: int) -> tuple[int, int]:
+        """(t0, steps) of recording ``r``: from the cache's small members when cached, else by binning it."""
+        path = self._cache_path(r)
+        if path is not None and path.is_file():
+            try:
+                with np.load(path) as data:
+                    if np.array_equal(data["segments"], self._segment_table(r)):
+                        return int(data["t0"]), int(data["steps"])
+            except (OSError, ValueError, KeyError, EOFError):
+                pass
+        frames = self.recording_frames(r)
+        return self._bin_t0, len(frames)
+
+    def _segment_table(self, r: int) -> np.ndarray:
+        seg = self.recordings[r].segments
+        return np.stack([seg[name].astype(np.int64) for name in ("label", "t_start", "t_end")], axis=1)
+
+    def recording_frames(self, r: int) -> np.ndarray:
+        """Every step of recording ``r``, ``[T, 2, H, W]`` uint16: memory, then the cache, then binning."""
+        if r in self._frames:
+            return self._frames[r]
+        path = self._cache_path(r)
+        frames = None
+        if path is not None and path.is_file():
+            try:
+                with np.load(path) as data:
+                    if np.array_equal(data["segments"], self._segment_table(r)):
+                        frames = data["frames"]
+                        self._bin_t0 = int(data["t0"])
+            except (OSError, ValueError, KeyError, EOFError):
+                frames = None
+        if frames is None:
+            frames = self._bin(r)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+                np.savez_compressed(
+                    tmp, frames=frames, t0=self._bin_t0, steps=len(frames), segments=self._segment_table(r)
+                )
+                os.replace(tmp, path)  # readers never see half a file
+        self._frames[r] = frames
+        return frames
+
+    def _bin(self, r: int) -> np.ndarray:
+        from evstream.io.aedat3 import Aedat3Reader
+
+        recording = self.recordings[r]
+        with Aedat3Reader(recording.path) as reader:
+            events = reader.read()
+        seg = recording.segments
+        starts = [int(seg["t_start"].min())] if len(seg) else []
+        ends = [int(seg["t_end"].max())] if len(seg) else []
+        if len(events):
+            starts.append(int(events["t"].min()))
+            ends.append(int(events["t"].max()) + 1)
+        t0 = min(starts) if starts else 0
+        t1 = max(ends) if ends else t0 + 1
+        n = max(1, -(-(t1 - t0) // self.step_us))
+        self._bin_t0 = t0
+        return bin_events(events, t0, self.step_us, n, self.geometry, dtype=np.uint16, clip=_CACHE_MAX)
+
+    def prepare(self) -> int:
+        """Bin and cache every recording not cached yet (needs ``cache_dir``); returns how many were binned."""
+        if self.cache_dir is None:
+            raise ConfigError("cache_dir: prepare() caches binned recordings and needs a cache_dir")
+        done = 0
+        for r in range(len(self.recordings)):
+            if not self._cache_path(r).is_file():
+                self._frames.pop(r, None)
+                self.recording_frames(r)
+                done += 1
+        return done
+
+    # -- samples -------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch if self.split == "train" else len(self._index)
+
+    def position(self, index: int) -> tuple[int, int]:
+        """(recording, first step) of a sample: drawn at random for train, fixed for test."""
+        if self.split == "test":
+            return self._index[index]
+        draw = int(torch.randint(0, int(self._cum_starts[-1]), ()).item())
+        r = int(np.searchsorted(self._cum_starts, draw, side="right"))
+        first = draw - (int(self._cum_starts[r - 1]) if r else 0)
+        return r, first
+
+    def sequence(self, r: int, first: int) -> tuple[Tensor, Tensor]:
+        """The ``burn_in + steps`` steps of recording ``r`` from step ``first`` (no transform)."""
+        frames = _window(self.recording_frames(r), first, self.length)
+        targets = self.targets[r][first:first + self.length]
+        if len(targets) < self.length:
+            targets = np.concatenate([targets, np.full(self.length - len(targets), REST, dtype=np.int64)])
+        return torch.from_numpy(frames.astype(np.float32)), torch.from_numpy(np.ascontiguousarray(targets))
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        """Frames ``[burn_in + steps, 2, H, W]`` float32 and per-step targets ``[burn_in + steps]`` int64."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} samples")
+        frames, targets = self.sequence(*self.position(index % len(self)))
+        if self.transform is not None:
+            frames, targets = self.transform(frames, targets)
+        return frames, targets
+
+
 _TONIC_FOLDERS = {"train": "ibmGestureTrain", "test": "ibmGestureTest"}
 _TONIC_USER = re.compile(r"^user\d+_\w+$")
 
@@ -475,7 +740,8 @@ class GestureAugment:
         bins: magnitude bins (31 as the reference).
         generator: torch RNG for reproducible draws (``None`` = torch's global RNG, per worker).
 
-    Call: ``(frames [T, C, H, W], label) -> (frames, label)``.
+    Call: ``(frames [T, C, H, W], label) -> (frames, label)``; ``label`` is a class index or, for
+    :class:`StreamSequenceDataset`, per-step targets ``[T]`` (int64, -1 = rest, kept by the flip).
     """
 
     OPS = ("identity", "shear_x", "translate_x", "translate_y", "rotate", "cutout")
@@ -492,6 +758,13 @@ class GestureAugment:
         for a, b in MIRRORED_CLASSES:
             self._swap[a], self._swap[b] = b, a
 
+    def swap_labels(self, label: int | Tensor) -> int | Tensor:
+        """Labels after a mirror: a class index, or per-step targets ``[T]`` (:data:`REST` = -1 kept)."""
+        if isinstance(label, Tensor):
+            swap = torch.tensor(self._swap, dtype=label.dtype, device=label.device)
+            return torch.where(label >= 0, swap[label.clamp(min=0)], label)
+        return self._swap[label]
+
     def _uniform(self) -> float:
         return float(torch.rand((), generator=self.generator))
 
@@ -504,7 +777,7 @@ class GestureAugment:
     def __call__(self, frames: Tensor, label: int) -> tuple[Tensor, int]:
         if self.flip_p and self._uniform() < self.flip_p:
             frames = frames.flip(-1)
-            label = self._swap[label]
+            label = self.swap_labels(label)
         op = self.OPS[int(torch.randint(0, len(self.OPS), (), generator=self.generator))]
         return self.apply(frames, op), label
 

@@ -365,3 +365,124 @@ def test_real_dvs_gesture_label_file_cuts_a_recording_into_its_twelve_clips(shar
         np.testing.assert_array_equal(data[i][0].numpy(), bin_events_by_count(clip_events(events, t0, t1), STEPS, SENSOR))
     windows = IBMGestureDataset(folder, "train", steps=16, step_us=50_000, windows="fixed")
     assert len(windows) == sum(max(1, (t1 - t0) // 800_000) for _, t0, t1 in segments)
+
+
+# -- stream sequences over whole recordings ---------------------------------------------------
+
+STREAM_STEP = 50_000
+# Segments chosen against the step midpoints 25, 75, 125, ... ms: the first starts exactly on the
+# midpoint of step 2 (inside) and ends exactly on the midpoint of step 6 (outside, half-open).
+STREAM_SEGMENTS = [(2, 125_000, 325_000), (5, 400_000, 500_000)]
+STREAM_TARGETS = [-1, -1, 2, 2, 2, 2, -1, -1, 5, 5, -1, -1]  # 12 steps of the 600 ms recording
+
+
+def write_stream_ibm(root, *, names=("user01_natural",), split="train", duration=600_000):
+    folder = root / "DvsGesture"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"trials_to_{split}.txt").write_text("".join(f"{n}.aedat\n" for n in names))
+    events = {}
+    for seed, name in enumerate(names):
+        ev = random_events(20_000, SENSOR, 0, duration, seed=seed)
+        ev["t"][0] = 0  # the recording (step 0) starts at 0 µs
+        write_aedat3(folder / f"{name}.aedat", ev)
+        rows = ["class,startTime_usec,endTime_usec"] + [f"{lab + 1},{t0},{t1}" for lab, t0, t1 in STREAM_SEGMENTS]
+        (folder / f"{name}_labels.csv").write_text("\r\n".join(rows) + "\r\n")
+        events[name] = ev
+    return folder, events
+
+
+def test_step_targets_use_the_step_midpoint_and_half_open_segments():
+    from evstream.io.aedat3 import LABEL_DTYPE
+    from models.data import step_targets
+
+    segments = np.array(STREAM_SEGMENTS, dtype=LABEL_DTYPE)
+    np.testing.assert_array_equal(step_targets(segments, 0, STREAM_STEP, 12), STREAM_TARGETS)
+    # odd step length: midpoint 12.5 µs of step 0 is inside [12, 13) only with exact half-µs arithmetic
+    one = np.array([(3, 12, 13)], dtype=LABEL_DTYPE)
+    np.testing.assert_array_equal(step_targets(one, 0, 25, 2), [3, -1])
+
+
+def test_test_sequences_tile_the_recording_and_carry_both_labels_across_a_boundary(tmp_path):
+    from models.data import StreamSequenceDataset
+
+    folder, events = write_stream_ibm(tmp_path, split="test")
+    data = StreamSequenceDataset(folder, "test", steps=4, step_us=STREAM_STEP, burn_in=2, out_size=(64, 64))
+    assert data.t0 == [0] and data.targets[0].tolist() == STREAM_TARGETS
+    # loss steps tile the recording: sequences start at 0, 4 (6 steps each, 12 in the recording)
+    assert len(data) == 2 and [data.position(i) for i in range(2)] == [(0, 0), (0, 4)]
+    geometry = Geometry(SENSOR, (64, 64))
+    for i, first in enumerate((0, 4)):
+        frames, targets = data[i]
+        assert frames.dtype == torch.float32 and tuple(frames.shape) == (6, 2, 64, 64)
+        assert targets.dtype == torch.int64 and targets.tolist() == STREAM_TARGETS[first:first + 6]
+        expected = bin_events(events["user01_natural"], first * STREAM_STEP, STREAM_STEP, 6, geometry)
+        np.testing.assert_array_equal(frames.numpy(), expected)
+    # the second sequence crosses gesture 2 -> rest -> gesture 5
+    assert data[1][1].tolist() == [2, 2, -1, -1, 5, 5]
+
+
+def test_train_sequences_start_anywhere_and_len_is_samples_per_epoch(tmp_path):
+    from models.data import StreamSequenceDataset
+
+    folder, events = write_stream_ibm(tmp_path)
+    data = StreamSequenceDataset(folder, "train", steps=3, step_us=STREAM_STEP, burn_in=1)
+    assert len(data) == 12 // 3  # default: total steps / steps
+    whole = bin_events(events["user01_natural"], 0, STREAM_STEP, 12, SENSOR)
+    torch.manual_seed(0)
+    starts = set()
+    for _ in range(60):
+        frames, targets = data[0]
+        match = [k for k in range(12 - 4 + 1) if np.array_equal(frames.numpy(), whole[k:k + 4])]
+        assert match and targets.tolist() == STREAM_TARGETS[match[0]:match[0] + 4]
+        starts.add(match[0])
+    assert starts == set(range(9))  # every valid start, never one running past the end
+    assert len(StreamSequenceDataset(folder, "train", steps=3, step_us=STREAM_STEP, samples_per_epoch=50)) == 50
+
+
+def test_stream_cache_is_read_without_the_recording_and_short_recordings_are_padded(tmp_path):
+    from models.data import StreamSequenceDataset
+
+    folder, _ = write_stream_ibm(tmp_path, split="test")
+    cache = tmp_path / "cache"
+    kwargs = {"steps": 4, "step_us": STREAM_STEP, "burn_in": 2, "cache_dir": cache}
+    first = StreamSequenceDataset(folder, "test", **kwargs)
+    reference = [first[i] for i in range(len(first))]
+    assert first.prepare() == 0
+    (tag,) = cache.iterdir()
+    assert tag.name.startswith("ibm-stream-v") and len(list(tag.glob("*.npz"))) == 1
+    (folder / "user01_natural.aedat").write_bytes(b"#!AER-DAT3.1\r\nbroken")
+    again = StreamSequenceDataset(folder, "test", **kwargs)
+    for i, (frames, targets) in enumerate(reference):
+        assert torch.equal(again[i][0], frames) and torch.equal(again[i][1], targets)
+    # a sequence longer than the recording: one sample, empty frames and -1 past the end
+    long = StreamSequenceDataset(folder, "test", steps=10, step_us=STREAM_STEP, burn_in=5, cache_dir=cache)
+    frames, targets = long[0]
+    assert len(long) == 1 and frames.shape[0] == 15 and frames[12:].sum() == 0
+    assert targets.tolist() == STREAM_TARGETS + [-1, -1, -1]
+
+
+def test_stream_transform_and_swap_flip_map_per_step_targets_keeping_rests(tmp_path):
+    from models.data import StreamSequenceDataset
+
+    folder, _ = write_stream_ibm(tmp_path, split="test")
+    flip = GestureAugment(flip_p=1.0, generator=torch.Generator().manual_seed(0))
+    data = StreamSequenceDataset(folder, "test", steps=4, step_us=STREAM_STEP, burn_in=2, transform=flip)
+    _, targets = data[1]
+    assert targets.tolist() == [1, 1, -1, -1, 4, 4]  # mirrored pairs 1 <-> 2 and 4 <-> 5; rests stay -1
+    assert flip.swap_labels(torch.tensor([-1, 1, 3, 0, 10])).tolist() == [-1, 2, 6, 0, 10]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "option"),
+    [({"steps": 0}, "steps"), ({"burn_in": -1}, "burn_in"), ({"step_us": 0}, "step_us"),
+     ({"samples_per_epoch": 0}, "samples_per_epoch"), ({"fit": "stretch"}, "fit"), ({"steps": 2.5}, "steps"),
+     ({"transform": 3}, "transform")],
+)
+def test_stream_bad_options_name_the_option(tmp_path, kwargs, option):
+    from models.data import StreamSequenceDataset
+
+    folder, _ = write_stream_ibm(tmp_path)
+    with pytest.raises(ConfigError, match=f"^{option}: "):
+        StreamSequenceDataset(folder, "train", **kwargs)
+    with pytest.raises(ConfigError, match="^split: "):
+        StreamSequenceDataset(folder, "val")
