@@ -8,9 +8,22 @@ AMP on CUDA, and :func:`spikingjelly.activation_based.functional.reset_net` afte
 sample is an independent sequence). Several GPUs: launch with ``torchrun``; ``WORLD_SIZE`` in the
 environment selects DistributedDataParallel with a DistributedSampler, and only rank 0 writes.
 
+``recipe="stream"`` trains for the stream instead (``../shared/reference/spikformer.md`` §8): samples
+are ``burn_in + steps`` consecutive steps cut at random offsets from whole recordings
+(:class:`models.data.StreamSequenceDataset`, per-step targets, -1 on rests). Each batch runs the
+first ``burn_in`` steps without gradients (state carried, no loss), then the remaining ``steps``
+with gradients from that warm state (truncated BPTT), under the TET loss (:func:`tet_loss`; Deng et
+al., ICLR 2022) on every step's logits; rest steps are pulled towards the uniform distribution.
+Mixup is off for this recipe: mixing two sequences whose per-step labels differ (a gesture with a
+rest, two boundaries at different steps) has no meaningful target. The held-out split is scored
+per step (:func:`evaluate_stream`), and the best epoch is the one with the highest ``score`` =
+mean of the gesture-step top-1 and the fraction of rest steps left undecided.
+
 Checkpoints (see :mod:`models.checkpoint`): ``--out PATH`` receives the best epoch's model (by
 held-out top-1), ``PATH_last.pt`` the latest with optimizer state for ``--resume``, and
-``PATH_confusion.png`` the confusion matrix of the best model on the held-out split.
+``PATH_confusion.png`` the confusion matrix of the best model on the held-out split (over gesture
+steps for the stream recipe). ``preprocessing`` records ``steps``, ``step_us``, ``mode`` and the
+``recipe`` (and ``burn_in`` for the stream recipe).
 """
 
 from __future__ import annotations
@@ -40,7 +53,12 @@ __all__ = [
     "train",
     "train_one_epoch",
     "evaluate",
+    "evaluate_stream",
     "evaluate_checkpoint",
+    "train_stream_epoch",
+    "burn_in_forward",
+    "stream_soft_targets",
+    "tet_loss",
     "mixup_batch",
     "smooth_targets",
     "soft_cross_entropy",
@@ -82,6 +100,13 @@ class TrainConfig:
     seed: int = 2021  # torch / numpy seed
     cache_dir: str | None = None  # cache of binned clips; default OUT's folder/frames_cache
     eval_every: int = 1  # evaluate on the held-out split every N epochs (and at the last)
+    recipe: Literal["clip", "stream"] = "clip"  # "clip": one label per clip (paper); "stream": per-step TET
+    burn_in: int = 8  # stream: leading steps per sequence run without gradients or loss (warm state)
+    tet_lambda: float = 1e-3  # stream: TET's λ, weight of MSE(o_t, φ) (Deng et al., ICLR 2022: 1e-3)
+    tet_phi: float = 0.0  # stream: TET's φ, the constant the per-step logits are pulled towards
+    rest_weight: float = 1.0  # stream: weight of rest steps (target: uniform over classes) in the CE
+    samples_per_epoch: int | None = None  # stream: sequences per epoch; default total train steps / steps
+    rest_threshold: float = 0.5  # stream evaluation: a rest step counts as undecided when max softmax < this
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.batch <= 0:
@@ -92,6 +117,29 @@ class TrainConfig:
             raise ConfigError(f"step_ms: {self.step_ms} must be positive with fixed time steps")
         if self.layout not in ("ibm", "tonic"):
             raise ConfigError(f"layout: {self.layout!r} is not 'ibm' or 'tonic'")
+        if self.recipe not in ("clip", "stream"):
+            raise ConfigError(f"recipe: {self.recipe!r} is not 'clip' or 'stream'")
+        if isinstance(self.burn_in, bool) or not isinstance(self.burn_in, int) or self.burn_in < 0:
+            raise ConfigError(f"burn_in: {self.burn_in!r} must be an integer >= 0")
+        if not 0.0 <= self.tet_lambda < 1.0:
+            raise ConfigError(f"tet_lambda: {self.tet_lambda} must be in [0, 1) (loss = (1-λ)·CE + λ·MSE)")
+        if not math.isfinite(self.tet_phi):
+            raise ConfigError(f"tet_phi: {self.tet_phi} must be finite")
+        if not (math.isfinite(self.rest_weight) and self.rest_weight >= 0.0):
+            raise ConfigError(f"rest_weight: {self.rest_weight} must be >= 0")
+        if self.samples_per_epoch is not None and self.samples_per_epoch <= 0:
+            raise ConfigError(f"samples_per_epoch: {self.samples_per_epoch} must be positive")
+        if not 0.0 < self.rest_threshold <= 1.0:
+            raise ConfigError(f"rest_threshold: {self.rest_threshold} must be in (0, 1]")
+        if not 0.0 <= self.smoothing < 1.0:
+            raise ConfigError(f"smoothing: {self.smoothing} must be in [0, 1)")
+        if self.recipe == "stream":
+            if self.layout != "ibm":
+                raise ConfigError(
+                    f"layout: the stream recipe needs whole recordings (IBM layout); {self.layout!r} holds cut clips"
+                )
+            if self.split_by != "time":
+                raise ConfigError("split_by: the stream recipe bins fixed time steps; 'number' is per clip")
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -251,6 +299,247 @@ def evaluate(model: nn.Module, loader: Any, device: torch.device, num_classes: i
     }
 
 
+# -- the stream recipe ----------------------------------------------------------------------------
+
+
+class _StepLogits(nn.Module):
+    """``forward`` = the model's per-step logits ``[T, B, classes]``, so DDP syncs the stream recipe's gradients."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.model.step_logits(x)
+
+
+def _step_logits(net: nn.Module, x: Tensor) -> Tensor:
+    return net(x) if isinstance(net, (_StepLogits, nn.parallel.DistributedDataParallel)) else net.step_logits(x)
+
+
+def burn_in_forward(net: nn.Module, x: Tensor, burn_in: int) -> Tensor:
+    """Per-step logits ``[T - burn_in, B, classes]`` of ``x`` ``[T, B, 2, H, W]`` after a warm-up.
+
+    The first ``burn_in`` steps run under ``torch.no_grad()``: the LIF membranes (spikingjelly
+    memories, kept between multi-step calls until ``reset_net``) carry their state on, but no
+    autograd graph is built, so the loss steps start from a warm state with the graph cut there
+    (truncated BPTT). ``functional.detach_net`` makes the cut explicit (a no-op after no_grad).
+    The state is not reset between the two calls; the caller resets after the batch.
+
+    Args:
+        net: a Spikformer (``step_logits``), or one wrapped for DDP.
+        x: frames ``[burn_in + steps, B, 2, H, W]``.
+        burn_in: warm-up steps, ``0 <= burn_in < T``.
+    """
+    if not 0 <= burn_in < x.shape[0]:
+        raise ConfigError(f"burn_in: {burn_in} must be in [0, {x.shape[0]}) for sequences of {x.shape[0]} steps")
+    if burn_in:
+        with torch.no_grad():
+            _step_logits(net, x[:burn_in])
+        functional.detach_net(net)
+    return _step_logits(net, x[burn_in:])
+
+
+def stream_soft_targets(targets: Tensor, num_classes: int, smoothing: float) -> Tensor:
+    """Soft targets ``[..., classes]`` of per-step targets ``[...]``.
+
+    Gesture steps: one-hot with label ``smoothing`` (as :func:`smooth_targets`); rest steps
+    (target -1): the uniform distribution, so the model learns to be undecided between gestures
+    when no gesture is under way.
+    """
+    flat = targets.reshape(-1)
+    rest = flat < 0
+    soft = smooth_targets(flat.clamp(min=0), num_classes, smoothing)
+    soft[rest] = 1.0 / num_classes
+    return soft.reshape(*targets.shape, num_classes)
+
+
+def tet_loss(
+    logits: Tensor,
+    targets: Tensor,
+    *,
+    smoothing: float = 0.0,
+    tet_lambda: float = 1e-3,
+    phi: float = 0.0,
+    rest_weight: float = 1.0,
+) -> Tensor:
+    """TET loss on per-step logits (Deng et al., "Temporal Efficient Training of Spiking Neural
+    Network via Gradient Re-weighting", ICLR 2022, https://arxiv.org/abs/2202.11946).
+
+    The paper's total loss (Eq. 10-12; official ``Gus-Lab/temporal_efficient_training`` ``TET_loss``):
+    ``L = (1 - λ) · (1/T) Σ_t CE(o_t, y) + λ · (1/T) Σ_t MSE(o_t, φ)``, with λ = 1e-3 there (the
+    official code pulls towards φ = 1.0; here φ defaults to 0: the logits of a Linear head, whose
+    softmax ignores a common shift, so only the magnitude is regularised). The MSE is the mean over
+    every step, sample and class. Per-step labels generalise the paper's single label: the CE of a
+    step is taken against :func:`stream_soft_targets` (smoothed one-hot for gestures, uniform for
+    rests), and the CE average is a weighted mean over steps and samples with weight
+    ``rest_weight`` on rest steps and 1 on gesture steps.
+
+    Args:
+        logits: ``[T, B, classes]``.
+        targets: ``[T, B]`` int64, 0-based class or -1 (rest).
+    """
+    logits = logits.float()
+    num_classes = logits.shape[-1]
+    soft = stream_soft_targets(targets, num_classes, smoothing)
+    ce = torch.sum(-soft * F.log_softmax(logits, dim=-1), dim=-1)  # [T, B]
+    weight = torch.where(targets < 0, torch.full_like(ce, rest_weight), torch.ones_like(ce))
+    ce_mean = (ce * weight).sum() / weight.sum().clamp(min=1e-12)
+    if tet_lambda == 0:
+        return ce_mean
+    mse = F.mse_loss(logits, torch.full_like(logits, phi))
+    return (1.0 - tet_lambda) * ce_mean + tet_lambda * mse
+
+
+def _stream_batch(frames: Tensor, targets: Tensor, device: torch.device) -> tuple[Tensor, Tensor]:
+    """DataLoader batch ``[B, T, 2, H, W]``, ``[B, T]`` → ``[T, B, 2, H, W]`` float, ``[T, B]`` int64."""
+    return _to_model_layout(frames, device), targets.to(device, non_blocking=True).long().transpose(0, 1)
+
+
+def train_stream_epoch(
+    net: nn.Module,
+    loader: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    device: torch.device,
+    *,
+    burn_in: int,
+    smoothing: float = 0.1,
+    tet_lambda: float = 1e-3,
+    tet_phi: float = 0.0,
+    rest_weight: float = 1.0,
+    scaler: torch.amp.GradScaler | None = None,
+    progress: Any = None,
+) -> dict[str, float]:
+    """One pass of the stream recipe over ``loader`` (``[B, T, 2, H, W]`` frames, ``[B, T]`` targets).
+
+    Per batch: :func:`burn_in_forward` (no loss on the first ``burn_in`` steps), :func:`tet_loss`
+    on the rest, one optimizer step, then ``reset_net`` (each sequence is independent). No mixup.
+    Returns ``loss`` (mean over batches weighted by sequences), ``top1`` (per-step accuracy on
+    gesture loss steps), ``samples`` (sequences) and ``samples_per_s``.
+    """
+    use_amp = scaler is not None and scaler.is_enabled()
+    net.train()
+    total_loss, correct, gesture_steps, seen = 0.0, 0, 0, 0
+    start = time.perf_counter()
+    for frames, targets in loader:
+        x, y = _stream_batch(frames, targets, device)
+        y = y[burn_in:]
+        with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=use_amp):
+            logits = burn_in_forward(net, x, burn_in)
+        loss = tet_loss(
+            logits, y, smoothing=smoothing, tet_lambda=tet_lambda, phi=tet_phi, rest_weight=rest_weight
+        )
+        optimizer.zero_grad(set_to_none=True)
+        if use_amp:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        functional.reset_net(net)
+        n = y.shape[1]
+        total_loss += float(loss.detach()) * n
+        gesture = y >= 0
+        correct += int((logits.detach().argmax(dim=-1) == y)[gesture].sum())
+        gesture_steps += int(gesture.sum())
+        seen += n
+        if progress is not None:
+            progress.update(n)
+            progress.set_postfix(loss=f"{total_loss / seen:.3f}", sps=f"{seen / (time.perf_counter() - start):.1f}")
+    elapsed = time.perf_counter() - start
+    return {
+        "loss": total_loss / max(seen, 1),
+        "top1": correct / max(gesture_steps, 1),
+        "samples": seen,
+        "samples_per_s": seen / max(elapsed, 1e-9),
+    }
+
+
+@torch.inference_mode()
+def evaluate_stream(
+    model: nn.Module,
+    loader: Any,
+    device: torch.device,
+    num_classes: int,
+    *,
+    burn_in: int,
+    rest_threshold: float = 0.5,
+    tet_lambda: float = 1e-3,
+    tet_phi: float = 0.0,
+) -> dict[str, Any]:
+    """Per-step scores of the stream recipe on sequences (``[B, T, 2, H, W]``, ``[B, T]`` targets).
+
+    Each sequence runs from a reset state through its ``burn_in`` steps (not scored), then every
+    later step is scored:
+
+    - ``step_top1``: argmax accuracy on gesture steps (``correct`` of ``samples`` gesture steps;
+      ``top1`` is the same number, for the clip recipe's readers);
+    - ``rest_undecided``: fraction of rest steps (target -1) whose max softmax is below
+      ``rest_threshold``, i.e. where the network does not claim a gesture;
+    - ``clip_top1``: clip-equivalent accuracy: every run of consecutive steps of one gesture within
+      a sequence is one decision, the argmax of its mean logits (what :meth:`Spikformer.forward`
+      reads from a window), over ``clip_runs`` runs;
+    - ``score`` (the best-checkpoint metric): mean of ``step_top1`` and ``rest_undecided``
+      (``step_top1`` alone when there is no rest step);
+    - ``loss`` (TET, no smoothing) and ``confusion`` over gesture steps (rows: true class).
+    """
+    model.eval()
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.int64)
+    rest_steps = rest_low = runs = runs_correct = 0
+    total_loss, batches = 0.0, 0
+    for frames, targets in loader:
+        x, y = _stream_batch(frames, targets, device)
+        y = y[burn_in:].cpu()
+        logits = burn_in_forward(model, x, burn_in).float().cpu()
+        functional.reset_net(model)
+        total_loss += float(tet_loss(logits, y, tet_lambda=tet_lambda, phi=tet_phi)) * y.shape[1]
+        batches += y.shape[1]
+        pred = logits.argmax(dim=-1)
+        gesture = y >= 0
+        confusion += torch.bincount(
+            y[gesture] * num_classes + pred[gesture], minlength=num_classes * num_classes
+        ).view(num_classes, num_classes)
+        rest = ~gesture
+        rest_steps += int(rest.sum())
+        rest_low += int((logits.softmax(dim=-1).amax(dim=-1) < rest_threshold)[rest].sum())
+        # runs of one target per sequence: flatten sequence-major, a run also starts at each sequence
+        steps = y.shape[0]
+        flat_y = y.transpose(0, 1).reshape(-1)
+        flat_logits = logits.transpose(0, 1).reshape(-1, num_classes)
+        starts = torch.ones_like(flat_y, dtype=torch.bool)
+        starts[1:] = flat_y[1:] != flat_y[:-1]
+        starts[::steps] = True
+        run_id = starts.cumsum(0) - 1
+        sums = torch.zeros(int(run_id[-1]) + 1, num_classes).index_add_(0, run_id, flat_logits)
+        run_label = flat_y[starts]
+        keep = run_label >= 0
+        runs += int(keep.sum())
+        runs_correct += int((sums.argmax(dim=1) == run_label)[keep].sum())
+    correct = int(confusion.diag().sum())
+    gesture_steps = int(confusion.sum())
+    step_top1 = correct / max(gesture_steps, 1)
+    rest_undecided = rest_low / rest_steps if rest_steps else float("nan")
+    return {
+        "top1": step_top1,
+        "step_top1": step_top1,
+        "correct": correct,
+        "samples": gesture_steps,
+        "rest_undecided": rest_undecided,
+        "rest_steps": rest_steps,
+        "rest_threshold": rest_threshold,
+        "clip_top1": runs_correct / max(runs, 1),
+        "clip_runs": runs,
+        "score": 0.5 * (step_top1 + rest_undecided) if rest_steps else step_top1,
+        "sequences": batches,
+        "loss": total_loss / max(batches, 1),
+        "confusion": confusion.tolist(),
+    }
+
+
 def save_confusion_png(
     confusion: list[list[int]], class_names: tuple[str, ...] | list[str], path: Path, title: str
 ) -> Path:
@@ -282,16 +571,22 @@ def save_confusion_png(
     return path
 
 
-def _preprocessing(model: Spikformer, steps: int, split_by: str, step_ms: float | None) -> dict[str, Any]:
+def _preprocessing(
+    model: Spikformer, steps: int, split_by: str, step_ms: float | None, recipe: str = "clip", burn_in: int = 0
+) -> dict[str, Any]:
     step_us = None if split_by == "number" else int(round(step_ms * 1000))
-    return {
+    pre = {
         "sensor": [128, 128],
         "out_size": [model.config.img_size[1], model.config.img_size[0]],
-        "steps": steps,
+        "steps": steps,  # training T (the loss steps of the stream recipe)
         "step_us": step_us,
         "mode": "count" if split_by == "number" else "time",
         "channels": ["off", "on"],
+        "recipe": recipe,
     }
+    if recipe == "stream":
+        pre["burn_in"] = burn_in
+    return pre
 
 
 def make_dataset(
@@ -316,6 +611,34 @@ def make_dataset(
     transform = gesture_data.GestureAugment() if augment else None
     timing: dict[str, Any] = {"mode": "count"} if step_us is None else {"step_us": step_us}
     return kind(data, split, steps=steps, out_size=tuple(out_size), transform=transform, cache_dir=cache_dir, **timing)
+
+
+def make_stream_dataset(
+    data: str | os.PathLike,
+    split: str,
+    *,
+    steps: int,
+    step_us: int,
+    burn_in: int,
+    out_size: tuple[int, int],
+    samples_per_epoch: int | None = None,
+    augment: bool = False,
+    cache_dir: str | None = None,
+) -> Dataset:
+    """:class:`models.data.StreamSequenceDataset` (IBM layout): ``burn_in + steps`` steps per sample."""
+    from models import data as gesture_data
+
+    return gesture_data.StreamSequenceDataset(
+        data,
+        split,
+        steps=steps,
+        step_us=step_us,
+        burn_in=burn_in,
+        samples_per_epoch=samples_per_epoch if split == "train" else None,
+        out_size=tuple(out_size),
+        transform=gesture_data.GestureAugment() if augment else None,
+        cache_dir=cache_dir,
+    )
 
 
 def _distributed() -> tuple[bool, int, int]:
@@ -348,7 +671,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     model = create_model(config.model, **({"steps": config.steps} if config.steps else {}))
     steps = model.config.steps
-    preprocessing = _preprocessing(model, steps, config.split_by, config.step_ms)
+    stream = config.recipe == "stream"
+    preprocessing = _preprocessing(model, steps, config.split_by, config.step_ms, config.recipe, config.burn_in)
     cache_dir = config.cache_dir or str(Path(config.out).parent / "frames_cache")
     data_kwargs = {
         "steps": steps,
@@ -356,10 +680,21 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "out_size": tuple(preprocessing["out_size"]),
         "cache_dir": cache_dir,
     }
-    train_set = make_dataset(config.data, config.layout, "train", augment=config.augment, **data_kwargs)
-    test_set = make_dataset(config.data, config.layout, "test", **data_kwargs)
+    if stream:
+        stream_kwargs = {**data_kwargs, "burn_in": config.burn_in, "samples_per_epoch": config.samples_per_epoch}
+        train_set = make_stream_dataset(config.data, "train", augment=config.augment, **stream_kwargs)
+        test_set = make_stream_dataset(config.data, "test", **stream_kwargs)
+    else:
+        train_set = make_dataset(config.data, config.layout, "train", augment=config.augment, **data_kwargs)
+        test_set = make_dataset(config.data, config.layout, "test", **data_kwargs)
     if len(train_set) == 0 or len(test_set) == 0:
-        raise ConfigError(f"data: {config.data} has {len(train_set)} training and {len(test_set)} test clips")
+        raise ConfigError(f"data: {config.data} has {len(train_set)} training and {len(test_set)} test samples")
+    if is_main and stream:
+        print(
+            f"stream recipe: {len(train_set)} sequences/epoch of {config.burn_in} burn-in + {steps} loss steps, "
+            f"{len(test_set)} test sequences; mixup off (per-step labels of two sequences do not mix)",
+            flush=True,
+        )
 
     sampler = None
     if distributed:
@@ -380,9 +715,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     test_loader = DataLoader(test_set, batch_size=config.batch, num_workers=config.workers, pin_memory=pin)
 
     model.to(device)
-    net: nn.Module = model
+    net: nn.Module = _StepLogits(model) if stream else model
     if distributed:
-        net = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=1e-8)
     per_epoch = max(1, len(train_loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -400,7 +735,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     scaler = torch.amp.GradScaler("cuda", enabled=config.amp and device.type == "cuda")
     mixup_off = config.mixup_off_epoch if config.mixup_off_epoch is not None else round(config.epochs * 75 / 202)
 
-    start_epoch, best = 0, {"top1": -1.0}
+    start_epoch, best = 0, {"top1": -1.0, "score": -1.0}
+    select = "score" if stream else "top1"  # the metric that picks the best checkpoint
     train_args = dataclasses.asdict(config)
     if config.init:
         start = load_checkpoint(config.init, model=config.model, num_classes=model.num_classes)
@@ -425,27 +761,63 @@ def train(config: TrainConfig) -> dict[str, Any]:
             sampler.set_epoch(epoch)
         use_mixup = config.mixup_alpha > 0 and epoch < mixup_off
         progress = _progress(len(train_loader.dataset) // world, f"epoch {epoch + 1}/{config.epochs}", is_main)
-        stats = train_one_epoch(
-            net,
-            train_loader,
-            optimizer,
-            scheduler,
-            device,
-            num_classes=model.num_classes,
-            mixup_alpha=config.mixup_alpha if use_mixup else 0.0,
-            mixup_prob=config.mixup_prob,
-            smoothing=config.smoothing,
-            scaler=scaler,
-            rng=rng,
-            progress=progress,
-        )
+        epoch_start = time.perf_counter()
+        if stream:
+            stats = train_stream_epoch(
+                net,
+                train_loader,
+                optimizer,
+                scheduler,
+                device,
+                burn_in=config.burn_in,
+                smoothing=config.smoothing,
+                tet_lambda=config.tet_lambda,
+                tet_phi=config.tet_phi,
+                rest_weight=config.rest_weight,
+                scaler=scaler,
+                progress=progress,
+            )
+        else:
+            stats = train_one_epoch(
+                net,
+                train_loader,
+                optimizer,
+                scheduler,
+                device,
+                num_classes=model.num_classes,
+                mixup_alpha=config.mixup_alpha if use_mixup else 0.0,
+                mixup_prob=config.mixup_prob,
+                smoothing=config.smoothing,
+                scaler=scaler,
+                rng=rng,
+                progress=progress,
+            )
         if progress is not None:
             progress.close()
         record: dict[str, Any] = {"epoch": epoch, "train_loss": stats["loss"], "train_top1": stats["top1"]}
         if is_main and ((epoch + 1) % config.eval_every == 0 or epoch + 1 == config.epochs):
-            result = evaluate(model, test_loader, device, model.num_classes)
-            record.update(test_top1=result["top1"], test_loss=result["loss"])
-            if result["top1"] > best["top1"]:
+            if stream:
+                result = evaluate_stream(
+                    model,
+                    test_loader,
+                    device,
+                    model.num_classes,
+                    burn_in=config.burn_in,
+                    rest_threshold=config.rest_threshold,
+                    tet_lambda=config.tet_lambda,
+                    tet_phi=config.tet_phi,
+                )
+                record.update(
+                    test_top1=result["top1"],
+                    test_loss=result["loss"],
+                    test_rest_undecided=result["rest_undecided"],
+                    test_clip_top1=result["clip_top1"],
+                    test_score=result["score"],
+                )
+            else:
+                result = evaluate(model, test_loader, device, model.num_classes)
+                record.update(test_top1=result["top1"], test_loss=result["loss"])
+            if result[select] > best.get(select, best["top1"]):
                 best = {
                     "top1": result["top1"],
                     "correct": result["correct"],
@@ -454,15 +826,26 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     "epoch": epoch,
                     "confusion": result["confusion"],
                     "split": "test",
+                    "recipe": config.recipe,
+                    "select": select,
                 }
+                if stream:
+                    keys = ("step_top1", "rest_undecided", "rest_steps", "rest_threshold", "clip_top1", "clip_runs")
+                    best.update({k: result[k] for k in keys}, score=result["score"], sequences=result["sequences"])
                 save_checkpoint(out, model, preprocessing=preprocessing, metrics=best, train_args=train_args)
         history.append(record)
         if is_main:
             lr_now = optimizer.param_groups[0]["lr"]
             test = f" test top1 {record['test_top1']:.4f}" if "test_top1" in record else ""
+            if "test_score" in record:
+                test += (
+                    f" rest-undecided {record['test_rest_undecided']:.4f} clip top1 {record['test_clip_top1']:.4f}"
+                    f" score {record['test_score']:.4f}"
+                )
             print(
                 f"epoch {epoch + 1}/{config.epochs} loss {stats['loss']:.4f} train top1 {stats['top1']:.4f}"
-                f"{test} lr {lr_now:.2e} {stats['samples_per_s']:.1f} samples/s",
+                f"{test} lr {lr_now:.2e} {stats['samples_per_s']:.1f} samples/s"
+                f" {time.perf_counter() - epoch_start:.1f}s",
                 flush=True,
             )
             save_checkpoint(
@@ -481,7 +864,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
             )
     if is_main and best["top1"] >= 0:
         png = out.with_name(f"{out.stem}_confusion.png")
-        title = f"{model.name} on {Path(config.data).name} ({config.layout}, test): top-1 {best['top1']:.3f}"
+        what = "per-step top-1 on gesture steps" if stream else "top-1"
+        title = f"{model.name} on {Path(config.data).name} ({config.layout}, test): {what} {best['top1']:.3f}"
         save_confusion_png(best["confusion"], model.class_names, png, title)
         best["confusion_png"] = str(png)
     if distributed:

@@ -12,12 +12,17 @@ from evstream.cli import main as cli_main
 from evstream.errors import ConfigError
 from models.train import (
     TrainConfig,
+    burn_in_forward,
     evaluate_checkpoint,
+    evaluate_stream,
     lr_factor,
     mixup_batch,
     smooth_targets,
     soft_cross_entropy,
+    stream_soft_targets,
+    tet_loss,
     train_one_epoch,
+    train_stream_epoch,
 )
 
 
@@ -122,6 +127,7 @@ def test_train_command_writes_checkpoints_resumes_and_evaluates(synth_data, tmp_
         "step_us": 40_000,
         "mode": "time",
         "channels": ["off", "on"],
+        "recipe": "clip",
     }
     assert best.model.config.steps == 4 and best.train_state == {}
     confusion = np.array(best.metrics["confusion"])
@@ -178,3 +184,196 @@ def test_resume_with_another_model_is_refused(synth_data, tmp_path, capsys):
         ]
     )
     assert code == 2 and "expected 'spikformer_tiny'" in capsys.readouterr().err
+
+
+# -- the stream recipe ------------------------------------------------------------------------
+
+
+def test_tet_loss_equals_a_hand_computation():
+    # T = 2 steps, B = 2 sequences, 3 classes; targets: a gesture, a rest, two gestures.
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.5, 0.5, 0.5]], [[0.0, 1.0, 0.0], [1.0, -2.0, 3.0]]])
+    targets = torch.tensor([[0, -1], [1, 2]])
+    lam, phi, eps, w = 0.1, 0.5, 0.3, 0.25
+
+    def log_softmax(row):
+        row = [float(v) for v in row]
+        top = np.log(sum(np.exp(v) for v in row))
+        return [v - top for v in row]
+
+    ces, weights = [], []
+    for t in range(2):
+        for b in range(2):
+            ls = log_softmax(logits[t, b])
+            y = int(targets[t, b])
+            if y < 0:  # rest: uniform target
+                ces.append(-sum(ls) / 3)
+                weights.append(w)
+            else:  # smoothed one-hot: 1 - eps + eps/3 on the label, eps/3 elsewhere
+                ces.append(-sum((1 - eps + eps / 3 if k == y else eps / 3) * ls[k] for k in range(3)))
+                weights.append(1.0)
+    ce = sum(c * v for c, v in zip(ces, weights, strict=True)) / sum(weights)
+    mse = float(((logits - phi) ** 2).mean())
+    expected = (1 - lam) * ce + lam * mse
+    got = tet_loss(logits, targets, smoothing=eps, tet_lambda=lam, phi=phi, rest_weight=w)
+    assert float(got) == pytest.approx(expected, rel=1e-6)
+    # λ = 0 is the plain per-step CE; the uniform rest target sums to one
+    plain = tet_loss(logits, targets, tet_lambda=0.0)
+    assert float(plain) == pytest.approx(float(torch.nn.functional.cross_entropy(logits[1], targets[1])) / 2
+                                         + (float(torch.nn.functional.cross_entropy(logits[0, :1], targets[0, :1]))
+                                            + float(-torch.log_softmax(logits[0, 1], -1).mean())) / 4, rel=1e-6)
+    soft = stream_soft_targets(targets, 3, 0.0)
+    torch.testing.assert_close(soft[0, 1], torch.full((3,), 1 / 3))
+    torch.testing.assert_close(soft.sum(-1), torch.ones(2, 2))
+
+
+def _lif_nodes(model):
+    return [m for m in model.modules() if hasattr(m, "v") and hasattr(m, "v_threshold")]
+
+
+def _sequence(seed: int, steps: int = 6, batch: int = 2) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return (torch.rand(steps, batch, 2, 32, 32, generator=g) < 0.3).float() * 2.0
+
+
+def _calibrated_tiny(x: torch.Tensor):
+    """spikformer_tiny in eval mode (BN statistics then do not depend on how a sequence is split)
+    with BN running statistics taken from ``x``, so spikes reach the head as in training."""
+    from spikingjelly.activation_based import functional
+
+    torch.manual_seed(0)
+    model = models.create_model("spikformer_tiny")
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.momentum = 1.0
+    with torch.no_grad():
+        model.train().step_logits(x)
+    functional.reset_net(model)
+    return model.eval()
+
+
+def test_burn_in_carries_the_state_into_the_loss_steps_without_a_graph():
+    from spikingjelly.activation_based import functional
+
+    x = _sequence(1)
+    model = _calibrated_tiny(x)
+    # Same logits as one uninterrupted call over all 6 steps: the burn-in state is carried on.
+    full = model.step_logits(x)[2:].detach()
+    functional.reset_net(model)
+    warm = burn_in_forward(model, x, 2)
+    torch.testing.assert_close(warm.detach(), full)
+    functional.reset_net(model)
+    cold = model.step_logits(x[2:]).detach()  # a reset start instead of the burn-in
+    functional.reset_net(model)
+    assert not torch.allclose(cold, full)
+
+    # Gradients reach the loss steps' inputs but never the burn-in's, and the burn-in builds no graph.
+    graph = []
+    hook = model.head.register_forward_hook(lambda _m, _i, out: graph.append((out.shape[0], out.requires_grad)))
+    leaf = x.clone().requires_grad_(True)
+    burn_in_forward(model, leaf, 2).square().sum().backward()
+    hook.remove()
+    assert graph == [(2, False), (4, True)]
+    assert leaf.grad[:2].abs().sum() == 0 and leaf.grad[2:].abs().sum() > 0
+    functional.reset_net(model)
+    through = x.clone().requires_grad_(True)
+    model.step_logits(through)[2:].square().sum().backward()  # without the cut, the burn-in gets gradients
+    assert through.grad[:2].abs().sum() > 0
+    functional.reset_net(model)
+    with pytest.raises(ConfigError, match="burn_in"):
+        burn_in_forward(model, x, 6)
+
+
+def test_stream_epoch_loss_is_the_tet_loss_of_the_loss_steps_and_resets_after_the_batch():
+    import copy
+
+    from spikingjelly.activation_based import functional
+
+    torch.manual_seed(0)
+    model = models.create_model("spikformer_tiny")
+    reference = copy.deepcopy(model)
+    x = _sequence(2, steps=5, batch=3)
+    targets = torch.tensor([[-1, -1, 0, 0, 3], [4, 4, -1, -1, -1], [7, 7, 7, 7, 7]])  # [B, T]
+    frames = x.transpose(0, 1).contiguous()  # the DataLoader layout [B, T, 2, H, W]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.0)
+    stats = train_stream_epoch(
+        model, [(frames, targets)], optimizer, None, torch.device("cpu"), burn_in=2, smoothing=0.1,
+        tet_lambda=1e-3, rest_weight=0.5,
+    )
+    # by hand: burn-in without gradients, then the TET loss on steps 2.. only
+    reference.train()
+    with torch.no_grad():
+        reference.step_logits(x[:2])
+    logits = reference.step_logits(x[2:])
+    expected = tet_loss(logits, targets.T[2:], smoothing=0.1, tet_lambda=1e-3, rest_weight=0.5)
+    expected = float(expected.detach())
+    assert stats["loss"] == pytest.approx(expected, rel=1e-5)
+    # a loss that included the burn-in steps would differ
+    functional.reset_net(reference)
+    with_burn_in = tet_loss(reference.step_logits(x), targets.T, smoothing=0.1, tet_lambda=1e-3, rest_weight=0.5)
+    assert float(with_burn_in.detach()) != pytest.approx(expected, rel=1e-3)
+    assert stats["samples"] == 3
+    assert all(not torch.is_tensor(m.v) for m in _lif_nodes(model))
+
+
+def test_evaluate_stream_scores_steps_rests_and_runs():
+    class Fixed(torch.nn.Module):
+        """Logits decided by the input: frame value k at pixel 0 -> class k, value 0 -> uniform."""
+
+        def step_logits(self, x):
+            k = x[:, :, 0, 0, 0].long()
+            logits = torch.nn.functional.one_hot(k.clamp(min=0), 3).float() * 10.0
+            return torch.where((k > 0)[..., None], logits, torch.zeros_like(logits))
+
+    # one sequence of 1 burn-in + 6 steps: targets rest, 1, 1, 2, 2, rest after the burn-in step
+    predicted = torch.tensor([1, 0, 2, 2, 2, 2, 1])  # 0 -> uniform (undecided)
+    targets = torch.tensor([[2, -1, 1, 1, 2, 2, -1]])
+    frames = torch.zeros(1, 7, 2, 4, 4)
+    frames[0, :, 0, 0, 0] = predicted.float()
+    result = evaluate_stream(Fixed(), [(frames, targets)], torch.device("cpu"), 3, burn_in=1, rest_threshold=0.5)
+    # gesture steps: 1->2, 1->2, 2->2, 2->2: 2 of 4; rests: step 1 uniform (undecided), step 6 class 1 (claimed)
+    assert (result["correct"], result["samples"]) == (2, 4) and result["step_top1"] == 0.5
+    assert result["rest_steps"] == 2 and result["rest_undecided"] == 0.5
+    assert result["clip_runs"] == 2 and result["clip_top1"] == 0.5  # the run of 1s reads as 2, the run of 2s as 2
+    assert result["score"] == pytest.approx(0.5)
+    confusion = np.array(result["confusion"])
+    assert confusion.sum() == 4 and confusion[1, 2] == 2 and confusion[2, 2] == 2
+
+
+def test_stream_options_are_checked(tmp_path):
+    base = {"data": str(tmp_path), "out": str(tmp_path / "x.pt")}
+    for kwargs, field in (
+        ({"recipe": "online"}, "recipe"),
+        ({"burn_in": -1}, "burn_in"),
+        ({"tet_lambda": 1.0}, "tet_lambda"),
+        ({"rest_weight": -0.5}, "rest_weight"),
+        ({"samples_per_epoch": 0}, "samples_per_epoch"),
+        ({"rest_threshold": 0.0}, "rest_threshold"),
+        ({"recipe": "stream", "layout": "tonic"}, "layout"),
+        ({"recipe": "stream", "split_by": "number", "step_ms": None}, "split_by"),
+    ):
+        with pytest.raises(ConfigError, match=f"^{field}: ") as err:
+            TrainConfig(**base, **kwargs)
+        assert "\n" not in str(err.value)
+
+
+@pytest.mark.slow
+def test_stream_recipe_trains_and_writes_a_loadable_checkpoint(synth_data, tmp_path, capsys):
+    out = tmp_path / "stream" / "tiny.pt"
+    args = ["train", "--data", str(synth_data), "--model", "spikformer_tiny", "--recipe", "stream", "--steps", "4"]
+    args += ["--burn-in", "2", "--step-ms", "40", "--batch", "4", "--samples-per-epoch", "8", "--epochs", "2"]
+    args += ["--warmup-epochs", "0.5", "--tet-lambda", "0.01", "--rest-weight", "0.5", "--out", str(out)]
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "epoch 1/2 " in printed and "epoch 2/2 " in printed and "rest-undecided" in printed
+    best = models.load_checkpoint(out)
+    pre = best.preprocessing
+    assert pre["recipe"] == "stream" and pre["steps"] == 4 and pre["step_us"] == 40_000 and pre["burn_in"] == 2
+    assert best.metrics["recipe"] == "stream" and best.metrics["select"] == "score"
+    for key in ("step_top1", "rest_undecided", "clip_top1", "score"):
+        assert 0.0 <= best.metrics[key] <= 1.0
+    confusion = np.array(best.metrics["confusion"])
+    assert confusion.shape == (11, 11) and confusion.sum() == best.metrics["samples"] > 0
+    assert best.train_args["recipe"] == "stream" and best.train_args["tet_lambda"] == 0.01
+    assert out.with_name("tiny_confusion.png").read_bytes()[:4] == b"\x89PNG"
+    last = models.load_checkpoint(out.with_name("tiny_last.pt"))
+    assert last.train_state["epoch"] == 1 and last.preprocessing == pre
