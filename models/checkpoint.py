@@ -7,8 +7,15 @@ The file is a plain ``dict`` of ``str``/``int``/``float``/``list``/``dict``/tens
 
 Keys: ``format`` (``"evstream-spikformer"``), ``version``, ``model`` (registered variant name),
 ``config`` (:meth:`SpikformerConfig.to_dict`), ``class_names``, ``state_dict``, ``preprocessing``
-(e.g. ``sensor``, ``out_size``, ``step_us``, ``steps``, ``mode``), ``metrics``, ``train_args``, and
-optionally ``train_state`` (optimizer, scheduler, epoch: what ``--resume`` needs).
+(e.g. ``sensor``, ``out_size``, ``step_us``, ``steps``, ``mode``), ``metrics``, ``train_args``,
+``decision`` and optionally ``train_state`` (optimizer, scheduler, epoch: what ``--resume`` needs).
+
+``decision`` holds the online-decision settings calibrated for the weights, all optional:
+``rule`` (``"ema"`` or ``"mean"``), ``threshold``, ``hysteresis``, ``smoothing_ms`` (EMA),
+``mean_steps`` (mean rule; None = since reset) and ``window_steps`` (time steps per streaming
+window for ``run`` and ``eval --stream``); see :func:`models.streaming.decision_options` and
+:func:`models.streaming.default_window_steps`. ``python main.py eval --stream ... --calibrate``
+writes them (:func:`update_checkpoint`).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ __all__ = [
     "resolve_checkpoint",
     "list_weights",
     "unwrap_model",
+    "update_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "evstream-spikformer"
@@ -54,8 +62,9 @@ class LoadedModel:
         path: the file it was read from.
         train_args: the training options.
         train_state: optimizer/scheduler/epoch when saved for resuming, else ``{}``.
-        decision: recommended online-decision settings (``threshold``, ``hysteresis``,
-            ``smoothing_ms``) calibrated for these weights; ``{}`` = the StreamingClassifier's defaults.
+        decision: recommended online-decision settings calibrated for these weights (``rule``,
+            ``threshold``, ``hysteresis``, ``smoothing_ms``, ``mean_steps``, ``window_steps``; see the
+            module docstring); ``{}`` = the StreamingClassifier's defaults.
     """
 
     model: Spikformer
@@ -120,7 +129,8 @@ def save_checkpoint(
         metrics: evaluation results to keep with the weights.
         train_args: the training options, for the record.
         train_state: optimizer/scheduler state and epoch, for ``--resume``.
-        decision: recommended streaming decision settings (``threshold``, ``hysteresis``, ``smoothing_ms``).
+        decision: recommended streaming decision settings (``rule``, ``threshold``, ``hysteresis``,
+            ``smoothing_ms``, ``mean_steps``, ``window_steps``).
 
     Returns:
         The path written.
@@ -151,6 +161,38 @@ def save_checkpoint(
     torch.save(payload, tmp)
     os.replace(tmp, path)
     return path
+
+
+def update_checkpoint(
+    source: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    decision: dict[str, Any] | None = None,
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Copy a checkpoint to ``out`` with its ``decision`` dict replaced and ``metrics`` merged in.
+
+    Everything else (weights, preprocessing, training record) is copied as it is. Written
+    atomically; ``out`` may not be the source file itself.
+
+    Raises:
+        ModelError: the source is not a readable checkpoint, or ``out`` is the source.
+    """
+    path = resolve_checkpoint(source)
+    out = Path(out)
+    if out.exists() and out.resolve() == path.resolve():
+        raise ModelError(f"{out}: is the source checkpoint; write the updated copy to another file")
+    load_checkpoint(path)  # validates the file (format, weights) before anything is written
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    if decision is not None:
+        payload["decision"] = _plain(decision, "decision")
+    if metrics:
+        payload["metrics"] = {**payload.get("metrics", {}), **_plain(metrics, "metrics")}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, out)
+    return out
 
 
 def list_weights() -> list[str]:

@@ -7,7 +7,9 @@ against the recording's labelled gesture segments (DVS128 Gesture ``_labels.csv`
 Decisions are taken after every model time step and stamped with the step's end (sensor µs).
 Because the classifier carries its state across windows, the per-step decisions do not depend
 on the window length (``steps``); a live pipeline shows them when their window closes, so add
-up to one window to the latencies below for the published stream.
+up to one window to the latencies below for the published stream. That is why the default
+window is short (:func:`models.streaming.default_window_steps`: at most 4 steps and 200 ms, so a
+published decision can change 5 times a second) whatever T the model was trained with.
 
 Figures (all from the per-step decisions):
 
@@ -21,6 +23,17 @@ Figures (all from the per-step decisions):
   The DVS Gesture TrueNorth demo detected onsets with 105 ms latency (Amir et al., CVPR 2017).
 - ``segment_accuracy``: fraction of segments whose most frequent gesture decision is right.
 - ``false_alarm``: fraction of decisions outside every segment that name a gesture.
+
+Calibration (:func:`calibrate_decisions`, ``python main.py eval --stream ... --calibrate --out
+CKPT``) chooses the decision rule and its parameters for a checkpoint on labelled recordings
+that are *not* the test recordings (an IBM folder's ``train`` split by default). Each recording
+is replayed through the model once; the per-step logits and probabilities are kept, and every
+candidate of :data:`CALIBRATION_GRID` re-decides from them (the smoothed probabilities once per
+rule and parameter, the labels once per threshold and hysteresis), so the grid costs seconds,
+not replays. The objective is :func:`calibration_score`: online ``accuracy`` (fraction of the
+decisions inside labelled segments that name the segment's class) minus ``false_alarm``
+(fraction of the decisions outside every segment that name a gesture); ties go to the first
+candidate in grid order.
 """
 
 from __future__ import annotations
@@ -46,12 +59,24 @@ __all__ = [
     "replay",
     "score_decisions",
     "evaluate_online",
+    "calibrate_decisions",
+    "calibration_score",
+    "redecide",
+    "CALIBRATION_GRID",
     "write_report",
     "DEFAULT_ONSETS_MS",
 ]
 
 DEFAULT_ONSETS_MS: tuple[int, ...] = (100, 200, 500, 1000, 2000, 3000, 5000)
 _RECORDING_SUFFIXES = (".aedat4", ".aedat")
+
+CALIBRATION_GRID: dict[str, Any] = {
+    "rules": {"ema": {"smoothing_ms": (100.0, 200.0, 300.0, 500.0)}, "mean": {"mean_steps": (8, 16, 32)}},
+    "threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "hysteresis": (0.0, 0.05, 0.1),
+}
+"""The candidates :func:`calibrate_decisions` tries: each rule with each of its parameter values,
+times every threshold and hysteresis (60 EMA and 45 mean candidates)."""
 
 
 @dataclass
@@ -82,6 +107,11 @@ class Decisions:
         resets: resets made by the reset policy during the replay.
         events: events read.
         infer_ms: per-window ``infer_ms`` of the classifier.
+        logits: float32 ``[S, C]`` per-step logits (what calibration re-decides from).
+        probs: float32 ``[S, C]`` per-step softmax, as the classifier computed it.
+        durations_us: float64 ``[S]`` duration of each step, µs.
+        restarts: int64 indices of the steps that began on a fresh decision state (0 and every
+            step after a reset by the policy).
     """
 
     t_us: np.ndarray
@@ -92,6 +122,19 @@ class Decisions:
     resets: int
     events: int
     infer_ms: list[float] = field(default_factory=list)
+    logits: np.ndarray | None = None
+    probs: np.ndarray | None = None
+    durations_us: np.ndarray | None = None
+    restarts: np.ndarray | None = None
+
+
+def _window_steps(preprocessing: dict[str, Any], classifier: Any, steps: int | None, step_us: int) -> int:
+    from models.streaming import default_window_steps
+
+    if steps:
+        return int(steps)
+    model_steps = preprocessing.get("steps") or getattr(getattr(classifier.model, "config", None), "steps", None)
+    return default_window_steps({}, int(model_steps or 16), step_us)
 
 
 def _labels_beside(path: Path) -> Path:
@@ -176,7 +219,8 @@ def replay(
         recording: a :class:`LabelledRecording` or a recording path.
         classifier: a :class:`models.streaming.StreamingClassifier`.
         preprocessing: the checkpoint's (``out_size``, ``step_us``, ``steps``, ``mode``).
-        steps: time steps per window; default the checkpoint's.
+        steps: time steps per window; default :func:`models.streaming.default_window_steps` of the
+            checkpoint's ``steps`` (at most 4 and 200 ms; the decisions do not depend on it).
         step_us: step length, µs; default the checkpoint's (changing it changes what the model sees).
         chunk_us: sensor time read per chunk from the file, µs.
 
@@ -188,17 +232,21 @@ def replay(
     from evstream.sources.file import FileSource
 
     path = recording.path if isinstance(recording, LabelledRecording) else Path(recording)
-    steps = int(steps or preprocessing.get("steps") or 16)
     step_us = int(step_us or preprocessing.get("step_us") or 0)
     if step_us <= 0:
         raise ConfigError(
             "step_us: the checkpoint bins by event count (no step_us); give --step-ms for streaming evaluation"
         )
+    steps = _window_steps(preprocessing, classifier, steps, step_us)
     # The model's own input size is authoritative: (width, height) for the Binner, from img_size (H, W).
     img_size = getattr(getattr(classifier.model, "config", None), "img_size", None)
     out_size = (img_size[1], img_size[0]) if img_size is not None else preprocessing.get("out_size")
     t_list: list[np.ndarray] = []
     label_list: list[np.ndarray] = []
+    logit_list: list[np.ndarray] = []
+    prob_list: list[np.ndarray] = []
+    duration_list: list[np.ndarray] = []
+    restarts = [0]
     infer_ms: list[float] = []
     classifier.reset()
     resets_before = classifier.resets
@@ -208,13 +256,22 @@ def replay(
         binner = Binner(source.sensor_size, None if out_size is None else tuple(out_size), step_us=step_us, steps=steps)
         first = last = None
 
+        seen = {"steps": 0, "resets": classifier.resets}
+
         def consume(windows: list) -> None:
             for window in windows:
                 pred = classifier.step(window)
                 n = len(pred.step_labels)
                 t_list.append(window.t_start + (np.arange(1, n + 1) * (window.t_end - window.t_start)) // n)
                 label_list.append(pred.step_labels)
+                logit_list.append(pred.logits)
+                prob_list.append(_softmax32(pred.logits))
+                duration_list.append(np.full(n, (window.t_end - window.t_start) / n, dtype=np.float64))
                 infer_ms.append(pred.infer_ms)
+                seen["steps"] += n
+                if pred.resets != seen["resets"]:  # the policy reset the state after this window
+                    seen["resets"] = pred.resets
+                    restarts.append(seen["steps"])
 
         for chunk in source:
             events += len(chunk.events)
@@ -229,6 +286,9 @@ def replay(
     wall = time.perf_counter() - began
     t_us = np.concatenate(t_list) if t_list else np.zeros(0, np.int64)
     labels = np.concatenate(label_list) if label_list else np.zeros(0, np.int64)
+    num_classes = int(classifier.num_classes)
+    logits = np.concatenate(logit_list) if logit_list else np.zeros((0, num_classes), np.float32)
+    probs = np.concatenate(prob_list) if prob_list else np.zeros((0, num_classes), np.float32)
     return Decisions(
         t_us=t_us.astype(np.int64),
         labels=labels.astype(np.int64),
@@ -238,7 +298,18 @@ def replay(
         resets=classifier.resets - resets_before,
         events=events,
         infer_ms=infer_ms,
+        logits=logits.astype(np.float32, copy=False),
+        probs=probs,
+        durations_us=np.concatenate(duration_list) if duration_list else np.zeros(0, np.float64),
+        restarts=np.array([r for r in restarts if r < len(t_us)] or [0], dtype=np.int64),
     )
+
+
+def _softmax32(logits: np.ndarray) -> np.ndarray:
+    """The classifier's per-step softmax (torch, float32), recomputed from its logits."""
+    import torch
+
+    return torch.softmax(torch.from_numpy(np.ascontiguousarray(logits, np.float32)), dim=-1).numpy()
 
 
 def _decision_at(t_us: np.ndarray, at: float) -> int:
@@ -355,10 +426,14 @@ def evaluate_online(
         :func:`score_decisions`'s dict plus ``class_names``, ``recordings`` (per file: name,
         duration, wall time, real-time factor, windows, resets, and its own accuracy),
         ``realtime_factor`` (sensor time / wall time over all), ``infer_ms`` (p50, p99),
-        ``steps``, ``step_us``, ``onsets_ms``.
+        ``steps`` (per window), ``step_us``, ``onsets_ms``, ``decision`` (the classifier's rule and
+        parameters) and ``probs_kind`` (what its decision probabilities are).
     """
     if not recordings:
         raise ConfigError("--stream: no recordings to evaluate")
+    step_us = int(step_us or preprocessing.get("step_us") or 0)
+    if step_us > 0:
+        steps = _window_steps(preprocessing, classifier, steps, step_us)
     runs = []
     per_file = []
     infer: list[float] = []
@@ -392,11 +467,146 @@ def evaluate_online(
         recordings=per_file,
         realtime_factor=duration / wall if wall > 0 else None,
         infer_ms={"p50": float(np.percentile(infer, 50)), "p99": float(np.percentile(infer, 99))} if infer else None,
-        steps=int(steps or preprocessing.get("steps") or 16),
-        step_us=int(step_us or preprocessing.get("step_us") or 0),
+        steps=int(steps or 0),
+        step_us=step_us,
         onsets_ms=[float(d) for d in onsets_ms],
     )
+    if hasattr(classifier, "decisions"):
+        report.update(decision=classifier.decision_settings, probs_kind=classifier.decisions.kind)
     return report
+
+
+def calibration_score(accuracy: float | None, false_alarm: float | None) -> float:
+    """The calibration objective: online accuracy minus false-alarm rate, in [-1, 1].
+
+    ``accuracy``: fraction of the decisions inside labelled segments that name the segment's
+    class (no gesture counts as wrong); ``false_alarm``: fraction of the decisions outside every
+    segment that name a gesture (0 when there are none). A rule that never decides scores 0; one
+    that always says a gesture is charged for every step between gestures.
+    """
+    return float(accuracy or 0.0) - float(false_alarm or 0.0)
+
+
+def _truth(t_us: np.ndarray, segs: np.ndarray, num_classes: int) -> np.ndarray:
+    """Per decision: the class of the segment it falls in (``t_start < t <= t_end``), else -1."""
+    truth = np.full(len(t_us), NO_GESTURE, np.int64)
+    for seg in segs:
+        true = int(seg["label"])
+        if not 0 <= true < num_classes:
+            raise ConfigError(f"labels: class {true} outside the model's {num_classes} classes")
+        lo = int(np.searchsorted(t_us, int(seg["t_start"]), side="right"))
+        hi = int(np.searchsorted(t_us, int(seg["t_end"]), side="right"))
+        truth[lo:hi] = true
+    return truth
+
+
+def _pieces(dec: Decisions) -> list[tuple[int, int]]:
+    """Step ranges decided on one decision state each (split at the policy's resets)."""
+    n = len(dec.t_us)
+    starts = sorted({0, *(int(r) for r in (dec.restarts if dec.restarts is not None else []) if 0 < r < n)})
+    return list(zip(starts, [*starts[1:], n], strict=True))
+
+
+def _candidates(grid: dict[str, Any]) -> list[tuple[str, str, Any]]:
+    out = []
+    for rule, params in grid["rules"].items():
+        for key, values in params.items():
+            out += [(rule, key, v) for v in values]
+    return out
+
+
+def calibrate_decisions(
+    runs: Sequence[tuple[Decisions, np.ndarray]],
+    num_classes: int,
+    *,
+    grid: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Choose the decision rule and parameters that maximise :func:`calibration_score`.
+
+    Args:
+        runs: per recording, its :class:`Decisions` from :func:`replay` (with ``logits`` and
+            ``probs``) and its segments (``LABEL_DTYPE``).
+        num_classes: C.
+        grid: ``{"rules": {"ema": {"smoothing_ms": [...]}, "mean": {"mean_steps": [...]}},
+            "threshold": [...], "hysteresis": [...]}``; default :data:`CALIBRATION_GRID`.
+            A (threshold, hysteresis) pair with ``hysteresis > threshold`` is skipped.
+
+    Returns:
+        ``{"best": decision settings (a checkpoint's ``decision`` dict without ``window_steps``),
+        "score", "accuracy", "false_alarm", "candidates": [{settings..., accuracy, false_alarm,
+        score}, ...] in grid order, "objective": "accuracy - false_alarm", "decisions": steps
+        inside segments, "outside": steps outside}``.
+
+    Raises:
+        ConfigError: no labelled decision to calibrate on, a run without logits, or a bad grid value.
+    """
+    from models.streaming import make_decision
+
+    grid = CALIBRATION_GRID if grid is None else grid
+    truths = []
+    for dec, segs in runs:
+        if dec.logits is None or dec.probs is None:
+            raise ConfigError("calibrate: the replay kept no per-step logits")
+        truths.append(_truth(np.asarray(dec.t_us, np.int64), segs, num_classes))
+    truth = np.concatenate(truths) if truths else np.zeros(0, np.int64)
+    inside = truth != NO_GESTURE
+    n_in, n_out = int(inside.sum()), int((~inside).sum())
+    if n_in == 0:
+        raise ConfigError("calibrate: no decision falls inside a labelled gesture segment")
+    table: list[dict[str, Any]] = []
+    for rule, key, value in _candidates(grid):
+        # The decision probabilities after every step, once per (rule, parameter): fresh at each reset.
+        pieces: list[tuple[Any, np.ndarray]] = []
+        for dec, _ in runs:
+            for lo, hi in _pieces(dec):
+                rows = make_decision(num_classes, rule, **{key: value}, threshold=1.0, hysteresis=0.0).smooth(
+                    dec.logits[lo:hi] if rule == "mean" else dec.probs[lo:hi], dec.durations_us[lo:hi]
+                )
+                pieces.append(rows)
+        for threshold in grid["threshold"]:
+            for hysteresis in grid["hysteresis"]:
+                if hysteresis > threshold:
+                    continue
+                decider = make_decision(num_classes, rule, **{key: value}, threshold=threshold, hysteresis=hysteresis)
+                labels = np.concatenate([decider.labels_for(rows) for rows in pieces])
+                accuracy = float((labels[inside] == truth[inside]).mean())
+                false_alarm = float((labels[~inside] != NO_GESTURE).mean()) if n_out else 0.0
+                settings = decider.settings()
+                table.append(
+                    settings
+                    | {
+                        "accuracy": accuracy,
+                        "false_alarm": false_alarm,
+                        "score": calibration_score(accuracy, false_alarm),
+                    }
+                )
+    if not table:
+        raise ConfigError("calibrate: the grid holds no candidate")
+    best = max(table, key=lambda row: row["score"])  # the first of equals
+    settings = {k: v for k, v in best.items() if k not in ("accuracy", "false_alarm", "score")}
+    return {
+        "best": settings,
+        "score": best["score"],
+        "accuracy": best["accuracy"],
+        "false_alarm": best["false_alarm"],
+        "objective": "accuracy - false_alarm",
+        "decisions": n_in,
+        "outside": n_out,
+        "candidates": table,
+    }
+
+
+def redecide(dec: Decisions, num_classes: int, settings: dict[str, Any]) -> np.ndarray:
+    """The per-step labels ``settings`` (a decision dict: ``rule``, ``threshold``, ...) give on a replay's logits."""
+    from models.streaming import decision_options, make_decision
+
+    options = decision_options({k: v for k, v in settings.items() if k != "window_steps"})
+    rule = options.pop("decision")
+    out = []
+    for lo, hi in _pieces(dec):
+        decider = make_decision(num_classes, rule, **options)
+        out.append(decider.feed(dec.logits[lo:hi], dec.probs[lo:hi], dec.durations_us[lo:hi]))
+    return np.concatenate(out) if out else np.zeros(0, np.int64)
 
 
 def _plot_timeline(ax, recording: LabelledRecording, decisions: Decisions, names: list[str]) -> None:

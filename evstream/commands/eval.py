@@ -3,6 +3,11 @@
 ``--stream`` replays labelled recordings as fast as possible through the Binner and the
 StreamingClassifier and scores the per-step decisions (:mod:`models.online_eval`); ``--data``
 computes the offline clip accuracy of the dataset's test split (:func:`models.train.evaluate_checkpoint`).
+``--stream ... --calibrate --out CKPT`` replays the recordings once, chooses the decision rule
+and its parameters that maximise online accuracy minus false alarms
+(:func:`models.online_eval.calibrate_decisions`) and writes them into a copy of the checkpoint
+(its ``decision`` dict, which ``run`` and ``eval`` apply unless overridden); an IBM folder gives
+its ``train`` split to calibrate on, never the test recordings.
 torch is imported only when the command runs.
 """
 
@@ -14,7 +19,7 @@ import sys
 
 from evstream.errors import ConfigError
 
-__all__ = ["add_arguments", "run", "EXAMPLES"]
+__all__ = ["add_arguments", "add_decision_arguments", "decision_settings", "run", "EXAMPLES"]
 
 EXAMPLES = """\
 examples:
@@ -23,11 +28,80 @@ examples:
   python main.py eval --stream data/synth/DvsGesture --model spikformer_synth_64 --steps 1
   python main.py eval --stream a.aedat4 b.aedat --reset-after-quiet 500 --smoothing-ms 200
   python main.py eval --data data/synth --model runs/synth.pt
+  python main.py eval --stream rec.aedat4 --decision mean --mean-steps 16 --window-steps 2
+  python main.py eval --stream data/synth/DvsGesture --model runs/synth.pt --calibrate --out runs/synth_cal.pt
 
 --stream takes .aedat4 / .aedat recordings with <stem>_labels.csv beside them (DVS128 Gesture CSV:
 class,startTime_usec,endTime_usec, classes 1-based), or an IBM-layout DvsGesture folder
 (trials_to_test.txt). It writes online_eval.json and online_eval.png in --out.
+
+--calibrate grid-searches the decision rule (ema: smoothing 100/200/300/500 ms; mean: over the last
+8/16/32 steps), threshold 0.3 ... 0.7 and hysteresis 0/0.05/0.1 on the given recordings (an IBM
+folder's train split by default), maximising online accuracy (labelled steps decided right) minus
+false alarms (steps between gestures that name one); --decision/--mean-steps/--smoothing-ms/
+--threshold/--hysteresis fix that part of the grid. It writes the checkpoint copy --out (.pt) with
+the chosen settings and the window length, and <out>_calibration.json beside it.
 """
+
+
+def add_decision_arguments(group) -> None:
+    """The decision options shared by ``run`` and ``eval`` (defaults: the checkpoint's ``decision`` dict)."""
+    group.add_argument(
+        "--decision",
+        choices=("ema", "mean"),
+        help="decision rule: ema = moving average of the per-step softmax; mean = softmax of the mean of "
+        "per-step logits, the model's offline rule (default: the checkpoint's, else ema)",
+    )
+    group.add_argument(
+        "--mean-steps",
+        type=int,
+        metavar="N",
+        help="mean rule: the mean covers the last N steps, 0 = every step since the last reset "
+        "(default: the checkpoint's, else the model's T)",
+    )
+    group.add_argument(
+        "--window-steps",
+        "--steps",
+        dest="window_steps",
+        type=int,
+        metavar="N",
+        help="time steps per window (default: the checkpoint's decision.window_steps, else min(4, the model's T) "
+        "and at most 200 ms); decisions are taken every step whatever the window",
+    )
+    group.add_argument(
+        "--smoothing-ms",
+        type=float,
+        metavar="MS",
+        help="ema rule: smoothing time constant (default: the checkpoint's, else 300)",
+    )
+    group.add_argument(
+        "--threshold", type=float, help="decision confidence threshold (default: the checkpoint's, else 0.5)"
+    )
+    group.add_argument("--hysteresis", type=float, help="decision hysteresis (default: the checkpoint's, else 0.1)")
+
+
+def decision_settings(decision: dict | None, args: argparse.Namespace) -> dict:
+    """A checkpoint's ``decision`` dict with the command line's overrides merged in.
+
+    Raises:
+        ConfigError: ``--mean-steps`` or ``--window-steps`` out of range (names the option).
+    """
+    if args.mean_steps is not None and args.mean_steps < 0:
+        raise ConfigError(f"--mean-steps: must be >= 0 (0 = since the last reset), got {args.mean_steps}")
+    if args.window_steps is not None and args.window_steps < 1:
+        raise ConfigError(f"--window-steps: must be >= 1, got {args.window_steps}")
+    settings = dict(decision or {})
+    overrides = {
+        "rule": args.decision,
+        "smoothing_ms": args.smoothing_ms,
+        "threshold": args.threshold,
+        "hysteresis": args.hysteresis,
+        "window_steps": args.window_steps,
+    }
+    settings.update({k: v for k, v in overrides.items() if v is not None})
+    if args.mean_steps is not None:
+        settings["mean_steps"] = args.mean_steps or None
+    return settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -39,14 +113,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--model", default=None, help="checkpoint (.pt), shipped weights name, or a registered variant (untrained)"
     )
     parser.add_argument("--labels", default=None, help="label CSV of the single --stream recording")
-    parser.add_argument("--out", default="eval_out", help="folder for the JSON and PNG (default eval_out)")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="folder for the JSON and PNG (default eval_out); with --calibrate: the calibrated checkpoint (.pt)",
+    )
     parser.add_argument("--step-ms", type=float, default=None, help="time step, ms (default: the checkpoint's)")
-    parser.add_argument("--steps", type=int, default=None, help="time steps per window (default: the checkpoint's)")
-    parser.add_argument("--split", choices=("test", "train"), default="test", help="split of a dataset folder")
+    parser.add_argument(
+        "--split",
+        choices=("test", "train"),
+        default=None,
+        help="split of a dataset folder (default test; train with --calibrate)",
+    )
     parser.add_argument("--layout", choices=("ibm", "tonic"), default="ibm", help="--data layout (default ibm)")
-    parser.add_argument("--smoothing-ms", type=float, help="decision smoothing, ms (default: the checkpoint's, else 300)")
-    parser.add_argument("--threshold", type=float, help="decision confidence threshold (default: the checkpoint's, else 0.5)")
-    parser.add_argument("--hysteresis", type=float, help="decision hysteresis (default: the checkpoint's, else 0.1)")
+    add_decision_arguments(parser.add_argument_group("decisions"))
+    parser.add_argument(
+        "--calibrate",
+        action="store_true",
+        help="--stream: choose the decision rule and parameters on these recordings and write them "
+        "into a copy of the checkpoint (--out CKPT.pt)",
+    )
     parser.add_argument(
         "--stable-ms",
         type=float,
@@ -68,7 +154,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _load(spec: str | None, device: str):
-    """(model, preprocessing, decision settings) from a checkpoint, shipped weights or a registered variant."""
+    """(model, preprocessing, decision settings, checkpoint path or None) from a checkpoint, shipped
+    weights or a registered variant."""
     from models import DEFAULT_WEIGHTS, create_model, list_models, load_checkpoint
 
     spec = spec or DEFAULT_WEIGHTS
@@ -77,9 +164,9 @@ def _load(spec: str | None, device: str):
         print(f"warning: {spec} is an untrained variant (random weights)", file=sys.stderr)
         height, width = model.config.img_size
         pre = {"sensor": [128, 128], "out_size": [height, width], "steps": model.config.steps, "step_us": 50_000}
-        return model, pre, {}
+        return model, pre, {}, None
     loaded = load_checkpoint(spec)
-    return loaded.model, loaded.preprocessing, loaded.decision
+    return loaded.model, loaded.preprocessing, loaded.decision, loaded.path
 
 
 def _fmt(value: float | None) -> str:
@@ -90,12 +177,25 @@ def run(args: argparse.Namespace) -> int:
     """Evaluate; prints a summary and writes the report files."""
     if args.threads is not None and args.threads < 1:
         raise ConfigError(f"--threads: must be >= 1, got {args.threads}")
-    if args.steps is not None and args.steps < 1:
-        raise ConfigError(f"--steps: must be >= 1, got {args.steps}")
+    if args.window_steps is not None and args.window_steps < 1:
+        raise ConfigError(f"--window-steps: must be >= 1, got {args.window_steps}")
     if args.step_ms is not None and not args.step_ms > 0:
         raise ConfigError(f"--step-ms: must be > 0, got {args.step_ms}")
     if args.data is not None:
+        if args.calibrate:
+            raise ConfigError("--calibrate: calibrates online decisions; give --stream recordings, not --data")
+        args.split = args.split or "test"
+        args.out = args.out or "eval_out"
         return _offline(args)
+    if args.calibrate:
+        if args.out is None or not args.out.endswith(".pt"):
+            raise ConfigError(
+                f"--out: with --calibrate, names the calibrated checkpoint to write (.pt), got {args.out!r}"
+            )
+        args.split = args.split or "train"
+    else:
+        args.split = args.split or "test"
+        args.out = args.out or "eval_out"
     return _online(args)
 
 
@@ -129,28 +229,29 @@ def _offline(args: argparse.Namespace) -> int:
 
 def _online(args: argparse.Namespace) -> int:
     from models.online_eval import evaluate_online, find_recordings, write_report
-    from models.streaming import InactivityReset, PeriodicReset, StreamingClassifier
+    from models.streaming import (
+        InactivityReset,
+        PeriodicReset,
+        StreamingClassifier,
+        decision_options,
+        default_window_steps,
+    )
 
     recordings = find_recordings(args.stream, args.labels, args.split)
-    model, pre, decision = _load(args.model, args.device)
-    defaults = {"smoothing_ms": 300.0, "threshold": 0.5, "hysteresis": 0.1} | decision
-    for key, value in defaults.items():
-        if getattr(args, key) is None:
-            setattr(args, key, value)
+    model, pre, decision, ckpt_path = _load(args.model, args.device)
+    settings = decision_settings(decision, args)
+    model_steps = int(pre.get("steps") or model.config.steps)
+    step_us = int(round(args.step_ms * 1000)) if args.step_ms is not None else int(pre.get("step_us") or 0)
+    window_steps = default_window_steps(settings, model_steps, step_us)
+    options = decision_options({k: v for k, v in settings.items() if k != "window_steps"}, model_steps=model_steps)
     policy = None
     if args.reset_after_quiet is not None:
         policy = InactivityReset(rate_below_hz=args.quiet_below, for_ms=args.reset_after_quiet)
     elif args.reset_every is not None:
         policy = PeriodicReset(every_ms=args.reset_every)
-    classifier = StreamingClassifier(
-        model,
-        device=args.device,
-        threads=args.threads,
-        smoothing_ms=args.smoothing_ms,
-        threshold=args.threshold,
-        hysteresis=args.hysteresis,
-        reset_policy=policy,
-    )
+    classifier = StreamingClassifier(model, device=args.device, threads=args.threads, reset_policy=policy, **options)
+    if args.calibrate:
+        return _calibrate(args, recordings, classifier, pre, window_steps, step_us, model, ckpt_path)
 
     first: list = []
 
@@ -167,8 +268,8 @@ def _online(args: argparse.Namespace) -> int:
         recordings,
         classifier,
         pre,
-        steps=args.steps,
-        step_us=None if args.step_ms is None else int(round(args.step_ms * 1000)),
+        steps=window_steps,
+        step_us=step_us or None,
         stable_ms=args.stable_ms,
         progress=progress,
     )
@@ -185,5 +286,87 @@ def _online(args: argparse.Namespace) -> int:
     print(f"accuracy after onset: {onset}")
     mean = "n/a" if lat["mean"] is None else f"{lat['mean']:.0f} ms"
     print(f"decision latency: mean {mean}, {lat['detected']}/{lat['segments']} segments decided correctly")
+    print(f"decisions: {_describe(report['decision'])}, windows of {report['steps']} steps ({report['probs_kind']})")
     print(f"real time factor {_fmt(report['realtime_factor'])}; wrote {json_path} and {png_path}")
+    return 0
+
+
+def _describe(settings: dict) -> str:
+    parts = [f"rule {settings.get('rule', 'ema')}"]
+    for key in ("smoothing_ms", "mean_steps", "threshold", "hysteresis", "window_steps"):
+        if key in settings:
+            value = settings[key]
+            parts.append(f"{key} {'since reset' if key == 'mean_steps' and value is None else f'{value:g}'}")
+    return ", ".join(parts)
+
+
+def _grid(args: argparse.Namespace) -> dict:
+    """The calibration grid, with the parts the command line fixes."""
+    from models.online_eval import CALIBRATION_GRID
+
+    rules = {rule: dict(params) for rule, params in CALIBRATION_GRID["rules"].items()}
+    if args.decision is not None:
+        rules = {args.decision: rules[args.decision]}
+    if args.smoothing_ms is not None and "ema" in rules:
+        rules["ema"] = {"smoothing_ms": (args.smoothing_ms,)}
+    if args.mean_steps is not None and "mean" in rules:
+        rules["mean"] = {"mean_steps": (args.mean_steps or None,)}
+    grid = {"rules": rules, "threshold": CALIBRATION_GRID["threshold"], "hysteresis": CALIBRATION_GRID["hysteresis"]}
+    if args.threshold is not None:
+        grid["threshold"] = (args.threshold,)
+    if args.hysteresis is not None:
+        grid["hysteresis"] = (args.hysteresis,)
+    return grid
+
+
+def _calibrate(args, recordings, classifier, pre, window_steps, step_us, model, ckpt_path) -> int:
+    """Replay once, grid-search the decision settings on the stored logits, write the checkpoint copy."""
+    from pathlib import Path
+
+    from evstream.errors import EventFileError
+    from models.checkpoint import save_checkpoint, update_checkpoint
+    from models.online_eval import calibrate_decisions, redecide, replay, score_decisions
+
+    runs = []
+    for rec in recordings:
+        dec = replay(rec, classifier, pre, steps=window_steps, step_us=step_us or None)
+        runs.append((dec, rec.labels))
+        if not args.json:
+            print(f"{rec.path.name}: {dec.duration_s:.1f} s replayed in {dec.wall_s:.1f} s, {len(dec.t_us)} steps")
+    num_classes = classifier.num_classes
+    result = calibrate_decisions(runs, num_classes, grid=_grid(args))
+    best = result["best"] | {"window_steps": window_steps}
+    report = score_decisions(
+        [(dec.t_us, redecide(dec, num_classes, best), segs) for dec, segs in runs],
+        num_classes,
+        stable_ms=args.stable_ms,
+    )
+    record = {
+        "objective": result["objective"],
+        "score": result["score"],
+        "accuracy": result["accuracy"],
+        "false_alarm": result["false_alarm"],
+        "recordings": [str(rec.path) for rec in recordings],
+        "decisions": result["decisions"],
+    }
+    out = Path(args.out)
+    if ckpt_path is None:  # an untrained registered variant: a new checkpoint of it
+        save_checkpoint(out, model, preprocessing=pre, decision=best, metrics={"online_calibration": record})
+    else:
+        update_checkpoint(ckpt_path, out, decision=best, metrics={"online_calibration": record})
+    summary = {**record, "decision": best, "report": report, "candidates": result["candidates"]}
+    json_path = out.with_name(f"{out.stem}_calibration.json")
+    try:
+        json_path.write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    except OSError as err:
+        raise EventFileError(json_path, f"cannot write the calibration report: {err.strerror or err}") from None
+    if args.json:
+        print(json.dumps(summary))
+        return 0
+    print(
+        f"calibrated on {len(recordings)} recording(s), {result['decisions']} labelled steps: {_describe(best)}; "
+        f"online accuracy {_fmt(result['accuracy'])}, false alarms {_fmt(result['false_alarm'])} "
+        f"(score {result['score']:.3f} = accuracy - false alarms)"
+    )
+    print(f"wrote {out} and {json_path}")
     return 0

@@ -21,6 +21,7 @@ import sys
 import threading
 from pathlib import Path
 
+from evstream.commands.eval import add_decision_arguments, decision_settings
 from evstream.errors import ConfigError
 
 EXAMPLES = """\
@@ -58,10 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                             "default: the shipped weights")
     model.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="default: auto (CUDA when present)")
     model.add_argument("--step-ms", type=float, metavar="MS", help="time step, ms (default: the checkpoint's)")
-    model.add_argument("--steps", type=int, metavar="T", help="time steps per window (default: the checkpoint's)")
-    model.add_argument("--threshold", type=float, help="decision confidence threshold (default: the checkpoint's, else 0.5)")
-    model.add_argument("--hysteresis", type=float, help="decision hysteresis (default: the checkpoint's, else 0.1)")
-    model.add_argument("--smoothing-ms", type=float, metavar="MS", help="decision smoothing time constant (default: the checkpoint's, else 300)")
+    add_decision_arguments(model)
 
     out = parser.add_argument_group("output")
     out.add_argument("--no-gui", action="store_true", help="console lines instead of the dashboard")
@@ -147,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
         value = getattr(args, name)
         if value is not None and value <= 0:
             raise ConfigError(f"--{name.replace('_', '-')}: must be positive, got {value:g}")
-    for name in ("steps", "max_windows"):
+    for name in ("window_steps", "max_windows"):
         value = getattr(args, name)
         if value is not None and value < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
@@ -162,19 +160,21 @@ def run(args: argparse.Namespace) -> int:
     from evstream.console import ConsoleSink
     from evstream.pipeline import Pipeline, PipelineConfig
     from evstream.publish import Publisher, control_address_for
-    from models.streaming import StreamingClassifier
+    from models.streaming import StreamingClassifier, decision_options, default_window_steps
 
     source = _open_source(args, speed)
     publisher = None
     try:
         model, pre, model_label, decision = _load_model(args.model)
         height, width = (int(v) for v in model.config.img_size)
-        steps = args.steps or int(pre.get("steps") or model.config.steps)
+        settings = decision_settings(decision, args)
+        model_steps = int(pre.get("steps") or model.config.steps)
         step_us = int(round(args.step_ms * 1000)) if args.step_ms else int(pre.get("step_us") or DEFAULT_STEP_US)
+        steps = default_window_steps(settings, model_steps, step_us)
+        options = decision_options({k: v for k, v in settings.items() if k != "window_steps"}, model_steps=model_steps)
         binner = Binner(source.sensor_size, (width, height), step_us, steps)
         warmup()
-        decision.update({k: v for k in ("threshold", "hysteresis", "smoothing_ms") if (v := getattr(args, k)) is not None})
-        classifier = StreamingClassifier(model, device=device, **decision)
+        classifier = StreamingClassifier(model, device=device, **options)
 
         context = zmq.Context.instance()
         addresses = [args.publish]

@@ -20,8 +20,17 @@ from evstream.events import SensorSize
 from evstream.io.aedat3 import LABEL_DTYPE, write_aedat3, write_labels
 from evstream.io.aedat4 import write_aedat4
 from evstream.labels import NO_GESTURE
-from models.checkpoint import save_checkpoint
-from models.online_eval import evaluate_online, find_recordings, replay, score_decisions
+from models.checkpoint import load_checkpoint, save_checkpoint
+from models.online_eval import (
+    Decisions,
+    calibrate_decisions,
+    calibration_score,
+    evaluate_online,
+    find_recordings,
+    redecide,
+    replay,
+    score_decisions,
+)
 from models.spikformer import create_model
 from models.streaming import StreamingClassifier
 from tests.helpers import random_events
@@ -224,3 +233,153 @@ def test_bundled_recording_is_classified_online_above_chance(repo_root):
     assert report["accuracy"] >= 2.5 * chance, report["per_class"]  # fraction of decisions
     assert report["segment_accuracy"] >= 4 * chance  # gestures whose most frequent decision is right
     assert report["latency_ms"]["detected"] >= report["latency_ms"]["segments"] // 3
+
+
+# --- decision rules and calibration ------------------------------------------------------------
+
+
+def hand_built_decisions(seed: int = 0) -> tuple[Decisions, np.ndarray, int]:
+    """10 s of 50 ms steps: class 2 in (2, 5] s and class 7 in (6, 8] s with logit 2 (softmax 0.425),
+    noise elsewhere, and a 2-step blip of class 5 (logit 3, softmax 0.67) at 9 s."""
+    t = np.arange(1, 201, dtype=np.int64) * 50_000
+    logits = np.random.default_rng(seed).normal(0.0, 0.1, (200, C))
+    logits[(t > 2_000_000) & (t <= 5_000_000), 2] = 2.0
+    logits[(t > 6_000_000) & (t <= 8_000_000), 7] = 2.0
+    logits[(t > 9_000_000) & (t <= 9_100_000), 5] = 3.0
+    logits = logits.astype(np.float32)
+    probs = torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+    dec = Decisions(
+        t_us=t, labels=np.full(200, NO_GESTURE), duration_s=10.0, wall_s=1.0, windows=50, resets=0, events=0,
+        logits=logits, probs=probs, durations_us=np.full(200, 50_000.0), restarts=np.array([0]),
+    )  # fmt: skip
+    outside = int(((t <= 2_000_000) | ((t > 5_000_000) & (t <= 6_000_000)) | (t > 8_000_000)).sum())
+    return dec, segments((2, 2_000_000, 5_000_000), (7, 6_000_000, 8_000_000)), outside
+
+
+def test_calibration_scores_accuracy_minus_false_alarms():
+    dec, segs, outside = hand_built_decisions()
+    one = {"rules": {"mean": {"mean_steps": (1,)}}, "threshold": (0.4,), "hysteresis": (0.0,)}
+    r = calibrate_decisions([(dec, segs)], C, grid=one)
+    # One step per mean: every labelled step (0.425 > 0.4) is right, the blip's 2 steps are false alarms.
+    assert r["accuracy"] == 1.0 and r["false_alarm"] == pytest.approx(2 / outside)
+    assert r["score"] == pytest.approx(1.0 - 2 / outside) == calibration_score(1.0, 2 / outside)
+    assert r["best"] == {"rule": "mean", "mean_steps": 1, "threshold": 0.4, "hysteresis": 0.0}
+    assert r["decisions"] == 100 and r["outside"] == outside
+
+    full = calibrate_decisions([(dec, segs)], C)
+    assert len(full["candidates"]) == 4 * 5 * 3 + 3 * 5 * 3  # every rule parameter × threshold × hysteresis
+    assert full["score"] == max(c["score"] for c in full["candidates"])
+    assert full["best"]["threshold"] == 0.3  # 0.425 never passes 0.5; the mean of 8 steps damps the blip
+    # The fast scorer agrees with score_decisions on the chosen settings' decisions.
+    labels = redecide(dec, C, full["best"])
+    report = score_decisions([(dec.t_us, labels, segs)], C, onsets_ms=())
+    assert report["accuracy"] == pytest.approx(full["accuracy"])
+    assert report["false_alarm"] == pytest.approx(full["false_alarm"])
+    with pytest.raises(ConfigError, match="calibrate"):
+        calibrate_decisions([(dec, segments())], C)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"decision": "mean", "mean_steps": 6, "threshold": 0.15, "hysteresis": 0.02}],
+    ids=["ema", "mean"],
+)
+def test_decisions_from_stored_logits_equal_the_classifiers(tmp_path, options):
+    from models.streaming import PeriodicReset
+    from tests.models.test_streaming import active_model
+
+    path = write_recording(tmp_path, "rec", 3_000_000, [(3, 500_000, 2_500_000)])
+    [rec] = find_recordings([path])
+    settings = {"threshold": 0.15, "hysteresis": 0.02, "smoothing_ms": 150.0} | options
+    clf = StreamingClassifier(active_model(3), device="cpu", reset_policy=PeriodicReset(700.0), **settings)
+    dec = replay(rec, clf, PRE, steps=2)
+    assert dec.resets >= 3 and len(dec.restarts) == dec.resets + 1
+    assert dec.logits.shape == (len(dec.t_us), C) and len(set(dec.labels.tolist())) > 2  # decisions do vary
+    rule = settings.pop("decision", "ema")
+    again = redecide(dec, C, {"rule": rule, **settings})
+    np.testing.assert_array_equal(again, dec.labels)
+
+
+def test_default_window_is_four_steps_and_the_decisions_do_not_depend_on_it(tmp_path):
+    path = write_recording(tmp_path, "rec", 2_000_000, [(3, 500_000, 1_500_000)])
+    [rec] = find_recordings([path])
+    pre16 = PRE | {"steps": 16}
+    clf = StreamingClassifier(constant_model(3), device="cpu", decision="mean", mean_steps=16)
+    by4 = replay(rec, clf, pre16)  # default: 4 steps (200 ms) per window, not the model's 16
+    assert by4.windows == len(by4.t_us) // 4 == 10
+    by1 = replay(rec, clf, pre16, steps=1)
+    np.testing.assert_array_equal(by4.labels, by1.labels[: len(by4.labels)])
+    assert (by1.labels == 3).all()  # the mean of logits decides from the first step
+
+
+def test_eval_calibrate_writes_a_checkpoint_copy_that_eval_then_uses(tmp_path, capsys):
+    a = write_recording(tmp_path, "a", 4_000_000, [(3, 500_000, 2_500_000), (6, 3_000_000, 4_000_000)])
+    src = save_checkpoint(tmp_path / "const3.pt", constant_model(3), preprocessing=PRE, metrics={"top1": 0.5})
+    out = tmp_path / "cal" / "const3_cal.pt"
+    code = main(["eval", "--stream", str(a), "--model", str(src), "--calibrate", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr().out
+    assert "calibrated on 1 recording" in printed and str(out) in printed
+    loaded = load_checkpoint(out)
+    decision = loaded.decision
+    assert set(decision) >= {"rule", "threshold", "hysteresis", "window_steps"} and decision["window_steps"] == 4
+    # A model that always says 3 is charged for every step between gestures: the best settings decide
+    # as late as the grid allows (the longest smoothing, the highest threshold).
+    assert decision == {"rule": "ema", "smoothing_ms": 500.0, "threshold": 0.7, "hysteresis": 0.0, "window_steps": 4}
+    assert loaded.metrics["top1"] == 0.5 and loaded.metrics["online_calibration"]["objective"] == "accuracy - false_alarm"
+    original = load_checkpoint(src)
+    assert original.decision == {}  # the source is left as it was
+    for key, value in original.model.state_dict().items():
+        assert torch.equal(value, loaded.model.state_dict()[key]), key
+    summary = json.loads((out.parent / "const3_cal_calibration.json").read_text())
+    assert summary["decision"] == decision and len(summary["candidates"]) == 105
+    assert summary["report"]["accuracy"] == pytest.approx(summary["accuracy"])
+
+    report_dir = tmp_path / "report"
+    assert main(["eval", "--stream", str(a), "--model", str(out), "--out", str(report_dir)]) == 0
+    report = json.loads((report_dir / "online_eval.json").read_text())
+    assert report["decision"] == {k: v for k, v in decision.items() if k != "window_steps"}
+    assert report["steps"] == 4 and report["probs_kind"] == "ema_softmax"
+    assert report["accuracy"] == pytest.approx(summary["accuracy"])
+    assert report["false_alarm"] == pytest.approx(summary["false_alarm"])
+    capsys.readouterr()
+
+    # --decision fixes the rule of the grid; the command line overrides the checkpoint's settings.
+    fixed = tmp_path / "mean.pt"
+    assert main(["eval", "--stream", str(a), "--model", str(out), "--calibrate", "--out", str(fixed),
+                 "--decision", "mean", "--mean-steps", "4", "--window-steps", "2"]) == 0  # fmt: skip
+    assert load_checkpoint(fixed).decision["rule"] == "mean" and load_checkpoint(fixed).decision["mean_steps"] == 4
+    assert load_checkpoint(fixed).decision["window_steps"] == 2
+    assert main(["eval", "--stream", str(a), "--model", str(out), "--out", str(report_dir), "--decision", "mean",
+                 "--mean-steps", "0", "--window-steps", "1"]) == 0  # fmt: skip
+    report = json.loads((report_dir / "online_eval.json").read_text())
+    assert report["probs_kind"] == "softmax_mean_logits_since_reset" and report["steps"] == 1
+    assert report["decision"]["threshold"] == 0.7  # the checkpoint's, kept
+    capsys.readouterr()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ([], "--out"),
+        (["--out", "report_folder"], "--out"),
+        (["--out", "{src}"], "source checkpoint"),
+        (["--out", "x.pt", "--mean-steps", "-1"], "--mean-steps"),
+        (["--out", "x.pt", "--window-steps", "0"], "--window-steps"),
+    ],
+)
+def test_calibrate_errors_are_one_line(tmp_path, capsys, extra, needle):
+    a = write_recording(tmp_path, "a", 1_000_000, [(3, 200_000, 800_000)])
+    src = save_checkpoint(tmp_path / "const3.pt", constant_model(3), preprocessing=PRE)
+    extra = [str(src) if e == "{src}" else str(tmp_path / e) if e.endswith(".pt") else e for e in extra]
+    assert main(["eval", "--stream", str(a), "--model", str(src), "--calibrate", *extra]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and needle in err[0], err
+
+
+def test_checkpoint_decision_errors_name_the_field(tmp_path, capsys):
+    a = write_recording(tmp_path, "a", 1_000_000, [(3, 200_000, 800_000)])
+    bad = save_checkpoint(tmp_path / "bad.pt", constant_model(3), preprocessing=PRE, decision={"rule": "vote"})
+    assert main(["eval", "--stream", str(a), "--model", str(bad)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "decision.rule" in err[0]
