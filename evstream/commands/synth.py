@@ -56,8 +56,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("ibm", "aedat4"), default="ibm",
                         help="ibm: AEDAT 3.1 .aedat like the release (default); aedat4: .aedat4 with LZ4")
     parser.add_argument("--fps", type=float, default=100.0, help="render rate, Hz (default 100)")
-    parser.add_argument("--gesture-s", type=float, nargs=2, default=(3.0, 5.0), metavar=("MIN", "MAX"),
-                        help="gesture duration range, s (default 3 5; the real clips last ~6 s)")
+    parser.add_argument("--gesture-s", type=float, nargs=2, default=(4.0, 8.0), metavar=("MIN", "MAX"),
+                        help="gesture duration range, s (default 4 8, as the real protocol: each gesture repeated ~6 s)")
     parser.add_argument("--workers", type=int, default=2, help="processes (default 2)")
 
 

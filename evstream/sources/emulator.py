@@ -170,6 +170,10 @@ class DvsEmulator:
             rate. Each pixel starts at a random leak phase so leak events do not come in waves.
         shot_noise_rate_hz: shot-noise background events per pixel per second (half ON, half OFF),
             Poisson in time and uniform over pixels (default 0.1 Hz, our choice).
+        hot_pixels: number of hot pixels, placed at random (default 0): each fires Poisson events
+            of one polarity at ``hot_pixel_rate_hz`` whatever the scene does, as stuck or leaky
+            pixels of a real sensor do.
+        hot_pixel_rate_hz: event rate of each hot pixel, Hz (default 5).
         log_eps: offset of ``log(I + eps)`` with I in [0, 1] full scale; limits the gain in the
             dark (ESIM adds a similar small constant).
         seed: seeds the threshold mismatch, leak phase and shot noise (deterministic output).
@@ -188,6 +192,8 @@ class DvsEmulator:
         refractory_us: int = 100,
         leak_rate_hz: float = 0.1,
         shot_noise_rate_hz: float = 0.1,
+        hot_pixels: int = 0,
+        hot_pixel_rate_hz: float = 5.0,
         log_eps: float = 0.01,
         seed: int = 0,
     ) -> None:
@@ -197,6 +203,10 @@ class DvsEmulator:
         self.leak_rate_hz = _check_rate("leak_rate_hz", leak_rate_hz)
         self.shot_noise_rate_hz = _check_rate("shot_noise_rate_hz", shot_noise_rate_hz)
         self.log_eps = _check_threshold("log_eps", log_eps)
+        self.hot_pixel_rate_hz = _check_rate("hot_pixel_rate_hz", hot_pixel_rate_hz)
+        if int(hot_pixels) < 0:
+            raise ConfigError(f"hot_pixels must be >= 0, got {hot_pixels}")
+        self.hot_pixels = int(hot_pixels)
         if int(refractory_us) < 0:
             raise ConfigError(f"refractory_us must be >= 0, got {refractory_us}")
         self.refractory_us = int(refractory_us)
@@ -224,6 +234,9 @@ class DvsEmulator:
         # Reference drift of leak_rate_hz thresholds per second, per µs (v2e's leak model).
         self._leak_per_us = self._theta_on * (self.leak_rate_hz * 1e-6)
         self._last_t = np.full(shape, np.iinfo(np.int64).min // 2, dtype=np.int64)
+        count = min(self.hot_pixels, shape[0] * shape[1])
+        self._hot = rng.choice(shape[0] * shape[1], count, replace=False) if count else np.zeros(0, np.int64)
+        self._hot_polarity = rng.integers(0, 2, count).astype(np.uint8)
 
     def _as_frame(self, frame: np.ndarray) -> tuple[np.ndarray, float]:
         if not isinstance(frame, np.ndarray):
@@ -295,6 +308,15 @@ class DvsEmulator:
             xs = np.concatenate([xs, (pixel % frame.shape[1]).astype(np.int16)])
             ys = np.concatenate([ys, (pixel // frame.shape[1]).astype(np.int16)])
             ps = np.concatenate([ps, rng.integers(0, 2, n_noise).astype(np.uint8)])
+        if len(self._hot) and self.hot_pixel_rate_hz:
+            rng = self._rng
+            counts = rng.poisson(self.hot_pixel_rate_hz * span * 1e-6, len(self._hot))
+            if counts.any():
+                pixel = np.repeat(self._hot, counts)
+                ts = np.concatenate([ts, rng.integers(t0 + 1, t_us + 1, len(pixel))])
+                xs = np.concatenate([xs, (pixel % frame.shape[1]).astype(np.int16)])
+                ys = np.concatenate([ys, (pixel // frame.shape[1]).astype(np.int16)])
+                ps = np.concatenate([ps, np.repeat(self._hot_polarity, counts)])
         out = np.zeros(len(ts), dtype=EVENT_DTYPE)  # zeroed padding: files written from it are reproducible
         if span <= 4 * len(ts) + 65536:
             _counting_sort(ts, xs, ys, ps, t0, span, out["t"], out["x"], out["y"], out["p"])

@@ -18,7 +18,7 @@ from evstream.errors import ConfigError
 from evstream.events import EventChunk, SensorSize, concatenate
 from evstream.sources.base import EventSource
 from evstream.sources.emulator import DvsEmulator
-from evstream.sources.gestures import N_CLASSES, GestureSequence, Lighting
+from evstream.sources.gestures import N_CLASSES, GestureSequence, Lighting, sensor_emulator
 
 __all__ = ["SyntheticSource", "DVS128"]
 
@@ -41,7 +41,7 @@ class SyntheticSource(EventSource):
         fps: render rate, Hz.
         lighting: a lighting preset name or :class:`Lighting`; ``None`` picks one by seed.
         gestures: stop after this many gestures and a final rest; ``None`` runs forever.
-        emulator: the emulator (default: v2e-like defaults, seeded).
+        emulator: the emulator (default :func:`~evstream.sources.gestures.sensor_emulator`, seeded).
 
     Raises:
         ConfigError: a non-positive ``chunk_us``/``fps``, or a bad duration range.
@@ -58,8 +58,8 @@ class SyntheticSource(EventSource):
         realtime: bool = True,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
-        gesture_s: tuple[float, float] = (1.5, 3.0),
-        rest_s: tuple[float, float] = (0.5, 1.0),
+        gesture_s: tuple[float, float] = (4.0, 8.0),
+        rest_s: tuple[float, float] = (0.5, 1.5),
         fps: float = 100.0,
         lighting: str | Lighting | None = None,
         gestures: int | None = None,
@@ -84,7 +84,7 @@ class SyntheticSource(EventSource):
         self._sleep = sleep
         self._rng = np.random.default_rng(seed)
         self._sequence = GestureSequence(sensor_size, int(self._rng.integers(0, 2**63)), lighting)
-        self._emulator = emulator or DvsEmulator(sensor_size, seed=int(self._rng.integers(0, 2**63)))
+        self._emulator = emulator or sensor_emulator(sensor_size, self._rng, self._sequence.scene.level)
         self._order: list[int] = []
         self._emitted_us = 0
         self._closed = False
