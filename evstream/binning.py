@@ -26,6 +26,7 @@ from evstream.events import EVENT_DTYPE, EventChunk, SensorSize, as_events
 
 __all__ = [
     "Geometry",
+    "density_scale",
     "Window",
     "BinnerStats",
     "Binner",
@@ -209,6 +210,16 @@ class Geometry:
         drop = (ox < 0) | (oy < 0)
         return np.where(drop, -1, ox), np.where(drop, -1, oy)
 
+    @property
+    def pixels_per_output(self) -> float:
+        """Mean number of sensor pixels summed into one model pixel (kept columns per output
+        column times kept rows per output row): 4.0 for 128×128 → 64×64, 56.25 for 640×480 →
+        64×64 (crop). Event counts per model pixel grow with it (see :func:`density_scale`)."""
+        kx, ky = self.lut_x[self.lut_x >= 0], self.lut_y[self.lut_y >= 0]
+        if not len(kx) or not len(ky):
+            return 1.0
+        return (len(kx) / len(np.unique(kx))) * (len(ky) / len(np.unique(ky)))
+
     def __repr__(self) -> str:
         return (
             f"Geometry({self.sensor_size} -> {self.out_size}, mode={self.mode!r}, downsample={self.downsample!r}, "
@@ -218,6 +229,19 @@ class Geometry:
 
 def _as_geometry(geometry: Geometry | SensorSize | tuple[int, int]) -> Geometry:
     return geometry if isinstance(geometry, Geometry) else Geometry(geometry)
+
+
+def density_scale(trained: Geometry, used: Geometry) -> float:
+    """Factor that makes model-pixel counts of ``used`` look like those of ``trained``.
+
+    A moving edge, or a still pixel's noise, makes about the same events per *sensor* pixel on any
+    sensor, so the count in a model pixel grows with the sensor pixels summed into it: a 640×480
+    sensor cropped to 480×480 and shown on 64×64 sums 56.25 pixels per model pixel, a DVS128 on
+    64×64 sums 4, so the same gesture arrives 14× denser. Multiplying the frames by
+    ``trained.pixels_per_output / used.pixels_per_output`` gives the network the densities it
+    was trained on.
+    """
+    return float(trained.pixels_per_output / used.pixels_per_output)
 
 
 @dataclass

@@ -735,8 +735,13 @@ class GestureAugment:
     ``flip_p`` > 0 adds a horizontal mirror that swaps each mirrored class pair's labels
     (:data:`MIRRORED_CLASSES`), so a mirrored right-hand wave is labelled as a left-hand wave.
 
+    ``gain`` > 0 multiplies every count of the sample by ``exp(u)``, ``u`` uniform in
+    [-gain, gain] (ours, not the reference's): people, clothes, lighting and sensors differ in how
+    many events the same motion makes, and the network should not key on the rate alone.
+
     Args:
         flip_p: probability of the label-swapping mirror (0 = never, the default).
+        gain: half-range of the log count gain (0 = off, the default).
         bins: magnitude bins (31 as the reference).
         generator: torch RNG for reproducible draws (``None`` = torch's global RNG, per worker).
 
@@ -746,9 +751,13 @@ class GestureAugment:
 
     OPS = ("identity", "shear_x", "translate_x", "translate_y", "rotate", "cutout")
 
-    def __init__(self, flip_p: float = 0.0, *, bins: int = 31, generator: torch.Generator | None = None) -> None:
+    def __init__(self, flip_p: float = 0.0, *, bins: int = 31, gain: float = 0.0,
+                 generator: torch.Generator | None = None) -> None:
         if not 0.0 <= float(flip_p) <= 1.0:
             raise ConfigError(f"flip_p: a probability in [0, 1], got {flip_p}")
+        if not 0.0 <= float(gain) <= 3.0:
+            raise ConfigError(f"gain: a log-gain half-range in [0, 3], got {gain}")
+        self.gain = float(gain)
         if int(bins) < 2:
             raise ConfigError(f"bins: at least 2 magnitude bins, got {bins}")
         self.flip_p = float(flip_p)
@@ -779,7 +788,10 @@ class GestureAugment:
             frames = frames.flip(-1)
             label = self.swap_labels(label)
         op = self.OPS[int(torch.randint(0, len(self.OPS), (), generator=self.generator))]
-        return self.apply(frames, op), label
+        frames = self.apply(frames, op)
+        if self.gain:
+            frames = frames * math.exp((2 * self._uniform() - 1) * self.gain)
+        return frames, label
 
     def apply(self, frames: Tensor, op: str, magnitude: float | None = None) -> Tensor:
         """Apply one named operation to all frames ``[T, C, H, W]``; ``magnitude`` drawn when ``None``.

@@ -230,6 +230,7 @@ def replay(
     """
     from evstream.binning import Binner
     from evstream.sources.file import FileSource
+    from models.streaming import input_scale_for
 
     path = recording.path if isinstance(recording, LabelledRecording) else Path(recording)
     step_us = int(step_us or preprocessing.get("step_us") or 0)
@@ -254,6 +255,9 @@ def replay(
     began = time.perf_counter()
     with FileSource(path, speed=None, chunk_us=chunk_us) as source:
         binner = Binner(source.sensor_size, None if out_size is None else tuple(out_size), step_us=step_us, steps=steps)
+        # Counts per model pixel grow with the sensor pixels behind it: show the network the
+        # densities of the sensor it was trained on (evstream.binning.density_scale).
+        classifier.input_scale = input_scale_for(preprocessing, binner.geometry)
         first = last = None
 
         seen = {"steps": 0, "resets": classifier.resets}

@@ -55,6 +55,7 @@ import torch
 from spikingjelly.activation_based import base, functional
 
 from evstream.errors import ConfigError, ModelError
+from evstream.events import SensorSize
 from evstream.labels import DVS_GESTURE_CLASSES, NO_GESTURE
 from models.energy import estimate_energy
 from models.spikformer import Capture
@@ -654,6 +655,22 @@ def _copy_memory(value: Any) -> Any:
     return copy.deepcopy(value)
 
 
+def input_scale_for(preprocessing: dict[str, Any], geometry: Any) -> float:
+    """The :func:`evstream.binning.density_scale` from a checkpoint's training geometry (its
+    ``preprocessing["sensor"]`` shown on ``out_size``) to ``geometry`` (the Binner's); 1.0 when
+    the checkpoint does not say what sensor it was trained on."""
+    from evstream.binning import Geometry, density_scale
+
+    sensor, out = preprocessing.get("sensor"), preprocessing.get("out_size")
+    if not sensor or not out:
+        return 1.0
+    try:
+        trained = Geometry(SensorSize(int(sensor[0]), int(sensor[1])), (int(out[0]), int(out[1])))
+    except (TypeError, ValueError, IndexError, ConfigError) as err:
+        raise ModelError(f"preprocessing.sensor/out_size: {sensor!r} / {out!r} is not a sensor geometry ({err})") from None
+    return density_scale(trained, geometry)
+
+
 class StreamingClassifier:
     """Run a Spikformer window by window with its LIF state carried across windows.
 
@@ -690,6 +707,9 @@ class StreamingClassifier:
         class_names: names of the classes; default the model's ``class_names``, else DVS128 Gesture.
         on_change: called with the :class:`Prediction` of every window whose label changed
             (the last ``CHANGES_KEPT`` of them are also kept in :attr:`changes`).
+        input_scale: multiplies every input count before the network (default 1): the density
+            match of :func:`evstream.binning.density_scale` when the sensor differs from the one
+            the model was trained on (run and eval set it from the checkpoint's preprocessing).
 
     Raises:
         ConfigError: a bad option (names it).
@@ -712,6 +732,7 @@ class StreamingClassifier:
         energy: bool = True,
         class_names: list[str] | tuple[str, ...] | None = None,
         on_change: Callable[[Prediction], None] | None = None,
+        input_scale: float = 1.0,
     ) -> None:
         if not hasattr(model, "step_logits"):
             raise ModelError(f"model: {type(model).__name__} has no step_logits(x, capture); not a Spikformer")
@@ -730,6 +751,10 @@ class StreamingClassifier:
         if fuse and hasattr(model, "fuse_for_inference"):
             model = copy.deepcopy(model).to(self.device).eval().fuse_for_inference()
         self.model = model.to(self.device).eval()
+        input_scale = float(input_scale)
+        if not math.isfinite(input_scale) or input_scale <= 0:
+            raise ConfigError(f"input_scale: must be a positive finite number, got {input_scale}")
+        self.input_scale = input_scale
         functional.reset_net(self.model)  # a new stream starts from rest, whatever ran before
         num_classes = int(getattr(model, "num_classes", 0)) or len(DVS_GESTURE_CLASSES)
         names = class_names if class_names is not None else getattr(model, "class_names", None)
@@ -882,6 +907,8 @@ class StreamingClassifier:
             numba.set_num_threads(self._numba_threads)  # numba's setting belongs to the calling thread
         frames, t0, t1, counts, index = self._unpack(window, t_start, t_end, step_us)
         x = frames.to(self.device, dtype=torch.float32, non_blocking=True)
+        if self.input_scale != 1.0:
+            x = x * self.input_scale
         if not self._warm:
             self.warm_up(tuple(x.shape))
         maps = self._capture_maps.is_set()

@@ -636,7 +636,7 @@ def make_stream_dataset(
         burn_in=burn_in,
         samples_per_epoch=samples_per_epoch if split == "train" else None,
         out_size=tuple(out_size),
-        transform=gesture_data.GestureAugment() if augment else None,
+        transform=gesture_data.GestureAugment(gain=0.5) if augment else None,
         cache_dir=cache_dir,
     )
 

@@ -514,3 +514,22 @@ def test_real_recording_online_equals_one_shot_and_tonic(shared_data):
     plain = Binner(sensor, step_us=10_000, steps=1, dtype=np.int16)
     ours = np.concatenate([w.frames for w in plain.push(ev)])
     np.testing.assert_array_equal(ours, tonic.transforms.ToFrame(sensor_size=sensor.tonic, time_window=10_000)(ev.copy()))
+
+
+def test_pixels_per_output_and_density_scale():
+    from evstream.binning import density_scale
+
+    dvs128 = Geometry(SensorSize(128, 128), (64, 64))
+    dvxplorer = Geometry(SensorSize(640, 480), (64, 64))
+    assert dvs128.pixels_per_output == 4.0
+    assert dvxplorer.pixels_per_output == pytest.approx(56.25)  # 480x480 crop on 64x64
+    assert density_scale(dvs128, dvxplorer) == pytest.approx(4 / 56.25)
+    # The same moving bar makes the same events per sensor pixel: after the match, the two
+    # sensors give the same total count per model frame.
+    rng = np.random.default_rng(0)
+    for geometry in (dvs128, dvxplorer):
+        w, h = geometry.sensor_size.width, geometry.sensor_size.height
+        ys, xs = np.mgrid[0:h, 0:w]
+        keep = (geometry.lut_x[xs] >= 0) & (geometry.lut_y[ys] >= 0) & (rng.random((h, w)) < 0.1)
+        count = keep.sum() * density_scale(dvs128, geometry) / (64 * 64)
+        assert count == pytest.approx(0.4, rel=0.05)

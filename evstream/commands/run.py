@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
     from evstream.console import ConsoleSink
     from evstream.pipeline import Pipeline, PipelineConfig
     from evstream.publish import Publisher, control_address_for
-    from models.streaming import StreamingClassifier, decision_options, default_window_steps
+    from models.streaming import StreamingClassifier, decision_options, default_window_steps, input_scale_for
 
     source = _open_source(args, speed)
     publisher = None
@@ -174,7 +174,8 @@ def run(args: argparse.Namespace) -> int:
         options = decision_options({k: v for k, v in settings.items() if k != "window_steps"}, model_steps=model_steps)
         binner = Binner(source.sensor_size, (width, height), step_us, steps)
         warmup()
-        classifier = StreamingClassifier(model, device=device, **options)
+        classifier = StreamingClassifier(model, device=device, input_scale=input_scale_for(pre, binner.geometry),
+                                         **options)
 
         context = zmq.Context.instance()
         addresses = [args.publish]

@@ -576,3 +576,31 @@ def test_default_window_is_at_most_four_steps_and_200_ms():
     assert default_window_steps({"window_steps": 8}, 16, 50_000) == 8  # the checkpoint's own
     with pytest.raises(ConfigError, match="decision.window_steps"):
         default_window_steps({"window_steps": 0}, 16)
+
+
+# ----------------------------------------------------------------- sensor density match -----
+
+
+def test_input_scale_equals_scaling_the_counts(model):
+    frames = event_frames(4, seed=3)
+    scaled = StreamingClassifier(model, device="cpu", input_scale=0.25)
+    plain = StreamingClassifier(model, device="cpu")
+    a = scaled.step(frames, t_start=0, t_end=4 * STEP_US)
+    b = plain.step(frames * 0.25, t_start=0, t_end=4 * STEP_US)
+    np.testing.assert_allclose(a.logits, b.logits, rtol=0, atol=1e-5)
+    with pytest.raises(ConfigError, match="input_scale"):
+        StreamingClassifier(model, device="cpu", input_scale=0.0)
+
+
+def test_input_scale_for_a_checkpoint_trained_on_a_dvs128():
+    from evstream.binning import Geometry
+    from evstream.events import SensorSize
+    from models.streaming import input_scale_for
+
+    pre = {"sensor": [128, 128], "out_size": [64, 64]}
+    assert input_scale_for(pre, Geometry(SensorSize(128, 128), (64, 64))) == 1.0
+    # A DVXplorer cropped to 480x480 sums 7.5 x 7.5 pixels per model pixel, a DVS128 2 x 2.
+    assert input_scale_for(pre, Geometry(SensorSize(640, 480), (64, 64))) == pytest.approx(4 / 56.25)
+    assert input_scale_for({}, Geometry(SensorSize(640, 480), (64, 64))) == 1.0
+    with pytest.raises(ModelError, match="preprocessing.sensor"):
+        input_scale_for({"sensor": ["a", 1], "out_size": [64, 64]}, Geometry(SensorSize(128, 128), (64, 64)))
