@@ -591,6 +591,7 @@ class Pipeline:
             "energy_uj": None if pred.energy_uj is None else float(pred.energy_uj),
             "events": item.events_on + item.events_off,
             "lag_ms": stats["lag_ms"],
+            "smoothed_kind": str(getattr(pred, "probs_kind", "ema_softmax")),
         }
         arrays = {"probs": np.asarray(pred.probs, np.float32), "smoothed": np.asarray(pred.smoothed, np.float32)}
         pub.publish("pred", data, arrays, t0, t1)

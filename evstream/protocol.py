@@ -16,8 +16,10 @@ Topic fields (``data``) and arrays:
 ========  ==========================================================================================
 pred      data: ``label`` (int, -1 = no gesture), ``name``, ``confidence``, ``changed`` (bool),
           ``infer_ms``, ``resets``, ``energy_uj``, ``events``, ``lag_ms`` (window closed ->
-          published); arrays: ``probs`` float32 [C]
-          (this window), ``smoothed`` float32 [C]
+          published), ``smoothed_kind`` (what ``smoothed`` is: ``ema_softmax``,
+          ``softmax_mean_logits_last_N`` or ``softmax_mean_logits_since_reset``); arrays: ``probs``
+          float32 [C] (mean per-step softmax of this window), ``smoothed`` float32 [C] (what the
+          decision threshold acts on)
 frame     data: ``sensor`` [w, h]; arrays: ``counts`` uint8 [2, H, W] (OFF, ON event counts over
           the window at sensor resolution, saturated at 255)
 spikes    data: ``layers`` [names], ``sparsity`` {layer: fraction of silent neurons};

@@ -333,11 +333,11 @@ class IBMGestureDataset(_GestureFrames):
 
     def _recording_events(self, recording: Path) -> np.ndarray:
         """All events of a recording; the last one read is kept, as clips of a recording come together."""
-        from evstream.io.aedat3 import Aedat3Reader
+        from evstream.io import read_events
 
         if self._events is None or self._events[0] != recording:
-            with Aedat3Reader(recording) as reader:
-                self._events = (recording, reader.read())
+            # AEDAT 3.1 as the IBM release, or .aedat4 as `collect`/`synth --format aedat4` write
+            self._events = (recording, read_events(recording))
         return self._events[1]
 
     def _clip_events(self, clip: GestureClip) -> np.ndarray:
@@ -565,11 +565,10 @@ class StreamSequenceDataset(Dataset):
         return frames
 
     def _bin(self, r: int) -> np.ndarray:
-        from evstream.io.aedat3 import Aedat3Reader
+        from evstream.io import read_events
 
         recording = self.recordings[r]
-        with Aedat3Reader(recording.path) as reader:
-            events = reader.read()
+        events = read_events(recording.path)  # AEDAT 3.1 (the IBM release) or .aedat4
         seg = recording.segments
         starts = [int(seg["t_start"].min())] if len(seg) else []
         ends = [int(seg["t_end"].max())] if len(seg) else []

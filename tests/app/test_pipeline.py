@@ -82,6 +82,8 @@ def test_replay_publishes_every_window_in_order_and_matches_a_bare_loop(recordin
     for msg, ref in zip(preds, expected, strict=True):
         np.testing.assert_allclose(msg.arrays["probs"], ref.probs, rtol=1e-5, atol=1e-6)
         assert msg.data["label"] == ref.label
+        assert msg.data["smoothed_kind"] == ref.probs_kind  # subscribers learn what "smoothed" is
+        np.testing.assert_allclose(msg.arrays["smoothed"], ref.smoothed, rtol=1e-5, atol=1e-6)
     assert sum(m.data["events"] for m in preds) <= 60_000
     status = [m for m in messages if m.topic == "status"][-1].data
     assert status["classes"] == list(pipeline.class_names) and len(status["classes"]) == 11

@@ -11,7 +11,7 @@ from evstream.errors import ConfigError, EventFileError, ModelError
 from evstream.events import SensorSize, concatenate
 from evstream.io.aedat3 import write_aedat3
 from evstream.labels import DVS_GESTURE_CLASSES
-from models.data import MIRRORED_CLASSES, GestureAugment, IBMGestureDataset, TonicGestureDataset
+from models.data import MIRRORED_CLASSES, GestureAugment, IBMGestureDataset, StreamSequenceDataset, TonicGestureDataset
 from tests.helpers import random_events
 
 SENSOR = SensorSize(128, 128)
@@ -486,3 +486,44 @@ def test_stream_bad_options_name_the_option(tmp_path, kwargs, option):
         StreamSequenceDataset(folder, "train", **kwargs)
     with pytest.raises(ConfigError, match="^split: "):
         StreamSequenceDataset(folder, "val")
+
+
+def test_ibm_layout_with_aedat4_recordings_reads_like_aedat3(tmp_path):
+    """`synth --format aedat4` and the user's own recordings are .aedat4: same clips, same frames."""
+    from evstream.io.aedat4 import write_aedat4
+
+    folder3, events = write_ibm(tmp_path / "a3")
+    folder4 = tmp_path / "a4" / "DvsGesture"
+    folder4.mkdir(parents=True)
+    for split, recs in (("train", TRAIN), ("test", TEST)):
+        (folder4 / f"trials_to_{split}.txt").write_text("".join(f"{name}.aedat4\n" for name in recs))
+        for name in recs:
+            write_aedat4(folder4 / f"{name}.aedat4", events[name], SENSOR)
+            (folder4 / f"{name}_labels.csv").write_bytes((folder3 / f"{name}_labels.csv").read_bytes())
+    for split in ("train", "test"):
+        a = IBMGestureDataset(folder3, split, steps=STEPS, step_us=STEP_US, out_size=(64, 64), windows="fixed")
+        b = IBMGestureDataset(folder4, split, steps=STEPS, step_us=STEP_US, out_size=(64, 64), windows="fixed")
+        assert len(a) == len(b) > 0 and a.labels == b.labels
+        for i in range(len(a)):
+            np.testing.assert_array_equal(a[i][0].numpy(), b[i][0].numpy())
+        sa = StreamSequenceDataset(folder3, split, steps=STEPS, step_us=STEP_US, out_size=(64, 64))
+        sb = StreamSequenceDataset(folder4, split, steps=STEPS, step_us=STEP_US, out_size=(64, 64))
+        if split == "test":
+            np.testing.assert_array_equal(sa[0][0].numpy(), sb[0][0].numpy())
+            np.testing.assert_array_equal(sa[0][1].numpy(), sb[0][1].numpy())
+
+
+def test_augment_gain_scales_every_count_of_a_sample_alike():
+    frames = torch.rand(6, 2, 16, 16) * 3
+    gains = []
+    for seed in range(20):
+        aug = GestureAugment(gain=0.5, generator=torch.Generator().manual_seed(seed))
+        aug.OPS = ("identity",)  # isolate the gain
+        out, label = aug(frames, 3)
+        ratio = out / frames
+        assert label == 3 and torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio), rtol=1e-5)
+        gains.append(float(ratio.flatten()[0]))
+    assert min(gains) >= np.exp(-0.5) - 1e-6 and max(gains) <= np.exp(0.5) + 1e-6
+    assert max(gains) / min(gains) > 1.5  # it does vary
+    with pytest.raises(ConfigError, match="gain"):
+        GestureAugment(gain=-1)
