@@ -26,6 +26,7 @@ binner thread rebuilds its binner after a seek), so a command never races a runn
 from __future__ import annotations
 
 import copy
+import math
 import os
 import queue
 import threading
@@ -139,9 +140,16 @@ class Pipeline:
         publisher: where messages go; None publishes nothing (benchmark anchor, library use).
         config: see :class:`PipelineConfig`.
         sinks: consumers of predictions on their own thread (console).
-        record_path: start recording the source's events to this ``.aedat4`` at once.
-        control_address: bind a control socket here (None: no control socket).
-        context: ZeroMQ context for the control socket.
+        record_path: start recording the source's events to this ``.aedat4`` at once (the
+            operator's own choice: not confined to ``record_dir``).
+        record_dir: the only folder ``record_start`` on the control socket may write in (paths
+            are relative to it; leaving it, a NUL byte or an existing file without
+            ``overwrite=True`` is refused). Default: the current folder at construction.
+        control_address: bind a control socket here, or at several addresses (tcp plus an
+            ``inproc://`` one for an in-process dashboard); None: no control socket. With a
+            CURVE publisher the control socket is a CURVE server with the publisher's key and
+            allow-list.
+        context: ZeroMQ context for the control socket (a CURVE publisher's own is used instead).
         recorder_factory: ``(path, sensor_size) -> writer`` with ``write(events)``/``close()``;
             default :class:`evstream.io.aedat4.Aedat4Writer`.
     """
@@ -156,7 +164,8 @@ class Pipeline:
         config: PipelineConfig | None = None,
         sinks: Iterable[Sink] = (),
         record_path: str | os.PathLike | None = None,
-        control_address: str | None = None,
+        record_dir: str | os.PathLike | None = None,
+        control_address: str | list[str] | None = None,
         context: Any = None,
         recorder_factory: Callable[[str, Any], Any] | None = None,
     ) -> None:
@@ -194,6 +203,7 @@ class Pipeline:
         self._recorder = None
         self._record_path: str | None = None
         self._recorded_events = 0
+        self.record_dir = os.path.realpath(os.fspath(record_dir) if record_dir is not None else os.getcwd())
 
         self.windows = 0
         self.dropped_windows = 0
@@ -211,11 +221,12 @@ class Pipeline:
         self._last_stats: dict = {}
 
         self._control = None
-        self.control_address = control_address
+        self.control_address = control_address if control_address is None or isinstance(control_address, str) \
+            else control_address[0]
         if record_path is not None:
             self._start_recording(os.fspath(record_path))
         if control_address is not None:
-            self._control = ControlServer(control_address, self.handle_control, context=context)
+            self._control = ControlServer(control_address, self.handle_control, context=context, publisher=publisher)
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -734,6 +745,8 @@ class Pipeline:
         return {"windows": self.windows}
 
     def _cmd_seek(self, request: dict) -> dict:
+        if isinstance(request["t_us"], bool):
+            raise ConfigError("seek: t_us must be an integer number of µs, got a boolean")
         t_us = int(request["t_us"])
         duration = getattr(self.source, "duration_us", None)
         if t_us < 0 or (duration is not None and t_us > int(duration)):
@@ -757,6 +770,8 @@ class Pipeline:
 
     def _cmd_speed(self, request: dict) -> dict:
         value = float(request["value"])
+        if math.isnan(value) or math.copysign(1.0, value) < 0:
+            raise ConfigError(f"speed: value {value:g} is not a speed (0.25 ... 4, or 0 = as fast as possible)")
         if value != 0 and not SPEED_RANGE[0] <= value <= SPEED_RANGE[1]:
             raise ConfigError(f"speed: value {value:g} outside {SPEED_RANGE[0]:g} ... {SPEED_RANGE[1]:g} (0 = as fast as possible)")
         speed = None if value == 0 else value
@@ -780,8 +795,43 @@ class Pipeline:
         return {"resets": max(self.resets, before + 1)}
 
     def _cmd_record_start(self, request: dict) -> dict:
-        self._start_recording(request["path"])
-        return {"path": request["path"]}
+        path = self._record_target(request["path"], bool(request.get("overwrite", False)))
+        created = False
+        if not request.get("overwrite", False):
+            try:  # claim the name atomically: a file appearing meanwhile is not overwritten either
+                os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+                created = True
+            except FileExistsError:
+                raise ConfigError(f"record_start: {protocol.excerpt(request['path'])} exists (send overwrite=True to replace it)") from None
+            except OSError as err:
+                raise ConfigError(f"record_start: {protocol.excerpt(request['path'])}: cannot create ({err.strerror})") from None
+        try:
+            self._start_recording(path)
+        except BaseException:
+            if created:
+                os.unlink(path)
+            raise
+        return {"path": path}
+
+    def _record_target(self, requested: str, overwrite: bool) -> str:
+        """The absolute path ``record_start`` may write for ``requested``, inside ``record_dir``.
+
+        Raises:
+            ConfigError: an empty path, a NUL byte, a path leaving the recordings folder (``..``,
+                an absolute path elsewhere, a symbolic link out), a folder, or an existing file
+                without ``overwrite`` (quoting an excerpt of the path only).
+        """
+        quoted = protocol.excerpt(requested)
+        if not requested or "\0" in requested or len(requested) > 4096:
+            raise ConfigError(f"record_start: path {quoted} is not a file name")
+        path = os.path.realpath(os.path.join(self.record_dir, requested))
+        if os.path.commonpath([path, self.record_dir]) != self.record_dir or path == self.record_dir:
+            raise ConfigError(f"record_start: path {quoted} leaves the recordings folder {self.record_dir}")
+        if os.path.isdir(path):
+            raise ConfigError(f"record_start: path {quoted} is a folder")
+        if os.path.lexists(path) and not overwrite:
+            raise ConfigError(f"record_start: {quoted} exists (send overwrite=True to replace it)")
+        return path
 
     def _cmd_record_stop(self, request: dict) -> dict:
         return self._stop_recording()

@@ -36,12 +36,17 @@ status    data: ``schema``, ``classes`` [names], ``sensor`` [w, h], ``model``, `
 ========  ==========================================================================================
 
 The control socket (REQ/REP) carries one msgpack map each way: request ``{"cmd": name, ...}``
-with the arguments of :data:`CONTROL_COMMANDS`; reply ``{"ok": True, ...}`` or
-``{"ok": False, "error": "one line"}``.
+with the arguments of :data:`CONTROL_COMMANDS` (and the optional ones of
+:data:`CONTROL_OPTIONS`); reply ``{"ok": True, ...}`` or ``{"ok": False, "error": "one line"}``.
+An error quotes at most :data:`EXCERPT_CHARS` characters of a bad argument.
+
+Decoding never trusts the peer: every header field is type-checked (a wrong type is a
+:class:`~evstream.errors.ProtocolError`, like a missing one), and nothing is ever unpickled.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -55,7 +60,11 @@ __all__ = [
     "TOPICS",
     "HEAVY_TOPICS",
     "CONTROL_COMMANDS",
+    "CONTROL_OPTIONS",
+    "EXCERPT_CHARS",
+    "MAX_ARRAY_DIMS",
     "Message",
+    "excerpt",
     "encode",
     "decode",
     "encode_control",
@@ -76,12 +85,34 @@ CONTROL_COMMANDS: dict[str, dict[str, type]] = {
     "speed": {"value": float},  # replay: 0.25 ... 4, or 0 for as fast as possible
     "loop": {"value": bool},
     "reset": {},  # reset the model's LIF state
-    "record_start": {"path": str},
+    "record_start": {"path": str},  # inside the pipeline's recordings folder
     "record_stop": {},
     "status": {},
 }
+# command -> {optional argument: python type}
+CONTROL_OPTIONS: dict[str, dict[str, type]] = {
+    "record_start": {"overwrite": bool},  # replace an existing file (default: refuse)
+}
+
+# Most characters of a peer's value quoted back in an error (a 10 MB path is not echoed whole).
+EXCERPT_CHARS = 80
+MAX_ARRAY_DIMS = 8
 
 _ALLOWED_DTYPES = {"|u1", "|i1", "<u2", "<i2", "<u4", "<i4", "<u8", "<i8", "<f2", "<f4", "<f8", "|b1"}
+
+
+def excerpt(value: object, limit: int = EXCERPT_CHARS) -> str:
+    """``repr(value)`` cut to ``limit`` characters (with the full length when cut), for error messages."""
+    if isinstance(value, (str, bytes)) and len(value) > 4 * limit:
+        value = value[: 4 * limit]  # repr of a huge value is never built
+        text = repr(value)
+        return f"{text[:limit]}… ({len(value)}+ chars)"
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}… ({len(text)} chars)"
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 @dataclass
@@ -136,50 +167,77 @@ def decode(frames: list) -> Message:
     """Decode ``[topic, header, *buffers]``; arrays are read-only views on the received bytes.
 
     Raises:
-        ProtocolError: naming the field that is missing or inconsistent.
+        ProtocolError: naming the field that is missing, of the wrong type or inconsistent.
     """
     if len(frames) < 2:
         raise ProtocolError(f"message has {len(frames)} frame(s), expected at least topic and header")
-    topic = bytes(frames[0]).decode("ascii", "replace")
+    topic = bytes(frames[0][:64]).decode("ascii", "replace")
+    where = f"topic {excerpt(topic)}"
     try:
         header = msgpack.unpackb(bytes(frames[1]), raw=False, strict_map_key=False)
     except Exception as err:  # msgpack raises several unrelated types
-        raise ProtocolError(f"topic {topic!r}: header is not msgpack ({err})") from None
+        raise ProtocolError(f"{where}: header is not msgpack ({excerpt(str(err))})") from None
     if not isinstance(header, dict):
-        raise ProtocolError(f"topic {topic!r}: header is not a map")
+        raise ProtocolError(f"{where}: header is not a map")
     for key in ("v", "type", "seq", "pub", "data", "arrays"):
         if key not in header:
-            raise ProtocolError(f"topic {topic!r}: header field {key!r} missing")
+            raise ProtocolError(f"{where}: header field {key!r} missing")
     if header["type"] != topic:
-        raise ProtocolError(f"topic {topic!r}: header field 'type' says {header['type']!r}")
+        raise ProtocolError(f"{where}: header field 'type' says {excerpt(header['type'])}")
+    for key in ("v", "seq"):
+        if not _is_int(header[key]) or header[key] < 0:
+            raise ProtocolError(f"{where}: header field {key!r} must be an integer >= 0, got {excerpt(header[key])}")
+    if not isinstance(header["pub"], str):
+        raise ProtocolError(f"{where}: header field 'pub' must be a string, got {type(header['pub']).__name__}")
+    for key in ("t0", "t1", "ns"):
+        value = header.get(key)
+        if value is not None and not _is_int(value):
+            raise ProtocolError(f"{where}: header field {key!r} must be an integer or nil, got {excerpt(value)}")
+    if not isinstance(header["data"], dict):
+        raise ProtocolError(f"{where}: header field 'data' must be a map, got {type(header['data']).__name__}")
     descriptors = header["arrays"]
-    if not isinstance(descriptors, list) or len(descriptors) != len(frames) - 2:
-        raise ProtocolError(f"topic {topic!r}: header field 'arrays' lists {len(descriptors)} arrays, message carries {len(frames) - 2}")
+    if not isinstance(descriptors, list):
+        raise ProtocolError(f"{where}: header field 'arrays' must be a list, got {type(descriptors).__name__}")
+    if len(descriptors) != len(frames) - 2:
+        raise ProtocolError(f"{where}: header field 'arrays' lists {len(descriptors)} arrays, message carries {len(frames) - 2}")
     arrays = {}
-    for desc, buf in zip(descriptors, frames[2:], strict=True):
+    for i, (desc, buf) in enumerate(zip(descriptors, frames[2:], strict=True)):
         try:
-            name, dtype_str, shape = desc
-            if dtype_str not in _ALLOWED_DTYPES:
-                raise ValueError(f"dtype {dtype_str!r} not allowed")
-            dtype = np.dtype(dtype_str)
-            shape = tuple(int(s) for s in shape)
-            raw = memoryview(buf)
-            if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != raw.nbytes:
-                raise ValueError(f"shape {shape} x {dtype} does not match {raw.nbytes} bytes")
-            arrays[str(name)] = np.frombuffer(raw, dtype=dtype).reshape(shape)
-        except (ValueError, TypeError) as err:
-            raise ProtocolError(f"topic {topic!r}: header field 'arrays' entry {desc!r}: {err}") from None
+            arrays.update([_array(desc, buf)])
+        except (ValueError, TypeError, OverflowError) as err:
+            raise ProtocolError(f"{where}: header field 'arrays' entry {i}: {excerpt(str(err))}") from None
     return Message(
         topic=topic,
-        seq=int(header["seq"]),
-        publisher=str(header["pub"]),
+        seq=header["seq"],
+        publisher=header["pub"],
         t_start=header.get("t0"),
         t_end=header.get("t1"),
-        send_ns=int(header.get("ns", 0)),
-        data=header["data"] if isinstance(header["data"], dict) else {},
+        send_ns=header.get("ns") or 0,
+        data=header["data"],
         arrays=arrays,
-        version=int(header["v"]),
+        version=header["v"],
     )
+
+
+def _array(desc: object, buf: object) -> tuple[str, np.ndarray]:
+    """One ``[name, dtype, shape]`` descriptor and its buffer as ``(name, read-only array)``."""
+    if not isinstance(desc, list) or len(desc) != 3:
+        raise ValueError("must be [name, dtype, shape]")
+    name, dtype_str, shape = desc
+    if not isinstance(name, str):
+        raise ValueError(f"name must be a string, got {type(name).__name__}")
+    if not isinstance(dtype_str, str) or dtype_str not in _ALLOWED_DTYPES:
+        raise ValueError(f"dtype {excerpt(dtype_str)} not allowed")
+    if not isinstance(shape, list) or len(shape) > MAX_ARRAY_DIMS or not all(_is_int(n) and n >= 0 for n in shape):
+        raise ValueError(f"shape must be a list of at most {MAX_ARRAY_DIMS} integers >= 0, got {excerpt(shape)}")
+    dtype = np.dtype(dtype_str)
+    raw = memoryview(buf)
+    size = 1
+    for n in shape:
+        size *= n  # python ints: no overflow
+    if size * dtype.itemsize != raw.nbytes:
+        raise ValueError(f"shape {shape} x {dtype} does not match {raw.nbytes} bytes")
+    return name, np.frombuffer(raw, dtype=dtype).reshape(tuple(shape))
 
 
 def encode_control(cmd: str, **args) -> bytes:
@@ -190,28 +248,39 @@ def encode_control(cmd: str, **args) -> bytes:
 def decode_control(raw: bytes) -> dict:
     """Validate a control request; return ``{"cmd": ..., args...}`` with arguments converted.
 
+    Integers refuse booleans; floats must be finite (``-0.0`` stays ``-0.0``, for the command to
+    judge). An optional argument of :data:`CONTROL_OPTIONS` is present only when sent.
+
     Raises:
-        ProtocolError: not msgpack, not a map, unknown command, missing or mistyped argument.
+        ProtocolError: not msgpack, not a map, unknown command, missing or mistyped argument
+            (quoting at most :data:`EXCERPT_CHARS` characters of what was sent).
     """
     try:
         request = msgpack.unpackb(raw, raw=False, strict_map_key=False)
     except Exception as err:
-        raise ProtocolError(f"control request is not msgpack ({err})") from None
+        raise ProtocolError(f"control request is not msgpack ({excerpt(str(err))})") from None
     if not isinstance(request, dict) or "cmd" not in request:
         raise ProtocolError("control request must be a map with a 'cmd' field")
     cmd = request["cmd"]
-    if cmd not in CONTROL_COMMANDS:
-        raise ProtocolError(f"unknown control command {cmd!r}; known: {', '.join(CONTROL_COMMANDS)}")
+    if not isinstance(cmd, str) or cmd not in CONTROL_COMMANDS:
+        raise ProtocolError(f"unknown control command {excerpt(cmd)}; known: {', '.join(CONTROL_COMMANDS)}")
     out = {"cmd": cmd}
-    for arg, kind in CONTROL_COMMANDS[cmd].items():
+    arguments = [(arg, kind, True) for arg, kind in CONTROL_COMMANDS[cmd].items()]
+    arguments += [(arg, kind, False) for arg, kind in CONTROL_OPTIONS.get(cmd, {}).items()]
+    for arg, kind, required in arguments:
         if arg not in request:
-            raise ProtocolError(f"control command {cmd!r}: argument {arg!r} missing")
+            if required:
+                raise ProtocolError(f"control command {cmd!r}: argument {arg!r} missing")
+            continue
         value = request[arg]
-        if kind is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if kind is float and (_is_int(value) or isinstance(value, float)):
             value = float(value)
-        elif kind is int and isinstance(value, int) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ProtocolError(f"control command {cmd!r}: argument {arg!r} must be a finite number, got {value}")
+        elif kind is int and _is_int(value):
             value = int(value)
-        elif not isinstance(value, kind):
-            raise ProtocolError(f"control command {cmd!r}: argument {arg!r} must be {kind.__name__}, got {type(value).__name__}")
+        elif kind in (int, float) or not isinstance(value, kind):
+            raise ProtocolError(f"control command {cmd!r}: argument {arg!r} must be {kind.__name__}, "
+                                f"got {type(value).__name__} {excerpt(value)}")
         out[arg] = value
     return out

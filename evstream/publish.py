@@ -12,8 +12,16 @@ Commands to the pipeline travel on a separate REQ/REP socket (:class:`ControlSer
 
 Security: sockets bind loopback unless another address is given. With a CURVE secret key file
 the publisher is a CURVE server (libzmq's CurveZMQ); a folder of allowed client public keys
-restricts who may connect (``zmq.auth.ThreadAuthenticator``). ``python main.py keys`` makes the
-key pairs (``zmq.auth.create_certificates``).
+restricts who may connect (``zmq.auth.ThreadAuthenticator``). The control socket of a CURVE
+publisher takes the same server key and the same allow-list (``ControlServer(publisher=...)``:
+one authenticator for both), so nobody reaches it unauthenticated. ``python main.py keys``
+makes the key pairs (``zmq.auth.create_certificates``).
+
+Hostile peers: the publisher applies only subscriptions to the known topics (``XPUB_MANUAL``),
+so unknown or oversized prefixes cost nothing but a counter (``ignored_subscriptions``);
+inbound frames are capped at :data:`MAX_INBOUND_BYTES` (a peer sending more is disconnected by
+libzmq), and subscriptions are drained in short batches so publishing never waits long for
+them. A subscriber skips and counts messages that do not decode; nothing is ever unpickled.
 
 Example (a program of your own)::
 
@@ -52,22 +60,40 @@ __all__ = [
     "ControlServer",
     "ControlClient",
     "control_address_for",
+    "MAX_INBOUND_BYTES",
 ]
 
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
+# Largest frame accepted from a peer, bytes: room for CURVE's handshake commands (~300 bytes)
+# and a subscription to the longest topic; a subscriber or control client sending more is
+# disconnected by libzmq before anything is stored.
+MAX_INBOUND_BYTES = 1024
+# Control requests are small msgpack maps (a path is the longest argument).
+MAX_CONTROL_REQUEST_BYTES = 8192
+# (Un)subscriptions read per lock hold: a flood delays a publish by at most this many reads.
+_DRAIN_BATCH = 64
+# Subscriptions applied: each topic, and the empty prefix (everything, as zmq tools send it).
+_KNOWN_PREFIXES = frozenset([b"", *(t.encode("ascii") for t in protocol.TOPICS)])
 
 
-def control_address_for(publish_address: str) -> str | None:
-    """The default control address for a publish address: same host, port + 1 (tcp only)."""
+def control_address_for(publish_address: str, host: str | None = None) -> str | None:
+    """The default control address for a publish address: port + 1 (tcp only).
+
+    Args:
+        publish_address: e.g. ``tcp://0.0.0.0:5556``.
+        host: the control socket's host; ``None`` keeps the publish address's host (a client
+            guessing a remote pipeline's control socket), the pipeline passes ``127.0.0.1``
+            so the control socket stays on loopback however widely the stream is published.
+    """
     if not publish_address.startswith("tcp://"):
         return None
-    host, sep, port = publish_address[len("tcp://"):].rpartition(":")
+    pub_host, sep, port = publish_address[len("tcp://"):].rpartition(":")
     if not sep or not port.isdigit():
         return None
-    return f"tcp://{host}:{int(port) + 1}"
+    return f"tcp://{pub_host if host is None else host}:{int(port) + 1}"
 
 
 def _load_keypair(path: str | os.PathLike, what: str) -> tuple[bytes, bytes | None]:
@@ -141,6 +167,7 @@ class Publisher:
         self._lock = threading.RLock()
         self._seq = dict.fromkeys(protocol.TOPICS, 0)
         self._subscriptions: dict[bytes, int] = {}
+        self.ignored_subscriptions = 0  # (un)subscriptions to unknown prefixes, not applied
         self.sent = dict.fromkeys(protocol.TOPICS, 0)
         self.send_failures = dict.fromkeys(protocol.TOPICS, 0)
         self._status_provider: Callable[[], dict] | None = None
@@ -154,19 +181,26 @@ class Publisher:
         socket = self.context.socket(zmq.XPUB)
         socket.setsockopt(zmq.SNDHWM, hwm)
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES)
         # Every (un)subscription reaches us, duplicates and disconnects included, so the counts
-        # per topic stay exact (XPUB_VERBOSER, libzmq >= 4.3).
+        # per topic stay exact (XPUB_VERBOSER, libzmq >= 4.3); none takes effect until we apply
+        # it (XPUB_MANUAL), so libzmq's routing trie only ever holds the known topics.
         socket.setsockopt(zmq.XPUB_VERBOSER, 1)
+        socket.setsockopt(zmq.XPUB_MANUAL, 1)
+        self.curve_keypair: tuple[bytes, bytes] | None = None
         if curve_secret_key_file is not None:
             public, secret = _load_keypair(curve_secret_key_file, "CURVE secret key file")
             if secret is None:
                 socket.close(0)
                 raise ConfigError(f"CURVE secret key file {os.fspath(curve_secret_key_file)}: holds no secret key")
             if curve_clients_dir is not None:
-                self._auth = _start_authenticator(self.context, curve_clients_dir)
-            socket.curve_secretkey = secret
-            socket.curve_publickey = public
-            socket.curve_server = True
+                try:
+                    self._auth = _start_authenticator(self.context, curve_clients_dir)
+                except ConfigError:
+                    socket.close(0)
+                    raise
+            self.curve_keypair = (public, secret)
+            make_curve_server(socket, self.curve_keypair)
         elif curve_clients_dir is not None:
             socket.close(0)
             raise ConfigError("CURVE clients folder given without a CURVE secret key file")
@@ -181,29 +215,48 @@ class Publisher:
 
     # -- subscriptions -------------------------------------------------------------------------
 
-    def poll_subscriptions(self) -> list[tuple[bool, str]]:
-        """Read pending (un)subscriptions; return them as ``(subscribed, prefix)``, oldest first."""
-        changes = []
+    def poll_subscriptions(self, limit: int | None = _DRAIN_BATCH) -> list[tuple[bool, str]]:
+        """Read pending (un)subscriptions, at most ``limit`` (None: all, in short lock holds).
+
+        Only subscriptions to a known topic (or to everything, the empty prefix) are applied and
+        counted; any other prefix is ignored and counted in ``ignored_subscriptions``.
+
+        Returns:
+            the applied changes as ``(subscribed, topic)``, oldest first.
+        """
+        changes: list[tuple[bool, str]] = []
+        while limit is None or len(changes) < limit:
+            batch = _DRAIN_BATCH if limit is None else min(_DRAIN_BATCH, limit - len(changes))
+            read = self._drain(batch, changes)
+            if read < batch:
+                break
+        return changes
+
+    def _drain(self, batch: int, changes: list[tuple[bool, str]]) -> int:
+        """Read up to ``batch`` frames under the lock; return how many were read."""
         with self._lock:
             if self._closed:
-                return changes
-            while True:
+                return 0
+            for read in range(batch):
                 try:
                     frame = self._socket.recv(zmq.NOBLOCK)
                 except zmq.Again:
-                    break
-                if not frame or frame[0] not in (_SUBSCRIBE, _UNSUBSCRIBE):
+                    return read
+                if not frame or frame[0] not in (_SUBSCRIBE, _UNSUBSCRIBE) or frame[1:] not in _KNOWN_PREFIXES:
+                    self.ignored_subscriptions += 1
                     continue
-                prefix = frame[1:]
-                count = self._subscriptions.get(prefix, 0) + (1 if frame[0] == _SUBSCRIBE else -1)
+                subscribe, prefix = frame[0] == _SUBSCRIBE, frame[1:]
+                # Applies to the peer that sent it (no-op for the unsubscriptions of a peer gone).
+                self._socket.setsockopt(zmq.SUBSCRIBE if subscribe else zmq.UNSUBSCRIBE, prefix)
+                count = self._subscriptions.get(prefix, 0) + (1 if subscribe else -1)
                 if count > 0:
                     self._subscriptions[prefix] = count
                 else:
                     self._subscriptions.pop(prefix, None)
-                if frame[0] == _SUBSCRIBE and b"status".startswith(prefix):
+                if subscribe and b"status".startswith(prefix):
                     self._status_joined = True
-                changes.append((frame[0] == _SUBSCRIBE, prefix.decode("ascii", "replace")))
-        return changes
+                changes.append((subscribe, prefix.decode("ascii")))
+            return batch
 
     def subscribers(self, topic: str) -> int:
         """How many subscriptions currently match ``topic`` (one per subscriber and topic filter)."""
@@ -282,7 +335,7 @@ class Publisher:
     def _status_loop(self, interval_s: float) -> None:
         next_due = time.monotonic()
         while not self._stop.is_set():
-            self.poll_subscriptions()
+            self.poll_subscriptions(limit=None)
             with self._lock:
                 joined, self._status_joined = self._status_joined, False
             now = time.monotonic()
@@ -312,6 +365,13 @@ class Publisher:
         self.close()
 
 
+def make_curve_server(socket: zmq.Socket, keypair: tuple[bytes, bytes]) -> None:
+    """Make ``socket`` a CURVE server with ``(public, secret)``; the context's ZAP authenticator
+    (if any) then decides which clients it admits."""
+    socket.curve_publickey, socket.curve_secretkey = keypair
+    socket.curve_server = True
+
+
 def _start_authenticator(context: zmq.Context, clients_dir: str | os.PathLike):
     from zmq.auth.thread import ThreadAuthenticator
 
@@ -331,6 +391,7 @@ class TopicStats:
     received: int = 0
     gaps: int = 0
     dropped: int = 0
+    malformed: int = 0  # messages on this topic that did not decode (skipped)
 
 
 class Subscriber:
@@ -344,9 +405,12 @@ class Subscriber:
         curve_server_key_file: the server's public certificate; needed with the above.
         rcvhwm: receive high-water mark in messages.
 
-    ``stats[topic]`` counts received messages, sequence gaps and the messages missing in them;
-    a message from a new publisher id (a restarted publisher) restarts the tracking.
-    ``malformed`` counts messages that did not decode (they are skipped).
+    ``stats[topic]`` counts received messages, sequence gaps and the messages missing in them,
+    and the topic's messages that did not decode; a message from a new publisher id (a restarted
+    publisher) restarts the tracking. ``malformed`` counts every message that did not decode,
+    whatever its topic: such a message is skipped (never raised out of :meth:`recv` or
+    iteration), ``last_malformed`` keeps its one-line reason and ``on_malformed`` (when set) is
+    called with the :class:`~evstream.errors.ProtocolError`.
     """
 
     def __init__(
@@ -358,6 +422,7 @@ class Subscriber:
         curve_secret_key_file: str | os.PathLike | None = None,
         curve_server_key_file: str | os.PathLike | None = None,
         rcvhwm: int = 1000,
+        on_malformed: Callable[[ProtocolError], None] | None = None,
     ) -> None:
         unknown = [t for t in topics if t not in protocol.TOPICS]
         if unknown:
@@ -369,6 +434,8 @@ class Subscriber:
         self.context = context or zmq.Context.instance()
         self.stats: dict[str, TopicStats] = {t: TopicStats() for t in self.topics}
         self.malformed = 0
+        self.last_malformed: str | None = None
+        self.on_malformed = on_malformed
         self.publisher: str | None = None
         self._last_seq: dict[str, int] = {}
         socket = self.context.socket(zmq.SUB)
@@ -404,11 +471,23 @@ class Subscriber:
             frames = self._socket.recv_multipart(copy=False)
             try:
                 msg = protocol.decode([f.buffer for f in frames])
-            except ProtocolError:
-                self.malformed += 1
+            except ProtocolError as err:
+                self._malformed(frames, err)
+                continue
+            except Exception as err:  # decode is meant to raise ProtocolError only; never let a peer crash us
+                self._malformed(frames, ProtocolError(f"message does not decode: {type(err).__name__}"))
                 continue
             self._track(msg)
             return msg
+
+    def _malformed(self, frames: list, err: ProtocolError) -> None:
+        self.malformed += 1
+        self.last_malformed = str(err)
+        topic = bytes(frames[0].buffer[:16]).decode("ascii", "replace") if frames else ""
+        if topic in self.stats:
+            self.stats[topic].malformed += 1
+        if self.on_malformed is not None:
+            self.on_malformed(err)
 
     def _track(self, msg: protocol.Message) -> None:
         if msg.publisher != self.publisher:
@@ -444,20 +523,41 @@ class ControlServer:
 
     ``handler`` receives the validated request of :func:`evstream.protocol.decode_control`
     (``{"cmd": ..., args}``) and returns the reply's extra fields. A malformed or unknown request,
-    or a handler that raises, gets ``{"ok": False, "error": one line}``; the server never stops
-    on a bad request.
+    or a handler that raises, gets ``{"ok": False, "error": one line}`` (at most
+    :data:`MAX_ERROR_CHARS` characters); the server never stops on a bad request.
+
+    Args:
+        address: where to bind, or several addresses (e.g. tcp plus ``inproc://`` for an
+            in-process dashboard, which needs no key).
+        handler: ``request -> extra reply fields``.
+        context: ZeroMQ context; a CURVE publisher's one when ``publisher`` is given.
+        publisher: when it is a CURVE server, this socket becomes one too, with its key pair,
+            in its context, so the publisher's authenticator (allowed clients folder) admits
+            the same clients here: a client without the keys gets no reply at all.
     """
 
-    def __init__(self, address: str, handler: Callable[[dict], dict | None], *,
-                 context: zmq.Context | None = None) -> None:
-        self.address = address
+    MAX_ERROR_CHARS = 300
+
+    def __init__(self, address: str | list[str] | tuple[str, ...], handler: Callable[[dict], dict | None], *,
+                 context: zmq.Context | None = None, publisher: Publisher | None = None) -> None:
+        addresses = [address] if isinstance(address, str) else list(address)
+        self.address = addresses[0]
+        self.addresses = addresses
+        keypair = None if publisher is None else publisher.curve_keypair
+        if keypair is not None:
+            context = publisher.context  # the authenticator serves one context
         self.context = context or zmq.Context.instance()
+        self.curve = keypair is not None
         self._handler = handler
         self._stop = threading.Event()
         socket = self.context.socket(zmq.REP)
         socket.setsockopt(zmq.LINGER, 0)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_CONTROL_REQUEST_BYTES)
+        if keypair is not None:
+            make_curve_server(socket, keypair)
         try:
-            _bind(socket, address, "control address")
+            for addr in addresses:
+                _bind(socket, addr, "control address")
         except ConfigError:
             socket.close(0)
             raise
@@ -471,10 +571,14 @@ class ControlServer:
             request = protocol.decode_control(raw)
             extra = self._handler(request) or {}
         except EvstreamError as err:
-            return {"ok": False, "error": str(err)}
+            return {"ok": False, "error": self._line(str(err))}
         except Exception as err:  # a bug in a handler must not take the control socket down
-            return {"ok": False, "error": f"{type(err).__name__}: {err}"}
+            return {"ok": False, "error": self._line(f"{type(err).__name__}: {err}")}
         return {"ok": True, **extra}
+
+    def _line(self, text: str) -> str:
+        text = text.splitlines()[0] if text else text
+        return text if len(text) <= self.MAX_ERROR_CHARS else text[: self.MAX_ERROR_CHARS - 1] + "…"
 
     def _loop(self) -> None:
         poller = zmq.Poller()
@@ -487,7 +591,8 @@ class ControlServer:
             try:
                 payload = msgpack.packb(reply, use_bin_type=True)
             except (TypeError, ValueError) as err:
-                payload = msgpack.packb({"ok": False, "error": f"reply not encodable: {err}"}, use_bin_type=True)
+                payload = msgpack.packb({"ok": False, "error": self._line(f"reply not encodable: {err}")},
+                                        use_bin_type=True)
             self._socket.send(payload)
         self._socket.close(0)
 
@@ -505,19 +610,35 @@ class ControlClient:
         address: control address, e.g. ``tcp://127.0.0.1:5557``.
         timeout_ms: how long ``send`` waits for the reply.
         context: ZeroMQ context.
+        curve_secret_key_file: this client's certificate for a CURVE pipeline (the same as for
+            subscribing to its stream).
+        curve_server_key_file: the pipeline's public certificate; needed with the above.
     """
 
     def __init__(self, address: str = DEFAULT_CONTROL, *, timeout_ms: int = 2000,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None,
+                 curve_secret_key_file: str | os.PathLike | None = None,
+                 curve_server_key_file: str | os.PathLike | None = None) -> None:
+        if (curve_secret_key_file is None) != (curve_server_key_file is None):
+            raise ConfigError("CURVE needs both the client's key pair file and the server's public key file")
         self.address = address
         self.timeout_ms = timeout_ms
         self.context = context or zmq.Context.instance()
+        self._curve: tuple[bytes, bytes, bytes] | None = None
+        if curve_secret_key_file is not None:
+            public, secret = _load_keypair(curve_secret_key_file, "CURVE client key file")
+            if secret is None:
+                raise ConfigError(f"CURVE client key file {os.fspath(curve_secret_key_file)}: holds no secret key")
+            server_public, _ = _load_keypair(curve_server_key_file, "CURVE server key file")
+            self._curve = (public, secret, server_public)
         self._socket: zmq.Socket | None = None
 
     def _open(self) -> zmq.Socket:
         if self._socket is None:
             socket = self.context.socket(zmq.REQ)
             socket.setsockopt(zmq.LINGER, 0)
+            if self._curve is not None:
+                socket.curve_publickey, socket.curve_secretkey, socket.curve_serverkey = self._curve
             _connect(socket, self.address, "control address")
             self._socket = socket
         return self._socket

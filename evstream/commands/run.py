@@ -5,7 +5,11 @@ With no source option it replays the bundled recording ``recordings/gestures_128
 The dashboard opens when a display exists (``DISPLAY``/``WAYLAND_DISPLAY``) or ``--screenshot``
 is given; otherwise (or with ``--no-gui``) the console prints one line per label change and a
 periodic summary. The stream is always published (``--publish``, loopback by default) and the
-control socket listens on the publish port + 1 unless ``--control`` says otherwise.
+control socket listens on 127.0.0.1, publish port + 1, unless ``--control`` says otherwise —
+publishing on another interface does not open the control socket there. With ``--curve-secret``
+the control socket takes the same key and ``--curve-clients`` allow-list as the stream.
+``record_start`` on the control socket writes only inside ``--record-dir`` (default: the current
+folder) and never replaces a file unless asked to.
 
 Exit codes: 0 when the replay ends, ``--max-windows``/``--duration`` is reached, or on Ctrl-C /
 SIGTERM (recordings are finalised first); 1 when the source or the model fails mid-stream
@@ -66,8 +70,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--quiet", action="store_true", help="console: only errors")
     out.add_argument("--publish", default="tcp://127.0.0.1:5556", metavar="ADDR",
                      help="ZeroMQ publish address (default tcp://127.0.0.1:5556; loopback unless you say otherwise)")
-    out.add_argument("--control", metavar="ADDR", help="control (REQ/REP) address (default: publish port + 1)")
+    out.add_argument("--control", metavar="ADDR",
+                     help="control (REQ/REP) address (default: tcp://127.0.0.1:<publish port + 1>, loopback "
+                          "whatever --publish says)")
     out.add_argument("--record", metavar="OUT.aedat4", help="record the source's events to an .aedat4 file")
+    out.add_argument("--record-dir", metavar="DIR",
+                     help="the only folder the control socket's record_start may write in (default: the current folder)")
     out.add_argument("--curve-secret", metavar="FILE", help="CURVE: this server's key pair file (python main.py keys)")
     out.add_argument("--curve-clients", metavar="DIR", help="CURVE: folder of allowed clients' public keys")
     out.add_argument("--screenshot", metavar="PNG", help="dashboard: save a screenshot after --duration and quit")
@@ -151,6 +159,9 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {value}")
     if args.wait_subscribers < 0:
         raise ConfigError(f"--wait-subscribers: must be >= 0, got {args.wait_subscribers}")
+    record_dir = args.record_dir or os.getcwd()
+    if not os.path.isdir(record_dir):
+        raise ConfigError(f"--record-dir {record_dir}: not a folder")
     gui = not args.no_gui and (args.screenshot is not None or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))
     device = _device(args.device)
 
@@ -184,7 +195,13 @@ def run(args: argparse.Namespace) -> int:
             addresses.append(inproc)
         publisher = Publisher(addresses, context=context, curve_secret_key_file=args.curve_secret,
                               curve_clients_dir=args.curve_clients)
-        control = args.control or control_address_for(args.publish)
+        control = args.control or control_address_for(args.publish, host="127.0.0.1")
+        controls = [] if control is None else [control]
+        dashboard_control = control
+        if gui and control is not None and args.curve_secret:
+            # The in-process dashboard holds no client key: it steers through inproc (no CURVE there).
+            dashboard_control = f"inproc://evstream-control-{os.getpid()}"
+            controls.append(dashboard_control)
         config = PipelineConfig(
             model_name=model_label,
             max_windows=args.max_windows,
@@ -194,7 +211,8 @@ def run(args: argparse.Namespace) -> int:
         )
         sinks = [] if gui else [ConsoleSink(quiet=args.quiet)]
         pipeline = Pipeline(source, classifier, binner, publisher, config=config, sinks=sinks,
-                            record_path=args.record, control_address=control, context=context)
+                            record_path=args.record, record_dir=record_dir, control_address=controls or None,
+                            context=context)
     except BaseException:
         if publisher is not None:
             publisher.close()
@@ -217,7 +235,7 @@ def run(args: argparse.Namespace) -> int:
         if gui:
             from evstream.dashboard import run_dashboard
 
-            run_dashboard(inproc, control=control, screenshot=args.screenshot, duration_s=args.duration,
+            run_dashboard(inproc, control=dashboard_control, screenshot=args.screenshot, duration_s=args.duration,
                           context=context)
             pipeline.stop("dashboard closed")
             code = pipeline.wait()

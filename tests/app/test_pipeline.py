@@ -138,7 +138,8 @@ def test_control_commands_steer_a_paced_replay(recording, port, tmp_path):
     with Publisher(_addr(port)) as pub:
         source = FileSource(recording, speed=1.0, loop=True)
         config = PipelineConfig(wait_subscribers=1, speed=1.0, loop=True)
-        pipeline = Pipeline(source, _classifier(), _binner(), pub, config=config, control_address=control)
+        pipeline = Pipeline(source, _classifier(), _binner(), pub, config=config, control_address=control,
+                            record_dir=tmp_path)
         sub = Subscriber(_addr(port), topics=("pred",))
         client = ControlClient(control, timeout_ms=5000)
         try:
