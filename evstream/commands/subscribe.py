@@ -2,7 +2,8 @@
 
 Human lines by default (one per label change, plus status changes); ``--json`` prints one JSON
 object per received message and flushes each line, for scripts. Sequence gaps (messages the
-publisher dropped for this subscriber) are reported as they are seen and in the closing summary.
+publisher dropped for this subscriber) are reported as they are seen and in the closing summary;
+a message that does not decode is skipped with one line on stderr.
 """
 
 from __future__ import annotations
@@ -66,6 +67,11 @@ def _human(msg: protocol.Message, every: bool) -> str | None:
     return f"{t}{msg.topic}: {shapes}"
 
 
+def _report_malformed(err: Exception) -> None:
+    """One stderr line per message that does not decode (it is skipped; stdout stays clean for --json)."""
+    print(f"subscribe: skipped a malformed message: {err}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     from evstream.publish import Subscriber
 
@@ -75,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         raise ConfigError(f"--count must be >= 1, got {args.count}")
     sub = Subscriber(args.address, topics, curve_secret_key_file=args.curve_secret,
-                     curve_server_key_file=args.curve_server)
+                     curve_server_key_file=args.curve_server, on_malformed=_report_malformed)
     out = sys.stdout
     preds = 0
     last_state = None

@@ -224,3 +224,68 @@ def test_control_client_times_out_with_one_line_error(port):
             assert client.send("status") == {"ok": True, "n": 1}  # the socket was rebuilt
         finally:
             server.close()
+
+
+def _hostile_messages() -> list[list[bytes]]:
+    """Messages a hostile publisher sends: right topic, every header field of a wrong type."""
+    good = {"v": 1, "type": "pred", "seq": 0, "pub": "x", "t0": 0, "t1": 10, "ns": 1, "data": {}, "arrays": []}
+    out = []
+    for key, bad in [("seq", "1"), ("seq", 1.5), ("seq", True), ("seq", -1), ("seq", None), ("v", "1"),
+                     ("v", [1]), ("ns", "now"), ("ns", 1.5), ("t0", "0"), ("t1", [1]), ("pub", 7),
+                     ("data", [1, 2]), ("arrays", "none"), ("arrays", {"a": 1}), ("type", 5)]:
+        out.append([b"pred", msgpack.packb({**good, key: bad})])
+    for desc in (["p", "O", [1]], ["p", "<f4", [-1]], ["p", "<f4", [2**62, 2**62]], ["p", "<f4", "ab"],
+                 [1, "<f4", [1]], "p", ["p", "<f4"], ["p", "<f4", [1] * 40], ["p", "<f4", [1.5]], ["p", 4, [1]]):
+        out.append([b"pred", msgpack.packb({**good, "arrays": [desc]}), b"\0" * 4])
+    out.append([b"pred", msgpack.packb(good), b"extra"])
+    out.append([b"pred", msgpack.packb([1, 2])])
+    out.append([b"pred"])
+    return out
+
+
+def test_hostile_headers_are_skipped_and_counted_never_raised(port):
+    # reproducer (issue 17, finding 6): seq/v/ns of the wrong type raised out of recv()
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.XPUB)
+    raw.bind(_addr(port))
+    hostile = _hostile_messages()
+    seen = []
+    try:
+        with Subscriber(_addr(port), topics=("pred",), on_malformed=seen.append) as sub:
+            assert raw.poll(5000) and raw.recv() == b"\x01pred"
+            for frames in hostile:
+                raw.send_multipart(frames)
+            raw.send_multipart(protocol.encode("pred", 0, "x", {"label": 1}))
+            msg = sub.recv(5000)
+            assert msg is not None and msg.data == {"label": 1}
+            assert sub.malformed == len(hostile) == len(seen)
+            assert sub.stats["pred"].malformed == len(hostile) and sub.stats["pred"].received == 1
+            assert all(isinstance(err, ProtocolError) and "\n" not in str(err) for err in seen)
+            for frames in hostile:
+                raw.send_multipart(frames)
+            raw.send_multipart(protocol.encode("pred", 1, "x", {"label": 2}))
+            assert next(iter(sub)).data == {"label": 2}  # iteration skips them too
+    finally:
+        raw.close(0)
+
+
+def test_subscribe_command_prints_one_line_per_malformed_message(port, repo_root):
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.XPUB)
+    raw.bind(_addr(port))
+    proc = subprocess.Popen([sys.executable, "main.py", "subscribe", _addr(port), "--count", "1", "--topics", "pred"],
+                            cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert raw.poll(60_000) and raw.recv() == b"\x01pred"
+        raw.send_multipart([b"pred", msgpack.packb({"v": 1, "type": "pred", "seq": "zero", "pub": "x",
+                                                    "data": {}, "arrays": []})])
+        raw.send_multipart(protocol.encode("pred", 0, "x", {"label": 1, "name": "wave", "changed": True}))
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        raw.close(0)
+    assert proc.returncode == 0
+    lines = [line for line in err.splitlines() if "malformed message" in line]
+    assert len(lines) == 1 and "'seq'" in lines[0]
+    assert "Traceback" not in err and "wave" in out
