@@ -1,9 +1,12 @@
-"""File formats: readers and writers of event recordings (AEDAT 4.0, AEDAT 3.1) and DV network framing.
+"""File formats: readers and writers of event recordings and DV network framing.
 
-``read_events(path)`` and ``open_reader(path)`` pick the format by the file's magic bytes, not
-its extension: ``#!AER-DAT4.0`` (:mod:`evstream.io.aedat4`) or ``#!AER-DAT3.1``
-(:mod:`evstream.io.aedat3`). Readers stream packet by packet; see each module for its damage
-policy (every fault is an :class:`~evstream.errors.EventFileError` naming file and byte offset).
+``read_events(path)`` and ``open_reader(path)`` pick the format by the file's magic bytes and
+header, not its extension: ``#!AER-DAT4.0`` (:mod:`evstream.io.aedat4`), ``#!AER-DAT3.1``
+(:mod:`evstream.io.aedat3`), ``#!AER-DAT2.0`` (:mod:`evstream.io.aedat2`), or a ``%`` header
+naming a Prophesee RAW encoding (EVT 2.0 / 2.1 / 3.0) or a DAT file (:mod:`evstream.io.prophesee`).
+``format=`` names the format instead (a header-less EVT stream needs it, and ``sensor_size=``).
+Readers stream packet by packet; see each module for its damage policy (every fault is an
+:class:`~evstream.errors.EventFileError` naming file and byte offset).
 """
 
 from __future__ import annotations
@@ -14,20 +17,27 @@ from pathlib import Path
 import numpy as np
 
 from evstream.errors import EventFileError
+from evstream.events import SensorSize
+from evstream.io.aedat2 import Aedat2Reader
 from evstream.io.aedat3 import Aedat3Reader
 from evstream.io.aedat4 import Aedat4Reader, Aedat4Writer, write_aedat4
+from evstream.io.prophesee import DatReader, PropheseeRawReader, read_header
 
-__all__ = ["read_events", "open_reader", "detect_format", "Aedat4Reader", "Aedat4Writer", "Aedat3Reader",
-           "write_aedat4"]
+__all__ = ["read_events", "open_reader", "detect_format", "FORMATS", "Aedat4Reader", "Aedat4Writer", "Aedat3Reader",
+           "Aedat2Reader", "PropheseeRawReader", "DatReader", "write_aedat4"]
 
-_MAGICS = {b"#!AER-DAT4.0": "aedat4", b"#!AER-DAT3.1": "aedat3"}
+_MAGICS = {b"#!AER-DAT4.0": "aedat4", b"#!AER-DAT3.1": "aedat3", b"#!AER-DAT2.0": "aedat2"}
+
+# Format name -> what it is, as detect_format returns it and ``format=`` accepts it.
+FORMATS = {"aedat4": "AEDAT 4.0", "aedat3": "AEDAT 3.1", "aedat2": "AEDAT 2.0", "evt2": "Prophesee RAW EVT 2.0",
+           "evt21": "Prophesee RAW EVT 2.1", "evt3": "Prophesee RAW EVT 3.0", "dat": "Prophesee DAT"}
 
 
 def detect_format(path: str | os.PathLike) -> str:
-    """``"aedat4"`` or ``"aedat3"`` from the first bytes of ``path``.
+    """A key of :data:`FORMATS` from the first bytes (and, for ``%`` headers, the header) of ``path``.
 
     Raises:
-        EventFileError: missing path, directory, empty file or unknown magic.
+        EventFileError: missing path, directory, empty file, unknown magic or header.
     """
     path = Path(path)
     try:
@@ -42,20 +52,61 @@ def detect_format(path: str | os.PathLike) -> str:
             return name
     if head.startswith(b"#!AER-DAT"):
         version = head[9:12].decode("ascii", "replace")
-        raise EventFileError(path, f"AEDAT {version} is not supported (AEDAT 4.0 and 3.1 are)", 0)
-    raise EventFileError(path, f"unknown format (first bytes {head[:12]!r}; expected #!AER-DAT4.0 or #!AER-DAT3.1)", 0)
+        raise EventFileError(path, f"AEDAT {version} is not supported (AEDAT 4.0, 3.1 and 2.0 are)", 0)
+    if head.startswith(b"%"):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            header = read_header(path, fd, os.fstat(fd).st_size)
+        finally:
+            os.close(fd)
+        encoding = header.encoding()
+        if encoding in FORMATS:
+            return encoding
+        if header.is_dat():
+            return "dat"
+        stated = encoding or "no % evt or % format line"
+        raise EventFileError(path, f"'%' header names no known Prophesee encoding ({stated}): pass format= evt2, "
+                                   "evt21 or evt3", 0)
+    raise EventFileError(path, f"unknown format (first bytes {head[:12]!r}; expected #!AER-DAT4.0/3.1/2.0 or a "
+                               "Prophesee '%' header; header-less EVT streams need format=)", 0)
 
 
-def open_reader(path: str | os.PathLike) -> Aedat4Reader | Aedat3Reader:
-    """Reader of the right format for ``path`` (a context manager with ``sensor_size``,
-    ``iter_packets()``, ``read()`` and ``close()``)."""
-    if detect_format(path) == "aedat4":
-        return Aedat4Reader(path)
-    return Aedat3Reader(path)
+Reader = Aedat4Reader | Aedat3Reader | Aedat2Reader | PropheseeRawReader | DatReader
 
 
-def read_events(path: str | os.PathLike) -> np.ndarray:
-    """Every event of the event stream of an ``.aedat4`` or AEDAT 3.1 file, in file order.
+def open_reader(path: str | os.PathLike, *, format: str | None = None,
+                sensor_size: SensorSize | tuple[int, int] | None = None) -> Reader:
+    """Reader of the right format for ``path`` (a context manager with ``sensor_size``, ``source``,
+    ``iter_packets()``, ``read()`` and ``close()``).
+
+    Args:
+        path: the recording.
+        format: a key of :data:`FORMATS` instead of detection (required for header-less EVT streams).
+        sensor_size: geometry overriding (RAW, DAT, AEDAT 2.0) or completing (AEDAT 3.1) the
+            file's; AEDAT 4.0 files always state theirs.
+
+    Raises:
+        EventFileError: unreadable file, unknown format, or a ``sensor_size`` AEDAT 4.0 cannot take.
+    """
+    fmt = format if format is not None else detect_format(path)
+    if fmt in ("evt2", "evt21", "evt3"):
+        return PropheseeRawReader(path, encoding=fmt, sensor_size=sensor_size)
+    if fmt == "dat":
+        return DatReader(path, sensor_size=sensor_size)
+    if fmt == "aedat2":
+        return Aedat2Reader(path, sensor_size=sensor_size)
+    if fmt == "aedat3":
+        return Aedat3Reader(path, sensor_size=None if sensor_size is None else SensorSize(*tuple(sensor_size)))
+    if fmt != "aedat4":
+        raise EventFileError(path, f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
+    if sensor_size is not None:
+        raise EventFileError(path, "AEDAT 4.0 files state their sensor size; sensor_size cannot override it")
+    return Aedat4Reader(path)
+
+
+def read_events(path: str | os.PathLike, *, format: str | None = None,
+                sensor_size: SensorSize | tuple[int, int] | None = None) -> np.ndarray:
+    """Every event of the event stream of a recording in any format of :data:`FORMATS`, in file order.
 
     Returns:
         ``EVENT_DTYPE`` array ``[n]`` (t in µs).
@@ -63,5 +114,5 @@ def read_events(path: str | os.PathLike) -> np.ndarray:
     Raises:
         EventFileError: unreadable or damaged file (names file and byte offset).
     """
-    with open_reader(path) as reader:
+    with open_reader(path, format=format, sensor_size=sensor_size) as reader:
         return reader.read()

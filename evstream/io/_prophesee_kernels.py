@@ -1,0 +1,359 @@
+"""numba word decoders behind :mod:`evstream.io.prophesee` (Prophesee RAW EVT 2.0, 2.1 and 3.0).
+
+Each decoder walks a block of words from ``pos``, writes CD events into the field views of an
+``EVENT_DTYPE`` array and trigger events into an ``int64 [n, 3]`` array (t, id, value), and
+stops at the end of the block, when either output is full (the caller hands out what was
+written and calls again from the returned position), or at the first bad word. Decoder state
+that must survive between blocks (time high, wrap count, EVT3 row and vector base, tallies)
+lives in ``state`` (``int64 [N_STATE]``), so a file is decoded block by block with bounded
+memory and exactly as if it were one block.
+
+Status codes: ``DONE`` (block consumed), ``FULL`` (output full at ``pos``), ``BAD_TYPE`` (word
+type not in the encoding), ``OFF_GEOMETRY`` (x or y outside the declared sensor),
+``TIME_BACKWARDS`` (a time high smaller than the previous one by less than half its range,
+which no wrap explains). For the faults, ``state[ERR_A]`` / ``state[ERR_B]`` hold the values
+the message quotes and the returned position is the offending word.
+
+Events before the first time high (and, in EVT 3.0, before the first row address) have no
+defined time or row: they are dropped and tallied in ``state[DROPPED]``, as OpenEB does.
+Words are read as signed int64 after a widening (EVT 2.1 as ``<i8`` views) and every field is
+masked after its shift, so no unsigned/signed promotion can reach float.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit
+
+__all__ = [
+    "DONE",
+    "FULL",
+    "BAD_TYPE",
+    "OFF_GEOMETRY",
+    "TIME_BACKWARDS",
+    "N_STATE",
+    "new_state",
+    "decode_evt2",
+    "decode_evt21",
+    "decode_evt3",
+]
+
+DONE = 0
+FULL = 1
+BAD_TYPE = 2
+OFF_GEOMETRY = 3
+TIME_BACKWARDS = 4
+
+# Slots of the state vector.
+TIME_HIGH = 0
+TIME_LOW = 1
+LOOPS = 2
+ROW = 3
+X_BASE = 4
+VECTOR_P = 5
+HAVE_TIME = 6
+HAVE_ROW = 7
+DROPPED = 8
+OTHERS = 9
+CONTINUED = 10
+TIME_HIGHS = 11
+ERR_A = 12
+ERR_B = 13
+N_STATE = 16
+
+
+def new_state() -> np.ndarray:
+    """A fresh decoder state (``int64 [N_STATE]``, all zero: no time base yet)."""
+    return np.zeros(N_STATE, dtype=np.int64)
+
+
+@njit(cache=True, nogil=True)
+def decode_evt2(words, pos, t, x, y, p, trig, state, width, height):
+    """EVT 2.0 (``<u4`` words): CD_OFF 0x0 / CD_ON 0x1 (6 time LSBs, 11-bit x, 11-bit y),
+    TIME_HIGH 0x8 (28 time MSBs), EXT_TRIGGER 0xA, OTHERS 0xE, CONTINUED 0xF.
+
+    Returns:
+        ``(next_pos, n_events, n_triggers, status)``.
+    """
+    cap = t.shape[0]
+    tcap = trig.shape[0]
+    th = state[TIME_HIGH]
+    loops = state[LOOPS]
+    have = state[HAVE_TIME]
+    n = 0
+    nt = 0
+    status = DONE
+    i = pos
+    nw = words.shape[0]
+    while i < nw:
+        w = np.int64(words[i])
+        kind = (w >> 28) & 0xF
+        if kind <= 1:
+            if have == 0:
+                state[DROPPED] += 1
+            else:
+                if n >= cap:
+                    status = FULL
+                    break
+                xi = (w >> 11) & 0x7FF
+                yi = w & 0x7FF
+                if xi >= width or yi >= height:
+                    state[ERR_A] = xi
+                    state[ERR_B] = yi
+                    status = OFF_GEOMETRY
+                    break
+                t[n] = (loops << 34) | (th << 6) | ((w >> 22) & 0x3F)
+                x[n] = xi
+                y[n] = yi
+                p[n] = kind
+                n += 1
+        elif kind == 0x8:
+            high = w & 0xFFFFFFF
+            if have != 0 and high < th:
+                if th - high > (1 << 27):
+                    loops += 1
+                else:
+                    state[ERR_A] = th
+                    state[ERR_B] = high
+                    status = TIME_BACKWARDS
+                    break
+            th = high
+            have = 1
+            state[TIME_HIGHS] += 1
+        elif kind == 0xA:
+            if have == 0:
+                state[DROPPED] += 1
+            else:
+                if nt >= tcap:
+                    status = FULL
+                    break
+                trig[nt, 0] = (loops << 34) | (th << 6) | ((w >> 22) & 0x3F)
+                trig[nt, 1] = (w >> 8) & 0x1F
+                trig[nt, 2] = w & 1
+                nt += 1
+        elif kind == 0xE:
+            state[OTHERS] += 1
+        elif kind == 0xF:
+            state[CONTINUED] += 1
+        else:
+            state[ERR_A] = kind
+            status = BAD_TYPE
+            break
+        i += 1
+    state[TIME_HIGH] = th
+    state[LOOPS] = loops
+    state[HAVE_TIME] = have
+    return i, n, nt, status
+
+
+@njit(cache=True, nogil=True)
+def decode_evt21(words, pos, t, x, y, p, trig, state, width, height):
+    """EVT 2.1 (64-bit words viewed as ``<i8``): EVT_NEG 0x0 / EVT_POS 0x1 (6 time LSBs, x base,
+    y, 32-bit valid mask for pixels x .. x+31), TIME_HIGH 0x8, EXT_TRIGGER 0xA, OTHERS 0xE,
+    CONTINUED 0xF; the type sits in bits 60-63 of the little-endian word.
+
+    Returns:
+        ``(next_pos, n_events, n_triggers, status)``.
+    """
+    cap = t.shape[0]
+    tcap = trig.shape[0]
+    th = state[TIME_HIGH]
+    loops = state[LOOPS]
+    have = state[HAVE_TIME]
+    n = 0
+    nt = 0
+    status = DONE
+    i = pos
+    nw = words.shape[0]
+    while i < nw:
+        w = words[i]
+        kind = (w >> 60) & 0xF
+        if kind <= 1:
+            mask = w & 0xFFFFFFFF
+            if have == 0:
+                state[DROPPED] += 1
+            elif mask != 0:
+                if n + 32 > cap:
+                    status = FULL
+                    break
+                xb = (w >> 43) & 0x7FF
+                yi = (w >> 32) & 0x7FF
+                last = xb
+                for b in range(32):
+                    if (mask >> b) & 1:
+                        last = xb + b
+                if last >= width or yi >= height:
+                    state[ERR_A] = last
+                    state[ERR_B] = yi
+                    status = OFF_GEOMETRY
+                    break
+                ti = (loops << 34) | (th << 6) | ((w >> 54) & 0x3F)
+                for b in range(32):
+                    if (mask >> b) & 1:
+                        t[n] = ti
+                        x[n] = xb + b
+                        y[n] = yi
+                        p[n] = kind
+                        n += 1
+        elif kind == 0x8:
+            high = (w >> 32) & 0xFFFFFFF
+            if have != 0 and high < th:
+                if th - high > (1 << 27):
+                    loops += 1
+                else:
+                    state[ERR_A] = th
+                    state[ERR_B] = high
+                    status = TIME_BACKWARDS
+                    break
+            th = high
+            have = 1
+            state[TIME_HIGHS] += 1
+        elif kind == 0xA:
+            if have == 0:
+                state[DROPPED] += 1
+            else:
+                if nt >= tcap:
+                    status = FULL
+                    break
+                trig[nt, 0] = (loops << 34) | (th << 6) | ((w >> 54) & 0x3F)
+                trig[nt, 1] = (w >> 40) & 0x1F
+                trig[nt, 2] = (w >> 32) & 1
+                nt += 1
+        elif kind == 0xE:
+            state[OTHERS] += 1
+        elif kind == 0xF:
+            state[CONTINUED] += 1
+        else:
+            state[ERR_A] = kind
+            status = BAD_TYPE
+            break
+        i += 1
+    state[TIME_HIGH] = th
+    state[LOOPS] = loops
+    state[HAVE_TIME] = have
+    return i, n, nt, status
+
+
+@njit(cache=True, nogil=True)
+def decode_evt3(words, pos, t, x, y, p, trig, state, width, height):
+    """EVT 3.0 (``<u2`` words): ADDR_Y 0x0, ADDR_X 0x2 (one event), VECT_BASE_X 0x3, VECT_12 0x4,
+    VECT_8 0x5 (vectors of events from the base, which then advances by 12 or 8), TIME_LOW
+    0x6, CONTINUED_4 0x7, TIME_HIGH 0x8, EXT_TRIGGER 0xA, OTHERS 0xE, CONTINUED_12 0xF.
+    Time = wraps * 2**24 + time_high * 4096 + time_low µs.
+
+    Returns:
+        ``(next_pos, n_events, n_triggers, status)``.
+    """
+    cap = t.shape[0]
+    tcap = trig.shape[0]
+    th = state[TIME_HIGH]
+    tl = state[TIME_LOW]
+    loops = state[LOOPS]
+    row = state[ROW]
+    xbase = state[X_BASE]
+    vpol = state[VECTOR_P]
+    have = state[HAVE_TIME]
+    have_row = state[HAVE_ROW]
+    n = 0
+    nt = 0
+    status = DONE
+    i = pos
+    nw = words.shape[0]
+    while i < nw:
+        w = np.int64(words[i])
+        kind = (w >> 12) & 0xF
+        if kind == 0x0:
+            row = w & 0x7FF
+            have_row = 1
+        elif kind == 0x2:
+            if have == 0 or have_row == 0:
+                state[DROPPED] += 1
+            else:
+                if n >= cap:
+                    status = FULL
+                    break
+                xi = w & 0x7FF
+                if xi >= width or row >= height:
+                    state[ERR_A] = xi
+                    state[ERR_B] = row
+                    status = OFF_GEOMETRY
+                    break
+                t[n] = (loops << 24) | (th << 12) | tl
+                x[n] = xi
+                y[n] = row
+                p[n] = (w >> 11) & 1
+                n += 1
+        elif kind == 0x3:
+            xbase = w & 0x7FF
+            vpol = (w >> 11) & 1
+        elif kind == 0x4 or kind == 0x5:
+            span = 12 if kind == 0x4 else 8
+            mask = w & (0xFFF if kind == 0x4 else 0xFF)
+            if have == 0 or have_row == 0:
+                state[DROPPED] += 1
+            elif mask != 0:
+                if n + span > cap:
+                    status = FULL
+                    break
+                last = xbase
+                for b in range(span):
+                    if (mask >> b) & 1:
+                        last = xbase + b
+                if last >= width or row >= height:
+                    state[ERR_A] = last
+                    state[ERR_B] = row
+                    status = OFF_GEOMETRY
+                    break
+                ti = (loops << 24) | (th << 12) | tl
+                for b in range(span):
+                    if (mask >> b) & 1:
+                        t[n] = ti
+                        x[n] = xbase + b
+                        y[n] = row
+                        p[n] = vpol
+                        n += 1
+            xbase += span
+        elif kind == 0x6:
+            tl = w & 0xFFF
+        elif kind == 0x8:
+            high = w & 0xFFF
+            if have != 0 and high < th:
+                if th - high > 2048:
+                    loops += 1
+                else:
+                    state[ERR_A] = th
+                    state[ERR_B] = high
+                    status = TIME_BACKWARDS
+                    break
+            th = high
+            have = 1
+            state[TIME_HIGHS] += 1
+        elif kind == 0xA:
+            if have == 0:
+                state[DROPPED] += 1
+            else:
+                if nt >= tcap:
+                    status = FULL
+                    break
+                trig[nt, 0] = (loops << 24) | (th << 12) | tl
+                trig[nt, 1] = (w >> 8) & 0xF
+                trig[nt, 2] = w & 1
+                nt += 1
+        elif kind == 0xE:
+            state[OTHERS] += 1
+        elif kind == 0x7 or kind == 0xF:
+            state[CONTINUED] += 1
+        else:
+            state[ERR_A] = kind
+            status = BAD_TYPE
+            break
+        i += 1
+    state[TIME_HIGH] = th
+    state[TIME_LOW] = tl
+    state[LOOPS] = loops
+    state[ROW] = row
+    state[X_BASE] = xbase
+    state[VECTOR_P] = vpol
+    state[HAVE_TIME] = have
+    state[HAVE_ROW] = have_row
+    return i, n, nt, status

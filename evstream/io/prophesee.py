@@ -1,0 +1,456 @@
+"""Prophesee recordings: RAW files in EVT 2.0, 2.1 and 3.0, and DAT files of CD events.
+
+Both start with ``% key value`` text lines (formats.md §5; https://docs.prophesee.ai/stable/data/
+encoding_formats/). RAW headers name the encoding (``% evt 3.0``, or ``% format EVT3;height=720;
+width=1280`` in Metavision 4+), sometimes the geometry (``% geometry 1280x720``), the camera
+(``% plugin_name hal_plugin_gen41_evk3``, integrator names, ``% sensor_generation``), and end with
+``% end`` in newer files; the little-endian words follow. The sensor size comes from, in order:
+the caller's ``sensor_size``, ``% format`` / ``% geometry``, the sensor named by the plugin or
+generation (:data:`SENSOR_SIZES`: Gen3 640x480, Gen4.1 / IMX636 1280x720, GenX320 320x320, ATIS
+304x240). A word stream without any header (how GenX320 boards stream) reads when the caller
+names the encoding and the sensor.
+
+Words are decoded by the numba kernels of :mod:`evstream.io._prophesee_kernels`, block by block
+with bounded memory: time high / time low reconstruction across blocks, the 34-bit (EVT 2.x) and
+24-bit (EVT 3.0) time counters unwrapped, EVT 2.1 and EVT 3.0 vectors expanded. External
+trigger events do not mix with CD events: they are kept apart in :attr:`PropheseeRawReader.triggers`
+(``TRIGGER_DTYPE``) and counted in :attr:`~PropheseeRawReader.counts`.
+
+DAT files (``% Data file containing ... Event2d/EventCD events``, ``% Version 2``, ``% Height``,
+``% Width``): after the header one byte of event type (0 Event2d, 12 EventCD) and one of event
+size (8), then ``uint32 t`` (µs) + ``uint32 data`` per event; version 2 packs x in bits 0-13, y in
+14-27, p in 28; version 1 (older ATIS files) x in 0-8, y in 9-16, p in 17. Without geometry lines
+the sensor is the ATIS 304x240 unless the caller gives one. The 32-bit µs counter is unwrapped.
+
+Damage policy (every fault an :class:`~evstream.errors.EventFileError` naming file and byte offset):
+header faults (no encoding, no geometry, sizes outside 1..32767, unknown DAT event type) raise on
+open; a word of a type the encoding does not have, an event outside the declared geometry, a
+time high that goes backwards without wrapping, or a file ending inside a word or event raise
+when iteration reaches them, after every event before them has been yielded.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from evstream.errors import EventFileError
+from evstream.events import EVENT_DTYPE, SensorSize, concatenate, empty_events
+from evstream.io import _prophesee_kernels as k
+
+__all__ = [
+    "ENCODINGS",
+    "SENSOR_SIZES",
+    "TRIGGER_DTYPE",
+    "RawHeader",
+    "read_header",
+    "PropheseeRawReader",
+    "DatReader",
+]
+
+# Encoding name -> (word dtype, bytes per word, kernel, human name).
+ENCODINGS = {
+    "evt2": ("<u4", 4, k.decode_evt2, "EVT 2.0"),
+    "evt21": ("<i8", 8, k.decode_evt21, "EVT 2.1"),
+    "evt3": ("<u2", 2, k.decode_evt3, "EVT 3.0"),
+}
+
+# Sensor geometry by a lower-case fragment of the plugin name, sensor name or generation; the
+# first match wins, so the more specific fragments come first.
+SENSOR_SIZES: list[tuple[str, SensorSize]] = [
+    ("genx320", SensorSize(320, 320)),
+    ("imx636", SensorSize(1280, 720)),
+    ("imx646", SensorSize(1280, 720)),
+    ("gen41", SensorSize(1280, 720)),
+    ("gen4.1", SensorSize(1280, 720)),
+    ("gen4", SensorSize(1280, 720)),
+    ("evk4", SensorSize(1280, 720)),
+    ("gen31", SensorSize(640, 480)),
+    ("gen3.1", SensorSize(640, 480)),
+    ("gen3", SensorSize(640, 480)),
+    ("atis", SensorSize(304, 240)),
+]
+
+TRIGGER_DTYPE = np.dtype([("t", "<i8"), ("id", "u1"), ("value", "u1")])
+
+_MAX_HEADER_BYTES = 1 << 20
+_MAX_SIDE = 32767
+_BLOCK_BYTES = 1 << 21
+_TRIGGER_BLOCK = 4096
+_ATIS = SensorSize(304, 240)
+_PRINTABLE = re.compile(rb"% [\x20-\x7e\t]*\r?\n")
+
+
+class RawHeader:
+    """The ``% key value`` lines at the start of a Prophesee file.
+
+    Attributes:
+        lines: decoded lines without ``% `` and line end, in order.
+        fields: ``{key: value}`` (first occurrence of each key).
+        data_start: byte offset of the first binary byte.
+    """
+
+    def __init__(self, lines: list[str], data_start: int) -> None:
+        self.lines = lines
+        self.data_start = data_start
+        self.fields: dict[str, str] = {}
+        for line in lines:
+            key, _, value = line.strip().partition(" ")
+            self.fields.setdefault(key, value.strip())
+
+    def encoding(self) -> str | None:
+        """``evt2`` / ``evt21`` / ``evt3`` from ``% evt`` or ``% format``, ``None`` when neither says."""
+        evt = self.fields.get("evt", "").strip()
+        fmt = self.fields.get("format", "").split(";")[0].strip().upper()
+        names = {"2.0": "evt2", "2.1": "evt21", "3.0": "evt3", "EVT2": "evt2", "EVT21": "evt21", "EVT3": "evt3"}
+        return names.get(evt) or names.get(fmt) or (f"unknown:{evt or fmt}" if evt or fmt else None)
+
+    def is_dat(self) -> bool:
+        """True for a DAT header (``Data file containing``, ``Version``, ``Height``/``Width``, no encoding)."""
+        return self.encoding() is None and (any(line.startswith("Data file") for line in self.lines)
+                                            or "Version" in self.fields or "Height" in self.fields)
+
+    def geometry(self) -> tuple[int, int] | None:
+        """(width, height) stated by ``% format ...;width=W;height=H``, ``% geometry WxH`` or
+        ``% Width`` / ``% Height``; ``None`` when the header states none. Values are unchecked."""
+        opts = dict(part.split("=", 1) for part in self.fields.get("format", "").split(";")[1:] if "=" in part)
+        for w, h in ((opts.get("width"), opts.get("height")), (self.fields.get("Width"), self.fields.get("Height"))):
+            if w is not None and h is not None:
+                return _int(w), _int(h)
+        m = re.fullmatch(r"\s*(\d+)\s*x\s*(\d+)\s*", self.fields.get("geometry", ""))
+        return (int(m.group(1)), int(m.group(2))) if m else None
+
+    def camera(self) -> str:
+        """The camera as the header names it (plugin name, else sensor or integrator name)."""
+        for key in ("plugin_name", "sensor_name", "camera_integrator_name", "integrator_name", "sensor_generation"):
+            if self.fields.get(key):
+                return self.fields[key]
+        return ""
+
+    def named_sensor(self) -> SensorSize | None:
+        """Geometry implied by the plugin, sensor name or generation, if any is known."""
+        for key in ("plugin_name", "sensor_name", "sensor_generation"):
+            name = self.fields.get(key, "").lower().replace("_", "").replace(" ", "")
+            if key == "sensor_generation" and name:
+                name = "gen" + name
+            for fragment, size in SENSOR_SIZES:
+                if name and fragment.replace("_", "") in name:
+                    return size
+        return None
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return -1
+
+
+def read_header(path: Path, fd: int, size: int) -> RawHeader:
+    """Parse the ``% `` lines at the start of an open file (``fd``, ``size`` bytes).
+
+    A line counts as header only when it is printable text ending in a newline, so a binary word
+    that happens to start with ``%`` is not swallowed; ``% end`` closes the header explicitly.
+
+    Raises:
+        EventFileError: a header longer than 1 MiB.
+    """
+    head = os.pread(fd, min(size, _MAX_HEADER_BYTES + 1), 0)
+    pos = 0
+    lines = []
+    while pos < len(head) and head[pos:pos + 1] == b"%":
+        m = _PRINTABLE.match(head, pos)
+        if m is None:
+            break
+        line = m.group(0)[2:].rstrip(b"\r\n").decode("ascii")
+        pos = m.end()
+        if pos > _MAX_HEADER_BYTES:
+            raise EventFileError(path, "text header longer than 1 MiB", 0)
+        if line.strip() == "end":
+            break
+        lines.append(line)
+    return RawHeader(lines, pos)
+
+
+def _checked_size(path: Path, size: SensorSize | tuple[int, int] | None, what: str) -> SensorSize | None:
+    if size is None:
+        return None
+    w, h = (size.width, size.height) if isinstance(size, SensorSize) else (int(size[0]), int(size[1]))
+    if not (1 <= w <= _MAX_SIDE and 1 <= h <= _MAX_SIDE):
+        raise EventFileError(path, f"{what} {w}x{h} outside 1..{_MAX_SIDE}", 0)
+    return SensorSize(w, h)
+
+
+class _PropheseeFile:
+    """Open file, header and the reader protocol shared by the RAW and DAT readers."""
+
+    format_name = "Prophesee"
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        try:
+            self._fd = os.open(self.path, os.O_RDONLY)
+        except OSError as err:
+            raise EventFileError.from_os_error(self.path, err, "open", "recording") from None
+        self.file_size = os.fstat(self._fd).st_size
+
+    def _error(self, message: str, offset: int | None = None) -> EventFileError:
+        return EventFileError(self.path, message, offset)
+
+    def _blocks(self, item: int) -> Iterator[tuple[int, bytes]]:
+        """(offset, bytes) blocks of whole ``item``-byte units from ``data_start``; raises at a
+        trailing partial unit after the last whole block."""
+        if self._fd < 0:
+            raise self._error("reader is closed")
+        block = max(item, _BLOCK_BYTES // item * item)
+        pos = self.data_start
+        whole_end = self.data_start + (self.file_size - self.data_start) // item * item
+        while pos < whole_end:
+            data = os.pread(self._fd, min(block, whole_end - pos), pos)
+            if not data:
+                raise self._error("file shrank while reading", pos)
+            yield pos, data
+            pos += len(data)
+        if whole_end < self.file_size:
+            raise self._error(f"file ends inside a {item}-byte {self._unit} ({self.file_size - whole_end} bytes "
+                              "left; truncated?)", whole_end)
+
+    def read(self) -> np.ndarray:
+        """Every event as one ``EVENT_DTYPE`` array ``[n]``, in file order."""
+        return concatenate(self.iter_packets())
+
+    def close(self) -> None:
+        """Close the file (idempotent)."""
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        if getattr(self, "_fd", -1) >= 0:
+            self.close()
+
+
+class PropheseeRawReader(_PropheseeFile):
+    """Streaming reader of the CD events of a Prophesee RAW file (EVT 2.0, 2.1 or 3.0).
+
+    Args:
+        path: the recording (with or without a ``%`` header).
+        encoding: ``"evt2"``, ``"evt21"`` or ``"evt3"``; overrides the header's, required when
+            the file has no header or the header names none.
+        sensor_size: geometry; overrides the header's, required when neither the header nor the
+            named sensor gives one.
+
+    Attributes:
+        path, encoding, sensor_size, source (camera as named by the header, ``""`` when none),
+        header (:class:`RawHeader`), data_start (byte offset of the first word),
+        format_name (``"Prophesee RAW EVT 3.0"`` ...), counts (tallies of the words decoded so
+        far: ``events``, ``triggers``, ``time_highs``, ``others``, ``continued``, ``dropped``
+        = events before the first time base).
+
+    Raises:
+        EventFileError: missing or empty file, unknown or missing encoding, missing geometry,
+            sizes outside 1..32767.
+    """
+
+    _unit = "word"
+
+    def __init__(self, path: str | os.PathLike, *, encoding: str | None = None,
+                 sensor_size: SensorSize | tuple[int, int] | None = None) -> None:
+        super().__init__(path)
+        try:
+            self._parse_header(encoding, sensor_size)
+        except BaseException:
+            self.close()
+            raise
+        self._triggers: list[np.ndarray] = []
+        self._state = k.new_state()
+        self.counts = {"events": 0, "triggers": 0, "time_highs": 0, "others": 0, "continued": 0, "dropped": 0}
+
+    def _parse_header(self, encoding: str | None, sensor_size) -> None:
+        if self.file_size == 0:
+            raise self._error("empty file", 0)
+        self.header = read_header(self.path, self._fd, self.file_size)
+        self.data_start = self.header.data_start
+        stated = self.header.encoding()
+        if encoding is None:
+            if stated is None:
+                raise self._error("header names no encoding (no '% evt' or '% format' line): pass the encoding "
+                                  "(evt2, evt21, evt3)", 0)
+            encoding = stated
+        if encoding not in ENCODINGS:
+            raise self._error(f"unknown Prophesee encoding {encoding.removeprefix('unknown:')!r} (EVT 2.0, 2.1 and "
+                              "3.0 are read)", 0)
+        self.encoding = encoding
+        self.format_name = f"Prophesee RAW {ENCODINGS[encoding][3]}"
+        self.source = self.header.camera()
+        size = _checked_size(self.path, sensor_size, "sensor size")
+        if size is None:
+            size = _checked_size(self.path, self.header.geometry(), "header geometry") or self.header.named_sensor()
+        if size is None:
+            raise self._error("header states no geometry and names no known sensor: pass sensor_size", 0)
+        if encoding == "evt3" and (size.width > 2048 or size.height > 2048):
+            raise self._error(f"sensor size {size} exceeds EVT 3.0's 11-bit addresses", 0)
+        self.sensor_size = size
+
+    @property
+    def triggers(self) -> np.ndarray:
+        """External trigger events met so far (``TRIGGER_DTYPE [n]``: t µs, id, value)."""
+        if not self._triggers:
+            return np.empty(0, TRIGGER_DTYPE)
+        return np.concatenate(self._triggers)
+
+    def iter_packets(self) -> Iterator[np.ndarray]:
+        """CD events, one ``EVENT_DTYPE`` array per decoded block (about 2 MiB of words), in file order.
+
+        Each call restarts from the first word with a fresh decoder state and trigger list.
+
+        Raises:
+            EventFileError: at the first bad word, after every event before it.
+        """
+        dtype, size, kernel, name = ENCODINGS[self.encoding]
+        state = self._state = k.new_state()
+        self._triggers = []
+        self.counts = dict.fromkeys(self.counts, 0)
+        width, height = self.sensor_size.width, self.sensor_size.height
+        # One output slot per word: EVT 2.0 never fills it; the vectorised encodings stop when
+        # full and resume at the same word, so memory stays bounded by the block.
+        for offset, data in self._blocks(size):
+            words = np.frombuffer(data, dtype=dtype)
+            pos = 0
+            while True:
+                out = np.empty(max(64, len(words)), EVENT_DTYPE)
+                trig = np.empty((_TRIGGER_BLOCK, 3), np.int64)
+                pos, n, nt, status = kernel(words, pos, out["t"], out["x"], out["y"], out["p"], trig, state,
+                                            width, height)
+                self._tally(state, n, nt, trig)
+                if n:
+                    yield out[:n]
+                if status == k.DONE:
+                    break
+                if status != k.FULL:
+                    raise self._word_error(status, state, offset + pos * size, name)
+
+    def _tally(self, state: np.ndarray, n: int, nt: int, trig: np.ndarray) -> None:
+        self.counts["events"] += n
+        self.counts["triggers"] += nt
+        self.counts["time_highs"] = int(state[k.TIME_HIGHS])
+        self.counts["others"] = int(state[k.OTHERS])
+        self.counts["continued"] = int(state[k.CONTINUED])
+        self.counts["dropped"] = int(state[k.DROPPED])
+        if nt:
+            rows = np.empty(nt, TRIGGER_DTYPE)
+            rows["t"], rows["id"], rows["value"] = trig[:nt, 0], trig[:nt, 1], trig[:nt, 2]
+            self._triggers.append(rows)
+
+    def _word_error(self, status: int, state: np.ndarray, offset: int, name: str) -> EventFileError:
+        a, b = int(state[k.ERR_A]), int(state[k.ERR_B])
+        if status == k.BAD_TYPE:
+            return self._error(f"word type 0x{a:X} does not exist in {name} (wrong encoding or damaged data)", offset)
+        if status == k.OFF_GEOMETRY:
+            return self._error(f"event at x={a}, y={b} outside the {self.sensor_size} sensor", offset)
+        return self._error(f"time high goes backwards from {a} to {b} without wrapping", offset)
+
+
+class DatReader(_PropheseeFile):
+    """Streaming reader of a Prophesee DAT file of CD events (``Event2d`` / ``EventCD``, v1 or v2).
+
+    Args:
+        path: the recording.
+        sensor_size: geometry; overrides ``% Width`` / ``% Height`` (default ATIS 304x240 when
+            the header states none).
+
+    Attributes:
+        path, sensor_size, version (1 or 2), event_type (0 or 12), source (the ``Data file
+        containing`` line), header (:class:`RawHeader`), data_start, format_name.
+
+    Raises:
+        EventFileError: missing or empty file, event type not CD, event size not 8, sizes
+            outside 1..32767.
+    """
+
+    _unit = "event"
+
+    def __init__(self, path: str | os.PathLike, *, sensor_size: SensorSize | tuple[int, int] | None = None) -> None:
+        super().__init__(path)
+        try:
+            self._parse_header(sensor_size)
+        except BaseException:
+            self.close()
+            raise
+
+    def _parse_header(self, sensor_size) -> None:
+        if self.file_size == 0:
+            raise self._error("empty file", 0)
+        self.header = read_header(self.path, self._fd, self.file_size)
+        start = self.header.data_start
+        if self.header.lines:
+            kind = os.pread(self._fd, 2, start)
+            if len(kind) < 2:
+                raise self._error("file ends before the DAT event type and size bytes", start)
+            self.event_type, event_size = kind[0], kind[1]
+            start += 2
+        else:
+            self.event_type, event_size = 0, 8
+        if self.event_type not in (0, 12):
+            raise self._error(f"DAT event type {self.event_type} is not CD events (Event2d 0, EventCD 12)",
+                              start - 2)
+        if event_size != 8:
+            raise self._error(f"DAT event size {event_size}, expected 8", start - 1)
+        self.data_start = start
+        geometry = self.header.geometry()
+        version = _int(self.header.fields.get("Version", "-1"))
+        self.version = version if version in (1, 2) else (2 if geometry or version > 2 else 1)
+        self.format_name = f"Prophesee DAT v{self.version}"
+        self.source = next((line for line in self.header.lines if line.startswith("Data file")), "")
+        size = _checked_size(self.path, sensor_size, "sensor size")
+        if size is None:
+            size = _checked_size(self.path, geometry, "header geometry") or _ATIS
+        self.sensor_size = size
+
+    def iter_packets(self) -> Iterator[np.ndarray]:
+        """CD events, one ``EVENT_DTYPE`` array per 2 MiB block, in file order.
+
+        Raises:
+            EventFileError: an event outside the sensor or a truncated last event, after every
+                event before it.
+        """
+        wraps = 0
+        last = None
+        if self.version >= 2:
+            x_mask, y_shift, y_mask, p_shift = 0x3FFF, 14, 0x3FFF, 28
+        else:
+            x_mask, y_shift, y_mask, p_shift = 0x1FF, 9, 0xFF, 17
+        for offset, data in self._blocks(8):
+            raw = np.frombuffer(data, dtype="<u4").reshape(-1, 2)
+            t = raw[:, 0].astype(np.int64)
+            d = raw[:, 1]
+            # The 32-bit µs counter wraps every 71.6 minutes: a step back of more than half its
+            # range is a wrap, smaller steps are kept as stored.
+            steps = np.diff(t, prepend=t[0] if last is None else last)
+            back = np.cumsum(steps < -(1 << 31))
+            last = int(t[-1])
+            t += (wraps + back) << 32
+            wraps += int(back[-1])
+            out = empty_events(len(raw))
+            out["t"] = t
+            out["x"] = d & x_mask
+            out["y"] = (d >> y_shift) & y_mask
+            out["p"] = (d >> p_shift) & 1
+            bad = np.flatnonzero((out["x"] >= self.sensor_size.width) | (out["y"] >= self.sensor_size.height))
+            if len(bad):
+                i = int(bad[0])
+                if i:
+                    yield out[:i]
+                raise self._error(f"event at x={out['x'][i]}, y={out['y'][i]} outside the {self.sensor_size} sensor",
+                                  offset + 8 * i)
+            yield out
