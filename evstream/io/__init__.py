@@ -64,9 +64,10 @@ def detect_format(path: str | os.PathLike) -> str:
             return encoding
         if header.is_dat():
             return "dat"
-        stated = encoding or "no % evt or % format line"
-        raise EventFileError(path, f"'%' header names no known Prophesee encoding ({stated}): pass format= evt2, "
-                                   "evt21 or evt3", 0)
+        what = (f"an unknown Prophesee encoding {encoding.removeprefix('unknown:')!r}" if encoding
+                else "no encoding (no % evt or % format line)")
+        raise EventFileError(path, f"'%' header names {what}: EVT 2.0, 2.1 and 3.0 are read (format= evt2, "
+                                   "evt21 or evt3 overrides)", 0)
     raise EventFileError(path, f"unknown format (first bytes {head[:12]!r}; expected #!AER-DAT4.0/3.1/2.0 or a "
                                "Prophesee '%' header; header-less EVT streams need format=)", 0)
 
