@@ -117,7 +117,7 @@ class Aedat2Reader:
         first = head.split(b"\n", 1)[0].rstrip(b"\r")
         if first != MAGIC:
             raise self._error(f"not an AEDAT 2.0 file (first line {first[:20]!r})", 0)
-        pos = len(first) + 1 if b"\n" in head[:len(first) + 2] else len(head)
+        pos = head.find(b"\n") + 1 or len(head)
         lines = []
         while pos < len(head) and head[pos:pos + 1] == b"#":
             end = head.find(b"\n", pos)
