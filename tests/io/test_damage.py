@@ -179,8 +179,8 @@ def test_truncated_table_is_reported_after_all_packets(tmp_path, good):
         assert np.array_equal(np.concatenate(got), good["events"][:n * PACKET])
 
 
-@pytest.mark.parametrize("what", ["missing", "directory", "empty", "unknown magic", "aedat2"])
-def test_path_faults(tmp_path, what, shared_data):
+@pytest.mark.parametrize("what", ["missing", "directory", "empty", "unknown magic", "aedat3.0"])
+def test_path_faults(tmp_path, what):
     path = tmp_path / "x.aedat4"
     if what == "directory":
         path = tmp_path
@@ -188,12 +188,12 @@ def test_path_faults(tmp_path, what, shared_data):
         path.write_bytes(b"")
     elif what == "unknown magic":
         path.write_bytes(b"RIFF....")
-    elif what == "aedat2":
-        path = shared_data / "aedat2_header_only_davis346red_tonic.aedat"
+    elif what == "aedat3.0":
+        path.write_bytes(b"#!AER-DAT3.0\r\n#Format: RAW\r\n")
     with pytest.raises(EventFileError) as info:
         read_events(path)
     message = {"missing": "no such file", "directory": "is a directory", "empty": "empty file",
-               "unknown magic": "unknown format", "aedat2": "AEDAT 2.0 is not supported"}[what]
+               "unknown magic": "unknown format", "aedat3.0": "AEDAT 3.0 is not supported"}[what]
     assert message in str(info.value) and str(path) in str(info.value)
 
 
