@@ -20,7 +20,8 @@ makes the key pairs (``zmq.auth.create_certificates``).
 Hostile peers: the publisher applies only subscriptions to the known topics (``XPUB_MANUAL``),
 so unknown or oversized prefixes cost nothing but a counter (``ignored_subscriptions``);
 inbound frames are capped at :data:`MAX_INBOUND_BYTES` (a peer sending more is disconnected by
-libzmq), and subscriptions are drained in short batches so publishing never waits long for
+libzmq; libzmq itself keeps each distinct prefix a peer sent until it leaves, so the cap bounds
+what one costs), and subscriptions are drained in short batches so publishing never waits long for
 them. A subscriber skips and counts messages that do not decode; nothing is ever unpickled.
 
 Example (a program of your own)::
@@ -61,16 +62,19 @@ __all__ = [
     "ControlClient",
     "control_address_for",
     "MAX_INBOUND_BYTES",
+    "MAX_INBOUND_BYTES_CURVE",
 ]
 
 DEFAULT_PUBLISH = "tcp://127.0.0.1:5556"
 DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
-# Largest frame accepted from a peer, bytes: room for CURVE's handshake commands (~300 bytes)
-# and a subscription to the longest topic; a subscriber or control client sending more is
-# disconnected by libzmq before anything is stored.
-MAX_INBOUND_BYTES = 1024
+# Largest frame a subscriber may send, bytes; one sending more is disconnected by libzmq before
+# anything is stored. libzmq keeps every distinct prefix a peer sends (even those we never apply)
+# until the peer leaves, so this caps what each bogus subscription costs (~100-200 bytes).
+# Room for the handshake (NULL: ~30 bytes; CURVE: ~300) and a subscription to the longest topic.
+MAX_INBOUND_BYTES = 64
+MAX_INBOUND_BYTES_CURVE = 512
 # Control requests are small msgpack maps (a path is the longest argument).
 MAX_CONTROL_REQUEST_BYTES = 8192
 # (Un)subscriptions read per lock hold: a flood delays a publish by at most this many reads.
@@ -181,7 +185,7 @@ class Publisher:
         socket = self.context.socket(zmq.XPUB)
         socket.setsockopt(zmq.SNDHWM, hwm)
         socket.setsockopt(zmq.LINGER, 0)
-        socket.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES)
+        socket.setsockopt(zmq.MAXMSGSIZE, MAX_INBOUND_BYTES if curve_secret_key_file is None else MAX_INBOUND_BYTES_CURVE)
         # Every (un)subscription reaches us, duplicates and disconnects included, so the counts
         # per topic stay exact (XPUB_VERBOSER, libzmq >= 4.3); none takes effect until we apply
         # it (XPUB_MANUAL), so libzmq's routing trie only ever holds the known topics.
@@ -303,6 +307,9 @@ class Publisher:
         with self._lock:
             if self._closed:
                 return False
+            # Subscriptions take effect only when read (XPUB_MANUAL): apply a short batch here,
+            # so a publisher nobody polls still reaches its subscribers.
+            self._drain(_DRAIN_BATCH, [])
             seq = self._seq[topic] if topic in self._seq else 0
             frames = protocol.encode(topic, seq, self.publisher_id, data, arrays, t_start, t_end)
             self._seq[topic] = seq + 1
