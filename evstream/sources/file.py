@@ -7,7 +7,10 @@ before yielding it (real time × ``speed``, or as fast as possible with ``speed=
 
 Chunk times: inside one pass over the file the chunks tile sensor time, ``t_end`` of each chunk =
 ``t_start`` of the next, also across quiet periods (empty chunks), so a binner downstream closes
-its time steps without gaps. A seek starts a new tiling at the sought time (time may jump back:
+its time steps without gaps. Paced replay yields one empty chunk per ``chunk_us`` of a quiet
+period; as fast as possible (``speed=None``) a quiet period longer than :data:`SKIP_QUIET_US`
+becomes one empty chunk (still on the grid), so a timestamp jump of days costs one chunk, not
+millions, and the binner's gap rule (``max_gap_us``) sees the jump whole. A seek starts a new tiling at the sought time (time may jump back:
 the consumer resets what it accumulated). Looping keeps sensor time increasing: pass ``k`` is
 shifted by ``k × period`` with ``period`` = the recording's duration rounded up to whole chunks plus
 one chunk; the quiet stretch between the last chunk of a pass and the first chunk of the next is
@@ -33,7 +36,10 @@ from evstream.events import EventChunk, concatenate, empty_events, slice_time
 from evstream.sources.base import EventSource
 from evstream.sources.pacing import ReplayPacer
 
-__all__ = ["FileSource"]
+__all__ = ["FileSource", "SKIP_QUIET_US"]
+
+# As fast as possible, a quiet stretch longer than this is one empty chunk instead of a tiling.
+SKIP_QUIET_US = 1_000_000
 
 
 class FileSource(EventSource):
@@ -286,6 +292,10 @@ class FileSource(EventSource):
                 while len(packet):
                     bound = current + step
                     k = int(np.searchsorted(packet["t"], bound, side="left"))
+                    quiet = int(packet["t"][0]) - current
+                    if k == 0 and quiet > SKIP_QUIET_US and self._pacer.speed is None and not any(map(len, pending)):
+                        # Empty sensor time as fast as possible: skip it in one chunk, on the grid.
+                        bound = current + quiet // step * step
                     if k == len(packet):
                         pending.append(packet)
                         break

@@ -267,3 +267,31 @@ def test_file_damaged_before_its_first_event_raises_instead_of_replaying_empty(t
     path.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(EventFileError, match="one_packet"):
         list(FileSource(path, speed=None))
+
+
+def test_timestamp_jump_costs_a_few_chunks_as_fast_as_possible(tmp_path):
+    # reproducer (issue 17, finding 3): a 1 KB file with two events 2**40 µs apart tiled the
+    # gap with 10 ms chunks (~10 minutes to iterate, hours through the pipeline)
+    from evstream.binning import Binner
+
+    events = make_events(t=[1_000, 1_000 + 2**40], x=[3, 4], y=[5, 6], p=[1, 0])
+    path = tmp_path / "jump.aedat4"
+    write_aedat4(path, events, SENSOR)
+    assert path.stat().st_size < 4096
+    with FileSource(path, speed=None) as source:
+        chunks = list(source)
+    assert len(chunks) <= 4
+    np.testing.assert_array_equal(concatenate(chunks), events)
+    check_tiling(chunks)
+    binner = Binner(SENSOR, (32, 32), 50_000, 4)
+    windows = [w for chunk in chunks for w in binner.push(chunk)]
+    assert len(windows) <= 4 and binner.stats.time_resets >= 1
+
+
+def test_short_quiet_periods_are_still_tiled_chunk_by_chunk(tmp_path):
+    events = make_events(t=[0, 900_000], x=[1, 1], y=[1, 1], p=[1, 1])
+    write_aedat4(tmp_path / "quiet.aedat4", events, SENSOR)
+    with FileSource(tmp_path / "quiet.aedat4", speed=None, chunk_us=10_000) as source:
+        chunks = list(source)
+    check_tiling(chunks, 10_000)
+    assert len(chunks) == 91
