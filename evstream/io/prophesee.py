@@ -318,9 +318,7 @@ class PropheseeRawReader(_PropheseeFile):
             EventFileError: at the first bad word, after every event before it.
         """
         dtype, size, kernel, name = ENCODINGS[self.encoding]
-        state = self._state = k.new_state()
-        self._triggers = []
-        self.counts = dict.fromkeys(self.counts, 0)
+        state = self._restart()
         width, height = self.sensor_size.width, self.sensor_size.height
         # One output slot per word: EVT 2.0 never fills it; the vectorised encodings stop when
         # full and resume at the same word, so memory stays bounded by the block.
@@ -339,6 +337,50 @@ class PropheseeRawReader(_PropheseeFile):
                     break
                 if status != k.FULL:
                     raise self._word_error(status, state, offset + pos * size, name)
+
+    def read(self) -> np.ndarray:
+        """Every CD event as one ``EVENT_DTYPE`` array ``[n]``, decoded straight into it (one slot
+        per word to start with, doubled when vectors need more; trimmed in place at the end).
+
+        Raises:
+            EventFileError: at the first bad word (use :meth:`iter_packets` for the prefix).
+        """
+        dtype, size, kernel, name = ENCODINGS[self.encoding]
+        state = self._restart()
+        width, height = self.sensor_size.width, self.sensor_size.height
+        out = np.empty(max(64, (self.file_size - self.data_start) // size), EVENT_DTYPE)
+        n = 0
+        for offset, data in self._blocks(size):
+            words = np.frombuffer(data, dtype=dtype)
+            pos = 0
+            while True:
+                if len(out) - n < 64:
+                    grown = np.empty(2 * len(out), EVENT_DTYPE)
+                    grown[:n] = out[:n]
+                    out = grown
+                view = out[n:]
+                trig = np.empty((_TRIGGER_BLOCK, 3), np.int64)
+                pos, m, nt, status = kernel(words, pos, view["t"], view["x"], view["y"], view["p"], trig, state,
+                                            width, height)
+                del view
+                self._tally(state, m, nt, trig)
+                n += m
+                if status == k.DONE:
+                    break
+                if status == k.FULL and nt < _TRIGGER_BLOCK:
+                    grown = np.empty(2 * len(out), EVENT_DTYPE)
+                    grown[:n] = out[:n]
+                    out = grown
+                elif status != k.FULL:
+                    raise self._word_error(status, state, offset + pos * size, name)
+        out.resize(n, refcheck=False)
+        return out
+
+    def _restart(self) -> np.ndarray:
+        self._state = k.new_state()
+        self._triggers = []
+        self.counts = dict.fromkeys(self.counts, 0)
+        return self._state
 
     def _tally(self, state: np.ndarray, n: int, nt: int, trig: np.ndarray) -> None:
         self.counts["events"] += n

@@ -224,6 +224,23 @@ def test_evt3_long_recording_many_wraps_and_small_blocks(tmp_path, monkeypatch):
     assert np.array_equal(whole, events) and np.array_equal(np.concatenate(packets), events)
 
 
+def test_read_grows_past_one_slot_per_word_and_many_triggers(tmp_path):
+    """Full EVT 2.1 vectors hold 32 events per word, and 5,000 triggers overflow a trigger block:
+    read() and iter_packets() agree on both."""
+    words = [0x8 << 60 | 1 << 32]
+    words += [1 << 60 | (i % 64) << 54 | (i % 2) * 32 << 43 | (i % 50) << 32 | 0xFFFFFFFF for i in range(200)]
+    words += [0xA << 60 | 7 << 54 | 2 << 40 | 1 << 32] * 5_000
+    path = tmp_path / "full.raw"
+    path.write_bytes(header("evt 2.1", "geometry 64x64") + np.array(words, "<u8").view("<i8").tobytes())
+    with PropheseeRawReader(path) as reader:
+        whole = reader.read()
+        assert reader.counts["triggers"] == 5_000 and len(reader.triggers) == 5_000
+        streamed = np.concatenate(list(reader.iter_packets()))
+    assert len(whole) == 200 * 32 and np.array_equal(whole, streamed)
+    assert whole["x"][:32].tolist() == list(range(32)) and whole["x"][32:64].tolist() == list(range(32, 64))
+    assert np.all(whole["t"][:32] == 64)
+
+
 def test_header_less_stream_with_format_and_sensor(tmp_path):
     sensor = SensorSize(320, 320)
     events = canonical(random_events(2_000, sensor, t0=1_000, seed=6))
