@@ -66,3 +66,25 @@ def test_info_damaged_file_prints_prefix_then_one_error_line(tmp_path, repo_root
     assert len(lines) == 1 and lines[0].startswith(f"error: {path}: byte ")
     done = _info(repo_root, tmp_path / "missing.aedat4")
     assert done.returncode == 2 and done.stderr.strip() == f"error: {tmp_path / 'missing.aedat4'}: no such file"
+
+
+def test_info_packet_spanning_a_huge_time_range_counts_rates_without_allocating_by_span(tmp_path, repo_root):
+    # reproducer (issue 17, finding 4): one packet from 0 to 2**50 µs made np.bincount ask for PiB
+    from evstream.events import make_events
+
+    events = make_events(t=[0, 1, 2**50], x=[1, 2, 3], y=[1, 2, 3], p=[1, 0, 1])
+    path = tmp_path / "span.aedat4"
+    write_aedat4(path, events, SensorSize(8, 8))
+    done = _info(repo_root, path, "--json")
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert facts["events"] == 3 and facts["peak_rate_ev_s"] == 2 / 0.01
+    assert facts["duration_s"] == 2**50 / 1e6
+
+
+def test_info_garbage_file_is_one_line_and_exit_2(tmp_path, repo_root):
+    path = tmp_path / "junk.aedat4"
+    path.write_bytes(b"#!AER-DAT4.0\r\n" + bytes(range(256)) * 4)
+    done = _info(repo_root, path)
+    assert done.returncode == 2
+    assert len(done.stderr.strip().splitlines()) == 1 and "junk.aedat4" in done.stderr
