@@ -17,6 +17,7 @@ from evstream.errors import EventFormatError
 
 __all__ = [
     "EVENT_DTYPE",
+    "MAX_SENSOR_SIDE",
     "SensorSize",
     "EventChunk",
     "empty_events",
@@ -35,6 +36,9 @@ EVENT_DTYPE = np.dtype(
     }
 )
 
+# Widest and tallest sensor: x and y are int16 in EVENT_DTYPE (and in an AEDAT 4 event).
+MAX_SENSOR_SIDE = 32767
+
 
 @dataclass(frozen=True)
 class SensorSize:
@@ -44,8 +48,9 @@ class SensorSize:
     height: int
 
     def __post_init__(self) -> None:
-        if int(self.width) <= 0 or int(self.height) <= 0:
-            raise EventFormatError(f"sensor size must be positive, got {self.width}x{self.height}")
+        if not (1 <= int(self.width) <= MAX_SENSOR_SIDE and 1 <= int(self.height) <= MAX_SENSOR_SIDE):
+            raise EventFormatError(f"sensor size must be 1 ... {MAX_SENSOR_SIDE} per side (x, y are int16), "
+                                   f"got {self.width}x{self.height}")
 
     @property
     def tonic(self) -> tuple[int, int, int]:

@@ -46,7 +46,7 @@ from xml.sax.saxutils import escape
 import numpy as np
 
 from evstream.errors import EventFileError
-from evstream.events import EVENT_DTYPE, SensorSize, as_events, concatenate, empty_events
+from evstream.events import EVENT_DTYPE, MAX_SENSOR_SIDE, SensorSize, as_events, concatenate, empty_events
 from evstream.io import codec
 from evstream.io.flatbuf import (
     IO_HEADER_DATA_TABLE_POSITION,
@@ -97,6 +97,15 @@ class StreamInfo:
     source: str
 
 
+def _dimension(text: str, field: str) -> int:
+    """A declared sensor dimension: ASCII digits only, 1 ... :data:`~evstream.events.MAX_SENSOR_SIDE`
+    (x and y are int16 in every event), else ValueError naming ``field``."""
+    value = text.strip()
+    if not (value.isascii() and value.isdigit()) or len(value) > 5 or not 1 <= int(value) <= MAX_SENSOR_SIDE:
+        raise ValueError(f"{field} {text[:40]!r} is not a sensor size (whole number 1 ... {MAX_SENSOR_SIDE})")
+    return int(value)
+
+
 def parse_info_node(xml_text: str) -> list[StreamInfo]:
     """Streams declared in an infoNode XML (``<dv><node name="outInfo"><node name="<id>">...``).
 
@@ -113,17 +122,15 @@ def parse_info_node(xml_text: str) -> list[StreamInfo]:
     streams = []
     for node in out_info.findall("node"):
         name = node.get("name", "")
-        if not name.isdigit():
-            raise ValueError(f"stream node name {name!r} is not a stream id")
+        if not (name.isascii() and name.isdigit()) or len(name) > 9:
+            raise ValueError(f"stream node name {name[:40]!r} is not a stream id")
         attrs = {a.get("key"): (a.text or "") for a in node.findall("attr")}
         info = node.find("node[@name='info']")
         info_attrs = {} if info is None else {a.get("key"): (a.text or "") for a in info.findall("attr")}
         size = None
         if "sizeX" in info_attrs and "sizeY" in info_attrs:
-            try:
-                size = SensorSize(int(info_attrs["sizeX"]), int(info_attrs["sizeY"]))
-            except (ValueError, ArithmeticError) as err:
-                raise ValueError(f"stream {name}: sizeX/sizeY {info_attrs['sizeX']!r}x{info_attrs['sizeY']!r}: {err}") from err
+            size = SensorSize(_dimension(info_attrs["sizeX"], f"stream {name}: sizeX"),
+                              _dimension(info_attrs["sizeY"], f"stream {name}: sizeY"))
         streams.append(
             StreamInfo(
                 id=int(name),

@@ -348,3 +348,36 @@ def test_lowest_id_event_stream_is_read_and_others_skipped(tmp_path):
         assert reader.data_table is None
         assert reader.packet_counts() == {5: 3, 1: 3, 2: 3}
         assert np.array_equal(reader.read(), np.concatenate(wanted))
+
+
+def _declaring(size_x: str, size_y: str = "64") -> bytes:
+    """An AEDAT 4 file whose event stream declares ``size_x`` x ``size_y`` and holds one packet."""
+    from evstream.io.flatbuf import encode_io_header
+
+    xml = ('<dv version="2.0"><node name="outInfo" path="/outInfo/"><node name="0" path="/outInfo/0/">'
+           '<attr key="typeIdentifier" type="string">EVTS</attr><node name="info" path="/outInfo/0/info/">'
+           f'<attr key="sizeX" type="int">{size_x}</attr><attr key="sizeY" type="int">{size_y}</attr>'
+           '</node></node></node></dv>')
+    header = encode_io_header(0, xml)
+    return MAGIC + struct.pack("<I", len(header)) + header
+
+
+@pytest.mark.parametrize("size_x", ["2147483648", "100000000000000000000", "\u0663\u0662", "0", "32768", "-5",
+                                    "12x", "", "1e3"])
+def test_declared_sensor_size_out_of_bounds_is_one_line_naming_file_and_field(tmp_path, size_x):
+    # reproducer (issue 17, finding 5): 2**31, 10**20 and Unicode digits were accepted, and the
+    # binner then asked for 8 GiB or raised a ValueError traceback
+    path = tmp_path / "size.aedat4"
+    path.write_bytes(_declaring(size_x))
+    with pytest.raises(EventFileError, match=r"size\.aedat4: byte \d+: .*sizeX .*1 \.\.\. 32767") as err:
+        Aedat4Reader(path)
+    assert "\n" not in str(err.value)
+
+
+def test_largest_declared_sensor_size_is_accepted(tmp_path):
+    path = tmp_path / "big.aedat4"
+    path.write_bytes(_declaring("32767", "32767"))
+    with Aedat4Reader(path) as reader:
+        assert reader.sensor_size == SensorSize(32767, 32767)
+    with pytest.raises(Exception, match="32767"):
+        SensorSize(32768, 1)

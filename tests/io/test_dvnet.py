@@ -166,3 +166,11 @@ def test_server_closing_before_header():
                 DvNetworkClient("127.0.0.1", port, timeout=5.0)
         finally:
             thread.join()
+
+
+@pytest.mark.parametrize("size", ["4294967296", "\u0661\u0662\u0668", "0", "40000"])
+def test_server_declaring_an_impossible_sensor_size_is_one_line(size):
+    # reproducer (issue 17, finding 5): a DV server's sizeX of 2**32 or in Unicode digits was accepted
+    header = encode_io_header(1, _XML.replace('"sizeX" type="int">128', f'"sizeX" type="int">{size}'))
+    with pytest.raises(SourceError, match=r"^tcp://x: byte 4: IOHeader: stream 3: sizeX .*1 \.\.\. 32767\)$"):
+        DvStreamDecoder("tcp://x").feed(struct.pack("<I", len(header)) + header)
