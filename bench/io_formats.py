@@ -139,8 +139,7 @@ def ours_stream(path: Path) -> int:
 def _encoding(path: Path) -> str:
     from evstream.io import detect_format
 
-    fmt = detect_format(path)
-    return {"aedat2": "aedat2", "dat": "dat"}.get(fmt, fmt)
+    return detect_format(path)
 
 
 def expelliarmus_read(path: Path) -> int:
