@@ -78,8 +78,11 @@ class ControlWorker:
         timeout_ms: how long one command waits for its reply.
     """
 
-    def __init__(self, address: str | None = None, context: zmq.Context | None = None, timeout_ms: int = 1500) -> None:
+    def __init__(self, address: str | None = None, context: zmq.Context | None = None, timeout_ms: int = 1500,
+                 curve: dict | None = None) -> None:
         self._context = context or zmq.Context.instance()
+        # CURVE client options of ControlClient (a CURVE pipeline's control socket needs the keys)
+        self._curve = {k: v for k, v in (curve or {}).items() if v is not None}
         self._address = address
         self._timeout_ms = int(timeout_ms)
         self._requests: queue.Queue = queue.Queue(maxsize=64)
@@ -136,7 +139,8 @@ class ControlWorker:
                 if cmd == _SET_ADDRESS:
                     if client is not None:
                         client.close()
-                    client = None if args is None else ControlClient(args, timeout_ms=self._timeout_ms, context=self._context)
+                    client = None if args is None else ControlClient(args, timeout_ms=self._timeout_ms, context=self._context,
+                                                                        **self._curve)
                     continue
                 if client is None:
                     self._replies.put(ControlReply(cmd, False, {}, "no control address known yet"))

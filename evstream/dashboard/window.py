@@ -72,7 +72,9 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.reader = StreamReader(address, self.accumulator, context=context, curve_secret_key_file=curve_secret_key_file,
                                    curve_server_key_file=curve_server_key_file)
         self._explicit_control = control
-        self.control = ControlWorker(control or default_control_address(address), context=context, timeout_ms=control_timeout_ms)
+        self.control = ControlWorker(control or default_control_address(address), context=context, timeout_ms=control_timeout_ms,
+                                     curve={"curve_secret_key_file": curve_secret_key_file,
+                                            "curve_server_key_file": curve_server_key_file})
 
         self.events = EventsPanel(self.accumulator)
         self.prediction = PredictionPanel()

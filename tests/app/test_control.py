@@ -176,3 +176,27 @@ def test_control_binds_loopback_even_when_publishing_on_every_interface():
     assert control_address_for("tcp://10.0.0.2:7000") == "tcp://10.0.0.2:7001"  # a client's guess
 
 
+
+
+@pytest.mark.skipif(not zmq.has("curve"), reason="libzmq built without CURVE")
+def test_dashboard_control_worker_steers_a_curve_pipeline_with_the_keys(recording, port, keys):
+    import time
+
+    from evstream.dashboard.control import ControlWorker
+
+    with Publisher(_addr(port), curve_secret_key_file=keys["server_secret"], curve_clients_dir=keys["clients"]) as pub:
+        pipeline = _pipeline(recording, _addr(port + 1), publisher=pub)
+        worker = ControlWorker(_addr(port + 1), timeout_ms=5000,
+                               curve={"curve_secret_key_file": keys["client"], "curve_server_key_file": keys["server"]})
+        try:
+            worker.send("pause")
+            replies = []
+            for _ in range(1000):  # a hang guard: the reply comes within the worker's own timeout
+                replies += worker.replies()
+                if replies:
+                    break
+                time.sleep(0.01)
+            assert replies and replies[0].ok and pipeline._paused
+        finally:
+            worker.close()
+            pipeline.close()
