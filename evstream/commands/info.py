@@ -14,7 +14,7 @@ import json
 import numpy as np
 
 from evstream.errors import EventFileError
-from evstream.io import detect_format, open_reader
+from evstream.io import FORMATS, detect_format, open_reader
 from evstream.io.aedat4 import Aedat4Reader
 
 __all__ = ["add_arguments", "run", "describe", "EXAMPLES", "PEAK_BIN_US"]
@@ -29,7 +29,7 @@ PEAK_BIN_US = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="an .aedat4 (AEDAT 4.0) or .aedat (AEDAT 3.1) recording")
+    parser.add_argument("file", help="a recording: AEDAT 4.0, 3.1 or 2.0, Prophesee RAW (EVT 2.0, 2.1, 3.0) or DAT")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -78,7 +78,7 @@ def describe(path: str) -> tuple[dict, EventFileError | None]:
     stats = _Stats()
     error = None
     with open_reader(path) as reader:
-        facts: dict = {"file": str(path), "format": "AEDAT 4.0" if fmt == "aedat4" else "AEDAT 3.1",
+        facts: dict = {"file": str(path), "format": FORMATS.get(fmt, fmt),
                        "sensor": [reader.sensor_size.width, reader.sensor_size.height]}
         if isinstance(reader, Aedat4Reader):
             facts["camera"] = reader.camera_name
