@@ -36,4 +36,4 @@ __all__ = [
 
 # Name of the shipped checkpoint the application loads by default (models/weights/<name>.pt):
 # spikformer_2_64 trained on the synthetic gesture set (see its model card).
-DEFAULT_WEIGHTS: str = "spikformer_synth_64"
+DEFAULT_WEIGHTS: str = "spikformer_synth_stream_64"

@@ -3,7 +3,7 @@ preprocessing its inputs need, and how it was trained.
 
 The file is a plain ``dict`` of ``str``/``int``/``float``/``list``/``dict``/tensors, so it loads with
 ``torch.load(..., weights_only=True)`` (no pickled classes, no code execution). A bare name such as
-``"spikformer_synth_64"`` resolves to the shipped ``models/weights/<name>.pt``.
+``"spikformer_synth_stream_64"`` resolves to the shipped ``models/weights/<name>.pt``.
 
 Keys: ``format`` (``"evstream-spikformer"``), ``version``, ``model`` (registered variant name),
 ``config`` (:meth:`SpikformerConfig.to_dict`), ``class_names``, ``state_dict``, ``preprocessing``

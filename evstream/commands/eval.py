@@ -25,7 +25,7 @@ EXAMPLES = """\
 examples:
   python main.py eval --stream recordings/gestures_128x128.aedat4
   python main.py eval --stream rec.aedat4 --labels rec_gestures.csv --model runs/synth.pt --out runs/eval
-  python main.py eval --stream data/synth/DvsGesture --model spikformer_synth_64 --steps 1
+  python main.py eval --stream data/synth/DvsGesture --model spikformer_synth_stream_64 --window-steps 1
   python main.py eval --stream a.aedat4 b.aedat --reset-after-quiet 500 --smoothing-ms 200
   python main.py eval --data data/synth --model runs/synth.pt
   python main.py eval --stream rec.aedat4 --decision mean --mean-steps 16 --window-steps 2

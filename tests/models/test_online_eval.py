@@ -215,24 +215,29 @@ def test_eval_data_gives_offline_clip_accuracy(tmp_path, capsys):
     assert "offline clip accuracy 0.5000" in capsys.readouterr().out
 
 
-def test_bundled_recording_is_classified_online_above_chance(repo_root):
+@pytest.mark.parametrize("name, min_accuracy", [("gestures_128x128", 0.6), ("gestures_640x480", 0.55)])
+def test_bundled_recordings_are_recognised_online_by_the_shipped_weights(repo_root, name, min_accuracy):
+    """The shipped weights with their own calibrated settings, the default window and the density
+    match, on the bundled recordings (regenerated with the current renderer; short 2-3 s gestures,
+    so the onset latency weighs more than on the 4-8 s benchmark gestures). bench/online.py reports
+    the figures on fresh held-out recordings; the bounds here are lower on purpose."""
     from models import DEFAULT_WEIGHTS, list_weights, load_checkpoint
+    from models.streaming import decision_options
 
-    recording = repo_root / "recordings" / "gestures_128x128.aedat4"
+    recording = repo_root / "recordings" / f"{name}.aedat4"
     if DEFAULT_WEIGHTS not in list_weights():
         pytest.skip(f"shipped weights {DEFAULT_WEIGHTS!r} are not in models/weights yet")
     if not recording.is_file():
         pytest.skip(f"bundled recording {recording} is missing")
     loaded = load_checkpoint(DEFAULT_WEIGHTS)
-    # Trained with label smoothing and mixup, the model's per-step probabilities are soft (its
-    # smoothed top class averages ~0.4 inside gestures), so a 0.5 threshold leaves most steps
-    # undecided; 0.3 with a 0.05 hysteresis suits it.
-    clf = StreamingClassifier(loaded.model, device="cpu", threshold=0.3, hysteresis=0.05)
+    settings = {k: v for k, v in loaded.decision.items() if k != "window_steps"}
+    clf = StreamingClassifier(loaded.model, device="cpu", **decision_options(settings, model_steps=16))
     report = evaluate_online(find_recordings([recording]), clf, loaded.preprocessing)
-    chance = 1 / len(loaded.class_names)
-    assert report["accuracy"] >= 2.5 * chance, report["per_class"]  # fraction of decisions
-    assert report["segment_accuracy"] >= 4 * chance  # gestures whose most frequent decision is right
-    assert report["latency_ms"]["detected"] >= report["latency_ms"]["segments"] // 3
+    assert report["steps"] <= 4  # a decision can change 5 times a second
+    assert report["accuracy"] >= min_accuracy, report["per_class"]  # labelled steps decided right
+    assert report["segment_accuracy"] >= 0.9  # gestures whose most frequent decision is right
+    assert report["false_alarm"] <= 0.1  # steps between gestures that name one
+    assert report["latency_ms"]["detected"] >= 0.9 * report["latency_ms"]["segments"]
 
 
 # --- decision rules and calibration ------------------------------------------------------------
