@@ -52,6 +52,7 @@ __all__ = [
     "render_gesture",
     "synthesize_recording",
     "sensor_emulator",
+    "warm_up",
     "PART_BACKGROUND",
     "PART_TORSO",
     "PART_HEAD",
@@ -720,6 +721,17 @@ def balanced_classes(n: int, rng: np.random.Generator) -> list[int]:
     while len(out) < n:
         out.extend(int(c) for c in rng.permutation(N_CLASSES))
     return out[:n]
+
+
+def warm_up() -> None:
+    """Compile the renderer's and the emulator's numba kernels now (about 6 s on a fresh install,
+    cached on disk after that), so a live synthetic source does not stall its first frames."""
+    size = SensorSize(16, 16)
+    seq = GestureSequence(size, seed=0, lighting="lab")
+    seq.add(0, 100_000)
+    emulator = DvsEmulator(size, seed=0)
+    for t in (0, 10_000):
+        emulator.push(seq.frame(t), t)
 
 
 def sensor_emulator(sensor_size: SensorSize, rng: np.random.Generator, level: float = 1.0) -> DvsEmulator:

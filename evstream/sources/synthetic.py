@@ -18,7 +18,7 @@ from evstream.errors import ConfigError
 from evstream.events import EventChunk, SensorSize, concatenate
 from evstream.sources.base import EventSource
 from evstream.sources.emulator import DvsEmulator
-from evstream.sources.gestures import N_CLASSES, GestureSequence, Lighting, sensor_emulator
+from evstream.sources.gestures import N_CLASSES, GestureSequence, Lighting, sensor_emulator, warm_up
 
 __all__ = ["SyntheticSource", "DVS128"]
 
@@ -83,6 +83,7 @@ class SyntheticSource(EventSource):
         self._clock = clock
         self._sleep = sleep
         self._rng = np.random.default_rng(seed)
+        warm_up()  # compile the kernels before the stream starts: a live source must not stall
         self._sequence = GestureSequence(sensor_size, int(self._rng.integers(0, 2**63)), lighting)
         self._emulator = emulator or sensor_emulator(sensor_size, self._rng, self._sequence.scene.level)
         self._order: list[int] = []
