@@ -316,7 +316,8 @@ def test_live_pause_discards_the_scene_and_resume_carries_on_without_a_backlog(p
         client = ControlClient(control, timeout_ms=5000)
         try:
             pipeline.start()
-            assert sub.recv(10_000) is not None
+            # A few windows first: on a fresh install the first ones pay for compiling kernels.
+            assert None not in [sub.recv(10_000) for _ in range(5)]
             before = pipeline.dropped_windows
             assert client.send("pause")["ok"]
             time.sleep(0.3)
