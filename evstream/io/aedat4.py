@@ -76,6 +76,9 @@ _HEADER = struct.Struct("<ii")
 _READ_AHEAD_PER_THREAD = 2
 _INLINE_BELOW_EVENTS = 16_384
 _DEFAULT_PACKET_EVENTS = 50_000
+# read() preallocates from the FileDataTable only up to this many event bytes per byte of file
+# (LZ4/ZSTD on real event streams stay well under 10x); a table claiming more is not trusted.
+_PREALLOC_BYTES_PER_FILE_BYTE = 32
 
 
 @dataclass(frozen=True)
@@ -484,7 +487,7 @@ class Aedat4Reader:
             if self.data_table is not None:
                 rows = [r for r in self.data_table if r.stream_id == self.event_stream_id]
                 counts = [r.num_elements for r in rows]
-                if sum(counts) * EVENT_DTYPE.itemsize <= self.file_size * 300:  # LZ4 expands <= 255x
+                if self._table_counts_plausible(rows, counts):
                     out = np.empty(sum(counts), dtype=EVENT_DTYPE)
                     bounds = np.cumsum([0] + counts).tolist()
                     slices = (out[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True))
@@ -505,6 +508,26 @@ class Aedat4Reader:
                 keep &= t < t1
             parts.append(events[keep])
         return concatenate(parts)
+
+    def _table_counts_plausible(self, rows: list[DataTableEntry], counts: list[int]) -> bool:
+        """Whether the table's event counts are small enough to preallocate ``read()``'s output.
+
+        The counts come from the file and are checked before anything is allocated: each packet
+        must be able to hold its count (NONE: its payload, LZ4: 255x, any: the decoder's per-packet
+        limit), and the total may not exceed :data:`_PREALLOC_BYTES_PER_FILE_BYTE` event bytes per
+        file byte. A table that claims more is not trusted for sizing: the packets are decoded one
+        by one (each bounded) and joined, so memory follows what the file really holds.
+        """
+        size = EVENT_DTYPE.itemsize
+        for row, n in zip(rows, counts, strict=True):
+            room = codec.MAX_PACKET_BYTES
+            if self._code == 0:
+                room = min(room, row.size)
+            elif self._code <= 2:
+                room = min(room, 255 * row.size + 64)
+            if n * size > room:
+                return False
+        return sum(counts) * size <= _PREALLOC_BYTES_PER_FILE_BYTE * self.file_size
 
     def time_range(self) -> tuple[int, int] | None:
         """``(first_t, last_t)`` in µs of the event stream (first and last event in file order).

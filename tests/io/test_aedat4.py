@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import struct
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -381,3 +383,39 @@ def test_largest_declared_sensor_size_is_accepted(tmp_path):
         assert reader.sensor_size == SensorSize(32767, 32767)
     with pytest.raises(Exception, match="32767"):
         SensorSize(32768, 1)
+
+
+def _inflated_table(path, events, compression: str, claim) -> None:
+    """Write ``events`` (several packets) and rewrite each table count ``n`` as ``claim(n)``."""
+    with Aedat4Writer(path, (64, 64), compression=compression, packet_events=1_000) as writer:
+        writer.write(events)
+        writer._entries = [dataclasses.replace(e, num_elements=claim(e.num_elements)) for e in writer._entries]
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
+@pytest.mark.parametrize("claim", [lambda n: 10**12, lambda n: 200 * n], ids=["1e12", "200x"])
+def test_read_does_not_preallocate_from_inflated_table_counts(tmp_path, compression, claim):
+    # reproducer (issue 17, finding 9): read() sized its output from the FileDataTable's event
+    # counts before any packet was checked, so a small file claiming 10**12 events asked for TiB
+    events = random_events(5_000, SensorSize(64, 64), seed=3)
+    path = tmp_path / "inflated.aedat4"
+    _inflated_table(path, events, compression, claim)
+    tracemalloc.start()
+    try:
+        got = read_events(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    np.testing.assert_array_equal(got, events)
+    assert peak < 2 * 1024 * 1024 + 4 * events.nbytes, peak
+
+
+def test_read_still_preallocates_from_an_honest_table(tmp_path, monkeypatch):
+    events = random_events(5_000, SensorSize(64, 64), seed=4)
+    path = tmp_path / "honest.aedat4"
+    write_aedat4(path, events, (64, 64), "lz4", packet_events=1_000)
+    import evstream.io.aedat4 as aedat4
+
+    monkeypatch.setattr(aedat4, "concatenate", lambda parts: pytest.fail("fell back to packet-wise decoding"))
+    with Aedat4Reader(path) as reader:
+        np.testing.assert_array_equal(reader.read(), events)
