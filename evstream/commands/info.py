@@ -106,6 +106,7 @@ def describe(path: str) -> tuple[dict, EventFileError | None]:
         "peak_rate_ev_s": max(stats.bins.values()) * 1e6 / PEAK_BIN_US if stats.bins else None,
         "on_fraction": stats.on / stats.count if stats.count else None,
         "backward_steps": stats.backward_steps,
+        "dropped": reader.screen.counts() if hasattr(reader, "screen") else None,
         "complete": error is None,
     })
     return facts, error
@@ -131,6 +132,10 @@ def _text(facts: dict) -> str:
         "ON fraction  " + ("-" if facts["on_fraction"] is None else f"{facts['on_fraction']:.3f}"),
         f"backwards    {facts['backward_steps']} timestamp steps back (kept as stored)",
     ]
+    if facts.get("dropped") is not None:
+        d = facts["dropped"]
+        lines.append(f"dropped      {d['off_sensor']:,} outside the sensor, {d['bad_polarity']:,} with polarity "
+                     "not 0/1 (not counted above)")
     if "data_table" in facts:
         lines.append(f"data table   {'yes' if facts['data_table'] else 'no (packets scanned)'}")
     if not facts["complete"]:

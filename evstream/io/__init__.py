@@ -76,7 +76,7 @@ Reader = Aedat4Reader | Aedat3Reader | Aedat2Reader | PropheseeRawReader | DatRe
 
 
 def open_reader(path: str | os.PathLike, *, format: str | None = None,
-                sensor_size: SensorSize | tuple[int, int] | None = None) -> Reader:
+                sensor_size: SensorSize | tuple[int, int] | None = None, strict: bool = False) -> Reader:
     """Reader of the right format for ``path`` (a context manager with ``sensor_size``, ``source``,
     ``iter_packets()``, ``read()`` and ``close()``).
 
@@ -85,6 +85,10 @@ def open_reader(path: str | os.PathLike, *, format: str | None = None,
         format: a key of :data:`FORMATS` instead of detection (required for header-less EVT streams).
         sensor_size: geometry overriding (RAW, DAT, AEDAT 2.0) or completing (AEDAT 3.1) the
             file's; AEDAT 4.0 files always state theirs.
+        strict: an event outside the declared sensor or with a polarity other than 0/1 raises
+            instead of being dropped and counted in the reader's ``counts`` (AEDAT 4.0 and 3.1,
+            through :class:`~evstream.io.screen.EventScreen`; the AEDAT 2.0 and Prophesee
+            readers check addresses as they decode and always raise at an off-sensor event).
 
     Raises:
         EventFileError: unreadable file, unknown format, or a ``sensor_size`` AEDAT 4.0 cannot take.
@@ -97,17 +101,21 @@ def open_reader(path: str | os.PathLike, *, format: str | None = None,
     if fmt == "aedat2":
         return Aedat2Reader(path, sensor_size=sensor_size)
     if fmt == "aedat3":
-        return Aedat3Reader(path, sensor_size=None if sensor_size is None else SensorSize(*tuple(sensor_size)))
+        return Aedat3Reader(path, sensor_size=None if sensor_size is None else SensorSize(*tuple(sensor_size)),
+                            strict=strict)
     if fmt != "aedat4":
         raise EventFileError(path, f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
     if sensor_size is not None:
         raise EventFileError(path, "AEDAT 4.0 files state their sensor size; sensor_size cannot override it")
-    return Aedat4Reader(path)
+    return Aedat4Reader(path, strict=strict)
 
 
 def read_events(path: str | os.PathLike, *, format: str | None = None,
-                sensor_size: SensorSize | tuple[int, int] | None = None) -> np.ndarray:
+                sensor_size: SensorSize | tuple[int, int] | None = None, strict: bool = False) -> np.ndarray:
     """Every event of the event stream of a recording in any format of :data:`FORMATS`, in file order.
+
+    Events outside the declared sensor or with a polarity other than 0/1 are dropped (see
+    :func:`open_reader`); ``strict=True`` makes the first of them an error naming file and event.
 
     Returns:
         ``EVENT_DTYPE`` array ``[n]`` (t in µs).
@@ -115,5 +123,5 @@ def read_events(path: str | os.PathLike, *, format: str | None = None,
     Raises:
         EventFileError: unreadable or damaged file (names file and byte offset).
     """
-    with open_reader(path, format=format, sensor_size=sensor_size) as reader:
+    with open_reader(path, format=format, sensor_size=sensor_size, strict=strict) as reader:
         return reader.read()

@@ -29,6 +29,7 @@ import numpy as np
 
 from evstream.errors import EventFileError
 from evstream.events import SensorSize, as_events, concatenate, empty_events
+from evstream.io.screen import EventScreen
 from evstream.labels import DVS_GESTURE_CLASSES
 
 __all__ = [
@@ -83,17 +84,21 @@ class Aedat3Reader:
         path: the recording.
         sensor_size: geometry to use when the ``#Source`` camera is not one of
             :data:`SOURCE_SIZES` (otherwise ignored).
+        strict: an event outside the sensor raises (default: it is dropped and counted).
 
     Attributes:
         path, sensor_size, source (camera name from ``#Source``), header_lines (decoded, without
-        line ends), data_start (byte offset of the first packet).
+        line ends), data_start (byte offset of the first packet), screen (the
+        :class:`~evstream.io.screen.EventScreen`), counts (events dropped: ``off_sensor``,
+        ``bad_polarity``).
 
     Raises:
         EventFileError: missing file, wrong magic, header without ``#!END-HEADER``, unknown camera
             and no ``sensor_size`` given.
     """
 
-    def __init__(self, path: str | os.PathLike, *, sensor_size: SensorSize | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, *, sensor_size: SensorSize | None = None,
+                 strict: bool = False) -> None:
         self.path = Path(path)
         try:
             self._file = open(self.path, "rb")  # noqa: SIM115 - closed in close()
@@ -104,6 +109,12 @@ class Aedat3Reader:
         except BaseException:
             self._file.close()
             raise
+        self.screen = EventScreen(self.path, self.sensor_size, strict=strict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Events dropped by the last read so far: ``off_sensor`` and ``bad_polarity``."""
+        return self.screen.counts()
 
     def _parse_header(self, sensor_size: SensorSize | None) -> None:
         f = self._file
@@ -148,6 +159,7 @@ class Aedat3Reader:
         if f.closed:
             raise EventFileError(self.path, "reader is closed")
         pos = self.data_start
+        self.screen.reset()
         while pos < self.file_size:
             f.seek(pos)
             head = f.read(_PACKET.size)
@@ -166,7 +178,7 @@ class Aedat3Reader:
                     raise EventFileError(self.path, f"polarity packet with eventSize {esize}, eventTSOffset "
                                                     f"{ts_offset}, eventTSOverflow {overflow}", pos)
                 raw = np.frombuffer(f.read(8 * number), dtype="<u4").reshape(-1, 2)
-                yield _decode_polarity(raw, overflow)
+                yield self.screen(_decode_polarity(raw, overflow), pos)
             pos += 28 + length
 
     def read(self) -> np.ndarray:

@@ -59,6 +59,7 @@ from evstream.io.flatbuf import (
     root_table,
     size_prefixed_root,
 )
+from evstream.io.screen import EventScreen
 
 __all__ = [
     "MAGIC",
@@ -189,6 +190,8 @@ class Aedat4Reader:
     Args:
         path: the recording.
         threads: decompression threads (0 decodes in the calling thread).
+        strict: an event outside the declared sensor or with a polarity other than 0/1 raises
+            (default: it is dropped and counted in :attr:`counts`).
 
     Attributes:
         path: the file.
@@ -200,12 +203,13 @@ class Aedat4Reader:
         data_table: FileDataTable rows (one per packet, every stream), or ``None`` when the file
             has none (interrupted recording) or it is damaged.
         data_table_error: why a declared table could not be used, else ``None``.
+        screen: the :class:`~evstream.io.screen.EventScreen` of impossible events.
 
     Raises:
         EventFileError: missing file, wrong magic, damaged header, no event stream.
     """
 
-    def __init__(self, path: str | os.PathLike, *, threads: int = 2) -> None:
+    def __init__(self, path: str | os.PathLike, *, threads: int = 2, strict: bool = False) -> None:
         self.path = Path(path)
         self.threads = max(0, int(threads))
         self._pool: ThreadPoolExecutor | None = None
@@ -216,6 +220,12 @@ class Aedat4Reader:
             os.close(self._fd)
             self._fd = -1
             raise
+        self.screen = EventScreen(self.path, self.sensor_size, strict=strict)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Events dropped by the last read so far: ``off_sensor`` and ``bad_polarity``."""
+        return self.screen.counts()
 
     # -- header ---------------------------------------------------------------------------------
 
@@ -466,12 +476,13 @@ class Aedat4Reader:
             EventFileError: at the first damaged packet, after every packet before it.
         """
         self._check_open()
+        self.screen.reset()
         skipping = t_start is not None and self.data_table is None
         for events in self._pipeline(self._event_packets(t_start)):
             if skipping and (len(events) == 0 or events["t"][-1] < t_start):
                 continue
             skipping = False
-            yield events
+            yield self.screen(events)
 
     def read(self, t0: int | None = None, t1: int | None = None) -> np.ndarray:
         """Events with ``t0 <= t < t1`` (whole stream by default) as one ``EVENT_DTYPE`` array.
@@ -494,7 +505,8 @@ class Aedat4Reader:
                     try:
                         for _ in self._pipeline(self._event_packets(None), slices):
                             pass
-                        return out
+                        self.screen.reset()
+                        return self.screen(out)
                     except _CountMismatch:
                         pass  # the table miscounts: decode packet by packet instead
             return concatenate(self.iter_packets())

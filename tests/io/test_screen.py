@@ -1,0 +1,112 @@
+"""Events outside the declared sensor or with polarity > 1: dropped and counted, or strict errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from evstream.errors import EventFileError
+from evstream.events import SensorSize
+from evstream.io import open_reader, read_events
+from evstream.io.aedat3 import write_aedat3
+from evstream.io.aedat4 import write_aedat4
+from evstream.io.screen import EventScreen
+from tests.helpers import random_events
+
+SENSOR = SensorSize(64, 48)
+
+
+def _hostile(n: int = 3_000) -> tuple[np.ndarray, np.ndarray]:
+    """(events with impossible ones planted, the events that should survive)."""
+    events = random_events(n, SENSOR, seed=11)
+    events["x"][10] = 64            # just outside
+    events["y"][500] = 30_000       # far outside
+    events["x"][501] = -1
+    events["p"][1_200] = 2          # polarity > 1
+    events["p"][2_999] = 255
+    bad = np.zeros(n, bool)
+    bad[[10, 500, 501, 1_200, 2_999]] = True
+    return events, events[~bad]
+
+
+@pytest.mark.parametrize("compression", ["none", "lz4", "zstd"])
+@pytest.mark.parametrize("threads", [0, 2])
+def test_aedat4_drops_and_counts_impossible_events(tmp_path, compression, threads):
+    # reproducer (issue 17, finding 11): these events came back from read_events silently
+    events, kept = _hostile()
+    path = tmp_path / "hostile.aedat4"
+    write_aedat4(path, events, SENSOR, compression, packet_events=700)
+    np.testing.assert_array_equal(read_events(path), kept)
+    with open_reader(path) as reader:
+        reader.threads = threads
+        np.testing.assert_array_equal(reader.read(), kept)
+        assert reader.counts == {"off_sensor": 3, "bad_polarity": 2} and reader.screen.dropped == 5
+        parts = list(reader.iter_packets())
+        np.testing.assert_array_equal(np.concatenate(parts), kept)
+        assert reader.counts == {"off_sensor": 3, "bad_polarity": 2}  # re-reading starts counting again
+        np.testing.assert_array_equal(reader.read(t0=0), kept)
+
+
+def test_aedat4_strict_is_one_line_naming_file_and_first_bad_event(tmp_path):
+    events, _ = _hostile()
+    path = tmp_path / "hostile.aedat4"
+    write_aedat4(path, events, SENSOR, "lz4", packet_events=700)
+    with pytest.raises(EventFileError) as err:
+        read_events(path, strict=True)
+    message = str(err.value)
+    assert "\n" not in message and "hostile.aedat4" in message
+    assert f"event 10 (t={events['t'][10]} µs, x=64, y={events['y'][10]}" in message
+    assert "outside the 64x48 sensor" in message
+
+
+def test_strict_names_bad_polarity(tmp_path):
+    events = random_events(100, SENSOR, seed=12)
+    events["p"][42] = 7
+    path = tmp_path / "pol.aedat4"
+    write_aedat4(path, events, SENSOR, "none")
+    with pytest.raises(EventFileError, match=r"pol\.aedat4: .*event 42 .*p=7\) polarity not 0 or 1"):
+        read_events(path, strict=True)
+    assert len(read_events(path)) == 99
+
+
+def test_aedat3_drops_and_counts_and_strict(tmp_path):
+    events, _ = _hostile()
+    events["p"] = np.minimum(events["p"], 1)  # AEDAT 3.1 stores one polarity bit
+    events["x"][501] = 200  # and no negative addresses
+    path = tmp_path / "hostile.aedat"
+    write_aedat3(path, events, source="DVS128", packet_events=700)
+    sensor = SensorSize(128, 128)
+    bad = (events["x"] < 0) | (events["x"] >= 128) | (events["y"] >= 128)
+    with open_reader(path) as reader:
+        assert reader.sensor_size == sensor
+        got = reader.read()
+        assert reader.counts["off_sensor"] == int(bad.sum()) > 0
+    np.testing.assert_array_equal(got["t"], events["t"][~bad])
+    with pytest.raises(EventFileError, match=r"hostile\.aedat: byte \d+: event \d+ .*outside the 128x128 sensor"):
+        read_events(path, strict=True)
+
+
+def test_readers_share_one_screen(tmp_path):
+    events = random_events(10, SENSOR, seed=1)
+    write_aedat4(tmp_path / "a.aedat4", events, SENSOR)
+    write_aedat3(tmp_path / "a.aedat", events, source="DVS128")
+    for name in ("a.aedat4", "a.aedat"):
+        with open_reader(tmp_path / name) as reader:
+            assert type(reader.screen) is EventScreen
+
+
+def test_info_reports_dropped_events(tmp_path, repo_root):
+    events, kept = _hostile()
+    path = tmp_path / "hostile.aedat4"
+    write_aedat4(path, events, SENSOR, "lz4", packet_events=700)
+    done = subprocess.run([sys.executable, "main.py", "info", str(path), "--json"], cwd=repo_root,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert facts["events"] == len(kept) and facts["dropped"] == {"off_sensor": 3, "bad_polarity": 2}
+    done = subprocess.run([sys.executable, "main.py", "info", str(path)], cwd=repo_root, capture_output=True, text=True)
+    assert "dropped      3 outside the sensor, 2 with polarity not 0/1" in done.stdout
