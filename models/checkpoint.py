@@ -219,6 +219,48 @@ def resolve_checkpoint(path_or_name: str | os.PathLike) -> Path:
     raise ModelError(f"{text}: checkpoint file not found")
 
 
+# preprocessing keys with a checked type: (kind, low, high); others are kept as they are.
+_PREPROCESSING = {"sensor": ("pair", 1, 32767), "out_size": ("pair", 1, 1024), "steps": ("int", 1, 1024),
+                  "step_us": ("int", 1, 60_000_000), "mode": ("str", 1, 32), "burn_in": ("int", 0, 1024)}
+
+
+def _check_fields(path: Path, payload: dict, config: SpikformerConfig) -> None:
+    """Reject bad ``class_names``, ``decision`` and ``preprocessing`` before any module is built."""
+    from models.streaming import decision_options
+
+    names = payload["class_names"]
+    if not isinstance(names, list | tuple) or not all(isinstance(n, str) and len(n) <= 256 for n in names):
+        raise ModelError(f"{path}: field 'class_names': expected a list of short strings")
+    if len(names) != config.num_classes:
+        raise ModelError(f"{path}: field 'class_names': {len(names)} names for {config.num_classes} outputs")
+    for key in ("decision", "preprocessing", "metrics", "train_args", "train_state"):
+        if not isinstance(payload.get(key, {}), dict):
+            raise ModelError(f"{path}: field {key!r}: expected a dict, got {type(payload[key]).__name__}")
+    decision = payload.get("decision", {})
+    try:
+        decision_options(decision, model_steps=config.steps)
+    except (ConfigError, TypeError) as err:
+        raise ModelError(f"{path}: field 'decision': {err}") from None
+    window = decision.get("window_steps")
+    if window is not None and (isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 1024):
+        raise ModelError(f"{path}: field 'decision.window_steps': expected an integer 1 ... 1024, got {window!r}")
+    for key, (kind, lo, hi) in _PREPROCESSING.items():
+        if key not in payload.get("preprocessing", {}):
+            continue
+        value = payload["preprocessing"][key]
+        if kind == "str":
+            ok = isinstance(value, str) and lo <= len(value) <= hi
+        else:
+            items = value if kind == "pair" else [value]
+            ok = (isinstance(items, list | tuple) and len(items) == (2 if kind == "pair" else 1)
+                  and all(not isinstance(v, bool) and isinstance(v, int) and lo <= v <= hi for v in items))
+        if not ok:
+            what = {"pair": "two integers", "int": "an integer", "str": "a string"}[kind]
+            text = repr(value)
+            raise ModelError(f"{path}: field 'preprocessing.{key}': expected {what} {lo} ... {hi}, "
+                             f"got {text if len(text) <= 40 else text[:37] + '...'}")
+
+
 def load_checkpoint(
     path_or_name: str | os.PathLike,
     *,
@@ -258,6 +300,7 @@ def load_checkpoint(
         raise ModelError(f"{path}: field 'config': {err}") from err
     if num_classes is not None and config.num_classes != num_classes:
         raise ModelError(f"{path}: field 'config.num_classes' is {config.num_classes}, expected {num_classes}")
+    _check_fields(path, payload, config)
     class_names = tuple(str(n) for n in payload["class_names"])
     try:
         net = Spikformer(config, class_names=class_names, name=arch)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import types
 import weakref
 from collections.abc import Callable
@@ -696,6 +697,20 @@ class Spikformer(nn.Module):
         return self
 
 
+
+# Bounds of SpikformerConfig fields (inclusive): far above any model this project trains, far below
+# what would allocate gigabytes or run for minutes before failing.
+_INT_BOUNDS = {"in_channels": (1, 64), "embed_dim": (8, 4096), "depth": (1, 64), "num_heads": (1, 4096),
+               "num_classes": (1, 10_000), "steps": (1, 1024)}
+_FLOAT_BOUNDS = {"mlp_ratio": (0.125, 16.0), "scale": (1e-6, 1e3), "tau": (1e-3, 1e6), "v_threshold": (1e-6, 1e6),
+                 "attn_v_threshold": (1e-6, 1e6), "surrogate_alpha": (1e-6, 1e6)}
+
+
+def _excerpt(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 @dataclass(frozen=True)
 class SpikformerConfig:
     """Architecture of a :class:`Spikformer` (defaults: the paper's DVS model, 2-256, 16 heads)."""
@@ -716,7 +731,29 @@ class SpikformerConfig:
     attn_order: Literal["qk_v", "q_kv"] = "qk_v"  # (Q·Kᵀ)·V forms the N×N map; Q·(KᵀV) is linear in N
 
     def __post_init__(self) -> None:
+        # Types and bounds first, field by field, so a hostile config never sizes a module.
+        size = self.img_size
+        if (not isinstance(size, list | tuple) or len(size) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int) for v in size)):
+            raise ConfigError(f"img_size: expected two integers, got {_excerpt(size)}")
+        object.__setattr__(self, "img_size", (int(size[0]), int(size[1])))
+        for name, (lo, hi) in _INT_BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{name}: expected an integer, got {_excerpt(value)}")
+            if not lo <= value <= hi:
+                raise ConfigError(f"{name}: {value} outside {lo} ... {hi}")
+        for name, (lo, hi) in _FLOAT_BOUNDS.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise ConfigError(f"{name}: expected a finite number, got {_excerpt(value)}")
+            if not lo <= value <= hi:
+                raise ConfigError(f"{name}: {value} outside {lo} ... {hi}")
+        if not isinstance(self.attn_order, str):
+            raise ConfigError(f"attn_order: expected 'qk_v' or 'q_kv', got {_excerpt(self.attn_order)}")
         h, w = self.img_size
+        if not (16 <= h <= 1024 and 16 <= w <= 1024):
+            raise ConfigError(f"img_size: {self.img_size} outside 16 ... 1024")
         if h <= 0 or w <= 0 or h % 16 or w % 16:
             raise ConfigError(f"img_size: {self.img_size} must be positive multiples of 16")
         if self.embed_dim <= 0 or self.embed_dim % 8:
@@ -738,13 +775,15 @@ class SpikformerConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> SpikformerConfig:
         """Inverse of :meth:`to_dict`; unknown fields raise :class:`ConfigError`."""
+        if not isinstance(values, dict):
+            raise ConfigError(f"SpikformerConfig: expected a dict of fields, got {type(values).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ConfigError(f"SpikformerConfig: unknown field(s) {', '.join(unknown)}")
         values = dict(values)
-        if "img_size" in values:
-            values["img_size"] = tuple(int(v) for v in values["img_size"])
+        if isinstance(values.get("img_size"), list):
+            values["img_size"] = tuple(values["img_size"])
         return cls(**values)
 
 
