@@ -215,10 +215,10 @@ def test_eval_data_gives_offline_clip_accuracy(tmp_path, capsys):
     assert "offline clip accuracy 0.5000" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("name, min_accuracy", [("gestures_128x128", 0.6), ("gestures_640x480", 0.55)])
+@pytest.mark.parametrize("name, min_accuracy", [("gestures_128x128", 0.6), ("gestures_640x480", 0.5)])
 def test_bundled_recordings_are_recognised_online_by_the_shipped_weights(repo_root, name, min_accuracy):
     """The shipped weights with their own calibrated settings, the default window and the density
-    match, on the bundled recordings (regenerated with the current renderer; short 2-3 s gestures,
+    match, on the bundled recordings (regenerated with the current renderer; short 1.5-3 s gestures,
     so the onset latency weighs more than on the 4-8 s benchmark gestures). bench/online.py reports
     the figures on fresh held-out recordings; the bounds here are lower on purpose."""
     from models import DEFAULT_WEIGHTS, list_weights, load_checkpoint
