@@ -129,7 +129,10 @@ class StatsPanel(QtWidgets.QWidget):
         self._set("lag", lag_text)
         dropped = f"{s.get('dropped_windows', 0)} windows (pipeline) · {gaps} messages (gaps) · {s.get('resets', 0)} resets"
         self._set("dropped", dropped + (f" · {unusable} unusable" if unusable else ""))
-        self._set("energy", f"{self.last_energy_uj:.2f} µJ / window" if self.last_energy_uj is not None else "—")
+        # The classifier's estimate: models/energy.py's default accounting, named so it is not
+        # read as the papers' (which charge the first conv densely at every step).
+        energy = f"{self.last_energy_uj:.2f} µJ / window (strict, first conv by events)"
+        self._set("energy", energy if self.last_energy_uj is not None else "—")
         self._set("display", f"{fps:.0f} FPS")
         realtime = s.get("realtime_factor")
         window_ms = s.get("window_ms")
