@@ -131,8 +131,8 @@ class StatsPanel(QtWidgets.QWidget):
         self._set("dropped", dropped + (f" · {unusable} unusable" if unusable else ""))
         # The classifier's estimate: models/energy.py's default accounting, named so it is not
         # read as the papers' (which charge the first conv densely at every step).
-        energy = f"{self.last_energy_uj:.2f} µJ / window (strict, first conv by events)"
-        self._set("energy", energy if self.last_energy_uj is not None else "—")
+        energy = self.last_energy_uj
+        self._set("energy", "—" if energy is None else f"{energy:.2f} µJ / window (strict, first conv by events)")
         self._set("display", f"{fps:.0f} FPS")
         realtime = s.get("realtime_factor")
         window_ms = s.get("window_ms")
