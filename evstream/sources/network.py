@@ -38,7 +38,9 @@ class NetworkSource(EventSource):
 
     Args:
         address: ``tcp://host:port`` of a DV ``NetworkWriter`` / DV software output.
-        timeout: seconds to wait for the connection and for data before giving up.
+        timeout: total seconds for connecting and receiving the stream header (one deadline).
+        packet_timeout: total seconds a packet may take once its first byte has arrived (default:
+            ``timeout``); see :class:`evstream.io.dvnet.DvNetworkClient`.
 
     Chunks cover ``[previous t_end, last event t + 1)`` µs on the camera's clock; the source ends
     when the server closes the stream.
@@ -49,13 +51,13 @@ class NetworkSource(EventSource):
 
     live = True
 
-    def __init__(self, address: str, *, timeout: float = 5.0) -> None:
+    def __init__(self, address: str, *, timeout: float = 5.0, packet_timeout: float | None = None) -> None:
         from evstream.io.dvnet import DvNetworkClient
 
         self.address = address
         host, port = parse_address(address)
         try:
-            self._client = DvNetworkClient(host, port, timeout=timeout)
+            self._client = DvNetworkClient(host, port, timeout=timeout, packet_timeout=packet_timeout)
         except SourceError as err:
             raise SourceError(str(err) if address in str(err) else f"{address}: {err}") from None
         except (OSError, EvstreamError) as err:
@@ -68,7 +70,8 @@ class NetworkSource(EventSource):
         """Yield one chunk per non-empty event packet until the server closes the stream.
 
         Raises:
-            SourceError: the connection broke or timed out mid-stream (names the address).
+            SourceError: the connection broke, a packet missed its deadline, or the stream ended
+                inside a packet (names the address and the byte).
         """
         t_end: int | None = None
         try:

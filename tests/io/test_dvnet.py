@@ -1,4 +1,5 @@
-"""DV network streams: a real dv-processing NetworkWriter on 127.0.0.1, and fragmented decoding."""
+"""DV network streams: a real dv-processing NetworkWriter on 127.0.0.1, fragmented decoding, and
+hostile servers on 127.0.0.1 (dripping, truncating, declaring huge packets)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import struct
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +21,8 @@ from evstream.io.aedat4 import encode_event_packet
 from evstream.io.dvnet import DvNetworkClient, DvStreamDecoder
 from evstream.io.flatbuf import encode_io_header
 from tests.helpers import free_port, random_events
+
+ROOT = Path(__file__).resolve().parents[2]
 
 # The server runs in its own process: dv-processing's NetworkWriter destructor blocks when a
 # Python thread of the same process is involved, and a process exit closes the stream cleanly.
@@ -174,3 +179,202 @@ def test_server_declaring_an_impossible_sensor_size_is_one_line(size):
     header = encode_io_header(1, _XML.replace('"sizeX" type="int">128', f'"sizeX" type="int">{size}'))
     with pytest.raises(SourceError, match=r"^tcp://x: byte 4: IOHeader: stream 3: sizeX .*1 \.\.\. 32767\)$"):
         DvStreamDecoder("tcp://x").feed(struct.pack("<I", len(header)) + header)
+
+
+# -- hostile servers (issue 17, finding 8) ------------------------------------------------------
+
+
+class _HostileServer:
+    """A DV server on 127.0.0.1 that plays ``steps`` to one client: ``bytes`` are sent at once,
+    ``("drip", data, seconds)`` one byte per ``seconds``, ``("sleep", seconds)`` waits, and
+    ``"close"`` hangs up (without it the connection is held until the test ends)."""
+
+    def __init__(self, steps: list) -> None:
+        self.steps = steps
+        self.sent = 0
+        self._stop = threading.Event()
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _send(self, conn: socket.socket, data: bytes) -> None:
+        conn.sendall(data)
+        self.sent += len(data)
+
+    def _serve(self) -> None:
+        conn, _ = self._listener.accept()
+        with conn:
+            try:
+                for step in self.steps:
+                    if self._stop.is_set():
+                        return
+                    if step == "close":
+                        return
+                    if isinstance(step, bytes):
+                        self._send(conn, step)
+                    elif step[0] == "sleep":
+                        self._stop.wait(step[1])
+                    else:
+                        for i in range(len(step[1])):
+                            if self._stop.wait(step[2]):
+                                return
+                            self._send(conn, step[1][i:i + 1])
+                self._stop.wait()
+            except OSError:  # the client hung up
+                return
+
+    def __enter__(self) -> _HostileServer:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._listener.close()
+        self._thread.join()
+
+
+def _header() -> bytes:
+    header = encode_io_header(0, _XML)
+    return struct.pack("<I", len(header)) + header
+
+
+def _packet(events: np.ndarray, stream_id: int = 3) -> bytes:
+    payload = encode_event_packet(0, events)
+    return struct.pack("<ii", stream_id, len(payload)) + payload
+
+
+def _received(message: str) -> int:
+    import re
+
+    return int(re.search(r"\((\d[\d,]*) of [\d,]+ bytes received\)", message).group(1).replace(",", ""))
+
+
+def test_dripping_header_times_out_by_the_total_deadline():
+    # reproducer: 5 s per read let a server dripping a byte a second hold start-up indefinitely
+    declared = 2000
+    with _HostileServer([struct.pack("<I", declared), ("drip", b"\0" * declared, 0.02)]) as server:
+        with pytest.raises(SourceError) as err:
+            DvNetworkClient("127.0.0.1", server.port, timeout=0.5)
+        sent = server.sent
+    message = str(err.value)
+    assert message.startswith(f"tcp://127.0.0.1:{server.port}: no complete stream header within 0.5 s: "
+                              "stream header at byte 0 (")
+    assert "\n" not in message
+    # every read got bytes well within 0.5 s, so only a total deadline stops it; it stopped while
+    # the server still had bytes to drip
+    assert _received(message) > 4 + 1 and sent < 4 + declared
+
+
+def test_dripping_packet_times_out_by_the_packet_deadline():
+    events = random_events(20, SensorSize(128, 64), seed=1)
+    slow = _packet(random_events(60, SensorSize(128, 64), t0=50_000, seed=2))
+    offset = len(_header()) + len(_packet(events))
+    with _HostileServer([_header() + _packet(events), slow[:8], ("drip", slow[8:], 0.02)]) as server:
+        with DvNetworkClient("127.0.0.1", server.port, timeout=5.0, packet_timeout=0.5) as client:
+            got = []
+            with pytest.raises(SourceError) as err:
+                for packet in client:
+                    got.append(np.array(packet))
+        sent = server.sent
+    assert len(got) == 1 and np.array_equal(got[0], events)
+    message = str(err.value)
+    assert message.startswith(f"tcp://127.0.0.1:{server.port}: packet at byte {offset} (")
+    assert message.endswith(f" of {len(slow):,} bytes received) incomplete after 0.5 s (packet deadline)")
+    assert _received(message) > 8 + 1 and sent < offset + len(slow)
+
+
+def test_silence_between_packets_and_a_slow_consumer_are_not_timeouts():
+    first = random_events(30, SensorSize(128, 64), seed=3)
+    second = _packet(random_events(40, SensorSize(128, 64), t0=90_000, seed=4))
+    third = random_events(5, SensorSize(128, 64), t0=200_000, seed=5)
+    steps = [_header() + _packet(first) + second[:20], ("sleep", 0.2), second[20:], ("sleep", 0.8),
+             _packet(third), "close"]
+    with _HostileServer(steps) as server:
+        with DvNetworkClient("127.0.0.1", server.port, timeout=5.0, packet_timeout=0.3) as client:
+            got = []
+            for packet in client:
+                got.append(np.array(packet))
+                if len(got) == 1:
+                    time.sleep(0.6)  # the consumer holds the first packet while the second is half here
+    assert [len(g) for g in got] == [30, 40, 5]
+
+
+@pytest.mark.parametrize("cut", [3, 8 + 100])
+def test_truncated_final_packet_is_an_error_not_the_end(cut):
+    events = random_events(20, SensorSize(128, 64), seed=1)
+    last = _packet(random_events(60, SensorSize(128, 64), t0=50_000, seed=2))
+    offset = len(_header()) + len(_packet(events))
+    with _HostileServer([_header() + _packet(events) + last[:cut], "close"]) as server:
+        with DvNetworkClient("127.0.0.1", server.port, timeout=5.0) as client:
+            got = []
+            with pytest.raises(SourceError) as err:
+                for packet in client:
+                    got.append(np.array(packet))
+    assert len(got) == 1
+    what, total = ("packet header", 8) if cut < 8 else ("packet", len(last))
+    assert str(err.value) == (f"tcp://127.0.0.1:{server.port}: stream ended inside the {what} at byte {offset} "
+                              f"({cut:,} of {total:,} bytes received): truncated")
+
+
+def test_truncated_final_packet_ends_the_pipeline_in_error_on_status():
+    pytest.importorskip("torch")
+    from evstream.binning import Binner
+    from evstream.pipeline import Pipeline, PipelineConfig
+    from evstream.sources.network import NetworkSource
+    from models import create_model
+    from models.streaming import StreamingClassifier
+
+    events = random_events(2000, SensorSize(128, 64), duration_us=400_000, seed=1)
+    last = _packet(random_events(60, SensorSize(128, 64), t0=500_000, seed=2))
+    with _HostileServer([_header() + _packet(events) + last[:100], "close"]) as server:
+        source = NetworkSource(f"tcp://127.0.0.1:{server.port}", timeout=5.0)
+        pipeline = Pipeline(source, StreamingClassifier(create_model("spikformer_tiny"), device="cpu"),
+                            Binner(SensorSize(128, 64), (32, 32), 20_000, 4), None, config=PipelineConfig())
+        pipeline.start()
+        assert pipeline.wait() == 1
+        status = pipeline.status()
+        pipeline.close()
+    assert status["state"] == "error"
+    assert status["message"].endswith(f"(100 of {len(last):,} bytes received): truncated")
+    assert "\n" not in status["message"]
+
+
+def test_main_exits_non_zero_with_one_line_on_a_truncated_stream():
+    events = random_events(2000, SensorSize(128, 64), duration_us=400_000, seed=1)
+    last = _packet(random_events(60, SensorSize(128, 64), t0=500_000, seed=2))
+    with _HostileServer([_header() + _packet(events) + last[:100], "close"]) as server:
+        run = subprocess.run([sys.executable, "main.py", "--network", f"127.0.0.1:{server.port}", "--no-gui",
+                              "--quiet", "--publish", f"tcp://127.0.0.1:{free_port(pair=True)}"],
+                             capture_output=True, text=True, cwd=ROOT)
+    assert run.returncode == 1, run.stderr
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].endswith(f"(100 of {len(last):,} bytes received): truncated"), run.stderr
+
+
+def test_a_declared_huge_packet_is_refused_before_anything_is_buffered():
+    # reproducer: one declared 256 MiB packet cost 0.8-1.2 GB of RSS
+    huge = struct.pack("<ii", 3, 1 << 28)
+    with pytest.raises(SourceError, match=rf"byte {len(_header()) + 4}: packet size 268,435,456 above the "
+                                          r"limit of 67,108,864 bytes$"):
+        DvStreamDecoder("tcp://x").feed(_header() + huge)
+    with _HostileServer([_header(), ("sleep", 0.2), huge + b"\0" * 4096]) as server:
+        with pytest.raises(SourceError, match="packet size 268,435,456 above the limit"):
+            with DvNetworkClient("127.0.0.1", server.port, timeout=5.0) as client:
+                list(client)
+
+
+def test_an_allowed_large_packet_is_buffered_only_as_its_bytes_arrive():
+    import tracemalloc
+
+    huge = struct.pack("<ii", 3, 1 << 28)
+    with _HostileServer([_header() + huge, ("drip", b"\0" * 200, 0.005), ("sleep", 60)]) as server:
+        tracemalloc.start()
+        try:
+            with DvNetworkClient("127.0.0.1", server.port, timeout=5.0, packet_timeout=0.5,
+                                 max_packet_bytes=1 << 28) as client:
+                with pytest.raises(SourceError, match=r"of 268,435,464 bytes received\) incomplete after 0\.5 s"):
+                    list(client)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+    assert peak < 4 << 20  # the declared 256 MiB was never allocated
