@@ -246,6 +246,50 @@ def _ik(shoulder: np.ndarray, target: np.ndarray, outward: float, upper: float, 
     return e1 if np.hypot(*(e1 - pole)) <= np.hypot(*(e2 - pole)) else e2
 
 
+# Camera distance in body units (image heights at scale 1): the DVS128 stood ~2-3 m from a subject
+# whose upper body fills the frame, so a hand 0.3 units in front of the shoulders is drawn ~10 %
+# larger and further from the image centre (weak perspective).
+_CAMERA_DISTANCE = 3.0
+
+
+def _ik3(shoulder: np.ndarray, target: np.ndarray, pole: np.ndarray, upper: float, fore: float) -> np.ndarray:
+    """Elbow (3-D: x right, y down, z toward the camera) of a two-link arm reaching ``target``.
+
+    The elbow lies on the circle of points ``upper`` from the shoulder and ``fore`` from the
+    wrist; of that circle we take the point nearest ``pole`` (where the elbow prefers to be).
+    """
+    v = target - shoulder
+    d = float(np.linalg.norm(v))
+    u = v / max(d, 1e-9)
+    d = min(max(d, abs(upper - fore) + 1e-3), upper + fore - 1e-4)
+    a = (upper**2 + d * d - fore**2) / (2 * d)
+    h = math.sqrt(max(upper**2 - a * a, 0.0))
+    w = pole - shoulder
+    w = w - float(w @ u) * u
+    n = float(np.linalg.norm(w))
+    w = w / n if n > 1e-9 else np.array([0.0, 1.0, 0.0])
+    return shoulder + a * u + h * w
+
+
+def _project(p: np.ndarray) -> np.ndarray:
+    """Image-plane position (body units) of a 3-D point, by weak perspective about the shoulders."""
+    return p[:2] * (_CAMERA_DISTANCE / (_CAMERA_DISTANCE - float(p[2])))
+
+
+def _arm3(body: _Body, m: float, wrist: np.ndarray, pole: np.ndarray, hand: np.ndarray) -> _Arm:
+    """A pose from a 3-D wrist target: elbow by :func:`_ik3`, everything projected to the image.
+
+    ``pole`` is relative to the shoulder; ``hand`` is the hand's 3-D direction, whose projected
+    length foreshortens the fingers; the depth order is the forearm's mean distance forward.
+    """
+    shoulder = np.array([m * body.shoulder, 0.0, 0.0])
+    elbow = _ik3(shoulder, wrist, shoulder + pole, body.upper, body.fore)
+    hand = hand / max(float(np.linalg.norm(hand)), 1e-9)
+    tip = _project(wrist + 0.1 * hand) - _project(wrist)
+    fingers = max(float(np.hypot(*tip)) / 0.1, 0.3)
+    return _project(elbow), _project(wrist), math.atan2(tip[1], tip[0]), fingers, 1.0 + float(elbow[2] + wrist[2])
+
+
 def _smoothstep(x: float) -> float:
     x = min(max(x, 0.0), 1.0)
     return x * x * (3 - 2 * x)
@@ -327,11 +371,12 @@ def _gesture_arms(seg: _Segment, tau: float, body: _Body) -> list[_Arm]:
     for arm, m in enumerate((-1.0, 1.0)):  # 0 = subject's right (image left), 1 = subject's left
         shoulder = np.array([m * sw, 0.0])
         lead = (arm == 0) == body.right_handed  # the subject's dominant arm
-        if c == 0:  # hand clapping: palms meet at the midline in front of the chest, ~2.5 Hz,
-            # hands parting by about 20-25 cm (a shoulder half-width)
+        if c == 0:  # hand clapping: elbows by the sides, forearms forward, palms meeting in front of the
+            # chest at the midline, ~2.5 Hz, the hands parting by about 20-25 cm; the forearms point
+            # mostly at the camera, so they are foreshortened and the hands do most of the moving
             opening = 0.5 + 0.5 * math.cos(_phase(seg, tau, 2.5))
-            wrist = np.array([m * (0.035 + 0.1 * amp * opening), 0.16 - 0.02 * opening])
-            out.append(_arm_towards(body, m, wrist, -math.pi / 2 + m * 0.25, 0.6, 1.0))
+            wrist = np.array([m * (0.03 + 0.11 * amp * opening), 0.17 - 0.02 * opening, 0.24])
+            out.append(_arm3(body, m, wrist, np.array([m * 0.25, 0.3, -0.25]), np.array([-m * 0.3, -0.6, 0.7])))
         elif c in (1, 2) and arm == c - 1:  # hand wave: forearm up beside the head, swinging ~2.2 Hz
             elbow = shoulder + np.array([m * 0.16, 0.02])
             angle = 0.55 * amp * math.sin(_phase(seg, tau, 2.2)) + m * 0.2
@@ -346,24 +391,28 @@ def _gesture_arms(seg: _Segment, tau: float, body: _Body) -> list[_Arm]:
             radius = (body.upper + body.fore) * 0.78 * amp
             wrist = centre + radius * np.array([math.cos(angle), math.sin(angle)])
             out.append(_arm_towards(body, m, wrist, None, 1.0, 1.0))
-        elif c == 7:  # arm roll: forearms held across the belly, rolling around each other, ~1.6 Hz
+        elif c == 7:  # arm roll: forearms held across the chest, rolling around each other, ~1.6 Hz. The
+            # hands circle in the body's sagittal plane (up, forward, down, back), so from the camera
+            # the crossed forearms bob up and down, the upper one passing in front
             angle = _phase(seg, tau, 1.6) + (math.pi if arm else 0.0)
-            wrist = np.array([-m * 0.04, 0.22]) + 0.13 * amp * np.array([math.cos(angle), 0.8 * math.sin(angle)])
-            depth = 1.0 + 0.5 * math.sin(angle)  # the upper forearm passes in front
-            out.append(_arm_towards(body, m, wrist, None, 0.7, depth))
-        elif c == 8:  # air drums: alternating strokes of both hands, low in front, ~2.4 Hz
+            wrist = np.array([-m * 0.01, 0.21 + 0.08 * amp * math.sin(angle), 0.14 + 0.08 * amp * math.cos(angle)])
+            out.append(_arm3(body, m, wrist, np.array([m * 0.3, 0.3, -0.1]), np.array([-m * 1.0, 0.0, 0.2])))
+        elif c == 8:  # air drums: elbows by the sides, alternating strokes of both fists in front of the
+            # belly, ~2.4 Hz; the forearm pivots at the elbow, so the hand swings down and forward
             stroke = abs(math.sin(0.5 * _phase(seg, tau, 2.4) + (math.pi / 2 if arm else 0.0)))
-            wrist = np.array([m * 0.18, 0.34 - 0.13 * amp * stroke])
-            out.append(_arm_towards(body, m, wrist, math.pi / 2 + m * 0.6 - 0.8 * stroke * m, 0.8, 1.0))
-        elif c == 9:  # air guitar: the dominant hand strums low and fast, the other holds the neck out
+            wrist = np.array([m * 0.16, 0.36 - 0.14 * amp * stroke, 0.2 + 0.04 * stroke])
+            out.append(_arm3(body, m, wrist, np.array([m * 0.2, 0.3, -0.2]),
+                             np.array([-m * 0.2, 0.5 - 0.9 * stroke, 0.8])))
+        elif c == 9:  # air guitar: the dominant hand strums low and fast in front of the hip, the other
+            # holds the neck out to the side and forward
             if lead:
-                wrist = np.array([m * 0.07, 0.42 + 0.09 * amp * math.sin(_phase(seg, tau, 3.5))])  # over the hip
-                out.append(_arm_towards(body, m, wrist, math.pi / 2 + m * 0.3, 0.8, 1.0))
+                wrist = np.array([m * 0.07, 0.42 + 0.09 * amp * math.sin(_phase(seg, tau, 3.5)), 0.12])
+                out.append(_arm3(body, m, wrist, np.array([m * 0.3, 0.3, -0.1]), np.array([m * 0.3, 0.9, 0.3])))
             else:
                 slide = 0.04 * math.sin(_phase(seg, tau, 0.6))
-                wrist = np.array([m * (0.40 + slide), 0.08 - 0.5 * slide])
-                hand_angle = (0.0 if m > 0 else math.pi) - m * 0.3 + 0.1 * math.sin(_phase(seg, tau, 4.0))
-                out.append(_arm_towards(body, m, wrist, hand_angle, 1.0, 1.0))
+                wrist = np.array([m * (0.36 + slide), 0.08 - 0.5 * slide, 0.15])
+                hand = np.array([m * 0.8, -0.3 + 0.1 * math.sin(_phase(seg, tau, 4.0)), 0.3])
+                out.append(_arm3(body, m, wrist, np.array([m * 0.3, 0.3, -0.1]), hand))
         elif c == 10 and seg.moving_arms[arm] and seg.reach is not None:  # other: reach to random points
             targets = seg.reach[arm]
             k = min(int(tau * seg.speed / 0.8), len(targets) - 2)
