@@ -20,21 +20,31 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import types
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import numba
-import numpy as np
 import torch
 from spikingjelly.activation_based import neuron, surrogate
 from torch import Tensor, nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from evstream.errors import ConfigError, ModelError
 from evstream.labels import DVS_GESTURE_CLASSES
+
+# The fused inference path lives in models/fused.py (which imports nothing from here at run
+# time); its kernels and helpers stay importable from this module under their old names.
+from models import fused as _fused
+from models.fused import _LIF_BLOCK as _LIF_BLOCK
+from models.fused import _LIF_SERIAL_BELOW as _LIF_SERIAL_BELOW
+from models.fused import _first_stage_kernel as _first_stage_kernel
+from models.fused import _fused_kernels_apply as _fused_kernels_apply
+from models.fused import _fused_lif_forward as _fused_lif_forward
+from models.fused import _lif_block as _lif_block
+from models.fused import _lif_inference_kernel as _lif_inference_kernel
+from models.fused import _lif_inference_serial as _lif_inference_serial
+from models.fused import _memory_order as _memory_order
+from models.fused import _plain_lif as _plain_lif
+from models.fused import warm_up_kernels as warm_up_kernels
 
 # spikingjelly's first LIF call logs "Triton not available" twice on CPU machines.
 logging.getLogger("torch._library.triton").setLevel(logging.ERROR)
@@ -115,248 +125,11 @@ class Capture:
             self.record_rate(name, spikes)
 
 
-_LIF_BLOCK = 4096  # neurons per task: their membranes stay in L1/L2 while the T steps stream by
-_LIF_SERIAL_BELOW = 1 << 18  # smaller layers (T × N updates) run on one thread: waking a pool costs more
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _lif_block(x: np.ndarray, v: np.ndarray, out: np.ndarray, lo: int, hi: int, tau: np.float32, v_th: np.float32) -> int:
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    count = 0
-    for t in range(x.shape[0]):
-        for i in range(lo, hi):
-            vi = v[i]
-            h = vi + (x[t, i] - vi) / tau
-            fired = h >= v_th
-            out[t, i] = one if fired else zero
-            v[i] = zero if fired else h
-            count += 1 if fired else 0
-    return count
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _lif_inference_kernel(x: np.ndarray, v: np.ndarray, out: np.ndarray, tau: np.float32, v_th: np.float32) -> int:
-    """Hard-reset LIF over ``x`` ``[T, N]`` float32 from membrane ``v`` ``[N]`` (updated in place).
-
-    Same float32 arithmetic as spikingjelly's reference: H = V + (X − V) / τ, S = H ≥ V_th,
-    V = 0 where S else H. Blocks of neurons run in parallel; within a block, time steps run in
-    order over contiguous, branch-free (vectorisable) rows, instead of ~10 tensor passes per step.
-    Returns the number of spikes (the layer's firing rate for the energy estimate, without
-    another pass over the output).
-    """
-    n = x.shape[1]
-    fired = 0
-    for block in numba.prange((n + _LIF_BLOCK - 1) // _LIF_BLOCK):
-        lo = block * _LIF_BLOCK
-        fired += _lif_block(x, v, out, lo, min(lo + _LIF_BLOCK, n), tau, v_th)
-    return fired
-
-
-@numba.njit(cache=True, nogil=True)
-def _lif_inference_serial(x: np.ndarray, v: np.ndarray, out: np.ndarray, tau: np.float32, v_th: np.float32) -> int:
-    """:func:`_lif_inference_kernel` on the calling thread (same blocks, same arithmetic)."""
-    n = x.shape[1]
-    fired = 0
-    for lo in range(0, n, _LIF_BLOCK):
-        fired += _lif_block(x, v, out, lo, min(lo + _LIF_BLOCK, n), tau, v_th)
-    return fired
-
-
-def _memory_order(t: Tensor) -> list[int] | None:
-    """Dims of a dense tensor from outermost to innermost in memory (so ``t.permute(order)`` is
-    contiguous), or None when ``t`` is not dense (overlapping or with gaps)."""
-    order = sorted(range(t.dim()), key=lambda d: (t.shape[d] != 1, -t.stride(d)))  # size-1 dims outermost
-    return order if t.permute(order).is_contiguous() else None
-
-
-def _fused_lif_forward(node: neuron.LIFNode, x_seq: Tensor) -> Tensor:
-    """``multi_step_forward`` of a hard-reset LIF at inference: one numba pass, same spikes and state.
-
-    Works in the memory layout the input comes in (channels-last from the fused stem, plain
-    contiguous elsewhere): spikes and the membrane are laid out in the same dim order, so no
-    layout conversion is paid. Falls back to spikingjelly's own forward with gradients, off
-    the CPU, for other dtypes and under ``torch.compile``. The membrane stays spikingjelly's memory
-    ``v``, so ``functional.reset_net`` and state save/restore work unchanged.
-    """
-    if not _fused_kernels_apply(x_seq):
-        return neuron.LIFNode.multi_step_forward(node, x_seq)
-    time_outermost = x_seq.shape[0] == 1 or x_seq.stride(0) == x_seq[0].numel()
-    order = _memory_order(x_seq[0]) if time_outermost else None
-    if order is None:
-        x_seq = x_seq.contiguous()
-        order = list(range(x_seq.dim() - 1))
-    time_first = [0, *(d + 1 for d in order)]
-    back = sorted(range(len(time_first)), key=time_first.__getitem__)
-    # Spikes in the input's layout, with canonical strides (a size-1 batch keeps the layout
-    # recognisable to the next convolution and max-pool).
-    out = torch.empty([x_seq.shape[d] for d in time_first]).permute(back)
-    v = node.v
-    if not (isinstance(v, Tensor) and v.dtype == torch.float32 and v.shape == out.shape[1:] and v.stride() == out[0].stride()):
-        # First step after a reset (v is the float reset value) or a state from elsewhere: a
-        # membrane with the strides of one step. Otherwise the kernel updates the membrane this
-        # node made last time in place (state() hands out copies, never it).
-        fresh = torch.empty_like(out[0])
-        if isinstance(v, Tensor) and v.shape == fresh.shape:
-            fresh.copy_(v)
-        else:
-            fresh.fill_(float(v))
-        v = fresh
-    steps = x_seq.shape[0]
-    kernel = _lif_inference_serial if x_seq.numel() < _LIF_SERIAL_BELOW else _lif_inference_kernel
-    fired = kernel(
-        x_seq.permute(time_first).reshape(steps, -1).numpy(),
-        v.permute(order).reshape(-1).numpy(),
-        out.permute(time_first).reshape(steps, -1).numpy(),
-        np.float32(node.tau),
-        np.float32(node.v_threshold),
-    )
-    node.v = v
-    node.fired = (weakref.ref(out), int(fired))  # read by Capture.record_spikes
-    return out
-
-
-@numba.njit(parallel=True, cache=True, nogil=True)
-def _first_stage_kernel(
-    x: np.ndarray,
-    weight: np.ndarray,
-    bias: np.ndarray,
-    v: np.ndarray,
-    out: np.ndarray,
-    totals: np.ndarray,
-    counts: np.ndarray,
-    tau: np.float32,
-    v_th: np.float32,
-) -> None:
-    """SPS stage 0 at inference in one pass: conv 3×3 (stride 1, pad 1, BN folded) → LIF → max-pool 3/2/1.
-
-    Args:
-        x: event frames ``[T, B, C_in, H, W]`` float32 (mostly zeros: only non-zero pixels are visited).
-        weight: ``[3, 3, C_in, C]`` (taps, then input channel, output channels innermost).
-        bias: ``[C]``.
-        v: membranes ``[B, H, W * C]`` (channels last), updated in place.
-        out: pooled spikes ``[T, B, H/2, W/2 * C]`` (channels last).
-        totals: ``[2, B, H]`` int64: the spikes of each conv row are added to ``totals[0]``, those
-            of each pooled row (the first ``H/2``) to ``totals[1]``.
-        counts: ``[B, H, W * C]`` float32, each neuron's spikes are added here; pass ``[1, 1, 1]``
-            to skip (they cost a pass over the membranes per step).
-
-    The conv rows never leave the cache; the LIF arithmetic is spikingjelly's (as
-    :func:`_lif_inference_kernel`); each step's sums are formed in the same order whatever the
-    window length, so windows of any size give the same spikes as one long pass.
-    """
-    steps, batch, c_in, height, width = x.shape
-    c_out = weight.shape[3]
-    out_h, out_w = out.shape[2], out.shape[3] // c_out
-    row = width * c_out
-    per_neuron = counts.shape[2] == row
-    spikes = np.empty((height, row), dtype=np.float32)
-    zero = np.float32(0.0)
-    one = np.float32(1.0)
-    for t in range(steps):
-        for b in range(batch):
-            for y in numba.prange(height):
-                acc = np.empty(row, dtype=np.float32)
-                for xx in range(width):
-                    for c in range(c_out):
-                        acc[xx * c_out + c] = bias[c]
-                for ky in range(3):
-                    iy = y + ky - 1
-                    if iy < 0 or iy >= height:
-                        continue
-                    for ci in range(c_in):
-                        frame_row = x[t, b, ci, iy]
-                        for ix in range(width):
-                            value = frame_row[ix]
-                            if value == zero:
-                                continue
-                            for kx in range(3):
-                                ox = ix - kx + 1
-                                if ox < 0 or ox >= width:
-                                    continue
-                                base = ox * c_out
-                                for c in range(c_out):
-                                    acc[base + c] += value * weight[ky, kx, ci, c]
-                vrow = v[b, y]
-                srow = spikes[y]
-                fired_in_row = 0
-                for i in range(row):
-                    vi = vrow[i]
-                    h = vi + (acc[i] - vi) / tau
-                    fired = h >= v_th
-                    srow[i] = one if fired else zero
-                    vrow[i] = zero if fired else h
-                    fired_in_row += 1 if fired else 0
-                totals[0, b, y] += fired_in_row
-                if per_neuron:
-                    crow = counts[b, y]
-                    for i in range(row):
-                        crow[i] += srow[i]
-            for oy in numba.prange(out_h):
-                # Max over the (up to) three rows, then over three columns: contiguous, vectorisable rows.
-                y0, y1 = max(2 * oy - 1, 0), min(2 * oy + 2, height)
-                rows = spikes[y0].copy()
-                for yy in range(y0 + 1, y1):
-                    other = spikes[yy]
-                    for i in range(row):
-                        rows[i] = max(rows[i], other[i])
-                orow = out[t, b, oy]
-                for ox in range(out_w):
-                    base, src = ox * c_out, 2 * ox * c_out
-                    for c in range(c_out):
-                        orow[base + c] = max(rows[src + c], rows[src + c_out + c])
-                    if ox > 0:
-                        for c in range(c_out):
-                            orow[base + c] = max(orow[base + c], rows[src - c_out + c])
-                pooled_in_row = 0
-                for i in range(out_w * c_out):
-                    pooled_in_row += 1 if orow[i] != zero else 0
-                totals[1, b, oy] += pooled_in_row
-
-
 def _time_batch(x: Tensor) -> Tensor:
     """``[T, B, ...]`` → ``[T·B, ...]`` as a view. With T = 1 the step itself: flattening two
     size-1 dims gives the merged dim a stride (C) that PyTorch's layout test reads as not
     channels-last, and max-pool would then write NCHW (~10x slower, and every later op follows)."""
     return x[0] if x.shape[0] == 1 else x.flatten(0, 1)
-
-
-def warm_up_kernels() -> None:
-    """Compile the fused inference kernels, or load them from numba's cache, on tiny inputs.
-
-    About 5 s on a fresh install (0.3 s from the cache); :meth:`Spikformer.fuse_for_inference`
-    calls this so that the cost falls on setup, not on the first live window.
-    """
-    tau, v_th = np.float32(2.0), np.float32(1.0)
-    x, v, out = np.zeros((1, 8), np.float32), np.zeros(8, np.float32), np.zeros((1, 8), np.float32)
-    _lif_inference_kernel(x, v, out, tau, v_th)
-    _lif_inference_serial(x, v, out, tau, v_th)
-    _first_stage_kernel(
-        np.zeros((1, 1, 1, 2, 2), np.float32),
-        np.zeros((3, 3, 1, 1), np.float32),
-        np.zeros(1, np.float32),
-        np.zeros((1, 2, 2), np.float32),
-        np.zeros((1, 1, 1, 1), np.float32),
-        np.zeros((2, 1, 2), np.int64),
-        np.zeros((1, 1, 1), np.float32),
-        tau,
-        v_th,
-    )
-
-
-def _plain_lif(node: neuron.LIFNode) -> bool:
-    """A hard-reset-to-0 LIF with the input decayed (the Spikformer neuron): what the fused kernels compute."""
-    return type(node) is neuron.LIFNode and node.v_reset == 0.0 and node.decay_input
-
-
-def _fused_kernels_apply(x: Tensor) -> bool:
-    """Whether the numba inference kernels may run on ``x``: CPU float32, no autograd, not compiling."""
-    return not (
-        torch.is_grad_enabled()
-        or x.device.type != "cpu"
-        or x.dtype != torch.float32
-        or torch.compiler.is_compiling()
-    )
 
 
 def _lif(config: SpikformerConfig, v_threshold: float) -> neuron.LIFNode:
@@ -399,15 +172,9 @@ class _ConvBNLIF(nn.Module):
         return self.lif(y.reshape(t, b, *y.shape[1:]))
 
     def fuse(self) -> None:
-        """Fold BN into the convolution (eval mode only); BN becomes the identity."""
-        if isinstance(self.bn, nn.Identity):
-            return
-        self.conv = fuse_conv_bn_eval(self.conv, self.bn)
-        self.bn = nn.Identity()
-        conv = self.conv
-        self.pointwise = isinstance(conv, nn.Conv1d) and (
-            conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups
-        ) == ((1,), (1,), (0,), (1,), 1)
+        """Fold BN into the convolution (eval mode only); BN becomes the identity
+        (:func:`models.fused.fold_batchnorm`)."""
+        _fused.fold_batchnorm(self)
 
 
 class SpikingPatchSplitting(nn.Module):
@@ -455,45 +222,9 @@ class SpikingPatchSplitting(nn.Module):
         return x.flatten(3)
 
     def _first_stage(self, x: Tensor, capture: Capture | None) -> Tensor:
-        """Stage 0 (conv → BN folded → LIF → max-pool) as one numba pass; channels-last spikes out."""
-        stage = self.stages[0]
-        lif = stage.lif
-        t, b, _, h, w = x.shape
-        weight = stage.conv.weight.detach()
-        c = weight.shape[0]
-        bias = stage.conv.bias.detach() if stage.conv.bias is not None else torch.zeros(c)
-        v = lif.v.permute(0, 2, 3, 1) if isinstance(lif.v, Tensor) else None  # the view this method stored
-        if v is None or v.dtype != torch.float32 or v.shape != (b, h, w, c) or not v.is_contiguous():
-            fresh = torch.empty(b, h, w, c)  # channels last; spikingjelly sees the [B, C, H, W] view
-            if isinstance(lif.v, Tensor) and lif.v.shape == (b, c, h, w):
-                fresh.permute(0, 3, 1, 2).copy_(lif.v)
-            else:
-                fresh.fill_(float(lif.v))
-            v = fresh
-        out = torch.empty(t, b, h // 2, w // 2, c)
-        totals = torch.zeros(2, b, h, dtype=torch.int64)
-        maps = capture is not None and capture.maps
-        counts = torch.zeros(b, h, w, c) if maps else torch.zeros(1, 1, 1, 1)
-        _first_stage_kernel(
-            x.contiguous().numpy(),
-            weight.permute(2, 3, 1, 0).contiguous().numpy(),
-            bias.contiguous().numpy(),
-            v.view(b, h, w * c).numpy(),
-            out.view(t, b, h // 2, w // 2 * c).numpy(),
-            totals.numpy(),
-            counts.flatten(2).numpy(),
-            np.float32(lif.tau),
-            np.float32(lif.v_threshold),
-        )
-        lif.v = v.permute(0, 3, 1, 2)
-        pooled = out.permute(0, 1, 4, 2, 3)
-        if capture is not None:
-            fired, fired_pooled = totals.sum(dim=(1, 2)).tolist()
-            capture.layer_rates["sps.0"] = fired / (t * b * c * h * w)
-            capture.layer_rates["sps.0.pool"] = fired_pooled / pooled.numel()
-            if maps:
-                capture.spike_maps["sps.0"] = counts.sum(dim=3) / (t * c)  # [B, H, W], as the unfused stem's
-        return pooled
+        """Stage 0 (conv → BN folded → LIF → max-pool) as one numba pass; channels-last spikes out
+        (:func:`models.fused.first_stage`)."""
+        return _fused.first_stage(self.stages[0], x, capture)
 
 
 class SpikingSelfAttention(nn.Module):
@@ -670,32 +401,14 @@ class Spikformer(nn.Module):
     def fuse_for_inference(self) -> Spikformer:
         """Fold every BatchNorm into its convolution and fuse each LIF's T-step loop, in place.
 
-        At inference without gradients on CPU each LIF then runs as one numba pass (bit-identical
-        spikes and membrane state; the LIF is ~80 % of eager CPU time otherwise, bench/model.py).
-
-        Only in eval mode (BN uses its running statistics); the state dict changes shape, so
-        fuse after loading weights, never before saving them. Returns ``self``.
+        The form the streaming classifier runs on CPU (:func:`models.fused.fuse_for_inference`,
+        whose module docstring states what was measured): windows of any length equal one pass
+        to 1e-5; against the unfused model the per-step logits are close, not bit-identical (at
+        ``spikformer_2_256`` a few tenths of a percent of the spikes flip, decisions almost always
+        agree). Only in eval mode; fuse after loading weights, never before saving them.
+        Returns ``self``.
         """
-        if self.training:
-            raise ModelError(f"fuse_for_inference: model {self.name} is in training mode; call .eval() first")
-        for module in self.modules():
-            if isinstance(module, _ConvBNLIF):
-                module.fuse()
-            if isinstance(module, neuron.LIFNode) and _plain_lif(module):
-                module.multi_step_forward = types.MethodType(_fused_lif_forward, module)
-        stem = self.patch_embed
-        conv = stem.stages[0].conv
-        stem.fused_first_stage = (
-            _plain_lif(stem.stages[0].lif)
-            and (conv.kernel_size, conv.stride, conv.padding, conv.dilation, conv.groups) == ((3, 3), (1, 1), (1, 1), (1, 1), 1)
-            and (stem.pool.kernel_size, stem.pool.stride, stem.pool.padding) == (3, 2, 1)
-        )
-        warm_up_kernels()
-        # The stem's convolutions and max-pools run channels-last: oneDNN's native layout, and
-        # PyTorch's CPU max-pool is ~7-25x faster there than on NCHW (bench/model.py).
-        self.to(memory_format=torch.channels_last)
-        return self
-
+        return _fused.fuse_for_inference(self)
 
 
 # Bounds of SpikformerConfig fields (inclusive): far above any model this project trains, far below
