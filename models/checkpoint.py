@@ -8,7 +8,15 @@ The file is a plain ``dict`` of ``str``/``int``/``float``/``list``/``dict``/tens
 Keys: ``format`` (``"evstream-spikformer"``), ``version``, ``model`` (registered variant name),
 ``config`` (:meth:`SpikformerConfig.to_dict`), ``class_names``, ``state_dict``, ``preprocessing``
 (e.g. ``sensor``, ``out_size``, ``step_us``, ``steps``, ``mode``), ``metrics``, ``train_args``,
-``decision`` and optionally ``train_state`` (optimizer, scheduler, epoch: what ``--resume`` needs).
+``decision``, ``weights_sha256`` and optionally ``train_state`` (optimizer, scheduler, epoch: what
+``--resume`` needs).
+
+``weights_sha256`` is :func:`weights_digest` of ``state_dict``: SHA-256 over every tensor in name
+order (name, dtype, shape, then its bytes). Loading recomputes it and refuses a file whose tensors
+differ (a flipped bit, an edited weight) with one line naming the file. It detects damage, not an
+adversary, who can rewrite the field too. Checkpoints written before it existed have no such field;
+they load unverified (:attr:`LoadedModel.weights_verified` is False), and :func:`update_checkpoint`
+adds it.
 
 ``decision`` holds the online-decision settings calibrated for the weights, all optional:
 ``rule`` (``"ema"`` or ``"mean"``), ``threshold``, ``hysteresis``, ``smoothing_ms`` (EMA),
@@ -20,7 +28,9 @@ writes them (:func:`update_checkpoint`).
 
 from __future__ import annotations
 
+import hashlib
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +51,7 @@ __all__ = [
     "list_weights",
     "unwrap_model",
     "update_checkpoint",
+    "weights_digest",
 ]
 
 CHECKPOINT_FORMAT = "evstream-spikformer"
@@ -65,6 +76,8 @@ class LoadedModel:
         decision: recommended online-decision settings calibrated for these weights (``rule``,
             ``threshold``, ``hysteresis``, ``smoothing_ms``, ``mean_steps``, ``window_steps``; see the
             module docstring); ``{}`` = the StreamingClassifier's defaults.
+        weights_verified: the file carried ``weights_sha256`` and its tensors matched it (False
+            for checkpoints written before the checksum existed).
     """
 
     model: Spikformer
@@ -77,6 +90,49 @@ class LoadedModel:
     train_args: dict[str, Any] = field(default_factory=dict)
     train_state: dict[str, Any] = field(default_factory=dict)
     decision: dict[str, Any] = field(default_factory=dict)
+    weights_verified: bool = False
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of a state dict: for each tensor in name order, its name, dtype and shape, then
+    its bytes (C order, as stored on this little-endian CPU).
+
+    Raises:
+        TypeError: a key that is not a string or a value that is not a dense tensor.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(state_dict, key=lambda k: (not isinstance(k, str), str(k))):
+        tensor = state_dict[name]
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor) or tensor.layout != torch.strided:
+            raise TypeError(f"entry {str(name)[:60]!r} is not a named dense tensor")
+        data = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{len(name)}:{name}|{data.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(data.view(torch.uint8).numpy() if data.numel() else b"")
+    return digest.hexdigest()
+
+
+def _load_payload(path: Path) -> Any:
+    """``torch.load(weights_only=True)`` with torch's own warnings kept off stderr (a rejected
+    TorchScript or pickle file is one line, not three), and its reason shortened to one line.
+
+    Raises:
+        ModelError: the file is not a plain ``weights_only`` checkpoint.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for damaged files; the message names the file.
+        text = str(err).strip()
+        if "TorchScript" in text:
+            reason = "a TorchScript archive, which is not loaded"
+        elif text.startswith("Weights only load failed"):
+            detail = [ln.strip() for ln in text.splitlines() if ln.strip().startswith(("WeightsUnpickler error", "Unsupported"))]
+            reason = "holds pickled objects other than plain values and tensors, which are not loaded"
+            reason += f": {detail[0].split('error: ')[-1].split(' was not an allowed')[0][:120]}" if detail else ""
+        else:
+            reason = text.splitlines()[0][:200] if text else type(err).__name__
+        raise ModelError(f"{path}: unreadable checkpoint ({reason})") from err
 
 
 def unwrap_model(model: nn.Module) -> Spikformer:
@@ -153,6 +209,7 @@ def save_checkpoint(
         "train_args": _plain(train_args or {}, "train_args"),
         "decision": _plain(decision or {}, "decision"),
     }
+    payload["weights_sha256"] = weights_digest(payload["state_dict"])
     if train_state:
         payload["train_state"] = _plain(train_state, "train_state")
     path = Path(path)
@@ -172,8 +229,8 @@ def update_checkpoint(
 ) -> Path:
     """Copy a checkpoint to ``out`` with its ``decision`` dict replaced and ``metrics`` merged in.
 
-    Everything else (weights, preprocessing, training record) is copied as it is. Written
-    atomically; ``out`` may not be the source file itself.
+    Everything else (weights, preprocessing, training record) is copied as it is; a source without
+    ``weights_sha256`` gets one. Written atomically; ``out`` may not be the source file itself.
 
     Raises:
         ModelError: the source is not a readable checkpoint, or ``out`` is the source.
@@ -182,8 +239,9 @@ def update_checkpoint(
     out = Path(out)
     if out.exists() and out.resolve() == path.resolve():
         raise ModelError(f"{out}: is the source checkpoint; write the updated copy to another file")
-    load_checkpoint(path)  # validates the file (format, weights) before anything is written
-    payload = torch.load(path, map_location="cpu", weights_only=True)
+    load_checkpoint(path)  # validates the file (format, weights, checksum) before anything is written
+    payload = _load_payload(path)
+    payload["weights_sha256"] = weights_digest(payload["state_dict"])  # added to an older file
     if decision is not None:
         payload["decision"] = _plain(decision, "decision")
     if metrics:
@@ -277,20 +335,20 @@ def load_checkpoint(
         device: where to put the model (default CPU).
 
     Raises:
-        ModelError: unknown name, unreadable or foreign file, another architecture or class count
-            than requested, missing or unexpected weights.
+        ModelError: unknown name, unreadable or foreign file (TorchScript, other pickles), weights
+            that do not match their ``weights_sha256``, another architecture or class count than
+            requested, missing or unexpected weights (one line naming the file, nothing from torch
+            on stderr).
     """
     path = resolve_checkpoint(path_or_name)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for damaged files; the message names the file.
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise ModelError(f"{path}: unreadable checkpoint ({reason})") from err
+    payload = _load_payload(path)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ModelError(f"{path}: not an evstream Spikformer checkpoint (field 'format' missing or different)")
     for key in ("model", "config", "class_names", "state_dict"):
         if key not in payload:
             raise ModelError(f"{path}: field {key!r} missing")
+    if not isinstance(payload["state_dict"], dict):
+        raise ModelError(f"{path}: field 'state_dict': expected a dict of tensors, got {type(payload['state_dict']).__name__}")
     arch = str(payload["model"])
     if model is not None and arch != model:
         raise ModelError(f"{path}: field 'model' is {arch!r}, expected {model!r}")
@@ -318,6 +376,7 @@ def load_checkpoint(
         if result.unexpected_keys:
             parts.append(f"unexpected {len(result.unexpected_keys)} (e.g. {result.unexpected_keys[0]})")
         raise ModelError(f"{path}: field 'state_dict': weights do not match {arch}: {'; '.join(parts)}")
+    verified = _verify_weights(path, payload)
     net.eval()
     if device is not None:
         net.to(device)
@@ -332,4 +391,27 @@ def load_checkpoint(
         train_args=dict(payload.get("train_args", {})),
         train_state=dict(payload.get("train_state", {})),
         decision=dict(payload.get("decision", {})),
+        weights_verified=verified,
     )
+
+
+def _verify_weights(path: Path, payload: dict) -> bool:
+    """Check ``weights_sha256`` against the tensors; False when the file has none (older files).
+
+    Raises:
+        ModelError: ``state_dict`` holds something other than named tensors, the field is
+            malformed, or the tensors do not match it (the file was modified or damaged).
+    """
+    try:
+        digest = weights_digest(payload["state_dict"])
+    except (TypeError, RuntimeError) as err:
+        raise ModelError(f"{path}: field 'state_dict': {err}") from None
+    expected = payload.get("weights_sha256")
+    if expected is None:
+        return False
+    if not isinstance(expected, str) or len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise ModelError(f"{path}: field 'weights_sha256': expected 64 lowercase hex digits")
+    if digest != expected:
+        raise ModelError(f"{path}: weights checksum mismatch: the file was modified or damaged "
+                         "(its tensors' SHA-256 is not field 'weights_sha256')")
+    return True
