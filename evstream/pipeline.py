@@ -41,6 +41,7 @@ from evstream import protocol
 from evstream.errors import ConfigError, EvstreamError, ModelError, SourceError
 from evstream.events import concatenate
 from evstream.publish import ControlServer, Publisher
+from evstream.stream_info import geometry_info, origin_for, truth_for
 
 __all__ = ["PipelineConfig", "Pipeline", "Sink", "WindowTiming", "frame_counts"]
 
@@ -180,6 +181,8 @@ class Pipeline:
         self.sensor = source.sensor_size
         self.class_names = list(getattr(classifier, "class_names", ()))
         self._recorder_factory = recorder_factory or _default_recorder
+        # label_at(t_us) when the source knows the ground truth (synthetic, a labelled recording)
+        self._truth = truth_for(source)
 
         self._chunks: queue.Queue = queue.Queue(self.config.chunk_queue)
         size = self.config.live_window_queue if self.live else self.config.window_queue
@@ -544,6 +547,8 @@ class Pipeline:
                 self._fail(ModelError(f"model {self.config.model_name}: {type(err).__name__}: {err}"))
                 return
             self.resets = int(getattr(pred, "resets", self.resets))
+            # The label in force at the window's last µs (online evaluation's convention); sinks read pred.truth.
+            pred.truth = None if self._truth is None else int(self._truth(int(pred.t_end) - 1))
             self.windows += 1
             self._last_window_t_end = int(pred.t_end)
             stats = self._stats(pred, item, started)
@@ -603,6 +608,7 @@ class Pipeline:
             "events": item.events_on + item.events_off,
             "lag_ms": stats["lag_ms"],
             "smoothed_kind": str(getattr(pred, "probs_kind", "ema_softmax")),
+            "truth": getattr(pred, "truth", None),
         }
         arrays = {"probs": np.asarray(pred.probs, np.float32), "smoothed": np.asarray(pred.smoothed, np.float32)}
         pub.publish("pred", data, arrays, t0, t1)
@@ -689,6 +695,9 @@ class Pipeline:
             "windows": self.windows,
             "dropped_windows": self.dropped_windows,
             "resets": self.resets,
+            "origin_us": origin_for(self.source, self._first_t),
+            "geometry": geometry_info(getattr(self.binner, "geometry", None)),
+            "decision": dict(getattr(self.classifier, "decision_settings", None) or {}),
         }
 
     def handle_control(self, request: dict) -> dict:

@@ -10,6 +10,8 @@ A published message is a ZeroMQ multipart ``[topic, header, *buffers]`` (zguide 
 - one raw, C-contiguous buffer per entry of ``"arrays"``, in order. Never pickled.
 
 ``seq`` counts per topic from 0 in each publisher, so a subscriber sees its own losses.
+Fields marked optional below were added within schema version 1: a subscriber reads them with a
+default, so messages of older publishers still parse.
 
 Topic fields (``data``) and arrays:
 
@@ -17,13 +19,16 @@ Topic fields (``data``) and arrays:
 pred      data: ``label`` (int, -1 = no gesture), ``name``, ``confidence``, ``changed`` (bool),
           ``infer_ms``, ``resets``, ``energy_uj``, ``events``, ``lag_ms`` (window closed ->
           published), ``smoothed_kind`` (what ``smoothed`` is: ``ema_softmax``,
-          ``softmax_mean_logits_last_N`` or ``softmax_mean_logits_since_reset``); arrays: ``probs``
+          ``softmax_mean_logits_last_N`` or ``softmax_mean_logits_since_reset``), ``truth``
+          (optional: the true class at the window's end, 0-based, -1 = no gesture, as online
+          evaluation scores it; None or absent when the source does not know); arrays: ``probs``
           float32 [C] (mean per-step softmax of this window), ``smoothed`` float32 [C] (what the
           decision threshold acts on)
 frame     data: ``sensor`` [w, h]; arrays: ``counts`` uint8 [2, H, W] (OFF, ON event counts over
           the window at sensor resolution, saturated at 255)
-spikes    data: ``layers`` [names], ``sparsity`` {layer: fraction of silent neurons};
-          arrays: one float32 [h, w] firing-rate map per layer, named after the layer
+spikes    data: ``layers`` [names], ``sparsity`` {layer: fraction of map positions with no
+          spike in the window}; arrays: one float32 [h, w] firing-rate map per layer (spikes per
+          neuron per step, averaged over channels and steps; its mean is the layer's firing rate)
 attn      data: ``blocks`` n, ``heads`` n, ``grid`` [gh, gw]; arrays: ``qk`` float32
           [blocks, heads, N, N] (QKᵀ, mean over the window's steps), ``frame`` float32 [H, W]
 stats     data: ``windows``, ``dropped_windows``, ``resets``, ``events_on``, ``events_off``,
@@ -32,7 +37,11 @@ status    data: ``schema``, ``classes`` [names], ``sensor`` [w, h], ``model``, `
           ``state`` (starting | running | paused | ended | error), ``message``, ``live`` (bool),
           ``position_us``, ``duration_us`` (None when live), ``speed``, ``loop``, ``recording``,
           ``control`` (address of the control socket, or None), ``windows``,
-          ``dropped_windows``, ``resets``
+          ``dropped_windows``, ``resets``; optional: ``origin_us`` (sensor µs that relative
+          times count from: a recording's first event), ``geometry`` (``{"mode": crop |
+          letterbox, "input": [w, h], "view": [x, y, w, h]}``: the sensor rectangle whose events
+          reach the model), ``decision`` (the decision rule: ``rule``, ``threshold``,
+          ``hysteresis``, ``smoothing_ms`` or ``mean_steps``)
 ========  ==========================================================================================
 
 The control socket (REQ/REP) carries one msgpack map each way: request ``{"cmd": name, ...}``
