@@ -629,7 +629,7 @@ class Pipeline:
         now = time.perf_counter()
         if now - self._last_stats_at >= 1.0 / self.config.stats_hz:
             self._last_stats_at = now
-            pub.publish("stats", stats)
+            pub.publish("stats", stats, None, t0, t1)  # t0/t1: the window the figures describe
 
     # -- sink thread ---------------------------------------------------------------------------
 
@@ -696,6 +696,7 @@ class Pipeline:
             "dropped_windows": self.dropped_windows,
             "resets": self.resets,
             "origin_us": origin_for(self.source, self._first_t),
+            "record_dir": self.record_dir,
             "geometry": geometry_info(getattr(self.binner, "geometry", None)),
             "decision": dict(getattr(self.classifier, "decision_settings", None) or {}),
         }

@@ -32,13 +32,15 @@ spikes    data: ``layers`` [names], ``sparsity`` {layer: fraction of map positio
 attn      data: ``blocks`` n, ``heads`` n, ``grid`` [gh, gw]; arrays: ``qk`` float32
           [blocks, heads, N, N] (QKᵀ, mean over the window's steps), ``frame`` float32 [H, W]
 stats     data: ``windows``, ``dropped_windows``, ``resets``, ``events_on``, ``events_off``,
-          ``event_rate`` (ev/s), ``infer_ms``, ``lag_ms``, ``window_ms``, ``realtime_factor``
+          ``event_rate`` (ev/s), ``infer_ms``, ``lag_ms``, ``window_ms``, ``realtime_factor``;
+          header ``t0``/``t1``: the window the figures describe (nil in older publishers)
 status    data: ``schema``, ``classes`` [names], ``sensor`` [w, h], ``model``, ``source``,
           ``state`` (starting | running | paused | ended | error), ``message``, ``live`` (bool),
           ``position_us``, ``duration_us`` (None when live), ``speed``, ``loop``, ``recording``,
           ``control`` (address of the control socket, or None), ``windows``,
           ``dropped_windows``, ``resets``; optional: ``origin_us`` (sensor µs that relative
-          times count from: a recording's first event), ``geometry`` (``{"mode": crop |
+          times count from: a recording's first event), ``record_dir`` (the folder
+          ``record_start`` paths are relative to), ``geometry`` (``{"mode": crop |
           letterbox, "input": [w, h], "view": [x, y, w, h]}``: the sensor rectangle whose events
           reach the model), ``decision`` (the decision rule: ``rule``, ``threshold``,
           ``hysteresis``, ``smoothing_ms`` or ``mean_steps``)
