@@ -18,7 +18,9 @@ Both cut clips into frames one of two ways:
   least one; a clip shorter than a window leaves the last steps empty). ``windows="random"``
   (default for the train split) gives one sample per clip, a window starting at a random step of
   the clip each time it is drawn; ``windows="fixed"`` (default for test) gives every whole window
-  of every clip as its own sample, back to back from the clip's start.
+  of every clip as its own sample, back to back from the clip's start. Evaluation always uses
+  ``"fixed"``, on either split (``models.train.evaluate_checkpoint``, ``python main.py eval --data``),
+  so its figures repeat; only training draws random windows.
 - **equal event counts** (``mode="count"``): the whole clip split into ``steps`` frames of equal
   event count (``bin_events_by_count``; spikingjelly's ``split_by='number'``, the paper's recipe,
   ``../shared/reference/spikformer.md`` §3.2). One sample per clip.

@@ -599,18 +599,23 @@ def make_dataset(
     out_size: tuple[int, int],
     augment: bool = False,
     cache_dir: str | None = None,
+    windows: str | None = None,
 ) -> Dataset:
     """The dataset of ``models.data`` for a layout: frames ``[T, 2, H, W]`` float32 and a label.
 
     ``out_size`` is ``(width, height)`` (evstream's convention, like ``preprocessing["out_size"]``);
     ``step_us=None`` bins each clip into ``steps`` frames of equal event count (``split_by='number'``).
+    ``windows``: time steps only, ``"random"`` or ``"fixed"`` (``None``: random for train, fixed for test).
     """
     from models import data as gesture_data
 
     kind = {"ibm": gesture_data.IBMGestureDataset, "tonic": gesture_data.TonicGestureDataset}[layout]
     transform = gesture_data.GestureAugment() if augment else None
     timing: dict[str, Any] = {"mode": "count"} if step_us is None else {"step_us": step_us}
-    return kind(data, split, steps=steps, out_size=tuple(out_size), transform=transform, cache_dir=cache_dir, **timing)
+    return kind(
+        data, split, steps=steps, out_size=tuple(out_size), transform=transform, cache_dir=cache_dir, windows=windows,
+        **timing,
+    )
 
 
 def make_stream_dataset(
@@ -899,6 +904,11 @@ def evaluate_checkpoint(
 ) -> dict[str, Any]:
     """Offline clip accuracy of a checkpoint on a dataset split, binned as the checkpoint says.
 
+    Deterministic on every split: with fixed time steps every whole window of every clip is a
+    sample, back to back from the clip's start (``windows="fixed"``, the test split's default, also
+    for ``split="train"``, whose training default draws random windows); with equal event counts
+    each clip is one sample. The same call gives the same figures.
+
     Args:
         checkpoint: a ``.pt`` file or the name of shipped weights.
         data_dir: dataset root.
@@ -924,6 +934,7 @@ def evaluate_checkpoint(
         step_us=None if pre.get("mode") == "count" else int(pre["step_us"]),
         out_size=(model.config.img_size[1], model.config.img_size[0]),
         cache_dir=cache_dir,
+        windows="fixed",
     )
     loader = DataLoader(dataset, batch_size=batch, num_workers=workers)
     result = evaluate(model, loader, dev, model.num_classes)

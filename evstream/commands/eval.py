@@ -2,7 +2,10 @@
 
 ``--stream`` replays labelled recordings as fast as possible through the Binner and the
 StreamingClassifier and scores the per-step decisions (:mod:`models.online_eval`); ``--data``
-computes the offline clip accuracy of the dataset's test split (:func:`models.train.evaluate_checkpoint`).
+computes the offline clip accuracy of a dataset split, ``--split`` (default test;
+:func:`models.train.evaluate_checkpoint`). Both are deterministic: ``--data`` scores every whole
+window of every clip on either split (training draws random windows; evaluation never does), and
+``--stream`` replays each recording whole, so the same command gives the same number.
 ``--stream ... --calibrate --out CKPT`` replays the recordings once, chooses the decision rule
 and its parameters that maximise online accuracy minus false alarms
 (:func:`models.online_eval.calibrate_decisions`) and writes them into a copy of the checkpoint
@@ -108,7 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the evaluation options on ``parser``."""
     what = parser.add_mutually_exclusive_group(required=True)
     what.add_argument("--stream", nargs="+", metavar="PATH", help="labelled recordings or IBM DvsGesture folders")
-    what.add_argument("--data", metavar="DIR", help="dataset root: offline clip accuracy of its test split")
+    what.add_argument("--data", metavar="DIR", help="dataset root: offline clip accuracy of a split (--split)")
     parser.add_argument(
         "--model", default=None, help="checkpoint (.pt), shipped weights name, or a registered variant (untrained)"
     )
@@ -123,7 +126,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split",
         choices=("test", "train"),
         default=None,
-        help="split of a dataset folder (default test; train with --calibrate)",
+        help="split of a dataset folder (default test; train with --calibrate); --data scores every whole "
+        "window of every clip on either split, so repeated runs agree",
     )
     parser.add_argument("--layout", choices=("ibm", "tonic"), default="ibm", help="--data layout (default ibm)")
     add_decision_arguments(parser.add_argument_group("decisions"))
