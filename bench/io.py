@@ -1,9 +1,14 @@
-"""Decode speed of evstream's AEDAT 4.0 reader against dv-processing and ``aedat``, same process.
+"""Decode speed of evstream's AEDAT 4.0 reader and replay source against dv-processing and ``aedat``.
 
 Default run: a 10-million-event 640x480 LZ4 recording written by dv-processing in 50k-event
 packets (generated once, cached under ``bench/out/``), then the real sample recordings. Each
 decoder runs ``--repeat`` times, interleaved; the best time counts. Figures are Mev/s, ratios are
-against dv-processing (``MonoCameraRecording.getNextEventBatch`` + concatenation, formats.md §7.3).
+against dv-processing two ways: reading the whole file into one array
+(``MonoCameraRecording.getNextEventBatch`` + concatenation, formats.md §7.3), and its packet loop
+(``getNextEventBatch`` + ``numpy()``, nothing kept), the anchor of the streaming paths: our
+reader's ``iter_packets`` and ``open_source(path, speed=None)``, the replay source that
+``main.py --replay --speed max`` and ``eval --stream`` read through (issue 18, item 1: target
+>= 1.5x dv-processing's packet loop).
 
 ``--memory`` instead streams a ~1 GB recording written by evstream through ``iter_packets`` and
 prints the peak resident memory against the file size.
@@ -66,6 +71,13 @@ def ours_stream(path: Path) -> int:
         return sum(len(p) for p in reader.iter_packets())
 
 
+def ours_source(path: Path) -> int:
+    from evstream.sources import open_source
+
+    with open_source(path, speed=None) as source:
+        return sum(len(chunk.events) for chunk in source)
+
+
 def dv_read(path: Path) -> int:
     import dv_processing as dv
 
@@ -95,11 +107,13 @@ def aedat_read(path: Path) -> int:
 DECODERS = {
     "evstream read_events": ours_read,
     "evstream iter_packets (streaming)": ours_stream,
+    "evstream open_source(speed=None)": ours_source,
     "dv-processing (+concatenate)": dv_read,
     "dv-processing (streaming)": dv_stream,
     "aedat (+concatenate)": aedat_read,
 }
 ANCHOR = "dv-processing (+concatenate)"
+STREAM_ANCHOR = "dv-processing (streaming)"
 
 
 def available() -> dict:
@@ -129,10 +143,10 @@ def race(path: Path, repeat: int) -> None:
     assert all(c == n for c in counts.values()), counts
     size = path.stat().st_size
     print(f"\n{path.name}: {n:,} events, {size / 1e6:.1f} MB, best of {repeat}")
-    anchor = best.get(ANCHOR)
+    anchors = [(a, best[a]) for a in (ANCHOR, STREAM_ANCHOR) if a in best]
     for name, seconds in best.items():
-        ratio = f"{anchor / seconds:5.2f}x {ANCHOR}" if anchor else ""
-        print(f"  {name:<36} {seconds * 1e3:8.1f} ms  {n / seconds / 1e6:7.1f} Mev/s  {ratio}")
+        ratios = "  ".join(f"{anchor / seconds:5.2f}x {a}" for a, anchor in anchors)
+        print(f"  {name:<36} {seconds * 1e3:8.1f} ms  {n / seconds / 1e6:7.1f} Mev/s  {ratios}")
 
 
 def peak_rss_mb() -> float:

@@ -1,20 +1,35 @@
 """Replay of a recording (``.aedat4`` or AEDAT 3.1 ``.aedat``) as a paced event source.
 
 The reader (``evstream.io.open_reader``) decodes packets as fast as it can; :class:`FileSource`
-re-slices them into chunks of ``chunk_us`` sensor time on a fixed grid, so pacing is smooth however
-the recorder packed its packets, and hands every chunk to a :class:`~evstream.sources.pacing.ReplayPacer`
-before yielding it (real time × ``speed``, or as fast as possible with ``speed=None``).
+hands them on as :class:`~evstream.events.EventChunk` s, each released by a
+:class:`~evstream.sources.pacing.ReplayPacer` (real time × ``speed``, or as fast as possible with
+``speed=None``).
 
-Chunk times: inside one pass over the file the chunks tile sensor time, ``t_end`` of each chunk =
-``t_start`` of the next, also across quiet periods (empty chunks), so a binner downstream closes
-its time steps without gaps. Paced replay yields one empty chunk per ``chunk_us`` of a quiet
-period; as fast as possible (``speed=None``) a quiet period longer than :data:`SKIP_QUIET_US`
-becomes one empty chunk (still on the grid), so a timestamp jump of days costs one chunk, not
-millions, and the binner's gap rule (``max_gap_us``) sees the jump whole. A seek starts a new tiling at the sought time (time may jump back:
-the consumer resets what it accumulated). Looping keeps sensor time increasing: pass ``k`` is
-shifted by ``k × period`` with ``period`` = the recording's duration rounded up to whole chunks plus
-one chunk; the quiet stretch between the last chunk of a pass and the first chunk of the next is
-yielded as one empty chunk, so a binner never sees time go backwards at a loop.
+How chunks are cut depends on the speed, read afresh at every chunk:
+
+- **As fast as possible** (``speed=None``): one chunk per packet of the file, the packet's own
+  array (no copy, no re-slicing), from the end of the previous chunk to just after the packet's
+  last event. Nothing finer is needed: the Binner downstream cuts time steps itself. A quiet
+  stretch between packets lies at the start of the next chunk, so a timestamp jump of days costs
+  no extra chunk and the binner's gap rule (``max_gap_us``) sees the jump whole. At the end of a
+  pass one empty chunk carries time on to the ``chunk_us`` grid (as a paced pass ends).
+- **Paced**: packets are re-sliced into chunks of ``chunk_us`` sensor time on a grid, so pacing
+  is smooth however the recorder packed its packets; a quiet period yields one empty chunk per
+  ``chunk_us``.
+
+Either way the chunks of one pass tile sensor time: ``t_end`` of each chunk = ``t_start`` of the
+next, so a binner downstream closes its time steps without gaps. A seek starts a new tiling at the
+sought time (time may jump back: the consumer resets what it accumulated). Looping keeps sensor
+time increasing: pass ``k`` is shifted by ``k × period`` with ``period`` = the recording's duration
+rounded up to whole chunks plus one chunk; the quiet stretch between the last chunk of a pass and
+the first chunk of the next is yielded as one empty chunk, so a binner never sees time go
+backwards at a loop.
+
+A recording whose event packets go back in time (a packet starting before the previous one ends)
+cannot be replayed in order: it is refused with an :class:`~evstream.errors.EventFileError` that
+names the file, the packet and both times, at open when the file's packet table (or the scan of
+a table-less file) shows it, otherwise when iteration reaches that packet (after every chunk
+before it).
 
 Controls (:meth:`pause`, :meth:`resume`, :meth:`seek`, :meth:`set_speed`, :meth:`set_loop`) are
 thread-safe and meant to be called from another thread than the one iterating.
@@ -38,8 +53,13 @@ from evstream.sources.pacing import ReplayPacer
 
 __all__ = ["FileSource", "SKIP_QUIET_US"]
 
-# As fast as possible, a quiet stretch longer than this is one empty chunk instead of a tiling.
+# Kept for imports: as fast as possible, chunks follow the packets, so no quiet stretch is tiled
+# (the paced tiling waits out quiet time in real time). Quiet stretches longer than this were one
+# empty chunk when speed=None chunks were cut on the grid.
 SKIP_QUIET_US = 1_000_000
+
+
+_BACKWARDS = "time goes backwards"
 
 
 class FileSource(EventSource):
@@ -50,7 +70,8 @@ class FileSource(EventSource):
         speed: replay factor in [0.25, 4], or ``None`` for as fast as possible (evaluation).
         loop: start over at the end, with sensor time still increasing (see the module docstring).
         start_us: where to start, in µs from the recording's first event.
-        chunk_us: sensor time covered by one chunk, µs.
+        chunk_us: sensor time covered by one chunk of a paced replay, µs (as fast as possible,
+            chunks are the file's packets; see the module docstring).
         clock: monotonic wall clock in seconds, for the pacer (a fake one in tests).
         sleep: sleep function in seconds, for the pacer.
 
@@ -93,6 +114,9 @@ class FileSource(EventSource):
             self.sensor_size = self._reader.sensor_size
             self._open_error: EventFileError | None = None
             self._t_first, self._t_last = self._time_range()
+            if self._t_first is not None and self._t_last < self._t_first:
+                raise EventFileError(self.path, f"the last event ({self._t_last} µs) is before the first ({self._t_first} µs): "
+                                                "time goes backwards, so the recording cannot be replayed in order")
             if self._t_first is not None and int(start_us) > self.duration_us:
                 raise ConfigError(f"start_us: {start_us} µs is past the end of {self.name} ({self.duration_us} µs long)")
         except BaseException:
@@ -106,8 +130,12 @@ class FileSource(EventSource):
     def _time_range(self) -> tuple[int | None, int | None]:
         """(first, last) event time in µs; (None, None) for a recording without events.
 
-        From the reader's ``time_range()`` when it has one (AEDAT 4: the file's data table);
-        otherwise (AEDAT 3.1, damaged AEDAT 4) by decoding the readable packets once.
+        From the reader's ``time_range()`` when it has one (AEDAT 4: the file's data table, whose
+        packet times are checked for order); otherwise (AEDAT 3.1, damaged AEDAT 4) by decoding
+        the readable packets once, checking their order on the way.
+
+        Raises:
+            EventFileError: an event packet starts before the previous one ends (names both).
         """
         time_range = getattr(self._reader, "time_range", None)
         if time_range is not None:
@@ -116,16 +144,48 @@ class FileSource(EventSource):
             except EventFileError:
                 pass  # damaged file: scan what is readable; iteration raises the error in order
             else:
+                self._check_table_order()
                 return (None, None) if found is None else (int(found[0]), int(found[1]))
         first = last = None
         try:
-            for packet in self._reader.iter_packets():
+            for index, packet in enumerate(self._reader.iter_packets()):
                 if len(packet):
+                    if last is not None:
+                        self._check_order(index, int(packet["t"][0]), last)
                     first = int(packet["t"][0]) if first is None else first
                     last = int(packet["t"][-1])
         except EventFileError as err:
+            if err.reason.startswith(_BACKWARDS):
+                raise
             self._open_error = err  # raised by iteration when nothing before the damage was readable
         return first, last
+
+    def _check_table_order(self) -> None:
+        """Refuse a file whose packet table lists an event packet going back in time."""
+        table = getattr(self._reader, "data_table", None)
+        stream = getattr(self._reader, "event_stream_id", None)
+        if not table:
+            return
+        rows = [r for r in table if r.stream_id == stream]
+        last = None
+        for index, row in enumerate(rows):
+            if row.num_elements <= 0:
+                continue
+            if row.t_end < row.t_start:
+                raise EventFileError(
+                    self.path, f"{_BACKWARDS}: event packet {index} ends at {row.t_end} µs, before it starts "
+                               f"({row.t_start} µs, per the file's packet table)", row.byte_offset)
+            if last is not None:
+                self._check_order(index, row.t_start, last, row.byte_offset)
+            last = row.t_end
+
+    def _check_order(self, index: int, t_start: int, previous_end: int, offset: int | None = None,
+                     after: str = "") -> None:
+        if t_start < previous_end:
+            raise EventFileError(
+                self.path, f"{_BACKWARDS}: event packet {index}{after} starts at {t_start} µs, before the previous "
+                           f"packet's last event at {previous_end} µs; the recording cannot be replayed in order",
+                offset)
 
     @property
     def t_first(self) -> int | None:
@@ -215,7 +275,8 @@ class FileSource(EventSource):
         """Yield paced chunks until the end (or forever when looping); see the module docstring.
 
         Raises:
-            EventFileError: after yielding every readable event of a damaged file.
+            EventFileError: after yielding every readable event of a damaged file, or at an event
+                packet that goes back in time.
         """
         if self._t_first is None:
             if self._open_error is not None:
@@ -240,19 +301,25 @@ class FileSource(EventSource):
                 raise
             if item is None:
                 if not self._loop:
-                    return
-                pass_index += 1
-                gap_start = self._last_end + shift
-                gap_end = self._t_first + pass_index * self.period_us
-                with self._lock:
-                    if self._seek_to is None:
-                        self._seek_to = 0
-                if not self._pacer.wait(gap_start, gap_end):
-                    if self._closed:
+                    if self._grid_end <= self._last_end:
                         return
-                    continue  # a seek interrupted the wait: it applies to the new pass
-                yield EventChunk(empty_events(), gap_start, gap_end)
-                continue
+                    # The pass ended off the chunk grid (as fast as possible): one empty chunk
+                    # carries time on to it, so the last steps close as in a paced replay.
+                    item = (empty_events(), self._last_end, self._grid_end)
+                    self._last_end = self._grid_end
+                else:
+                    pass_index += 1
+                    gap_start = self._last_end + shift
+                    gap_end = self._t_first + pass_index * self.period_us
+                    with self._lock:
+                        if self._seek_to is None:
+                            self._seek_to = 0
+                    if not self._pacer.wait(gap_start, gap_end):
+                        if self._closed:
+                            return
+                        continue  # a seek interrupted the wait: it applies to the new pass
+                    yield EventChunk(empty_events(), gap_start, gap_end)
+                    continue
             events, t_start, t_end = item
             if not self._pacer.wait(t_start + shift, t_end + shift):
                 if self._closed:
@@ -277,33 +344,85 @@ class FileSource(EventSource):
         return reader.iter_packets()
 
     def _file_chunks(self, t_start: int) -> Iterator[tuple[np.ndarray, int, int]]:
-        """Re-slice the reader's packets into ``(events, t_start, t_end)`` on a ``chunk_us`` grid from ``t_start``.
+        """The reader's packets from ``t_start`` as ``(events, t_start, t_end)`` chunks tiling time.
 
-        Records the end of the last chunk in ``self._last_end``. A read error is raised after the
-        chunk holding the events read before it.
+        As fast as possible each packet is one chunk (its own array, up to just after its last
+        event); when the next packet starts at that very µs, the events of that µs from both
+        packets become one small chunk of their own, so no chunk holds events of another's time.
+        Paced, packets are re-sliced on a ``chunk_us`` grid from ``t_start``. The speed is read at
+        every chunk, so a speed change applies from the next one. Records the end of the last
+        chunk in ``self._last_end`` and the next ``chunk_us`` grid point at or after it in
+        ``self._grid_end``. A read error is raised after the chunks holding the events read before it.
+
+        Raises:
+            EventFileError: a damaged packet, or a packet starting before the previous one's last event.
         """
         step = self._chunk_us
+        packets = iter(self._packets(t_start))
+        after = "" if t_start == self._t_first else f" (counted from the seek to {t_start - self._t_first} µs)"
+        index = -1
+        previous = None  # last event time of the previous non-empty packet
+
+        def fetch() -> np.ndarray | None:
+            """The next non-empty packet, order-checked; None at the end."""
+            nonlocal index, previous
+            for packet in packets:
+                index += 1
+                if not len(packet):
+                    continue
+                if previous is None:
+                    packet = slice_time(packet, t_start)  # the first packets may begin before t_start
+                    if not len(packet):
+                        continue
+                else:
+                    self._check_order(index, int(packet["t"][0]), previous, after=after)
+                previous = int(packet["t"][-1])
+                return packet
+            return None
+
         current = t_start
-        pending: list[np.ndarray] = []
-        self._last_end = t_start
+        pending: list[np.ndarray] = []  # paced: events of the grid chunk being filled
+        self._last_end = self._grid_end = t_start
         try:
-            for packet in self._packets(t_start):
-                packet = slice_time(packet, t_start)
-                while len(packet):
-                    bound = current + step
-                    k = int(np.searchsorted(packet["t"], bound, side="left"))
-                    quiet = int(packet["t"][0]) - current
-                    if k == 0 and quiet > SKIP_QUIET_US and self._pacer.speed is None and not any(map(len, pending)):
-                        # Empty sensor time as fast as possible: skip it in one chunk, on the grid.
-                        bound = current + quiet // step * step
-                    if k == len(packet):
+            packet = fetch()
+            while packet is not None:
+                if not pending and self._pacer.speed is None:
+                    # As fast as possible: the whole packet, no copy; time runs to its last event.
+                    last = int(packet["t"][-1])
+                    try:
+                        following = fetch()
+                    except EventFileError:
                         pending.append(packet)
-                        break
-                    pending.append(packet[:k])
-                    yield _join(pending), current, bound
-                    self._last_end = current = bound
-                    pending = []
-                    packet = packet[k:]
+                        raise
+                    if following is None or int(following["t"][0]) > last:
+                        yield packet, current, last + 1
+                        self._last_end = current = last + 1
+                        packet = following
+                        continue
+                    # The next packet starts in the same µs: that µs becomes its own small chunk.
+                    k = int(np.searchsorted(packet["t"], last, side="left"))
+                    h = int(np.searchsorted(following["t"], last, side="right"))
+                    if k:
+                        yield packet[:k], current, last
+                        self._last_end = current = last
+                    if h == len(following):  # all of it in that µs: look further
+                        packet = concatenate([packet[k:], following])
+                        continue
+                    yield concatenate([packet[k:], following[:h]]), current, last + 1
+                    self._last_end = current = last + 1
+                    packet = following[h:]
+                    continue
+                bound = current + step
+                k = int(np.searchsorted(packet["t"], bound, side="left"))
+                if k == len(packet):
+                    pending.append(packet)
+                    packet = fetch()
+                    continue
+                pending.append(packet[:k])
+                yield _join(pending), current, bound
+                self._last_end = current = bound
+                pending = []
+                packet = packet[k:]
         except EventFileError:
             if any(len(p) for p in pending):
                 events = _join(pending)
@@ -313,6 +432,7 @@ class FileSource(EventSource):
         if any(len(p) for p in pending):
             yield _join(pending), current, current + step
             self._last_end = current + step
+        self._grid_end = t_start + -(-(self._last_end - t_start) // step) * step
 
 
 def _join(parts: list[np.ndarray]) -> np.ndarray:
