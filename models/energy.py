@@ -24,7 +24,7 @@ Two accountings of the layers after the first (``accounting=``):
 Two ways to charge the first conv (``first_layer=``), whose input is event-count frames:
 
 - ``"events"`` (default with ``"strict"``): only the non-zero input pixels cost anything, as in
-  the fused inference kernel (``models.spikformer._first_stage_kernel`` skips zero pixels). A
+  the first stage of ``fuse_for_inference`` (its numba kernel skips zero pixels). A
   non-zero pixel of a 3×3 conv (stride 1, pad 1) adds its value times 3 · 3 · C_out weights into
   3 · 3 · C_out outputs, so the layer costs nnz · k² · C_out operations, nnz = non-zero
   (step, sample, polarity, y, x) entries of the window (= ``layer_rates["input"]`` · dense MACs;
