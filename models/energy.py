@@ -33,13 +33,15 @@ Two ways to charge the first conv (``first_layer=``), whose input is event-count
   a pixel that saw n > 1 events multiplies n by each weight; **ACs** at E_AC only for binary frames
   (``input_binary=True``, e.g. frames binned with ``clip=1``), where each touched output just adds
   a weight. An empty input costs nothing.
-- ``"dense"`` (default with ``"paper"``, the published figures' choice): the first conv is charged
-  its dense MACs at every step, H · W · k² · C_in · C_out, whatever the input (695 µJ per 16-step
-  window on its own for ``spikformer_2_256`` at 128×128).
+- ``"dense"`` (default with ``"paper"``: the Spikformer appendix's E_MAC · FLOPs(first conv)): the
+  first conv is charged its dense MACs at every step, H · W · k² · C_in · C_out, whatever the
+  input (695 µJ per 16-step window on its own for ``spikformer_2_256`` at 128×128). The FWformer
+  appendix says this term "can also be written as" another for event datasets, a symbol its HTML
+  rendering loses, so whether its DVS figures charge the first conv densely is not certain.
 
-So ``accounting="paper"`` alone reproduces the published accounting (compare with published
-figures with it), and the default (``"strict"``, first conv by events) is what the streaming
-classifier reports per window and the dashboard shows.
+So ``accounting="paper"`` alone is the papers' formula (compare published figures with it), and
+the default (``"strict"``, first conv by events) is what the streaming classifier reports per
+window and the dashboard shows.
 
 Layers with spike input: SPS convs 1–3 and the RPE conv (max-pooled spikes), the SSA products,
 the projection (after the attention LIF) and MLP fc2. SSA products (Spikingformer's counter): for
