@@ -2,9 +2,11 @@
 the console and the published ZeroMQ stream.
 
 With no source option it replays the bundled recording ``recordings/gestures_128x128.aedat4``.
-The dashboard opens when a display exists (``DISPLAY``/``WAYLAND_DISPLAY``) or ``--screenshot``
-is given; otherwise (or with ``--no-gui``) the console prints one line per label change and a
-periodic summary. The stream is always published (``--publish``, loopback by default) and the
+The dashboard opens when a display Qt can use exists (``DISPLAY``/``WAYLAND_DISPLAY``, probed
+before Qt starts: a dead one falls back to the console with one line saying why) or
+``--screenshot`` is given (always on Qt's offscreen platform); otherwise (or with ``--no-gui``)
+the console prints one line per label change and a periodic summary. Both start with a banner:
+the source, what the model sees of the sensor, the model, the window and the decision rule. The stream is always published (``--publish``, loopback by default) and the
 control socket listens on 127.0.0.1, publish port + 1, unless ``--control`` says otherwise —
 publishing on another interface does not open the control socket there. With ``--curve-secret``
 the control socket takes the same key and ``--curve-clients`` allow-list as the stream.
@@ -27,6 +29,7 @@ from pathlib import Path
 
 from evstream.commands.eval import add_decision_arguments, decision_settings
 from evstream.errors import ConfigError
+from evstream.sources.filtered import FILTERS
 
 EXAMPLES = """\
 examples:
@@ -65,6 +68,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--step-ms", type=float, metavar="MS", help="time step, ms (default: the checkpoint's)")
     add_decision_arguments(model)
 
+    view = parser.add_argument_group("what the model sees (sensor -> model input)")
+    view.add_argument("--filter", choices=FILTERS, default="none",
+                      help="event filter before binning: ba = background activity (dv-processing's rule), "
+                           "refractory = at most one event per pixel per period (default none)")
+    view.add_argument("--filter-us", type=int, metavar="US",
+                      help="filter time: ba support window (default 2000 µs), refractory period (default 1000 µs)")
+    view.add_argument("--roi", metavar="X,Y,W,H", help="use only this sensor rectangle (pixels)")
+    view.add_argument("--fit", choices=("crop", "letterbox"), default="crop",
+                      help="a sensor of another aspect than the model: crop its centre (default) or letterbox all of it")
+    view.add_argument("--flip-x", action="store_true", help="mirror the model input left-right")
+    view.add_argument("--flip-y", action="store_true", help="mirror the model input top-bottom")
+
     out = parser.add_argument_group("output")
     out.add_argument("--no-gui", action="store_true", help="console lines instead of the dashboard")
     out.add_argument("--quiet", action="store_true", help="console: only errors")
@@ -98,6 +113,79 @@ def _speed(text: str) -> float | None:
     return value
 
 
+def _roi(text: str | None) -> tuple[int, int, int, int] | None:
+    if text is None:
+        return None
+    parts = text.split(",")
+    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
+        raise ConfigError(f"--roi: expected X,Y,W,H in pixels, got {text[:40]!r}")
+    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+
+
+def _choose_gui(args: argparse.Namespace) -> tuple[bool, str]:
+    """(dashboard?, why not): a display that Qt cannot open falls back to the console, saying why."""
+    if args.no_gui:
+        return False, "console (--no-gui)"
+    if args.screenshot is not None:
+        os.environ["QT_QPA_PLATFORM"] = "offscreen"  # a screenshot never needs a display
+        return True, ""
+    if not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return False, "console (no display: DISPLAY and WAYLAND_DISPLAY are unset)"
+    from evstream.display import probe_display
+
+    ok, why = probe_display()
+    if not ok:
+        print(f"note: {why}; printing to the console instead of opening the dashboard", file=sys.stderr)
+        return False, f"console ({why})"
+    return True, ""
+
+
+def _describe_source(args: argparse.Namespace, source, speed: float | None) -> str:
+    name = str(getattr(source, "name", type(source).__name__))
+    if args.replay is not None:
+        name = str(args.replay)
+    elif not (args.camera or args.network or args.synthetic or args.webcam is not None):
+        name = f"{BUNDLED_RECORDING.relative_to(BUNDLED_RECORDING.parents[1])} (bundled)"
+    pace = ""
+    if hasattr(source, "duration_us"):
+        pace = ", as fast as possible" if speed is None else f", speed x{speed:g}"
+        if args.loop:
+            pace += ", looping"
+    return f"{name}{pace}"
+
+
+def banner(source_text: str, binner, model_label: str, model, trained_on: str | None, settings: dict,
+           event_filter: str, output: str) -> list[str]:
+    """The start-up lines: what is read, what the model sees, which model, window, decision rule."""
+    g = binner.geometry
+    s, o = g.sensor_size, g.out_size
+    view = f"{s.width}x{s.height} -> {o.width}x{o.height}: {g.mode}"
+    rx, ry, rw, rh = g.roi
+    if (rw, rh) != (s.width, s.height):
+        view += f" of roi {rw}x{rh} at ({rx},{ry})"
+    view += f", {g.downsample} downsampling, {g.pixels_per_output:.3g} sensor pixels per model pixel"
+    flips = [n for n, f in (("x", g.flip_x), ("y", g.flip_y)) if f]
+    if flips:
+        view += ", flipped " + " and ".join(flips)
+    if event_filter != "none":
+        view += f"; filter {event_filter}"
+    params = sum(p.numel() for p in model.parameters())
+    model_text = f"{model_label} ({getattr(model, 'name', type(model).__name__)}, {params:,} parameters)"
+    if trained_on:
+        model_text += f", trained on {trained_on}"
+    step_ms = binner.step_us / 1000
+    window = f"{binner.steps} steps x {step_ms:g} ms = {binner.steps * step_ms:g} ms (state carried across windows)"
+    rule = settings.get("rule", "ema")
+    if rule == "mean":
+        how = "mean of logits since the last reset" if not settings.get("mean_steps") else \
+            f"mean of logits over the last {settings['mean_steps']} steps"
+    else:
+        how = f"EMA of per-step softmax over {settings.get('smoothing_ms', 0):g} ms"
+    decision = f"{how}, threshold {settings.get('threshold', 0.0):.2f}, hysteresis {settings.get('hysteresis', 0.0):.2f}"
+    return [f"source    {source_text}", f"view      {view}", f"model     {model_text}", f"window    {window}",
+            f"decision  {decision}", f"output    {output}"]
+
+
 def _open_source(args: argparse.Namespace, speed: float | None):
     from evstream.errors import SourceError
     from evstream.sources import open_source
@@ -125,7 +213,7 @@ def _load_model(spec: str | None):
     from evstream.errors import ModelError
 
     if spec is not None and spec in models.list_models() and not os.path.isfile(spec):
-        return models.create_model(spec), {}, f"{spec} (untrained)", {}
+        return models.create_model(spec), {}, f"{spec} (untrained)", {}, "nothing (untrained)"
     name = spec or models.DEFAULT_WEIGHTS
     try:
         loaded = models.load_checkpoint(name)
@@ -134,8 +222,11 @@ def _load_model(spec: str | None):
             raise
         print(f"note: no shipped weights ({err}); using an untrained {UNTRAINED_FALLBACK}: "
               "its predictions are meaningless", file=sys.stderr)
-        return models.create_model(UNTRAINED_FALLBACK), {}, f"{UNTRAINED_FALLBACK} (untrained)", {}
-    return loaded.model, dict(loaded.preprocessing), loaded.name, dict(loaded.decision)
+        return models.create_model(UNTRAINED_FALLBACK), {}, f"{UNTRAINED_FALLBACK} (untrained)", {}, \
+            "nothing (untrained)"
+    trained_on = loaded.metrics.get("trained_on")
+    return loaded.model, dict(loaded.preprocessing), loaded.name, dict(loaded.decision), \
+        trained_on if isinstance(trained_on, str) else None
 
 
 def _device(choice: str) -> str:
@@ -162,7 +253,10 @@ def run(args: argparse.Namespace) -> int:
     record_dir = args.record_dir or os.getcwd()
     if not os.path.isdir(record_dir):
         raise ConfigError(f"--record-dir {record_dir}: not a folder")
-    gui = not args.no_gui and (args.screenshot is not None or bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")))
+    roi = _roi(args.roi)
+    if args.filter_us is not None and args.filter_us <= 0:
+        raise ConfigError(f"--filter-us: must be positive, got {args.filter_us}")
+    gui, console_why = _choose_gui(args)
     device = _device(args.device)
 
     import zmq
@@ -176,14 +270,21 @@ def run(args: argparse.Namespace) -> int:
     source = _open_source(args, speed)
     publisher = None
     try:
-        model, pre, model_label, decision = _load_model(args.model)
+        source_text = _describe_source(args, source, speed)
+        if args.filter != "none":
+            from evstream.sources.filtered import FilteredSource, make_filter
+
+            us = {} if args.filter_us is None else {"dt_us" if args.filter == "ba" else "refractory_us": args.filter_us}
+            source = FilteredSource(source, make_filter(args.filter, source.sensor_size, **us))
+        model, pre, model_label, decision, trained_on = _load_model(args.model)
         height, width = (int(v) for v in model.config.img_size)
         settings = decision_settings(decision, args)
         model_steps = int(pre.get("steps") or model.config.steps)
         step_us = int(round(args.step_ms * 1000)) if args.step_ms else int(pre.get("step_us") or DEFAULT_STEP_US)
         steps = default_window_steps(settings, model_steps, step_us)
         options = decision_options({k: v for k, v in settings.items() if k != "window_steps"}, model_steps=model_steps)
-        binner = Binner(source.sensor_size, (width, height), step_us, steps)
+        binner = Binner(source.sensor_size, (width, height), step_us, steps, fit=args.fit, roi=roi,
+                        flip_x=args.flip_x, flip_y=args.flip_y)
         warmup()
         classifier = StreamingClassifier(model, device=device, input_scale=input_scale_for(pre, binner.geometry),
                                          **options)
@@ -209,7 +310,12 @@ def run(args: argparse.Namespace) -> int:
             speed=speed,
             loop=args.loop,
         )
-        sinks = [] if gui else [ConsoleSink(quiet=args.quiet)]
+        output = "dashboard" if gui else console_why
+        output += f"; publishing {args.publish}" + (f", control {control}" if control else "")
+        lines = banner(source_text, binner, model_label, model, trained_on, settings, args.filter, output)
+        if not args.quiet:
+            print("\n".join(lines), flush=True)
+        sinks = [] if gui else [ConsoleSink(quiet=args.quiet, class_names=getattr(classifier, "class_names", None))]
         pipeline = Pipeline(source, classifier, binner, publisher, config=config, sinks=sinks,
                             record_path=args.record, record_dir=record_dir, control_address=controls or None,
                             context=context)

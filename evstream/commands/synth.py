@@ -31,6 +31,8 @@ from evstream.errors import ConfigError
 from evstream.events import SensorSize
 from evstream.sources.gestures import LIGHTINGS, N_CLASSES, balanced_classes
 
+SYNTHETIC_MARKER = "SYNTHETIC.txt"
+
 EXAMPLES = """\
 examples:
   python main.py synth --out data/synth --samples 8
@@ -146,6 +148,10 @@ def run(args: argparse.Namespace) -> int:
     for name, test in (("trials_to_train.txt", False), ("trials_to_test.txt", True)):
         stems = [stem + ext for stem, _, _, is_test in recordings if is_test == test]
         (folder / name).write_text("".join(s + "\n" for s in stems))
+    # Marks the set as synthetic, so a model trained on it says so (models.train.describe_training_data).
+    (folder / SYNTHETIC_MARKER).write_text(
+        f"synthetic gestures: evstream synth, seed {args.seed}, {len(jobs)} recordings, {size.width}x{size.height}, "
+        "rendered people through a DVS emulator; no real recording\n")
     n_test = sum(r[3] for r in recordings)
     print(f"wrote {folder}: {len(jobs)} recordings ({len(jobs) - n_test} train, {n_test} test), "
           f"{len(jobs) * N_CLASSES} gestures ({len(jobs)} per class), {total_events:,} events, "
