@@ -589,6 +589,19 @@ def _preprocessing(
     return pre
 
 
+def describe_training_data(root: str | os.PathLike, layout: str) -> str:
+    """What a dataset folder holds, in words, for the checkpoint's ``metrics["trained_on"]``.
+
+    A set written by ``python main.py synth`` carries ``DvsGesture/SYNTHETIC.txt``; anything else
+    in the IBM layout is taken for the real DVS128 Gesture release.
+    """
+    root = Path(root)
+    for marker in (root / "DvsGesture" / "SYNTHETIC.txt", root / "SYNTHETIC.txt"):
+        if marker.is_file():
+            return "synthetic gestures only (evstream synth: rendered people, DVS emulator)"
+    return "DVS128 Gesture (IBM layout)" if layout == "ibm" else "DVS128 Gesture (tonic layout)"
+
+
 def make_dataset(
     data: str | os.PathLike,
     layout: str,
@@ -833,6 +846,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                     "split": "test",
                     "recipe": config.recipe,
                     "select": select,
+                    "trained_on": describe_training_data(config.data, config.layout),
                 }
                 if stream:
                     keys = ("step_top1", "rest_undecided", "rest_steps", "rest_threshold", "clip_top1", "clip_runs")
