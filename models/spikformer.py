@@ -11,8 +11,10 @@ left out, so the 2-256 model with 11 classes has exactly the 2,566,923 parameter
 Every tensor that reaches a LIF neuron keeps the layout ``[T, B, ...]`` (time first, batch second);
 convolutions, BN and pooling act per time step on the flattened ``[T * B, ...]`` view. The network
 is causal in time: the LIF membranes persist between calls (spikingjelly memories), so sixteen
-``T = 1`` calls equal one ``T = 16`` call, and :func:`spikingjelly.activation_based.functional.reset_net`
-starts a fresh sequence.
+``T = 1`` calls give the spikes and features of one ``T = 16`` call (the logits agree to 1e-5: the
+head's matrix product may sum in another order for another batch shape), and
+:func:`spikingjelly.activation_based.functional.reset_net` starts a fresh sequence. The fused
+inference form (:meth:`Spikformer.fuse_for_inference`) lives in :mod:`models.fused`.
 """
 
 from __future__ import annotations

@@ -696,9 +696,11 @@ class StreamingClassifier:
             into the convolutions, the stem channels-last, the first stem stage (conv → LIF →
             max-pool) and every LIF's step loop as numba passes, the k = 1 convolutions as
             matrix products. The caller's model is left as it was (it can still be saved).
-            Logits can differ from the unfused model's in the last bits (another summation
-            order), which can flip a spike that sat exactly on a threshold; windows of any
-            length still equal one pass. None (default): fuse on CPU without ``compile``, where
+            Close to the unfused model, not bit-identical: other summation orders change last
+            bits, which flip the odd spike on a threshold, and the flip carries on (at
+            spikformer_2_256, 0.32 % of spikes, 0 / 48 window decisions and 1.3 % of per-step
+            decisions differed; see models/fused.py); windows of any length still equal one
+            pass (logits within 1e-5). None (default): fuse on CPU without ``compile``, where
             it runs spikformer_2_256 about 2.4x faster (bench/stream.py); not on CUDA, where the
             numba kernels do not apply.
         energy: record every layer's firing rate and estimate each window's energy

@@ -27,13 +27,6 @@ def spiking(model: nn.Module) -> nn.Module:
     return model
 
 
-def _plain_lif_node(threshold: float = 1.0) -> neuron.LIFNode:
-    """The Spikformer's own neuron (τ 2, hard reset to 0), as the model builds it."""
-    from models.spikformer import _lif
-
-    return _lif(SpikformerConfig(), threshold)
-
-
 def events(t: int, b: int, size: int = 32, density: float = 0.1, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return (torch.rand(t, b, 2, size, size, generator=g) < density).float()
@@ -177,24 +170,6 @@ def test_batch_elements_do_not_share_neuron_state():
     torch.testing.assert_close(batched, torch.cat(singles, dim=1), rtol=1e-5, atol=1e-5)
 
 
-def test_fused_batchnorm_gives_the_same_logits():
-    torch.manual_seed(6)
-    model = spiking(models.create_model("spikformer_tiny", **TINY))
-    x = events(4, 2, seed=6)
-    with torch.inference_mode():
-        plain = model.step_logits(x)
-        functional.reset_net(model)
-        model.fuse_for_inference()
-        fused = model.step_logits(x)
-    assert not any(isinstance(m, nn.BatchNorm1d | nn.BatchNorm2d) for m in model.modules())
-    torch.testing.assert_close(plain, fused, rtol=1e-4, atol=1e-4)
-
-
-def test_fuse_refuses_training_mode():
-    with pytest.raises(ModelError, match="training mode"):
-        models.create_model("spikformer_tiny").fuse_for_inference()
-
-
 def test_wrong_input_shape_is_a_model_error_naming_the_expected_layout():
     model = models.create_model("spikformer_tiny")
     with pytest.raises(ModelError, match=r"expects \[T, B, 2, 32, 32\]"):
@@ -235,86 +210,3 @@ def test_config_round_trips_through_plain_values():
     assert SpikformerConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="bogus"):
         SpikformerConfig.from_dict({**cfg.to_dict(), "bogus": 1})
-
-
-@pytest.mark.parametrize("threshold", [1.0, 0.5])
-def test_fused_lif_gives_spikingjelly_spikes_and_state_bit_for_bit(threshold):
-    import types
-
-    from models.spikformer import _fused_lif_forward
-
-    plain, fused = _plain_lif_node(threshold), _plain_lif_node(threshold)
-    fused.multi_step_forward = types.MethodType(_fused_lif_forward, fused)
-    x = torch.randn(6, 2, 3, 5, 7, generator=torch.Generator().manual_seed(7)) * 2
-    with torch.inference_mode():
-        for chunk in (x[:4], x[4:5], x[5:]):  # carried state across calls of different T
-            expected, got = plain(chunk), fused(chunk)
-            assert torch.equal(expected, got) and torch.equal(plain.v, fused.v)
-        assert 0 < float(got.mean()) < 1
-    functional.reset_net(fused)
-    assert fused.v == 0.0
-    y = fused(x.clone().requires_grad_(True))  # with autograd: spikingjelly's own path
-    assert y.requires_grad
-
-
-def test_fused_lif_keeps_a_channels_last_layout_and_spikingjelly_values():
-    import types
-
-    from models.spikformer import _fused_lif_forward
-
-    plain, fused = _plain_lif_node(), _plain_lif_node()
-    fused.multi_step_forward = types.MethodType(_fused_lif_forward, fused)
-    x = torch.randn(5 * 2, 8, 6, 7, generator=torch.Generator().manual_seed(8)) * 2
-    x = x.contiguous(memory_format=torch.channels_last).unflatten(0, (5, 2))  # as the fused stem's convs give
-    with torch.inference_mode():
-        for chunk in (x[:3], x[3:]):
-            expected, got = plain(chunk), fused(chunk)
-            assert torch.equal(expected, got) and torch.equal(plain.v, fused.v)
-            assert got.stride() == chunk.stride()  # no conversion back to NCHW
-        assert 0 < float(got.mean()) < 1
-
-
-def test_fused_first_stem_stage_equals_conv_lif_maxpool_bit_for_bit():
-    # Dyadic weights and integer inputs make every sum exact in float32 whatever the order, so
-    # the numba pass must reproduce conv → LIF → max-pool exactly, state carried across calls.
-    torch.manual_seed(9)
-    model = models.create_model("spikformer_2_64").eval().fuse_for_inference()
-    stem = model.patch_embed
-    assert stem.fused_first_stage
-    conv = stem.stages[0].conv
-    with torch.no_grad():
-        conv.weight.copy_(torch.randint(-8, 9, conv.weight.shape) / 8.0)
-        conv.bias.copy_(torch.randint(-4, 5, conv.bias.shape) / 8.0)
-    reference_lif = _plain_lif_node()
-    x = (torch.rand(7, 2, 2, 64, 64) < 0.15) * torch.randint(1, 4, (7, 2, 2, 64, 64))
-    x = x.float()
-    with torch.inference_mode():
-        for chunk in (x[:4], x[4:5], x[5:]):
-            t, b = chunk.shape[:2]
-            cap = Capture(maps=True)
-            got = stem._first_stage(chunk, cap)
-            spikes = reference_lif(conv(chunk.flatten(0, 1)).unflatten(0, (t, b)))
-            expected = stem.pool(spikes.flatten(0, 1)).unflatten(0, (t, b))
-            assert torch.equal(got, expected)
-            assert torch.equal(stem.stages[0].lif.v, reference_lif.v)
-            assert cap.layer_rates["sps.0"] == pytest.approx(float(spikes.mean()), abs=1e-6)
-            assert cap.layer_rates["sps.0.pool"] == pytest.approx(float(expected.mean()), abs=1e-6)
-            torch.testing.assert_close(cap.spike_maps["sps.0"], spikes.mean(dim=(0, 2)))
-        assert 0.05 < float(got.mean()) < 0.95  # neither silent nor saturated: the comparison means something
-
-
-def test_fused_model_matches_the_plain_one_and_stays_exact_across_windows():
-    torch.manual_seed(10)
-    plain = spiking(models.create_model("spikformer_2_64"))
-    fused = spiking(models.create_model("spikformer_2_64"))
-    fused.load_state_dict(plain.state_dict())
-    fused.fuse_for_inference()
-    assert any(m.pointwise for m in fused.modules() if hasattr(m, "pointwise"))
-    x = events(6, 1, size=64, density=0.2, seed=11) * 2
-    with torch.inference_mode():
-        expected = plain.step_logits(x)
-        whole = fused.step_logits(x)
-        functional.reset_net(fused)
-        pieces = torch.cat([fused.step_logits(x[i : i + 1]) for i in range(6)])
-    torch.testing.assert_close(whole, expected, rtol=1e-4, atol=1e-4)
-    assert torch.equal(pieces, whole) or float((pieces - whole).abs().max()) <= 1e-5
