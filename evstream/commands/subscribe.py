@@ -4,6 +4,13 @@ Human lines by default (one per label change, plus status changes); ``--json`` p
 object per received message and flushes each line, for scripts. Sequence gaps (messages the
 publisher dropped for this subscriber) are reported as they are seen and in the closing summary;
 a message that does not decode is skipped with one line on stderr.
+
+It ends when the publisher reports ``ended`` (after draining what is still queued for a moment),
+after ``--count`` predictions, after ``--timeout`` seconds without any message, or on Ctrl-C.
+
+Exit codes: 0 when the publisher ended, ``--count`` was reached or on Ctrl-C; 1 when
+``--timeout`` passed first (the stream went silent before it ended); 2 for a bad option,
+address or key file.
 """
 
 from __future__ import annotations
@@ -16,11 +23,17 @@ from evstream import protocol
 from evstream.errors import ConfigError
 
 EXAMPLES = """\
+exit codes: 0 the publisher ended, --count reached, or Ctrl-C; 1 --timeout passed first;
+2 a bad option, address or key file
+
 examples:
   python main.py subscribe tcp://127.0.0.1:5556
   python main.py subscribe tcp://127.0.0.1:5556 --json --topics pred,stats --count 100
   python main.py subscribe tcp://HOST:5556 --curve-secret keys/client.key_secret --curve-server keys/server.key
 """
+
+
+DRAIN_MS = 300  # after the publisher's "ended": how long to wait for messages still on their way
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,18 +93,26 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--topics: give at least one topic")
     if args.count is not None and args.count < 1:
         raise ConfigError(f"--count must be >= 1, got {args.count}")
-    sub = Subscriber(args.address, topics, curve_secret_key_file=args.curve_secret,
+    # status always comes, to see the publisher end; it is shown only when asked for.
+    listen = topics if "status" in topics else (*topics, "status")
+    sub = Subscriber(args.address, listen, curve_secret_key_file=args.curve_secret,
                      curve_server_key_file=args.curve_server, on_malformed=_report_malformed)
     out = sys.stdout
     preds = 0
     last_state = None
     reported_gaps: dict[str, int] = {}
     timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
+    ended = timed_out = False
     try:
         while args.count is None or preds < args.count:
-            msg = sub.recv(timeout_ms)
+            # After "ended", drain what is still on its way for a moment, then stop.
+            msg = sub.recv(DRAIN_MS if ended else timeout_ms)
             if msg is None:
+                timed_out = not ended
                 break
+            if msg.topic not in topics:
+                ended = ended or msg.data.get("state") == "ended"
+                continue
             if args.json:
                 out.write(json.dumps(message_json(msg)) + "\n")
             else:
@@ -112,14 +133,17 @@ def run(args: argparse.Namespace) -> int:
             out.flush()
             if msg.topic == "pred":
                 preds += 1
+            elif msg.topic == "status" and msg.data.get("state") == "ended":
+                ended = True
     except KeyboardInterrupt:
         pass
     finally:
         sub.close()
     summary = "  ".join(f"{t}: {s.received} received, {s.gaps} gaps, {s.dropped} missed"
-                        for t, s in sub.stats.items())
+                        for t, s in sub.stats.items() if t in topics)
     print(f"subscribe: {summary}" + (f"  malformed {sub.malformed}" if sub.malformed else ""), file=sys.stderr)
-    if args.timeout is not None and preds == 0 and args.count is not None:
-        print(f"subscribe: {args.address}: no prediction within {args.timeout:g} s", file=sys.stderr)
+    if timed_out:
+        print(f"subscribe: {args.address}: no message for {args.timeout:g} s before the stream ended "
+              f"({preds} prediction(s) received)", file=sys.stderr)
         return 1
     return 0

@@ -129,3 +129,27 @@ def test_subscribe_reports_gaps_in_human_mode(port, repo_root):
     assert script.returncode == 0
     assert out.count("left hand wave") == 3 and "gap on pred: 4 message(s) missed" in out
     assert "1 gaps, 4 missed" in err
+
+
+def test_subscribe_ends_with_0_when_the_publisher_says_ended_even_when_not_shown(port, repo_root):
+    with Publisher(_addr(port)) as pub:
+        script = _main(repo_root, "subscribe", _addr(port), "--json", "--topics", "pred")
+        assert pub.wait_subscribers("status", 1, timeout_s=30) and pub.wait_subscribers("pred", 1, timeout_s=30)
+        for i in range(3):
+            pub.publish("pred", {"name": "air drums", "changed": True}, t_start=i, t_end=i + 1)
+        pub.publish("status", {"state": "ended", "message": "end of recording"})
+        out, err = script.communicate(timeout=30)
+    assert script.returncode == 0, err
+    topics = [json.loads(line)["topic"] for line in out.splitlines()]
+    assert topics == ["pred"] * 3  # status was listened to, not printed
+    assert "status:" not in err and "pred: 3 received" in err
+
+
+def test_subscribe_exits_1_when_the_stream_goes_silent_before_it_ends(port, repo_root):
+    with Publisher(_addr(port)) as pub:
+        script = _main(repo_root, "subscribe", _addr(port), "--timeout", "2")
+        assert pub.wait_subscribers("pred", 1, timeout_s=30)
+        pub.publish("pred", {"name": "air drums", "changed": True, "confidence": 0.5}, t_start=0, t_end=1)
+        out, err = script.communicate(timeout=60)
+    assert script.returncode == 1
+    assert "no message for 2 s before the stream ended (1 prediction(s) received)" in err
