@@ -152,6 +152,48 @@ def test_replies_quote_only_an_excerpt_of_a_bad_argument(recording, port, tmp_pa
         pipeline.close()
 
 
+def test_a_nul_byte_in_a_path_is_a_clean_one_line_refusal(recording, port, tmp_path):
+    # reproducer (issue 17, finding 12): a NUL byte gave a raw "ValueError" reply
+    pipeline = _pipeline(recording, _addr(port), record_dir=tmp_path)
+    try:
+        with ControlClient(_addr(port), timeout_ms=5000) as client:
+            for path in ("a\0b.aedat4", "\0", "x" * 3000 + "\0.aedat4"):
+                reply = client.send("record_start", path=path)
+                assert reply["ok"] is False
+                assert reply["error"].startswith("record_start: path '") and "is not a file name" in reply["error"]
+                assert "ValueError" not in reply["error"] and "\n" not in reply["error"]
+                assert len(reply["error"]) < 200
+        assert os.listdir(tmp_path) == []
+    finally:
+        pipeline.close()
+
+
+def test_every_refusal_quotes_only_an_excerpt_of_what_was_sent(recording, port, tmp_path):
+    from evstream.protocol import CONTROL_COMMANDS, CONTROL_OPTIONS, EXCERPT_CHARS
+
+    pipeline = _pipeline(recording, _addr(port), record_dir=tmp_path)
+    big_values = ["q" * 7000, b"q" * 7000, ["q" * 60] * 100, {"q" * 60: 1} | {f"k{i}": "q" * 60 for i in range(90)}]
+    try:
+        with ControlClient(_addr(port), timeout_ms=5000) as client:
+            sent = 0
+            for cmd, args in CONTROL_COMMANDS.items():
+                for arg in [*args, *CONTROL_OPTIONS.get(cmd, {})]:
+                    for value in big_values:
+                        request = {a: 1 for a in args} | {arg: value}
+                        if cmd == "record_start":
+                            request.setdefault("path", "ok.aedat4")
+                        reply = _raw_request(_addr(port), {"cmd": cmd, **request}, 5000)
+                        sent += 1
+                        assert reply["ok"] is False, (cmd, arg)
+                        assert "\n" not in reply["error"] and "q" * (EXCERPT_CHARS + 1) not in reply["error"]
+            assert sent == 4 * 5  # seek, speed, loop, record_start path and overwrite
+            reply = client.send("q" * 7000)
+            assert reply["ok"] is False and "q" * (EXCERPT_CHARS + 1) not in reply["error"]
+        assert os.listdir(tmp_path) == []
+    finally:
+        pipeline.close()
+
+
 def test_seek_refuses_booleans_and_speed_refuses_negative_zero_and_nan(recording, port, tmp_path):
     pipeline = _pipeline(recording, _addr(port), record_dir=tmp_path)
     try:
