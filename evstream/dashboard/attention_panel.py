@@ -5,9 +5,14 @@ Spikformer's spiking self-attention has no softmax: Q·Kᵀ is a real N×N token
 float32 [blocks, heads, N, N] (mean over the window's steps), the token ``grid`` [gh, gw] and the
 model-input ``frame`` float32 [H, W].
 
-Left: the N×N map (row i = the attention token i pays). Right: the input frame with, per token
-cell, the attention it receives (column mean), or, while the mouse hovers a cell of the input
-(or a row of the map), that token's row: the attention it pays to every other cell.
+Left: the N×N map (row i = the attention token i pays), with its colour bar (Q·Kᵀ values: the
+number of coinciding Q and K spikes, mean over the window's steps). Right: the input frame with
+every token's index on its patch and, per token cell, the attention it receives (column mean),
+or, while the mouse hovers a cell of the input (or a row of the map), that token's row: the
+attention it pays to every other cell; the colour bar beside it gives those values. The line
+below names the hovered token, the model-input pixels of its patch and, when ``status.geometry``
+is known, the sensor pixels they come from. A row of zeros (no query spike met a key spike in
+the window) is said to be one, not read as "attends most to token 0".
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtCore, QtWidgets
 
-from evstream.dashboard.style import alpha_lut, colormap_lut, flexible_label, image_view, panel_title
+from evstream.dashboard.events_panel import input_rect
+from evstream.dashboard.style import alpha_lut, colorbar, colormap_lut, flexible_label, image_view, panel_title
 from evstream.protocol import Message
 
 __all__ = ["AttentionPanel", "HEAD_MEAN"]
@@ -53,16 +59,23 @@ class AttentionPanel(QtWidgets.QWidget):
 
         self.graphics = pg.GraphicsLayoutWidget()
         self.map_view, self.map_image = image_view(self.graphics, row=0, col=0, title="Q·Kᵀ  (row = attention a token pays)")
-        self.map_image.setLookupTable(colormap_lut("viridis"))
+        self.map_bar = colorbar("viridis", "Q·Kᵀ: coinciding Q and K spikes, mean over the window's steps")
+        self.graphics.addItem(self.map_bar, row=1, col=1)
+        self.map_bar.setImageItem(self.map_image)
         self.row_marker = pg.InfiniteLine(angle=0, movable=False, pen=pg.mkPen("#ff4060", width=1.5))
         self.row_marker.setVisible(False)
         self.map_view.addItem(self.row_marker)
-        self.input_view, self.input_image = image_view(self.graphics, row=0, col=1, title="input · attention per token")
+        self.input_view, self.input_image = image_view(self.graphics, row=0, col=2, title="input · attention per token")
         self.input_image.setLookupTable(colormap_lut("CET-L1"))
         self.overlay = pg.ImageItem()
         self.overlay.setLookupTable(alpha_lut("inferno", 200))
         self.overlay.setZValue(10)
         self.input_view.addItem(self.overlay)
+        self.overlay_bar = colorbar("inferno", "attention shown on the input (received: column mean; hovered: the row)")
+        self.graphics.addItem(self.overlay_bar, row=1, col=3)
+        self.overlay_levels: tuple[float, float] = (0.0, 1.0)
+        self.token_items: list[pg.TextItem] = []
+        self.geometry: dict | None = None
         self.cell_marker = pg.QtWidgets.QGraphicsRectItem(0, 0, 1, 1)
         self.cell_marker.setPen(pg.mkPen("#40ff90", width=2, cosmetic=True))
         self.cell_marker.setZValue(20)
@@ -107,7 +120,9 @@ class AttentionPanel(QtWidgets.QWidget):
         self.message = message
         frame = message.arrays.get("frame")
         if frame is not None and frame.ndim == 2:
-            self.input_shape = (int(frame.shape[0]), int(frame.shape[1]))
+            if (int(frame.shape[0]), int(frame.shape[1])) != self.input_shape or len(self.token_items) != n:
+                self.input_shape = (int(frame.shape[0]), int(frame.shape[1]))
+                self._place_token_indices(n)
             top = float(frame.max()) if frame.size else 1.0
             self.input_image.setImage(np.ascontiguousarray(frame, dtype=np.float32), autoLevels=False, levels=(0.0, max(top, 1e-6)))
         silent = "" if np.any(qk) else " · all zero (no Q·K spikes)"
@@ -132,7 +147,45 @@ class AttentionPanel(QtWidgets.QWidget):
         self.current_map = attention
         top = float(attention.max()) if attention.size else 1.0
         self.map_image.setImage(np.ascontiguousarray(attention), autoLevels=False, levels=(0.0, max(top, 1e-6)))
+        self.map_bar.setLevels((0.0, max(top, 1e-6)))
         self._draw_overlay()
+
+    def set_geometry(self, geometry: dict | None) -> None:
+        """``status.geometry``: lets the hover line name the sensor pixels of a token's patch."""
+        if geometry != self.geometry:
+            self.geometry = geometry
+            self._draw_overlay()
+
+    def _place_token_indices(self, n: int) -> None:
+        """Write each token's index on its patch of the input (none beyond 256 tokens: unreadable)."""
+        for item in self.token_items:
+            self.input_view.removeItem(item)
+        self.token_items = []
+        gh, gw = self.grid
+        if n > 256 or gh * gw != n:
+            return
+        cell_h, cell_w = self.input_shape[0] / gh, self.input_shape[1] / gw
+        for token in range(n):
+            r, c = divmod(token, gw)
+            item = pg.TextItem(str(token), color=(120, 200, 255, 200), anchor=(0, 0))
+            item.setPos(c * cell_w, r * cell_h)
+            item.setZValue(15)
+            self.input_view.addItem(item)
+            self.token_items.append(item)
+
+    def patch_text(self, token: int) -> str:
+        """The model-input pixels of ``token``'s patch and, with a geometry, the sensor pixels behind them."""
+        gh, gw = self.grid
+        r, c = divmod(token, gw)
+        cell_h, cell_w = self.input_shape[0] / gh, self.input_shape[1] / gw
+        x0, x1, y0, y1 = c * cell_w, (c + 1) * cell_w, r * cell_h, (r + 1) * cell_h
+        text = f"input x {x0:.0f}–{x1 - 1:.0f}, y {y0:.0f}–{y1 - 1:.0f}"
+        rect = input_rect(self.geometry)
+        if rect is not None:
+            sx, sy = rect[2] / self.input_shape[1], rect[3] / self.input_shape[0]
+            text += (f" = sensor x {rect[0] + x0 * sx:.0f}–{rect[0] + x1 * sx - 1:.0f}, "
+                     f"y {rect[1] + y0 * sy:.0f}–{rect[1] + y1 * sy - 1:.0f}")
+        return text
 
     def _draw_overlay(self) -> None:
         attention = self.current_map
@@ -141,6 +194,7 @@ class AttentionPanel(QtWidgets.QWidget):
         token = self.selected_token
         if token is not None and token < attention.shape[0]:
             values = _unit(attention[token]).reshape(self.grid)
+            raw_top = float(attention[token].max())
             self.row_marker.setPos(token + 0.5)
             self.row_marker.setVisible(True)
             gh, gw = self.grid
@@ -149,15 +203,23 @@ class AttentionPanel(QtWidgets.QWidget):
             self.cell_marker.setRect(c * cell_w, r * cell_h, cell_w, cell_h)
             self.cell_marker.setVisible(True)
             row = attention[token]
-            self.token_label.setText(
-                f"token {token} (row {r}, col {c}) pays most to token {int(row.argmax())}; "
-                f"row sum {float(row.sum()):.1f}, max {float(row.max()):.2f}"
-            )
+            where = f"token {token} (row {r}, col {c}; {self.patch_text(token)})"
+            if raw_top <= 0:
+                self.token_label.setText(f"{where} pays no attention in this window: its Q·Kᵀ row is all zero "
+                                         "(none of its query spikes met a key spike)")
+            else:
+                self.token_label.setText(f"{where} pays most to token {int(row.argmax())}; "
+                                         f"row sum {float(row.sum()):.1f}, max {raw_top:.2f}")
         else:
-            values = _unit(attention.mean(axis=0)).reshape(self.grid)
+            received = attention.mean(axis=0)
+            values = _unit(received).reshape(self.grid)
+            raw_top = float(received.max()) if received.size else 0.0
             self.row_marker.setVisible(False)
             self.cell_marker.setVisible(False)
             self.token_label.setText("attention each token receives (column mean); hover a cell for its row")
+        # The overlay is drawn scaled to its maximum; the bar gives the values behind the colours.
+        self.overlay_levels = (0.0, max(raw_top, 1e-6))
+        self.overlay_bar.setLevels(self.overlay_levels)
         self.overlay_values = values
         self.overlay.setImage(np.ascontiguousarray(values, dtype=np.float32), autoLevels=False, levels=(0.0, 1.0))
         self.overlay.setRect(QtCore.QRectF(0, 0, self.input_shape[1], self.input_shape[0]))

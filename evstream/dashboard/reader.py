@@ -3,7 +3,9 @@
 The thread reads with :class:`evstream.publish.Subscriber` (every topic) and keeps only the latest message per topic in a lock-protected dict (pyqtgraph's habit: the
 GUI draws whatever arrived last on a timer, never one repaint per message). ``frame`` messages
 are also pushed into an :class:`~evstream.dashboard.accumulate.EventAccumulator` here, so
-accumulating a 300 ms span of 10 ms windows costs the GUI thread nothing.
+accumulating a 300 ms span of 10 ms windows costs the GUI thread nothing; every ``pred`` and
+``stats`` message goes into the :class:`~evstream.dashboard.timeline.Timeline`, so the run's
+record misses no window however few of them the GUI draws.
 
 Per topic it keeps the messages received, the messages lost (the Subscriber's sequence-gap
 count; zguide ch. 5), the time of the latest one and the transport lag (receive time minus the
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 import zmq
 
 from evstream.dashboard.accumulate import EventAccumulator
+from evstream.dashboard.timeline import Timeline
 from evstream.errors import ConfigError
 from evstream.protocol import TOPICS, Message
 from evstream.publish import Subscriber
@@ -55,6 +58,7 @@ class StreamReader:
     Args:
         address: address of the pipeline's PUB socket.
         accumulator: receives every ``frame`` message's counts.
+        timeline: receives every ``pred`` and ``stats`` message, and the origin of ``status``.
         context: ZeroMQ context; pass the publisher's for ``inproc://`` (default: the global one).
         topics: topics to subscribe to.
         curve_secret_key_file: this client's certificate (``python main.py keys``), for a
@@ -70,9 +74,11 @@ class StreamReader:
         topics: tuple[str, ...] = TOPICS,
         curve_secret_key_file: str | os.PathLike | None = None,
         curve_server_key_file: str | os.PathLike | None = None,
+        timeline: Timeline | None = None,
     ) -> None:
         self.address = address
         self.accumulator = accumulator
+        self.timeline = timeline
         self._context = context or zmq.Context.instance()
         self._topics = topics
         self._curve = {"curve_secret_key_file": curve_secret_key_file, "curve_server_key_file": curve_server_key_file}
@@ -153,6 +159,16 @@ class StreamReader:
                 with self._lock:
                     self._bad_frames += 1
                     self._last_error = f"frame seq {message.seq}: 'counts' must be integer [2, H, W]"
+        if self.timeline is not None:
+            try:
+                if message.topic in ("pred", "stats"):
+                    self.timeline.push(message)
+                elif message.topic == "status":
+                    self.timeline.set_origin(message.data.get("origin_us"))
+            except (TypeError, ValueError) as err:
+                with self._lock:
+                    self._bad_frames += 1
+                    self._last_error = f"{message.topic} seq {message.seq}: {err}"
         tracked = subscriber.stats[message.topic]
         with self._lock:
             stats = self._stats.setdefault(message.topic, TopicStats())

@@ -1,10 +1,14 @@
-"""Spike maps panel: one firing-rate image per layer (SPS stages, blocks) and its sparsity.
+"""Spike maps panel: one firing-rate image per layer (SPS stages, blocks), its colour bar and figures.
 
-``spikes`` carries a float32 [h, w] firing-rate map per layer (named in ``layers``) and the
-fraction of silent neurons per layer (``sparsity``). The grid of images is rebuilt only when the
-list of layers changes; otherwise each long-lived ImageItem gets new data with explicit levels
-from 0 to the map's own maximum (firing rates of a sparse network are often a few percent, so a
-fixed 0…1 scale would show black squares); the title carries the sparsity and that maximum.
+``spikes`` carries a float32 [h, w] firing-rate map per layer (named in ``layers``): spikes per
+neuron per step at each position, averaged over the layer's channels and the window's steps, so
+the map's mean is the layer's **firing rate** (spikes per neuron per step), the headline figure
+of each title. ``sparsity`` (per layer) is the fraction of map positions where no neuron of any
+channel fired during the whole window: shown second, as "positions silent", since it is not a
+firing-rate statistic. The grid of images is rebuilt only when the list of layers changes;
+otherwise each long-lived ImageItem gets new data with explicit levels from 0 to the map's own
+maximum (firing rates of a sparse network are often a few percent, so a fixed 0…1 scale would
+show black squares), and the colour bar beside it shows that scale in spikes per neuron per step.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtWidgets
 
-from evstream.dashboard.style import colormap_lut, flexible_label, image_view, panel_title
+from evstream.dashboard.style import colorbar, colormap_lut, flexible_label, image_view, panel_title
 from evstream.protocol import Message
 
 __all__ = ["SpikesPanel"]
@@ -40,19 +44,25 @@ class SpikesPanel(QtWidgets.QWidget):
         self.images: dict[str, pg.ImageItem] = {}
         self._titles: dict[str, pg.LabelItem] = {}
         self.sparsity: dict[str, float] = {}
+        self.firing_rate: dict[str, float] = {}
+        self.colorbars: dict[str, pg.ColorBarItem] = {}
 
     def _rebuild(self, layers: tuple[str, ...]) -> None:
         self.graphics.clear()
         self.images.clear()
         self._titles.clear()
+        self.colorbars.clear()
         self.layers = layers
         columns = max(1, math.ceil(math.sqrt(len(layers))))
         for i, name in enumerate(layers):
             row, col = divmod(i, columns)
-            title = self.graphics.addLabel(name, row=2 * row, col=col, size="8pt")
-            _, item = image_view(self.graphics, row=2 * row + 1, col=col)
-            item.setLookupTable(self._lut)
+            title = self.graphics.addLabel(name, row=2 * row, col=2 * col, colspan=2, size="8pt")
+            _, item = image_view(self.graphics, row=2 * row + 1, col=2 * col)
+            bar = colorbar("magma", "spikes/neuron/step")
+            self.graphics.addItem(bar, row=2 * row + 1, col=2 * col + 1)
+            bar.setImageItem(item)
             self.images[name] = item
+            self.colorbars[name] = bar
             self._titles[name] = title
 
     def show_spikes(self, message: Message) -> None:
@@ -62,21 +72,29 @@ class SpikesPanel(QtWidgets.QWidget):
             self._rebuild(layers)
         sparsity = message.data.get("sparsity") or {}
         self.sparsity = {}
+        self.firing_rate = {}
         for name in layers:
             rate = np.asarray(message.arrays[name], dtype=np.float32)
             if rate.ndim != 2:
                 rate = rate.reshape(rate.shape[0], -1) if rate.ndim > 2 else rate.reshape(1, -1)
             top = float(rate.max()) if rate.size else 0.0
             self.images[name].setImage(np.ascontiguousarray(rate), autoLevels=False, levels=(0.0, max(top, 1e-6)))
+            self.colorbars[name].setLevels((0.0, max(top, 1e-6)))
+            self.firing_rate[name] = float(rate.mean()) if rate.size else 0.0
+            title = f"{name}<br>firing {self.firing_rate[name]:.3f}"
             silent = sparsity.get(name)
-            title = name
-            if isinstance(silent, (int, float)):
+            if isinstance(silent, (int, float)) and not isinstance(silent, bool):
                 self.sparsity[name] = float(silent)
-                title += f"<br>{silent * 100:.1f}% silent · max {top:.2f}"
+                title += f" · {silent * 100:.0f}% pos. silent"
             if self._titles[name].text != title:  # a LabelItem re-lays out its HTML on every setText
                 self._titles[name].setText(title, size="8pt")
+        text = f"{len(layers)} layers"
+        if self.firing_rate:
+            mean = sum(self.firing_rate.values()) / len(self.firing_rate)
+            text += f" · firing rate {mean:.3f} spikes/neuron/step (layer mean)"
         if self.sparsity:
-            mean = sum(self.sparsity.values()) / len(self.sparsity)
-            self.summary.setText(f"{len(layers)} layers · mean sparsity {mean * 100:.1f}% silent")
-        else:
-            self.summary.setText(f"{len(layers)} layers")
+            silent = sum(self.sparsity.values()) / len(self.sparsity)
+            text += f" · {silent * 100:.1f}% of map positions silent all window"
+        self.summary.setText(text)
+        self.summary.setToolTip("firing rate: spikes per neuron per time step, the mean of each map;\n"
+                                "positions silent: map positions where no channel spiked during the window")

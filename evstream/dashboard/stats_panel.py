@@ -1,9 +1,11 @@
 """Stats panel: event rate over time, timing, losses, energy, display rate and per-topic ages.
 
-Event rates (ON and OFF, from ``stats``) go into a fixed-size ring buffer plotted by two
-long-lived PlotDataItems against "seconds ago". Losses come from two places: windows the
-pipeline dropped (``dropped_windows``) and messages this dashboard missed (sequence gaps
-counted by the reader).
+Event rates (ON and OFF, from every ``stats`` message, kept by the
+:class:`~evstream.dashboard.timeline.Timeline`) are plotted by two long-lived PlotDataItems
+against the recording's time (sensor seconds since its start), the same axis as the decision
+ribbon, to which the window links this plot: panning one pans both, a pause freezes both and
+the whole run stays after the end. Losses come from two places: windows the pipeline dropped
+(``dropped_windows``) and messages this dashboard missed (sequence gaps counted by the reader).
 """
 
 from __future__ import annotations
@@ -16,30 +18,28 @@ from PyQt6 import QtWidgets
 
 from evstream.dashboard.reader import TopicStats
 from evstream.dashboard.style import panel_title
+from evstream.dashboard.timeline import Timeline
 from evstream.protocol import TOPICS, Message
 
-__all__ = ["StatsPanel", "HISTORY_S"]
-
-HISTORY_S = 60.0
-_RING = 2048
+__all__ = ["StatsPanel"]
 
 
 class StatsPanel(QtWidgets.QWidget):
     """Event-rate plot and a table of figures."""
 
-    def __init__(self, parent: QtWidgets.QWidget | None = None) -> None:
+    def __init__(self, timeline: Timeline | None = None, parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
+        self.timeline = timeline if timeline is not None else Timeline()
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 4, 4)
         layout.addWidget(panel_title("Stream"))
         self.plot = pg.PlotWidget()
         self.plot.setMenuEnabled(False)
-        self.plot.setMouseEnabled(x=False, y=False)
+        self.plot.setMouseEnabled(x=True, y=False)
         self.plot.hideButtons()
         self.plot.addLegend(offset=(6, 6))
         self.plot.getAxis("left").setLabel("events/s")
-        self.plot.getAxis("bottom").setLabel("seconds ago")
-        self.plot.setXRange(-HISTORY_S, 0, padding=0)
+        self.plot.getAxis("bottom").setLabel("recording time (s)")
         self.on_curve = self.plot.plot(pen=pg.mkPen("#ffbe28", width=1.5), name="ON")
         self.off_curve = self.plot.plot(pen=pg.mkPen("#3c96ff", width=1.5), name="OFF")
         layout.addWidget(self.plot, 1)
@@ -58,27 +58,20 @@ class StatsPanel(QtWidgets.QWidget):
         grid.setColumnStretch(1, 1)
         layout.addLayout(grid)
 
-        self._times = np.zeros(_RING)
-        self._on = np.zeros(_RING, dtype=np.float32)
-        self._off = np.zeros(_RING, dtype=np.float32)
-        self._count = 0
+        self._plotted_version = -1
         self.last_stats: dict = {}
         self.last_energy_uj: float | None = None
         self._texts: dict[str, str] = {}
         self._top = 0.0
 
     def add_stats(self, message: Message, now: float | None = None) -> None:
-        """Take one ``stats`` message (``now``: time.monotonic() of its arrival)."""
+        """Take the figures of the latest ``stats`` message (the rates reach the plot through the timeline)."""
         data = message.data
+        for key in ("event_rate", "events_on", "events_off"):
+            value = data.get(key, 0)
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise TypeError(f"stats field {key!r} must be a number, got {type(value).__name__}")
         self.last_stats = dict(data)
-        rate = float(data.get("event_rate", 0.0) or 0.0)
-        on, off = float(data.get("events_on", 0) or 0), float(data.get("events_off", 0) or 0)
-        share = on / (on + off) if on + off > 0 else 0.5
-        index = self._count % _RING
-        self._times[index] = time.monotonic() if now is None else now
-        self._on[index] = rate * share
-        self._off[index] = rate * (1.0 - share)
-        self._count += 1
 
     def add_prediction(self, message: Message) -> None:
         """Take the energy figure of a ``pred`` message."""
@@ -87,25 +80,28 @@ class StatsPanel(QtWidgets.QWidget):
             self.last_energy_uj = float(energy)
 
     def rates(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Arrival times (monotonic s), ON rates, OFF rates (ev/s), oldest first."""
-        n = min(self._count, _RING)
-        order = (np.arange(n) + self._count - n) % _RING
-        return self._times[order], self._on[order], self._off[order]
+        """Window ends (s since the recording's start), ON rates, OFF rates (ev/s), oldest first."""
+        rates = self.timeline.rates()
+        return rates["t1"], rates["on"], rates["off"]
 
     def draw(self, topics: dict[str, TopicStats], connection: str, fps: float, now: float | None = None, unusable: int = 0) -> None:
         """Redraw the plot and the figures (``unusable``: messages that did not decode or could not be shown)."""
         now = time.monotonic() if now is None else now
-        times, on, off = self.rates()
-        keep = times >= now - HISTORY_S
-        x = times[keep] - now
-        self.on_curve.setData(x, on[keep])
-        self.off_curve.setData(x, off[keep])
-        if keep.any():
-            # Rates start at zero: an autoscaled axis would magnify a steady rate's jitter.
-            top = float(max(on[keep].max(), off[keep].max()))
-            if not self._top or top > self._top or top < 0.5 * self._top:
-                self._top = max(top * 1.2, 1.0)
-                self.plot.setYRange(0, self._top, padding=0)
+        if self.timeline.version != self._plotted_version:
+            self._plotted_version = self.timeline.version
+            times, on, off = self.rates()
+            self.on_curve.setData(times, on)
+            self.off_curve.setData(times, off)
+        times, on, off = self.on_curve.xData, self.on_curve.yData, self.off_curve.yData
+        if times is not None and len(times):
+            (x0, x1), _ = self.plot.getViewBox().viewRange()
+            keep = (times >= x0) & (times <= x1)
+            if keep.any():
+                # Rates start at zero: an autoscaled axis would magnify a steady rate's jitter.
+                top = float(max(on[keep].max(), off[keep].max()))
+                if not self._top or top > self._top or top < 0.5 * self._top:
+                    self._top = max(top * 1.2, 1.0)
+                    self.plot.setYRange(0, self._top, padding=0)
         s = self.last_stats
         gaps = sum(t.gaps for t in topics.values())
         lags = [t.lag_ms for t in topics.values() if t.lag_ms is not None]
@@ -136,10 +132,12 @@ class StatsPanel(QtWidgets.QWidget):
         self._set("display", f"{fps:.0f} FPS")
         realtime = s.get("realtime_factor")
         window_ms = s.get("window_ms")
-        self._set(
-            "windows",
-            f"{s.get('windows', 0)} · {window_ms} ms each" + (f" · ×{realtime:.2f} real time" if isinstance(realtime, (int, float)) else ""),
-        )
+        windows = [str(s.get("windows", 0))]
+        if isinstance(window_ms, (int, float)):
+            windows.append(f"{window_ms:g} ms each")
+        if isinstance(realtime, (int, float)):
+            windows.append(f"×{realtime:.2f} real time")
+        self._set("windows", " · ".join(windows))
         self._set("ages", "  ".join(ages))
 
     def _set(self, name: str, text: str) -> None:

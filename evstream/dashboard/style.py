@@ -9,6 +9,7 @@ from PyQt6 import QtGui, QtWidgets
 __all__ = [
     "configure_pyqtgraph",
     "colormap_lut",
+    "colorbar",
     "alpha_lut",
     "class_colors",
     "image_view",
@@ -54,6 +55,23 @@ def dark_palette() -> QtGui.QPalette:
 def colormap_lut(name: str = "viridis") -> np.ndarray:
     """A 256-entry uint8 [256, 3] lookup table of one of pyqtgraph's bundled colour maps."""
     return pg.colormap.get(name).getLookupTable(0.0, 1.0, 256, alpha=False)
+
+
+def colorbar(name: str, label: str | None = None, width: int = 10) -> pg.ColorBarItem:
+    """A fixed (non-interactive) vertical colour bar of colour map ``name``, values on its right axis, ``label`` as tooltip."""
+    bar = pg.ColorBarItem(values=(0.0, 1.0), width=width, colorMap=pg.colormap.get(name), interactive=False,
+                          rounding=1e-6, colorMapMenu=False)
+    bar.axis.setStyle(tickFont=_small_font(), tickLength=3)
+    bar.axis.setWidth(30)
+    if label:
+        bar.setToolTip(label)
+    return bar
+
+
+def _small_font() -> QtGui.QFont:
+    font = QtGui.QFont()
+    font.setPointSizeF(7.0)
+    return font
 
 
 def alpha_lut(name: str = "inferno", max_alpha: int = 190) -> np.ndarray:

@@ -4,8 +4,16 @@ The GUI thread only draws: a QTimer (``display_hz``, 30 by default) takes the me
 arrived since the last tick (latest per topic, from :class:`StreamReader`) and hands each to its
 panel. The event image, the prediction and the status follow every tick; the secondary panels
 (spike maps, attention, stats plot, decision ribbon) at most :data:`SECONDARY_HZ` times a second,
-which no eye misses and which halves the GUI thread's painting. "disconnected" shows when no message at all (``status`` repeats every second) arrived for
-:data:`DISCONNECTED_AFTER_S`; the timer keeps running, so the window never freezes.
+which no eye misses and which halves the GUI thread's painting. "disconnected" shows when no
+message at all (``status`` repeats every second) arrived for :data:`DISCONNECTED_AFTER_S`; the
+timer keeps running, so the window never freezes.
+
+Every timeline (decision and truth ribbons, the stream plot, the times in the panels' headers)
+is in sensor time relative to the recording's start, from the run's
+:class:`~evstream.dashboard.timeline.Timeline`; the ribbon and the stream plot share one time
+axis. The window title names the source (the recording's file name) and the model, from
+``status``. The dark palette is the application's, so pop-ups (drop-down lists, dialogs,
+tooltips) are dark too.
 """
 
 from __future__ import annotations
@@ -27,6 +35,7 @@ from evstream.dashboard.reader import Snapshot, StreamReader
 from evstream.dashboard.spikes_panel import SpikesPanel
 from evstream.dashboard.stats_panel import StatsPanel
 from evstream.dashboard.style import configure_pyqtgraph, dark_palette, flexible_label
+from evstream.dashboard.timeline import Timeline
 from evstream.protocol import Message
 
 __all__ = ["DashboardWindow", "DISCONNECTED_AFTER_S", "SECONDARY_HZ"]
@@ -63,24 +72,36 @@ class DashboardWindow(QtWidgets.QMainWindow):
         configure_pyqtgraph()
         super().__init__()
         self.address = address
-        self.setWindowTitle(f"evstream · {address}")
+        self.setWindowTitle(f"evstream · connecting to {address}")
         self.resize(1680, 1020)
-        self.setPalette(dark_palette())
+        palette = dark_palette()
+        app = QtWidgets.QApplication.instance()
+        if app is not None:
+            app.setPalette(palette)  # pop-ups (drop-down lists, dialogs) are windows of their own
+        self.setPalette(palette)
         self.setAutoFillBackground(True)
 
         self.accumulator = EventAccumulator("window", 100_000)
+        self.timeline = Timeline()
         self.reader = StreamReader(address, self.accumulator, context=context, curve_secret_key_file=curve_secret_key_file,
-                                   curve_server_key_file=curve_server_key_file)
+                                   curve_server_key_file=curve_server_key_file, timeline=self.timeline)
         self._explicit_control = control
         self.control = ControlWorker(control or default_control_address(address), context=context, timeout_ms=control_timeout_ms,
                                      curve={"curve_secret_key_file": curve_secret_key_file,
                                             "curve_server_key_file": curve_server_key_file})
 
-        self.events = EventsPanel(self.accumulator)
-        self.prediction = PredictionPanel()
+        self.events = EventsPanel(self.accumulator, self.timeline)
+        self.prediction = PredictionPanel(self.timeline)
         self.spikes = SpikesPanel()
         self.attention = AttentionPanel()
-        self.stats = StatsPanel()
+        self.stats = StatsPanel(self.timeline)
+        # One time axis: the stream plot and the ribbon show the same range (pyqtgraph's setXLink
+        # aligns by screen position, which differs with the axes' widths); panning either stops following.
+        ribbon_box, stream_box = self.prediction.ribbon_plot.getViewBox(), self.stats.plot.getViewBox()
+        ribbon_box.sigXRangeChanged.connect(lambda *_: _same_x_range(ribbon_box, stream_box))
+        stream_box.sigXRangeChanged.connect(lambda *_: _same_x_range(stream_box, ribbon_box))
+        stream_box.sigRangeChangedManually.connect(self.prediction.stop_following)
+        _same_x_range(ribbon_box, stream_box)
         self.controls = ControlsPanel()
         self.controls.set_address(self.control.address)
 
@@ -262,6 +283,12 @@ class DashboardWindow(QtWidgets.QMainWindow):
         classes = data.get("classes")
         if isinstance(classes, list) and classes:
             self.prediction.set_classes(classes)
+        self.prediction.set_decision(data.get("decision"))
+        geometry = data.get("geometry") if isinstance(data.get("geometry"), dict) else None
+        self.events.set_geometry(geometry)
+        self.attention.set_geometry(geometry)
+        title = " · ".join(str(data[k]) for k in ("source", "model") if isinstance(data.get(k), str) and data[k])
+        self.setWindowTitle(f"evstream · {title}" if title else f"evstream · {self.address}")
         sensor = data.get("sensor") or []
         parts = [
             str(data.get("source", "")),
@@ -298,6 +325,13 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.timer.stop()
         self.reader.stop()
         self.control.close()
+
+
+def _same_x_range(source, target) -> None:
+    """Give ``target`` (a ViewBox) the x range of ``source``."""
+    x0, x1 = source.viewRange()[0]
+    if target.viewRange()[0] != [x0, x1]:
+        target.setXRange(x0, x1, padding=0)
 
 
 def _splitter(orientation: QtCore.Qt.Orientation, *widgets: tuple[QtWidgets.QWidget, int]) -> QtWidgets.QSplitter:

@@ -19,14 +19,19 @@ INPUT = 32  # model input side; tokens are 8×8 pixels
 
 class StreamFeeder:
     """A PUB socket bound on 127.0.0.1 that republishes the current message set every ``period_s``
-    from a thread (so a SUB socket that connects late still gets them: zguide's slow joiner)."""
+    from a thread (so a SUB socket that connects late still gets them: zguide's slow joiner).
 
-    def __init__(self, context: zmq.Context, period_s: float = 0.02) -> None:
+    Each round is one window of ``window_us`` sensor µs starting at ``t_offset_us`` (a real
+    recording's clock starts far from 0)."""
+
+    def __init__(self, context: zmq.Context, period_s: float = 0.02, window_us: int = 10_000, t_offset_us: int = 0) -> None:
         self.socket = context.socket(zmq.PUB)
         self.socket.setsockopt(zmq.LINGER, 0)
         port = self.socket.bind_to_random_port("tcp://127.0.0.1")
         self.address = f"tcp://127.0.0.1:{port}"
         self.period_s = period_s
+        self.window_us = window_us
+        self.t_offset_us = t_offset_us
         self.seq: dict[str, int] = {}
         self.window = 0
         self.messages: dict[str, tuple[dict, dict]] = {}
@@ -53,12 +58,13 @@ class StreamFeeder:
         while not self._stop.is_set():
             with self._lock:
                 batch = list(self.messages.items())
-            t0 = self.window * 10_000
+            t0 = self.t_offset_us + self.window * self.window_us
             for topic, (data, arrays) in batch:
                 seq = self.seq.get(topic, 0)
                 self.seq[topic] = seq + 1
-                self.socket.send_multipart(encode(topic, seq, "test-pub", data, arrays, t0, t0 + 10_000))
-            self.window += 1
+                self.socket.send_multipart(encode(topic, seq, "test-pub", data, arrays, t0, t0 + self.window_us))
+            if batch:
+                self.window += 1
             self._stop.wait(self.period_s)
 
     def close(self) -> None:

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
+import pytest
 from PyQt6 import QtCore, QtTest
 
 from tests.dashboard.streams import (
@@ -82,14 +81,23 @@ def test_every_panel_updates_from_the_stream(qtbot, window_factory, feeder):
     np.testing.assert_allclose(window.prediction.instant.opts["width"], PROBS)
     assert window.prediction.label.text() == "charlie  60%"
     assert window.prediction.ribbon.image is not None
-    assert (window.prediction.ribbon.image[0, -5:] == 2).any()
+    assert (window.prediction.ribbon.image[1] == 2).any()  # row 1: decisions (row 0: truth)
 
     # Spike maps: one image per layer holding the sent rates, sparsity in the titles.
     _, arrays = _spikes()
     assert window.spikes.layers == tuple(arrays)
     for name, rate in arrays.items():
         np.testing.assert_allclose(window.spikes.images[name].image, rate)
-    assert "62.5%" in window.spikes.summary.text()
+    # Headline: the firing rate (spikes per neuron per step = the map's mean); silence second.
+    rates = {name: float(rate.mean()) for name, rate in arrays.items()}
+    assert window.spikes.firing_rate == pytest.approx(rates, rel=1e-6)
+    summary = window.spikes.summary.text()
+    assert f"firing rate {np.mean(list(rates.values())):.3f} spikes/neuron/step" in summary
+    assert "62.5% of map positions silent" in summary
+    assert summary.index("firing rate") < summary.index("silent")
+    # Every map has a colour bar whose scale is the map's own range.
+    for name, rate in arrays.items():
+        assert window.spikes.colorbars[name].levels() == pytest.approx((0.0, float(rate.max())), rel=1e-6)
 
     # Attention: the head average of block 0 by default, and per head when chosen.
     qk = attention_arrays()["qk"]
@@ -157,7 +165,9 @@ def test_hover_over_the_input_selects_a_token_row(qtbot, window_factory, feeder)
     row = average[9]
     np.testing.assert_allclose(panel.overlay_values, (row / row.max()).reshape(GRID), rtol=1e-5)
     assert panel.row_marker.isVisible() and np.isclose(panel.row_marker.value(), 9.5)
-    assert "token 9 (row 2, col 1)" in panel.token_label.text()
+    # The token, the input pixels of its 8×8 patch, and where its attention goes.
+    assert f"token 9 (row 2, col 1; input x 8–15, y 16–23) pays most to token {int(row.argmax())}" in panel.token_label.text()
+    assert panel.overlay_bar.levels() == pytest.approx((0.0, float(row.max())), rel=1e-6)
 
     # Hovering row 12 of the N×N map selects token 12.
     on_map = panel.graphics.mapFromScene(panel.map_view.mapViewToScene(QtCore.QPointF(3.5, 12.5)))
@@ -216,24 +226,27 @@ def test_accumulation_span_is_set_apart_from_the_display_rate(qtbot, window_fact
     qtbot.waitUntil(surface_drawn, timeout=5000)
 
 
-def test_decision_ribbon_holds_each_decision_until_the_next(qtbot):
-    from evstream.dashboard.prediction_panel import RIBBON_BIN_S, RIBBON_HOLD_S, PredictionPanel
+def test_decision_ribbon_holds_each_decision_for_its_window_in_sensor_time(qtbot):
+    from evstream.dashboard.prediction_panel import RIBBON_COLUMNS, PredictionPanel
     from evstream.protocol import decode, encode
 
     panel = PredictionPanel()
     qtbot.addWidget(panel)
     panel.set_classes(CLASSES)
-    for label in (1, 3):
-        panel.show_prediction(decode(encode("pred", label, "p", _pred(label), {"probs": PROBS, "smoothed": SMOOTHED})))
-    decided = time.monotonic()  # within a bin of the second decision's stamp
-    panel.draw_ribbon(now=decided + 5.0)
-    ribbon = panel.ribbon.image[0]
-    held = int(RIBBON_HOLD_S / RIBBON_BIN_S)
-    newest = len(ribbon) - 1 - int(5.0 / RIBBON_BIN_S)
-    # Label 3 from its decision for the hold time, then nothing (the stream went silent).
-    assert (ribbon[newest + 1:newest + held - 1] == 3).all()
-    assert (ribbon[newest + held + 1:] == 255).all()
-    assert 1 not in ribbon[newest + 1:]
+    # Two 1 s windows (labels 1 then 3) from sensor time 5 s, then a silent 2 s, then label 4.
+    for label, t0 in ((1, 5_000_000), (3, 6_000_000), (4, 9_000_000)):
+        msg = decode(encode("pred", label, "p", _pred(label), {"probs": PROBS, "smoothed": SMOOTHED}, t0, t0 + 1_000_000))
+        panel.timeline.push(msg)
+    panel.follow_button.setChecked(False)
+    panel.ribbon_plot.setXRange(0, 5, padding=0)  # relative to the first window: 0 s ... 5 s
+    panel.draw_ribbon()
+    decided = panel.ribbon.image[1]
+    per_s = RIBBON_COLUMNS / 5
+    assert (decided[: int(per_s) - 1] == 1).all()
+    assert (decided[int(per_s) + 1: int(2 * per_s) - 1] == 3).all()
+    assert (decided[int(2 * per_s) + 1: int(4 * per_s) - 1] == 255).all()  # no window: a gap, not a held decision
+    assert (decided[int(4 * per_s) + 1:] == 4).all()
+    assert (panel.ribbon.image[0] == 255).all()  # no truth from this source
 
 
 def test_unusable_messages_are_counted_and_the_window_keeps_going(qtbot, window_factory, feeder):
