@@ -106,6 +106,7 @@ _END = object()
 @dataclass
 class _Failure:
     error: BaseException
+    unexpected: bool = False  # not an EvstreamError: a bug, exit code 1 instead of 2
 
 
 def frame_counts(events: np.ndarray, width: int, height: int) -> np.ndarray:
@@ -196,6 +197,7 @@ class Pipeline:
         self.state = "starting"
         self.message = ""
         self.error: BaseException | None = None
+        self._unexpected = False
         self._paused = False
         self._step_budget = 0
         self._step_resumed = False
@@ -254,7 +256,9 @@ class Pipeline:
 
         Returns:
             0 when the replay ended, ``max_windows`` was reached or :meth:`stop` was called;
-            1 after a source or model failure (state ``error``).
+            2 after an expected fault (state ``error`` with an :class:`EvstreamError`: a damaged
+            recording after what it held was replayed, a network stream cut inside a packet, a
+            camera unplugged); 1 after an unexpected one (a source bug, a device fault in the model).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while not self._stop.is_set():
@@ -263,7 +267,9 @@ class Pipeline:
                 break
             self._stop.wait(remaining)
         self.close()
-        return 1 if self.state == "error" else 0
+        if self.state != "error":
+            return 0
+        return 1 if self._unexpected else 2
 
     def run(self) -> int:
         """:meth:`start` then :meth:`wait`."""
@@ -313,8 +319,9 @@ class Pipeline:
             for sink in list(self.sinks):
                 self._call_sink(sink, "on_state", state, message)
 
-    def _fail(self, error: BaseException) -> None:
+    def _fail(self, error: BaseException, unexpected: bool = False) -> None:
         self.error = error
+        self._unexpected = unexpected
         self._set_state("error", str(error).splitlines()[0] if str(error) else type(error).__name__)
         self._stop.set()
 
@@ -353,7 +360,8 @@ class Pipeline:
             return
         except Exception as err:  # a source bug must still end the run visibly, not hang it
             if not self._stop.is_set():
-                self._put(self._chunks, (self._epoch, _Failure(SourceError(f"{self.source_name}: {type(err).__name__}: {err}"))))
+                self._put(self._chunks, (self._epoch, _Failure(SourceError(f"{self.source_name}: {type(err).__name__}: {err}"),
+                                                               unexpected=True)))
             return
         self._put(self._chunks, (self._epoch, _END))
 
@@ -367,8 +375,9 @@ class Pipeline:
         try:
             self._bin_loop()
         except Exception as err:  # binning faults end the run visibly, after the windows before them
-            error = err if isinstance(err, EvstreamError) else EvstreamError(f"binner: {type(err).__name__}: {err}")
-            self._put(self._windows, _Failure(error))
+            expected = isinstance(err, EvstreamError)
+            error = err if expected else EvstreamError(f"binner: {type(err).__name__}: {err}")
+            self._put(self._windows, _Failure(error, unexpected=not expected))
 
     def _bin_loop(self) -> None:
         epoch = self._epoch
@@ -519,7 +528,7 @@ class Pipeline:
                 self._finish_replay()
                 return
             if isinstance(item, _Failure):
-                self._fail(item.error)
+                self._fail(item.error, item.unexpected)
                 return
             if item.epoch != self._epoch:
                 continue
@@ -544,7 +553,7 @@ class Pipeline:
                 self._fail(err)
                 return
             except Exception as err:  # e.g. CUDA out of memory: report it, never hang
-                self._fail(ModelError(f"model {self.config.model_name}: {type(err).__name__}: {err}"))
+                self._fail(ModelError(f"model {self.config.model_name}: {type(err).__name__}: {err}"), unexpected=True)
                 return
             self.resets = int(getattr(pred, "resets", self.resets))
             # The label in force at the window's last µs (online evaluation's convention); sinks read pred.truth.

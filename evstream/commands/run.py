@@ -14,8 +14,10 @@ the control socket takes the same key and ``--curve-clients`` allow-list as the 
 folder) and never replaces a file unless asked to.
 
 Exit codes: 0 when the replay ends, ``--max-windows``/``--duration`` is reached, or on Ctrl-C /
-SIGTERM (recordings are finalised first); 1 when the source or the model fails mid-stream
-(reported on ``status`` and stderr); 2 for a bad option, file, checkpoint or a missing camera.
+SIGTERM (recordings are finalised first); 2 for an expected fault — a bad option, file,
+checkpoint or a missing camera at start, or mid-stream a damaged recording (after what it held
+was replayed), a network stream cut inside a packet (reported on ``status`` and stderr, one
+line); 1 for an unexpected failure (a bug, a device fault in the model).
 """
 
 from __future__ import annotations

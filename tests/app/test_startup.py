@@ -221,3 +221,13 @@ def test_synth_marks_its_output_as_synthetic(repo_root, tmp_path):
                           cwd=repo_root, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "synthetic" in (out / "DvsGesture" / "SYNTHETIC.txt").read_text()
+
+
+def test_a_damaged_recording_is_replayed_then_exits_2_with_one_line(repo_root, recording, tmp_path, port):
+    broken = tmp_path / "broken.aedat4"
+    data = recording.read_bytes()
+    broken.write_bytes(data[: len(data) * 2 // 3])
+    done = _main(repo_root, "--replay", str(broken), *RUN, "--no-gui", "--quiet", "--publish", f"tcp://127.0.0.1:{port}")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.aedat4" in lines[0]

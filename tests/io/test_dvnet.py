@@ -331,7 +331,7 @@ def test_truncated_final_packet_ends_the_pipeline_in_error_on_status():
         pipeline = Pipeline(source, StreamingClassifier(create_model("spikformer_tiny"), device="cpu"),
                             Binner(SensorSize(128, 64), (32, 32), 20_000, 4), None, config=PipelineConfig())
         pipeline.start()
-        assert pipeline.wait() == 1
+        assert pipeline.wait() == 2  # an expected fault
         status = pipeline.status()
         pipeline.close()
     assert status["state"] == "error"
@@ -346,7 +346,7 @@ def test_main_exits_non_zero_with_one_line_on_a_truncated_stream():
         run = subprocess.run([sys.executable, "main.py", "--network", f"127.0.0.1:{server.port}", "--no-gui",
                               "--quiet", "--publish", f"tcp://127.0.0.1:{free_port(pair=True)}"],
                              capture_output=True, text=True, cwd=ROOT)
-    assert run.returncode == 1, run.stderr
+    assert run.returncode == 2, run.stderr
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].endswith(f"(100 of {len(last):,} bytes received): truncated"), run.stderr
 
