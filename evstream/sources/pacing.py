@@ -14,6 +14,12 @@ the anchor; a change between two speeds re-anchors at the current sensor positio
 continues from where it is at the new rate. A consumer that falls behind receives the following
 chunks without waiting until it has caught up.
 
+Quiet time is waited out only up to a bound: a source that sees a quiet stretch (no events)
+longer than :meth:`ReplayPacer.quiet_limit_us` (``max_quiet_s`` of wall time at the current
+speed, :data:`MAX_QUIET_WAIT_S` by default) waits out that much, then calls
+:meth:`ReplayPacer.skip` with the rest and yields it as one chunk, due at once. The skipped stretches
+are counted (:attr:`ReplayPacer.quiet_skips`, :attr:`ReplayPacer.skipped_us`) for ``status``.
+
 The clock and the sleep are parameters, so tests drive the pacer with a fake clock and assert
 release times exactly, without any real waiting.
 """
@@ -26,10 +32,13 @@ from collections.abc import Callable
 
 from evstream.errors import ConfigError
 
-__all__ = ["ReplayPacer", "MIN_SPEED", "MAX_SPEED", "check_speed"]
+__all__ = ["ReplayPacer", "MIN_SPEED", "MAX_SPEED", "MAX_QUIET_WAIT_S", "check_speed"]
 
 MIN_SPEED = 0.25
 MAX_SPEED = 4.0
+# Longest quiet stretch (no events) waited out in real time, in wall seconds at any speed; a
+# recording paused for 12 days is not replayed for 12 days. Longer stretches are skipped.
+MAX_QUIET_WAIT_S = 5.0
 
 # Longest single sleep (s): pause, seek, speed change and close take effect within this time.
 _SLEEP_SLICE_S = 0.02
@@ -62,9 +71,11 @@ class ReplayPacer:
         speed: replay factor in [0.25, 4], or ``None`` for as fast as possible.
         clock: monotonic wall clock in seconds (``time.monotonic``; a fake one in tests).
         sleep: sleeps for the given seconds (``time.sleep``; a fake one advancing the fake clock).
+        max_quiet_s: wall seconds of a quiet stretch waited out before the rest is skipped (see
+            :meth:`quiet_limit_us`).
 
     Raises:
-        ConfigError: ``speed`` out of range.
+        ConfigError: ``speed`` out of range, or ``max_quiet_s`` not a positive number.
     """
 
     def __init__(
@@ -73,7 +84,13 @@ class ReplayPacer:
         *,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
+        max_quiet_s: float = MAX_QUIET_WAIT_S,
     ) -> None:
+        if isinstance(max_quiet_s, bool) or not isinstance(max_quiet_s, int | float) or not 0 < max_quiet_s < float("inf"):
+            raise ConfigError(f"max_quiet_s: expected a positive number of seconds, got {max_quiet_s!r}")
+        self.max_quiet_s = float(max_quiet_s)
+        self.quiet_skips = 0  # quiet stretches cut short by skip()
+        self.skipped_us = 0  # sensor µs they skipped in all
         self._speed = check_speed(speed)
         self._clock = clock
         self._sleep = sleep
@@ -139,6 +156,29 @@ class ReplayPacer:
         """Make any current and future :meth:`wait` return ``False`` at once (source closed)."""
         with self._lock:
             self._cancelled = True
+
+    def quiet_limit_us(self) -> int | None:
+        """Sensor µs of a quiet stretch to wait out at the current speed before skipping the rest
+        (``max_quiet_s × speed``); ``None`` as fast as possible, where nothing is waited out."""
+        with self._lock:
+            return None if self._speed is None else round(self.max_quiet_s * self._speed * 1e6)
+
+    def skip(self, duration_us: int) -> None:
+        """Skip ``duration_us`` of quiet sensor time: chunks after it are due as if it were not there.
+
+        The source calls it once it has waited out :meth:`quiet_limit_us` of a longer quiet
+        stretch, then yields the rest of the stretch as one chunk. Counted in :attr:`quiet_skips`
+        and :attr:`skipped_us`.
+        """
+        duration_us = int(duration_us)
+        if duration_us <= 0:
+            return
+        with self._lock:
+            if self._anchor is not None:
+                t_anchor, w_anchor = self._anchor
+                self._anchor = (t_anchor + duration_us, w_anchor)
+            self.quiet_skips += 1
+            self.skipped_us += duration_us
 
     def release_time(self, t_end: int) -> float | None:
         """Wall time (s) at which a chunk ending at sensor time ``t_end`` µs is due, if anchored."""

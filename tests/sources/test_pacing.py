@@ -169,3 +169,33 @@ def test_reanchor_during_a_wait_gives_up_that_chunk():
     start = clock.now
     assert pacer.wait(500_000, 510_000) is True
     assert clock.now - start == pytest.approx(0.010, abs=1e-9)
+
+
+def test_a_long_quiet_stretch_is_waited_out_only_up_to_the_bound_then_skipped():
+    # issue 17: at real-time speed a 2^40 µs gap would have been waited out for 12.7 days
+    clock = FakeClock(100.0)
+    pacer = ReplayPacer(1.0, clock=clock, sleep=clock.sleep, max_quiet_s=2.0)
+    step, gap_end = 10_000, 1 << 40
+    assert pacer.wait(0, step)
+    limit = pacer.quiet_limit_us()
+    assert limit == 2_000_000
+    t = step
+    while t < step + limit:  # what a source tiling quiet time does, up to the bound
+        assert pacer.wait(t, t + step)
+        t += step
+    assert clock.now - 100.0 == pytest.approx(2.01, abs=1e-9)
+    pacer.skip(gap_end - t)
+    assert pacer.wait(t, gap_end)  # the rest of the stretch as one chunk, due at once
+    assert clock.now - 100.0 == pytest.approx(2.01, abs=1e-9)
+    assert pacer.wait(gap_end, gap_end + step)  # pacing carries on after the jump
+    assert clock.now - 100.0 == pytest.approx(2.02, abs=1e-9)
+    assert (pacer.quiet_skips, pacer.skipped_us) == (1, gap_end - t)
+
+
+def test_quiet_bound_scales_with_speed_and_is_validated():
+    assert ReplayPacer(4.0, max_quiet_s=2.0).quiet_limit_us() == 8_000_000
+    assert ReplayPacer(0.25).quiet_limit_us() == 1_250_000  # MAX_QUIET_WAIT_S = 5 s of wall time
+    assert ReplayPacer(None).quiet_limit_us() is None
+    for bad in (0, -1.0, float("nan"), float("inf"), True, "5"):
+        with pytest.raises(ConfigError, match="max_quiet_s"):
+            ReplayPacer(1.0, max_quiet_s=bad)
