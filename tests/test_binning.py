@@ -482,6 +482,60 @@ def test_parallel_binner_equals_serial():
         np.testing.assert_array_equal(a.frames, c.frames)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])
+@pytest.mark.parametrize("parallel", [None, True])
+def test_a_dense_chunk_split_over_threads_equals_the_reference(parallel, dtype):
+    """One 10 ms step per push with more events than SPLIT_MIN_EVENTS: the step is binned by
+    several threads into private frames and summed; integer frames wrap as serial adds do."""
+    from evstream.binning.online import SPLIT_MIN_EVENTS
+
+    sensor = SensorSize(64, 48)
+    ev = random_events(3 * (SPLIT_MIN_EVENTS + 10_000), sensor, duration_us=30_000, seed=17)
+    ev["x"][::97] = 200  # some outside the sensor
+    binner = Binner(sensor, step_us=10_000, steps=1, dtype=dtype, parallel=parallel, t0=0)
+    bounds = np.searchsorted(ev["t"], [0, 10_000, 20_000, 30_000])
+    windows = push_all(binner, [EventChunk(ev[a:b], t, t + 10_000) for a, b, t in zip(
+        bounds[:-1], bounds[1:], (0, 10_000, 20_000), strict=True)])
+    reference = reference_frames(ev, 0, 10_000, 3, sensor)
+    assert len(windows) == 3
+    for k, w in enumerate(windows):
+        np.testing.assert_array_equal(w.frames, reference[k:k + 1].astype(dtype))
+        assert w.counts[0] == reference[k].sum()
+    assert binner.stats.events_binned == reference.sum()
+    assert binner.stats.dropped_out_of_bounds == len(ev[::97])
+
+
+@pytest.mark.parametrize("hop", [None, 2])
+def test_reused_window_buffers_are_never_overwritten_while_a_consumer_holds_them(hop):
+    """Window buffers come from a small pool: dropped windows' buffers are reused, but a Window,
+    a view of its frames or a tensor sharing them keeps its buffer out of reuse."""
+    torch = pytest.importorskip("torch")
+    ev = random_events(30_000, SENSOR, t0=0, duration_us=600_000, seed=18)
+    binner = Binner(SENSOR, step_us=1_000, steps=4, hop_steps=hop, t0=0)
+    step = hop or 4
+    reference = reference_frames(ev, 0, 1_000, 600, SENSOR).astype(np.float32)
+    held = []  # (what keeps the buffer, the frames it must still show)
+    emitted = 0
+    for part in split_at(ev, range(500, 30_000, 500)):
+        for w in binner.push(part):
+            want = reference[w.index * step:w.index * step + 4]
+            np.testing.assert_array_equal(w.frames, want)  # a reused buffer holds only this window
+            if w.index % 5 == 0:
+                held.append((w, want))
+            elif w.index % 7 == 0:
+                held.append((w.frames[1:3], want[1:3]))  # a view keeps its base
+            elif w.index % 11 == 0:
+                held.append((w.tensor(), want))  # torch keeps the array
+            emitted += 1
+            del w
+    assert emitted > 100 and len(held) > 20
+    for kept, want in held:
+        got = kept.numpy() if isinstance(kept, torch.Tensor) else kept.frames if isinstance(kept, Window) else kept
+        np.testing.assert_array_equal(got, want)
+    # buffers were reused: at most a quarter of the windows let go of needed a new buffer
+    assert binner.frame_buffers - len(held) < (emitted - len(held)) // 4
+
+
 def test_readonly_events_and_warmup():
     ev = random_events(1_000, SENSOR, seed=16)
     view = np.frombuffer(ev.tobytes(), dtype=EVENT_DTYPE)  # zero-copy decode gives read-only arrays

@@ -230,6 +230,20 @@ def warmup(dtypes=(np.float32,)) -> None:
                 bin_events(events, 0, 2, 4, geometry, dtype=dtype, parallel=parallel)
                 bin_events_by_count(events, 2, geometry, dtype=dtype, parallel=parallel)
             scratch = np.zeros((2, 2, 4, 4), dtype=_frame_dtype(dtype))
+            blocks = np.zeros((2, 2, 2, 4, 4), dtype=_frame_dtype(dtype))
+            tallies = np.zeros((4, 3), dtype=np.int64)
+            bounds, slots = np.array([0, 4, 8], dtype=np.int64), np.array([1, 2], dtype=np.int64)
+            totals = np.zeros(3, dtype=np.int64)
+            K.bin_steps(  # the online Binner's kernels
+                events["x"], events["y"], events["p"], bounds, slots, blocks[0], blocks[1], geometry._wide_x,
+                geometry._wide_y, _ON_CHANNEL, False, math.inf, tallies, totals,
+            )
+            for split in (False, True):
+                K.bin_steps_parallel(
+                    events["x"], events["y"], events["p"], bounds, slots, blocks[0], blocks[1], geometry._wide_x,
+                    geometry._wide_y, _ON_CHANNEL, False, math.inf, split, scratch, np.zeros((3, 3), dtype=np.int64),
+                    tallies, totals,
+                )
             K.bin_split_parallel(
                 events["x"], events["y"], events["p"], 0, 8, geometry._wide_x, geometry._wide_y, _ON_CHANNEL,
                 scratch, np.zeros((2, 3), dtype=np.int64),

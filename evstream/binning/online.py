@@ -3,17 +3,25 @@
 :class:`Binner` keeps the open steps of the next window, closes them on sensor time (or on
 ``flush``), applies the time-fault rules (disorder, late events, resets, gaps) and hands out each
 :class:`Window` as soon as its last step closes; :class:`BinnerStats` accounts for every event.
+
+Per push the cost is the kernel's: the open steps live in two window-sized blocks, so with
+back-to-back windows (``hop_steps == steps``, the default) a finished window is its block handed
+out whole, no copy, and binning goes on in a free buffer from a small pool (a buffer is free
+once nothing refers to it, see :class:`Window`); no Python loop runs per step.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 from dataclasses import asdict, dataclass
 from typing import Literal
 
+import numba
 import numpy as np
 
 from evstream import _kernels as K
-from evstream.binning.frames import _bin_ranges, _clip_value, _new_frames, _use_parallel
+from evstream.binning.frames import PARALLEL_MIN_EVENTS, _clip_value, _new_frames
 from evstream.binning.geometry import Geometry, _sensor
 from evstream.errors import ConfigError, EventFormatError
 from evstream.events import EventChunk, SensorSize, as_events
@@ -22,6 +30,59 @@ __all__ = ["Window", "BinnerStats", "Binner"]
 
 _NO_JUMP = 2**61  # a jump threshold no real stream reaches
 
+SPLIT_MIN_EVENTS = 50_000
+"""With ``parallel=None``, a step with this many events in one push is binned by several threads
+(and at least a frame's pixel count, so adding up the threads' frames stays cheap)."""
+
+_MAX_SPLIT = 8  # threads one step is split over at most
+_POOL_BYTES = 64 * 2**20  # spare window buffers kept: as many as fit here, 2 to 6
+
+
+def _references(buffers: list, i: int) -> int:
+    return sys.getrefcount(buffers[i])
+
+
+# References to a pooled buffer that only the pool's list holds, counted through the same call.
+_FREE = _references([np.empty(0)], 0)
+
+
+class _FramePool:
+    """Window buffers ``[steps, C, H, W]``: handed out as ``Window.frames``, reused once free.
+
+    A buffer is free when nothing but this pool refers to it (CPython's reference count): a
+    Window, a view of its frames (numpy views keep their base) or a tensor from
+    ``Window.tensor()`` (torch keeps the array) all keep it from reuse, so no frames are ever
+    overwritten while a consumer can still read them. When every pooled buffer is held, a new
+    one is allocated; the pool tracks the ``limit`` most recent buffers and lets go of the oldest
+    one a consumer still holds (it is then the consumer's alone and freed with it).
+    """
+
+    def __init__(self, shape: tuple[int, ...], dtype: np.dtype, limit: int) -> None:
+        self.shape = shape
+        self.dtype = dtype
+        self.limit = limit
+        self.allocated = 0
+        self._buffers: list[np.ndarray] = []
+
+    def take(self, zero: bool, busy: tuple[np.ndarray, ...] = ()) -> np.ndarray:
+        """A free buffer (zeroed when asked); ``busy`` are buffers the owner still uses (never let go)."""
+        buffers = self._buffers
+        for i in range(len(buffers)):
+            if _references(buffers, i) <= _FREE:
+                buffer = buffers[i]
+                if zero:
+                    buffer.fill(0)
+                return buffer
+        buffer = np.zeros(self.shape, self.dtype) if zero else np.empty(self.shape, self.dtype)
+        self.allocated += 1
+        if len(buffers) >= self.limit:
+            oldest = next((i for i, b in enumerate(buffers) if not any(b is u for u in busy)), None)
+            if oldest is None:
+                return buffer
+            del buffers[oldest]
+        buffers.append(buffer)
+        return buffer
+
 
 @dataclass
 class Window:
@@ -29,7 +90,9 @@ class Window:
 
     Attributes:
         frames: ``[T, 2, H, W]`` (``[T, 1, H, W]`` with merged polarity), own C-contiguous memory;
-            channel 0 = OFF, 1 = ON.
+            channel 0 = OFF, 1 = ON. The Binner takes it from a small pool of window buffers and
+            reuses it for a later window only once nothing refers to it any more: while you hold
+            the Window, its frames, a view of them or ``tensor()``, they are never overwritten.
         t_start: sensor time of the first step's start, µs.
         t_end: end of the last step, µs, exclusive. Count mode: first event's t and last event's
             t + 1.
@@ -121,7 +184,9 @@ class Binner:
         downsample, flip_x, flip_y, roi: see :class:`Geometry`.
         geometry: a ready :class:`Geometry` (then out_size and the geometry options must be left out).
         on_disorder: ``"sort"``, ``"drop"`` or ``"raise"``.
-        parallel: ``None`` = parallel kernels from ``PARALLEL_MIN_EVENTS`` events per call.
+        parallel: ``None`` = one thread per step from ``PARALLEL_MIN_EVENTS`` events per push
+            over several steps, and a step holding ``SPLIT_MIN_EVENTS`` events or more (a dense
+            chunk) split over threads; ``True`` = always parallel; ``False`` = serial.
         t0: anchor of step 0, µs; ``None`` = from the first push.
         reset_us: a jump back larger than this is a timestamp reset (time mode).
         max_gap_us: a jump ahead larger than this re-anchors instead of emitting empty windows.
@@ -191,7 +256,22 @@ class Binner:
         self.merge_polarity = bool(merge_polarity)
         self._clip = _clip_value(clip)
         self._cap = 2 * self.steps  # the next window plus room to bin ahead; steps between windows are skipped
-        self._pending, self._lut_p, _ = _new_frames(self._cap, geometry, dtype, merge_polarity, clip)
+        template, self._lut_p, _ = _new_frames(self.steps, geometry, dtype, merge_polarity, clip, zeroed=False)
+        spare = min(6, max(2, _POOL_BYTES // max(template.nbytes, 1)))
+        self._pool = _FramePool(template.shape, template.dtype, limit=2 + spare)
+        # The ring of cap slots as two blocks of `steps` slots: with hop_steps == steps a window
+        # is exactly one block, handed out whole (no copy) and replaced by a free pooled buffer.
+        self._blocks = [self._pool.take(zero=True), self._pool.take(zero=True)]
+        threads = numba.get_num_threads()
+        self._threads = threads
+        extra = min(threads, _MAX_SPLIT) - 1 if self._clip == math.inf else 0
+        self._scratch = np.zeros((extra, *template.shape[1:]), dtype=template.dtype)
+        self._part_tallies = np.zeros((extra + 1, 3), dtype=np.int64)
+        self._totals = np.zeros(3, dtype=np.int64)
+        if parallel is None:
+            self._split_min = max(SPLIT_MIN_EVENTS, template[0].size)
+        else:
+            self._split_min = 2 * (extra + 1)
         self._tallies = np.zeros((self._cap, 3), dtype=np.int64)
         self._first_t = np.zeros(self._cap, dtype=np.int64)  # count mode: t of each step's first event
         self._last_t = np.zeros(self._cap, dtype=np.int64)  # and its last
@@ -216,7 +296,8 @@ class Binner:
         self._closed = 0  # steps below this are final
         self._win_first = 0  # first step of the next window
         self._consumed = 0  # count mode: events assigned to steps since the anchor
-        self._pending.fill(0)
+        for block in self._blocks:
+            block.fill(0)
         self._tallies.fill(0)
 
     def push(self, data: np.ndarray | EventChunk) -> list[Window]:
@@ -368,12 +449,26 @@ class Binner:
             abs_steps, bounds = abs_steps[skip:], bounds[skip:]
             if not abs_steps.size:
                 return
-        before = self._tallies.sum(axis=0)
-        _bin_ranges(
-            ev, bounds, abs_steps % self._cap, self.geometry, self._lut_p, self._clip, self._pending, self._tallies,
-            _use_parallel(self.parallel, len(ev)),
-        )
-        binned, outside_sensor, outside_geometry = (int(v) for v in self._tallies.sum(axis=0) - before)
+        slots = abs_steps % self._cap
+        totals = self._totals
+        totals.fill(0)
+        x, y, p, geometry, clipping = ev["x"], ev["y"], ev["p"], self.geometry, self._clip != math.inf
+        threads = self._threads > 1 and self.parallel is not False
+        per_step = threads and slots.size >= self._threads and (self.parallel or len(ev) >= PARALLEL_MIN_EVENTS)
+        # Split a step over threads only when it alone holds enough events (a dense 10 ms chunk).
+        split = threads and not per_step and not clipping and len(self._scratch) > 0 and (
+            int(np.diff(bounds).max()) >= self._split_min)
+        if per_step or split:
+            K.bin_steps_parallel(
+                x, y, p, bounds, slots, self._blocks[0], self._blocks[1], geometry._wide_x, geometry._wide_y,
+                self._lut_p, clipping, self._clip, split, self._scratch, self._part_tallies, self._tallies, totals,
+            )
+        else:
+            K.bin_steps(
+                x, y, p, bounds, slots, self._blocks[0], self._blocks[1], geometry._wide_x, geometry._wide_y,
+                self._lut_p, clipping, self._clip, self._tallies, totals,
+            )
+        binned, outside_sensor, outside_geometry = totals.tolist()
         self.stats.events_binned += binned
         self.stats.dropped_out_of_bounds += outside_sensor
         self.stats.dropped_outside_geometry += outside_geometry
@@ -383,6 +478,7 @@ class Binner:
         if closed <= self._closed:
             return
         self._closed = closed
+        self._handed = [False, False]  # blocks handed out whole (and replaced) in this call
         while self._win_first + self.steps <= self._closed:
             out.append(self._window(self._win_first))
             self._win_first += self.hop_steps
@@ -390,33 +486,54 @@ class Binner:
             # Steps before the next window are no longer needed: clear their slots for reuse. Those
             # past the last window emitted (hop_steps > steps) were binned but are in no window.
             covered = self._win_first - self.hop_steps + self.steps
-            for s in range(self._base, min(self._win_first, self._base + self._cap)):
-                slot = s % self._cap
-                if s >= covered:
-                    skipped = int(self._tallies[slot, K.BINNED])
-                    self.stats.events_binned -= skipped
-                    self.stats.dropped_between_windows += skipped
-                self._pending[slot] = 0
-                self._tallies[slot] = 0
+            freed = np.arange(self._base, min(self._win_first, self._base + self._cap), dtype=np.int64)
+            slots = freed % self._cap
+            skipped = int(self._tallies[slots[freed >= covered], K.BINNED].sum())
+            self.stats.events_binned -= skipped
+            self.stats.dropped_between_windows += skipped
+            self._tallies[slots] = 0
+            for b, block in enumerate(self._blocks):
+                if not self._handed[b]:
+                    local = slots[slots // self.steps == b] - b * self.steps
+                    if local.size == self.steps:
+                        block.fill(0)
+                    elif local.size:
+                        block[local] = 0
             self._base = self._win_first
 
     def _window(self, first: int) -> Window:
-        frames = np.empty((self.steps, *self._pending.shape[1:]), dtype=self._pending.dtype)
-        counts = np.zeros(self.steps, dtype=np.int64)
-        for j in range(self.steps):  # one copy per step, straight from its slot
-            step = first + j
-            if step < self._base + self._cap:
-                frames[j] = self._pending[step % self._cap]
-                counts[j] = self._tallies[step % self._cap, K.BINNED]
-            else:  # past the buffer: never written, empty
-                frames[j] = 0
+        steps, cap = self.steps, self._cap
+        inside = max(0, min(steps, self._base + cap - first))  # steps of this window in the buffer
+        slots = np.arange(first, first + inside, dtype=np.int64) % cap
+        counts = np.zeros(steps, dtype=np.int64)
+        counts[:inside] = self._tallies[slots, K.BINNED]
+        if inside == steps and self.hop_steps == steps:
+            # Back-to-back windows sit exactly on a block: hand it out, bin on in a free buffer.
+            b = (first % cap) // steps
+            frames = self._blocks[b]
+            self._blocks[b] = self._pool.take(zero=True, busy=tuple(self._blocks))
+            self._handed[b] = True
+        else:
+            frames = self._pool.take(zero=inside < steps, busy=tuple(self._blocks))
+            j = 0
+            while j < inside:  # at most three runs of consecutive slots
+                b, local = divmod(int(slots[j]), steps)
+                length = min(inside - j, steps - local)
+                frames[j:j + length] = self._blocks[b][local:local + length]
+                j += length
         if self.mode == "count":
-            first_slot, last_slot = first % self._cap, (first + self.steps - 1) % self._cap
+            first_slot, last_slot = first % cap, (first + steps - 1) % cap
             t_start, t_end, step_us = int(self._first_t[first_slot]), int(self._last_t[last_slot]) + 1, 0
         else:
             t_start = self._t0 + first * self.step_us
-            t_end, step_us = t_start + self.steps * self.step_us, self.step_us
+            t_end, step_us = t_start + steps * self.step_us, self.step_us
         window = Window(frames, t_start, t_end, step_us, counts, self._index)
         self._index += 1
         self.stats.windows += 1
         return window
+
+    @property
+    def frame_buffers(self) -> int:
+        """Window buffers allocated so far (two for the open steps, then one whenever every pooled
+        buffer is still held by a consumer); flat while consumers let go of the windows they had."""
+        return self._pool.allocated
