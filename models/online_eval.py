@@ -408,6 +408,7 @@ def score_decisions(
             "stable_ms": float(stable_ms),
         },
         "segment_accuracy": float(seg_right / segments) if segments else None,
+        "segments_right": int(seg_right),
         "false_alarm": float(outside_alarm / outside) if outside else None,
         "confusion": confusion.tolist(),
     }

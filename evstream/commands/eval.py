@@ -228,6 +228,13 @@ def _offline(args: argparse.Namespace) -> int:
         print(json.dumps(result, default=str))
     else:
         print(f"offline clip accuracy {result['top1']:.4f} ({result['correct']}/{result['samples']}) -> {out}")
+        print(f"per class ({args.split} split, correct / windows):")
+        names = result.get("class_names") or []
+        for i, row in enumerate(result["confusion"]):
+            total = int(sum(row))
+            name = names[i] if i < len(names) else f"class {i}"
+            acc = "n/a" if total == 0 else f"{row[i] / total:.3f}"
+            print(f"  {i:2d} {name:<28} {acc} ({int(row[i])}/{total})")
     return 0
 
 
@@ -282,14 +289,24 @@ def _online(args: argparse.Namespace) -> int:
         print(json.dumps(report))
         return 0
     lat = report["latency_ms"]
+    n_seg = lat["segments"]
     print(
-        f"online accuracy {_fmt(report['accuracy'])} (balanced {_fmt(report['balanced_accuracy'])}), "
-        f"segments right {_fmt(report['segment_accuracy'])}, false alarms {_fmt(report['false_alarm'])}"
+        f"online accuracy {_fmt(report['accuracy'])} (balanced {_fmt(report['balanced_accuracy'])}) over "
+        f"{report['decisions']:,} decisions inside gestures; false alarms {_fmt(report['false_alarm'])} outside them"
     )
+    print(f"gestures: {n_seg} labelled; the most frequent decision is right in {report['segments_right']}/{n_seg} "
+          f"({_fmt(report['segment_accuracy'])}); a correct decision that holds {lat['stable_ms']:g} ms comes in "
+          f"{lat['detected']}/{n_seg}")
+    print("per class (online accuracy, decisions inside its gestures):")
+    names = report.get("class_names") or [f"class {i}" for i in range(len(report["per_class"]))]
+    for i, acc in enumerate(report["per_class"]):
+        print(f"  {i:2d} {names[i]:<28} {_fmt(acc)}")
     onset = ", ".join(f"{k} ms {_fmt(v)}" for k, v in report["vs_onset"].items())
     print(f"accuracy after onset: {onset}")
     mean = "n/a" if lat["mean"] is None else f"{lat['mean']:.0f} ms"
-    print(f"decision latency: mean {mean}, {lat['detected']}/{lat['segments']} segments decided correctly")
+    median = "n/a" if lat["median"] is None else f"{lat['median']:.0f} ms"
+    print(f"decision latency (onset to that decision): mean {mean}, median {median}, over the {lat['detected']} "
+          "gestures it came in")
     print(f"decisions: {_describe(report['decision'])}, windows of {report['steps']} steps ({report['probs_kind']})")
     print(f"real time factor {_fmt(report['realtime_factor'])}; wrote {json_path} and {png_path}")
     return 0

@@ -163,6 +163,10 @@ def test_eval_command_writes_the_report(tmp_path, capsys):
     assert report["class_names"][3] == "right arm clockwise"
     printed = capsys.readouterr().out
     assert "online accuracy" in printed and "latency" in printed
+    n = report["latency_ms"]["segments"]
+    assert f"gestures: {n} labelled; the most frequent decision is right in {report['segments_right']}/{n}" in printed
+    assert f"comes in {report['latency_ms']['detected']}/{n}" in printed
+    assert "per class (online accuracy" in printed and " 3 right arm clockwise" in printed
 
 
 def test_ibm_folder_layout(tmp_path):
@@ -212,7 +216,12 @@ def test_eval_data_gives_offline_clip_accuracy(tmp_path, capsys):
     result = json.loads((out / "offline_eval.json").read_text())
     assert result["top1"] == pytest.approx(0.5) and result["samples"] == 2 * result["correct"] > 0
     assert (out / "offline_confusion.png").read_bytes()[:4] == b"\x89PNG"
-    assert "offline clip accuracy 0.5000" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "offline clip accuracy 0.5000" in printed
+    n = result["samples"] // 2
+    assert f" 3 right arm clockwise          1.000 ({n}/{n})" in printed  # per class, from the confusion
+    assert f" 6 left arm counter-clockwise   0.000 (0/{n})" in printed
+    assert " 0 hand clapping                n/a (0/0)" in printed
 
 
 @pytest.mark.parametrize("name, min_accuracy", [("gestures_128x128", 0.6), ("gestures_640x480", 0.5)])
