@@ -698,6 +698,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "out_size": tuple(preprocessing["out_size"]),
         "cache_dir": cache_dir,
     }
+    if is_main:
+        print(f"data: {config.data} ({config.layout} layout): {describe_training_data(config.data, config.layout)}; "
+              f"binning at {preprocessing['step_us'] / 1000:g} ms steps, {preprocessing['out_size'][0]}x"
+              f"{preprocessing['out_size'][1]}, cached in {cache_dir} (the first run bins every recording)", flush=True)
     if stream:
         stream_kwargs = {**data_kwargs, "burn_in": config.burn_in, "samples_per_epoch": config.samples_per_epoch}
         train_set = make_stream_dataset(config.data, "train", augment=config.augment, **stream_kwargs)
@@ -709,8 +713,19 @@ def train(config: TrainConfig) -> dict[str, Any]:
         raise ConfigError(f"data: {config.data} has {len(train_set)} training and {len(test_set)} test samples")
     if is_main and stream:
         print(
-            f"stream recipe: {len(train_set)} sequences/epoch of {config.burn_in} burn-in + {steps} loss steps, "
-            f"{len(test_set)} test sequences; mixup off (per-step labels of two sequences do not mix)",
+            f"stream recipe: train {len(train_set.recordings)} recordings, {len(train_set)} sequences/epoch of "
+            f"{config.burn_in} burn-in + {steps} loss steps cut at random offsets; test {len(test_set.recordings)} "
+            f"recordings, {len(test_set)} sequences; {model.num_classes} classes; mixup off (per-step labels of two "
+            "sequences do not mix)",
+            flush=True,
+        )
+    elif is_main:
+        what = "one clip of T equal-count frames per gesture" if preprocessing.get("mode") == "count" else \
+            f"training: one window of {steps} steps at a random place in each gesture clip per epoch; " \
+            "test: every whole window"
+        print(
+            f"clip recipe: train {len(train_set.clips)} gesture clips -> {len(train_set)} samples/epoch, "
+            f"test {len(test_set.clips)} clips -> {len(test_set)} samples; {model.num_classes} classes ({what})",
             flush=True,
         )
 

@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="spikformer_2_64", help="registered variant (default spikformer_2_64)")
     parser.add_argument("--epochs", type=int, default=40, help="total epochs, cooldown included (default 40)")
     parser.add_argument("--batch", type=int, default=16, help="batch size per process (default 16)")
-    parser.add_argument("--steps", type=int, default=None, help="time steps T per clip (default: the model's)")
+    parser.add_argument("--steps", type=int, default=None, help="time steps T per training window (default: the model's)")
     timing = parser.add_mutually_exclusive_group()
     timing.add_argument(
         "--step-ms", type=float, default=50.0, help="fixed time step in ms, as streaming bins (default 50)"

@@ -133,11 +133,16 @@ def test_train_command_writes_checkpoints_resumes_and_evaluates(synth_data, tmp_
     confusion = np.array(best.metrics["confusion"])
     assert confusion.shape == (11, 11) and confusion.sum() == best.metrics["samples"] > 0
     assert best.metrics["top1"] == pytest.approx(np.trace(confusion) / confusion.sum())
+    assert best.metrics["trained_on"].startswith("synthetic gestures only")
+    printed = capsys.readouterr().out  # the data summary comes before any training
+    summary = printed.index("clip recipe: train ")
+    assert printed.index("data: ") < summary < printed.index("epoch 1/1 ")
+    assert "synthetic gestures only" in printed and "11 classes" in printed[summary:]
 
     assert models.load_checkpoint(last).train_state["epoch"] == 0
     assert cli_main([*common, "--epochs", "2", "--resume", str(last)]) == 0
     printed = capsys.readouterr().out
-    assert "epoch 1/1 " in printed and "epoch 2/2 " in printed and "epoch 1/2 " not in printed
+    assert "epoch 2/2 " in printed and "epoch 1/2 " not in printed  # resumed after epoch 1
     assert models.load_checkpoint(last).train_state["epoch"] == 1
 
     tuned = tmp_path / "tuned.pt"
@@ -365,6 +370,7 @@ def test_stream_recipe_trains_and_writes_a_loadable_checkpoint(synth_data, tmp_p
     assert cli_main(args) == 0
     printed = capsys.readouterr().out
     assert "epoch 1/2 " in printed and "epoch 2/2 " in printed and "rest-undecided" in printed
+    assert "stream recipe: train " in printed and "8 sequences/epoch" in printed
     best = models.load_checkpoint(out)
     pre = best.preprocessing
     assert pre["recipe"] == "stream" and pre["steps"] == 4 and pre["step_us"] == 40_000 and pre["burn_in"] == 2
