@@ -250,62 +250,22 @@ def bin_steps(x, y, p, bounds, slots, block_a, block_b, wide_x, wide_y, lut_p, c
 
 
 @njit(cache=True, nogil=True, parallel=True)
-def bin_steps_parallel(x, y, p, bounds, slots, block_a, block_b, wide_x, wide_y, lut_p, clipping, clip, split,
-                       scratch, part_tallies, tallies, totals):
-    """:func:`bin_steps` on several threads, one of two ways.
-
-    ``split`` false: one thread per step (many steps; slots are distinct, so no races).
-    ``split`` true: steps one after another, each split over ``scratch.shape[0] + 1`` threads
-    (few steps with many events each, e.g. a 10 ms chunk of a dense stream): the first part
-    is binned straight into the step, each other part into its private ``scratch`` frame, which
-    is then added to the step and zeroed again (``scratch`` is zero on entry and on exit).
-    Counts are integers, so the sum is exact (float32 up to 2^24 per pixel; integer dtypes wrap
-    exactly as serial adds would). With ``clipping`` steps are never split: parts clipped apart
-    would not sum to a clipped step.
-    """
+def bin_steps_parallel(x, y, p, bounds, slots, block_a, block_b, wide_x, wide_y, lut_p, clipping, clip, tallies, totals):
+    """:func:`bin_steps` with one thread per step (many steps: slots are distinct, so no races)."""
     half = block_a.shape[0]
-    extra = scratch.shape[0]
     n_steps = slots.size
-    if not split or extra == 0 or clipping:
-        found = np.zeros((n_steps, 3), dtype=np.int64)
-        for s in prange(n_steps):
-            slot = slots[s]
-            frame = block_a[slot] if slot < half else block_b[slot - half]
-            b, o, g = _bin_into(bounds[s], bounds[s + 1], x, y, p, wide_x, wide_y, lut_p, clipping, clip, frame)
-            found[s, BINNED] = b
-            found[s, OUT_OF_SENSOR] = o
-            found[s, OUTSIDE_GEOMETRY] = g
-        for s in range(n_steps):
-            for j in range(3):
-                tallies[slots[s], j] += found[s, j]
-                totals[j] += found[s, j]
-        return
-    parts = extra + 1
-    for s in range(n_steps):
-        lo = bounds[s]
-        n = bounds[s + 1] - lo
+    found = np.zeros((n_steps, 3), dtype=np.int64)
+    for s in prange(n_steps):
         slot = slots[s]
         frame = block_a[slot] if slot < half else block_b[slot - half]
-        for k in prange(parts):
-            a = lo + n * k // parts
-            e = lo + n * (k + 1) // parts
-            target = frame if k == 0 else scratch[k - 1]
-            b, o, g = _bin_into(a, e, x, y, p, wide_x, wide_y, lut_p, False, 0.0, target)
-            part_tallies[k, BINNED] = b
-            part_tallies[k, OUT_OF_SENSOR] = o
-            part_tallies[k, OUTSIDE_GEOMETRY] = g
-        # The sum runs here, serially: a frame's worth of adds costs less than waking the
-        # helper threads a second time.
-        flat = frame.reshape(-1)
-        for k in range(extra):
-            part = scratch[k].reshape(-1)
-            for i in range(flat.size):
-                flat[i] += part[i]
-                part[i] = 0
-        for k in range(parts):
-            for j in range(3):
-                tallies[slot, j] += part_tallies[k, j]
-                totals[j] += part_tallies[k, j]
+        b, o, g = _bin_into(bounds[s], bounds[s + 1], x, y, p, wide_x, wide_y, lut_p, clipping, clip, frame)
+        found[s, BINNED] = b
+        found[s, OUT_OF_SENSOR] = o
+        found[s, OUTSIDE_GEOMETRY] = g
+    for s in range(n_steps):
+        for j in range(3):
+            tallies[slots[s], j] += found[s, j]
+            totals[j] += found[s, j]
 
 
 @njit(cache=True, nogil=True, parallel=True)

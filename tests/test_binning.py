@@ -483,11 +483,16 @@ def test_parallel_binner_equals_serial():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])
-@pytest.mark.parametrize("parallel", [None, True])
-def test_a_dense_chunk_split_over_threads_equals_the_reference(parallel, dtype):
-    """One 10 ms step per push with more events than SPLIT_MIN_EVENTS: the step is binned by
-    several threads into private frames and summed; integer frames wrap as serial adds do."""
+@pytest.mark.parametrize(("parallel", "helper"), [(None, "thread"), (True, "thread"), (None, "all parts")])
+def test_a_dense_chunk_split_with_the_helper_equals_the_reference(parallel, helper, dtype, monkeypatch):
+    """One 10 ms step per push with more events than SPLIT_MIN_EVENTS: the step is binned in parts
+    by the caller and the helper thread (whichever claims a part first; "all parts": the helper
+    takes every part, so its frame is what gets added); integer frames wrap as serial adds do."""
+    from evstream.binning import online
     from evstream.binning.online import SPLIT_MIN_EVENTS
+
+    if helper == "all parts":
+        monkeypatch.setattr(online.HELPER, "offer", lambda task: task.help())
 
     sensor = SensorSize(64, 48)
     ev = random_events(3 * (SPLIT_MIN_EVENTS + 10_000), sensor, duration_us=30_000, seed=17)

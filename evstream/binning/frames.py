@@ -238,12 +238,10 @@ def warmup(dtypes=(np.float32,)) -> None:
                 events["x"], events["y"], events["p"], bounds, slots, blocks[0], blocks[1], geometry._wide_x,
                 geometry._wide_y, _ON_CHANNEL, False, math.inf, tallies, totals,
             )
-            for split in (False, True):
-                K.bin_steps_parallel(
-                    events["x"], events["y"], events["p"], bounds, slots, blocks[0], blocks[1], geometry._wide_x,
-                    geometry._wide_y, _ON_CHANNEL, False, math.inf, split, scratch, np.zeros((3, 3), dtype=np.int64),
-                    tallies, totals,
-                )
+            K.bin_steps_parallel(
+                events["x"], events["y"], events["p"], bounds, slots, blocks[0], blocks[1], geometry._wide_x,
+                geometry._wide_y, _ON_CHANNEL, False, math.inf, tallies, totals,
+            )
             K.bin_split_parallel(
                 events["x"], events["y"], events["p"], 0, 8, geometry._wide_x, geometry._wide_y, _ON_CHANNEL,
                 scratch, np.zeros((2, 3), dtype=np.int64),

@@ -13,6 +13,7 @@ once nothing refers to it, see :class:`Window`); no Python loop runs per step.
 from __future__ import annotations
 
 import math
+import os
 import sys
 from dataclasses import asdict, dataclass
 from typing import Literal
@@ -21,6 +22,7 @@ import numba
 import numpy as np
 
 from evstream import _kernels as K
+from evstream.binning._helper import HELPER, SplitStep
 from evstream.binning.frames import PARALLEL_MIN_EVENTS, _clip_value, _new_frames
 from evstream.binning.geometry import Geometry, _sensor
 from evstream.errors import ConfigError, EventFormatError
@@ -31,10 +33,11 @@ __all__ = ["Window", "BinnerStats", "Binner"]
 _NO_JUMP = 2**61  # a jump threshold no real stream reaches
 
 SPLIT_MIN_EVENTS = 50_000
-"""With ``parallel=None``, a step with this many events in one push is binned by several threads
-(and at least a frame's pixel count, so adding up the threads' frames stays cheap)."""
+"""With ``parallel=None``, a step with this many events in one push (and at least a frame's pixel
+count, so adding the helper's frame stays cheap) is binned in parts by the calling thread and an
+opportunistic helper thread (:mod:`evstream.binning._helper`)."""
 
-_MAX_SPLIT = 8  # threads one step is split over at most
+_PART_EVENTS = 16_384  # events per part of a split step
 _POOL_BYTES = 64 * 2**20  # spare window buffers kept: as many as fit here, 2 to 6
 
 
@@ -262,16 +265,18 @@ class Binner:
         # The ring of cap slots as two blocks of `steps` slots: with hop_steps == steps a window
         # is exactly one block, handed out whole (no copy) and replaced by a free pooled buffer.
         self._blocks = [self._pool.take(zero=True), self._pool.take(zero=True)]
-        threads = numba.get_num_threads()
-        self._threads = threads
-        extra = min(threads, _MAX_SPLIT) - 1 if self._clip == math.inf else 0
-        self._scratch = np.zeros((extra, *template.shape[1:]), dtype=template.dtype)
-        self._part_tallies = np.zeros((extra + 1, 3), dtype=np.int64)
+        self._threads = numba.get_num_threads()
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        helper = cores > 1 and self._clip == math.inf
+        # The helper's frame and tallies for its parts of a split step (zero between pushes).
+        self._scratch = np.zeros((1 if helper else 0, *template.shape[1:]), dtype=template.dtype)
+        self._scratch_tallies = np.zeros((1, 3), dtype=np.int64)
+        self._scratch_totals = np.zeros(3, dtype=np.int64)
         self._totals = np.zeros(3, dtype=np.int64)
         if parallel is None:
             self._split_min = max(SPLIT_MIN_EVENTS, template[0].size)
         else:
-            self._split_min = 2 * (extra + 1)
+            self._split_min = 2
         self._tallies = np.zeros((self._cap, 3), dtype=np.int64)
         self._first_t = np.zeros(self._cap, dtype=np.int64)  # count mode: t of each step's first event
         self._last_t = np.zeros(self._cap, dtype=np.int64)  # and its last
@@ -452,26 +457,67 @@ class Binner:
         slots = abs_steps % self._cap
         totals = self._totals
         totals.fill(0)
-        x, y, p, geometry, clipping = ev["x"], ev["y"], ev["p"], self.geometry, self._clip != math.inf
         threads = self._threads > 1 and self.parallel is not False
-        per_step = threads and slots.size >= self._threads and (self.parallel or len(ev) >= PARALLEL_MIN_EVENTS)
-        # Split a step over threads only when it alone holds enough events (a dense 10 ms chunk).
-        split = threads and not per_step and not clipping and len(self._scratch) > 0 and (
-            int(np.diff(bounds).max()) >= self._split_min)
-        if per_step or split:
-            K.bin_steps_parallel(
-                x, y, p, bounds, slots, self._blocks[0], self._blocks[1], geometry._wide_x, geometry._wide_y,
-                self._lut_p, clipping, self._clip, split, self._scratch, self._part_tallies, self._tallies, totals,
-            )
+        if threads and slots.size >= self._threads and (self.parallel or len(ev) >= PARALLEL_MIN_EVENTS):
+            self._kernel(K.bin_steps_parallel, ev, bounds, slots)  # many steps: one thread per step
+        elif self.parallel is False or not len(self._scratch) or int(np.diff(bounds).max()) < self._split_min:
+            self._kernel(K.bin_steps, ev, bounds, slots)
         else:
-            K.bin_steps(
-                x, y, p, bounds, slots, self._blocks[0], self._blocks[1], geometry._wide_x, geometry._wide_y,
-                self._lut_p, clipping, self._clip, self._tallies, totals,
-            )
+            # A dense step (e.g. a 10 ms chunk of a fast stream): bin it in parts with the helper.
+            sizes = np.diff(bounds)
+            start = 0
+            for s in np.flatnonzero(sizes >= self._split_min).tolist():
+                if s > start:
+                    self._kernel(K.bin_steps, ev, bounds[start:s + 1], slots[start:s])
+                self._split(ev, int(bounds[s]), int(bounds[s + 1]), int(slots[s]))
+                start = s + 1
+            if start < slots.size:
+                self._kernel(K.bin_steps, ev, bounds[start:], slots[start:])
         binned, outside_sensor, outside_geometry = totals.tolist()
         self.stats.events_binned += binned
         self.stats.dropped_out_of_bounds += outside_sensor
         self.stats.dropped_outside_geometry += outside_geometry
+
+    def _kernel(self, kernel, ev: np.ndarray, bounds: np.ndarray, slots: np.ndarray) -> None:
+        kernel(
+            ev["x"], ev["y"], ev["p"], bounds, slots, self._blocks[0], self._blocks[1], self.geometry._wide_x,
+            self.geometry._wide_y, self._lut_p, self._clip != math.inf, self._clip, self._tallies, self._totals,
+        )
+
+    def _split(self, ev: np.ndarray, lo: int, hi: int, slot: int) -> None:
+        """Bin events ``lo:hi`` of one step in parts, claimed by this thread and the helper thread.
+
+        This thread's parts go straight into the step, the helper's into its own frame, added to
+        the step afterwards (the counts are integers, so the sum is exact: float32 up to 2^24 per
+        pixel, integer dtypes wrap as serial adds would).
+        """
+        x, y, p = ev["x"], ev["y"], ev["p"]
+        wide_x, wide_y, lut_p = self.geometry._wide_x, self.geometry._wide_y, self._lut_p
+        n = hi - lo
+        parts = max(2, n // _PART_EVENTS)
+        mine, theirs = np.array([slot], dtype=np.int64), np.zeros(1, dtype=np.int64)
+        scratch = self._scratch
+
+        def run(part: int, by_helper: bool) -> None:
+            bounds = np.array([lo + n * part // parts, lo + n * (part + 1) // parts], dtype=np.int64)
+            if by_helper:
+                K.bin_steps(x, y, p, bounds, theirs, scratch, scratch, wide_x, wide_y, lut_p, False, math.inf,
+                            self._scratch_tallies, self._scratch_totals)
+            else:
+                K.bin_steps(x, y, p, bounds, mine, self._blocks[0], self._blocks[1], wide_x, wide_y, lut_p, False,
+                            math.inf, self._tallies, self._totals)
+
+        task = SplitStep(parts, run)
+        HELPER.offer(task)
+        task.run_all()
+        if task.helped:
+            b, local = divmod(slot, self.steps)
+            self._blocks[b][local] += scratch[0]
+            scratch.fill(0)
+            self._tallies[slot] += self._scratch_tallies[0]
+            self._totals += self._scratch_totals
+            self._scratch_tallies.fill(0)
+            self._scratch_totals.fill(0)
 
     def _close(self, closed: int, out: list[Window]) -> None:
         """Mark steps below ``closed`` final and emit every window they complete."""
