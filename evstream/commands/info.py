@@ -9,7 +9,9 @@ packet by packet. A damaged recording is described up to the damage, then the er
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +31,8 @@ PEAK_BIN_US = 10_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="a recording: AEDAT 4.0, 3.1 or 2.0, Prophesee RAW (EVT 2.0, 2.1, 3.0) or DAT")
+    parser.add_argument("file", help="a recording: AEDAT 4.0, 3.1 or 2.0, Prophesee RAW (EVT 2.0, 2.1, 3.0) or DAT "
+                                     "(a DVS128 Gesture _labels.csv is described as such)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
 
 
@@ -143,7 +146,50 @@ def _text(facts: dict) -> str:
     return "\n".join(lines)
 
 
+def is_label_file(path: str) -> bool:
+    """True when ``path`` starts like a DVS128 Gesture ``_labels.csv`` (header ``class,startTime_usec,...``)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+    except OSError:
+        return False
+    return head.lstrip(b"\xef\xbb\xbf").replace(b" ", b"").lower().startswith(b"class,start")
+
+
+def describe_labels(path: str) -> dict:
+    """Facts about a label file: segments, classes, span, and which recording beside it it labels."""
+    from evstream.io.aedat3 import read_labels
+    from evstream.labels import DVS_GESTURE_CLASSES
+
+    labels = read_labels(path)
+    p = Path(path)
+    stem = p.name[: -len("_labels.csv")] if p.name.endswith("_labels.csv") else p.stem
+    beside = [str(q) for q in sorted(p.parent.glob(f"{glob.escape(stem)}.*")) if q.suffix in (".aedat4", ".aedat")]
+    return {
+        "file": str(path),
+        "format": "DVS128 Gesture label file",
+        "segments": len(labels),
+        "classes": sorted({DVS_GESTURE_CLASSES[int(c)] for c in labels["label"]}),
+        "first_t_us": int(labels["t_start"].min()) if len(labels) else None,
+        "last_t_us": int(labels["t_end"].max()) if len(labels) else None,
+        "recordings": beside,
+    }
+
+
 def run(args: argparse.Namespace) -> int:
+    if is_label_file(args.file):
+        facts = describe_labels(args.file)
+        if args.json:
+            print(json.dumps(facts), flush=True)
+        else:
+            span = "-" if facts["first_t_us"] is None else f"{facts['first_t_us']} .. {facts['last_t_us']} µs"
+            rec = ", ".join(facts["recordings"]) or "none beside it"
+            print(f"file         {facts['file']}\n"
+                  f"format       {facts['format']}: labels, not events - pass the recording it labels\n"
+                  f"segments     {facts['segments']} ({', '.join(facts['classes'])})\n"
+                  f"span         {span}\n"
+                  f"recording    {rec}", flush=True)
+        return 0
     try:
         facts, error = describe(args.file)
     except (MemoryError, OverflowError) as err:  # a hostile header the readers did not bound: one line, exit 2

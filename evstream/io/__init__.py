@@ -68,6 +68,9 @@ def detect_format(path: str | os.PathLike) -> str:
                 else "no encoding (no % evt or % format line)")
         raise EventFileError(path, f"'%' header names {what}: EVT 2.0, 2.1 and 3.0 are read (format= evt2, "
                                    "evt21 or evt3 overrides)", 0)
+    if head.lstrip(b"\xef\xbb\xbf").replace(b" ", b"").lower().startswith(b"class,start"):
+        raise EventFileError(path, "a DVS128 Gesture label file (class,startTime_usec,endTime_usec), not a recording: "
+                                   "pass the recording it labels", 0)
     raise EventFileError(path, f"unknown format (first bytes {head[:12]!r}; expected #!AER-DAT4.0/3.1/2.0 or a "
                                "Prophesee '%' header; header-less EVT streams need format=)", 0)
 

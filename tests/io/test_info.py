@@ -88,3 +88,30 @@ def test_info_garbage_file_is_one_line_and_exit_2(tmp_path, repo_root):
     done = _info(repo_root, path)
     assert done.returncode == 2
     assert len(done.stderr.strip().splitlines()) == 1 and "junk.aedat4" in done.stderr
+
+
+def test_info_on_a_label_file_says_what_it_is_and_finds_its_recording(tmp_path, repo_root):
+    write_aedat4(tmp_path / "user07_lab.aedat4", random_events(100, SensorSize(128, 128), seed=1), SensorSize(128, 128))
+    labels = tmp_path / "user07_lab_labels.csv"
+    labels.write_text("class,startTime_usec,endTime_usec\n1,100,5000\n4,6000,9000\n4,9500,9900\n")
+    done = _info(repo_root, labels, "--json")
+    assert done.returncode == 0, done.stderr
+    facts = json.loads(done.stdout)
+    assert facts["format"] == "DVS128 Gesture label file" and facts["segments"] == 3
+    assert facts["classes"] == ["hand clapping", "right arm clockwise"]
+    assert (facts["first_t_us"], facts["last_t_us"]) == (100, 9900)
+    assert facts["recordings"] == [str(tmp_path / "user07_lab.aedat4")]
+    text = _info(repo_root, labels).stdout
+    assert "labels, not events - pass the recording it labels" in text and "user07_lab.aedat4" in text
+
+
+def test_replaying_a_label_file_is_one_line_naming_it(tmp_path):
+    import pytest
+
+    from evstream.errors import EventFileError
+    from evstream.io import detect_format
+
+    labels = tmp_path / "x_labels.csv"
+    labels.write_text("class,startTime_usec,endTime_usec\n1,100,5000\n")
+    with pytest.raises(EventFileError, match="label file .* not a recording: pass the recording it labels"):
+        detect_format(labels)
