@@ -22,7 +22,15 @@ import pyqtgraph as pg
 from PyQt6 import QtCore, QtWidgets
 
 from evstream.dashboard.events_panel import input_rect
-from evstream.dashboard.style import alpha_lut, colorbar, colormap_lut, flexible_label, image_view, panel_title
+from evstream.dashboard.style import (
+    alpha_lut,
+    colorbar,
+    colormap_lut,
+    flexible_label,
+    image_view,
+    nice_top,
+    panel_title,
+)
 from evstream.protocol import Message
 
 __all__ = ["AttentionPanel", "HEAD_MEAN"]
@@ -145,9 +153,10 @@ class AttentionPanel(QtWidgets.QWidget):
         if attention is None:
             return
         self.current_map = attention
-        top = float(attention.max()) if attention.size else 1.0
-        self.map_image.setImage(np.ascontiguousarray(attention), autoLevels=False, levels=(0.0, max(top, 1e-6)))
-        self.map_bar.setLevels((0.0, max(top, 1e-6)))
+        top = nice_top(float(attention.max()) if attention.size else 0.0)
+        self.map_image.setImage(np.ascontiguousarray(attention), autoLevels=False, levels=(0.0, top))
+        if self.map_bar.levels() != (0.0, top):
+            self.map_bar.setLevels((0.0, top))
         self._draw_overlay()
 
     def set_geometry(self, geometry: dict | None) -> None:
@@ -170,6 +179,7 @@ class AttentionPanel(QtWidgets.QWidget):
             item = pg.TextItem(str(token), color=(120, 200, 255, 200), anchor=(0, 0))
             item.setPos(c * cell_w, r * cell_h)
             item.setZValue(15)
+            item.setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)  # a pixmap, not text, per repaint
             self.input_view.addItem(item)
             self.token_items.append(item)
 
@@ -218,8 +228,9 @@ class AttentionPanel(QtWidgets.QWidget):
             self.cell_marker.setVisible(False)
             self.token_label.setText("attention each token receives (column mean); hover a cell for its row")
         # The overlay is drawn scaled to its maximum; the bar gives the values behind the colours.
-        self.overlay_levels = (0.0, max(raw_top, 1e-6))
-        self.overlay_bar.setLevels(self.overlay_levels)
+        if (0.0, max(raw_top, 1e-6)) != self.overlay_levels:
+            self.overlay_levels = (0.0, max(raw_top, 1e-6))
+            self.overlay_bar.setLevels(self.overlay_levels)
         self.overlay_values = values
         self.overlay.setImage(np.ascontiguousarray(values, dtype=np.float32), autoLevels=False, levels=(0.0, 1.0))
         self.overlay.setRect(QtCore.QRectF(0, 0, self.input_shape[1], self.input_shape[0]))

@@ -131,7 +131,7 @@ class EventsPanel(QtWidgets.QWidget):
         relative = None if now is None else self.timeline.relative_s(now)
         self.info.setText(
             (f"t {relative:.2f} s · " if relative is not None else "")
-            + f"{self.accumulator.mode} {self.accumulator.span_us / 1000:g} ms · {picture.shape[1]}×{picture.shape[0]}"
+            + f"{picture.shape[1]}×{picture.shape[0]} · {self.accumulator.mode} {self.accumulator.span_us / 1000:g} ms"
         )
         if now is not None:
             self.info.setToolTip(f"t: seconds since the recording's start; sensor clock {now} µs (absolute {now / 1e6:.6f} s)")

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PyQt6 import QtCore, QtWidgets
+from PyQt6 import QtCore, QtGui, QtWidgets
 
 from evstream.dashboard.style import class_colors, panel_title
 from evstream.dashboard.timeline import UNKNOWN, Timeline
@@ -88,10 +88,12 @@ class PredictionPanel(QtWidgets.QWidget):
             self.plot.addItem(line)
         self.legend = pg.LegendItem(offset=(-8, 4), labelTextSize="8pt")
         self.legend.setParentItem(self.plot.getPlotItem().getViewBox())
-        self._legend_smoothed = pg.PlotDataItem([], [], pen=None, symbol="s", symbolSize=10, symbolPen=None,
-                                                symbolBrush=pg.mkBrush("#60c890"))
-        self._legend_instant = pg.PlotDataItem([], [], pen=None, symbol="s", symbolSize=6, symbolPen=None,
-                                               symbolBrush=pg.mkBrush(*_INSTANT_BRUSH))
+        # Legend samples only (never added to the plot): the smoothed bar in the class colours, the grey one.
+        rainbow = QtGui.QLinearGradient(2, 0, 20, 0)
+        for i, color in enumerate(class_colors(6)):
+            rainbow.setColorAt(i / 5, color)
+        self._legend_smoothed = pg.BarGraphItem(x=[], height=[], width=1, pen=None, brush=QtGui.QBrush(rainbow))
+        self._legend_instant = pg.BarGraphItem(x=[], height=[], width=1, pen=None, brush=pg.mkBrush(*_INSTANT_BRUSH))
         self.legend.addItem(self._legend_smoothed, "smoothed (decided on; class colour)")
         self.legend.addItem(self._legend_instant, "this window alone")
         layout.addWidget(self.plot, 3)
@@ -99,7 +101,7 @@ class PredictionPanel(QtWidgets.QWidget):
         ribbon_header = QtWidgets.QHBoxLayout()
         self.accuracy_label = QtWidgets.QLabel("ground truth: not known for this source")
         self.accuracy_label.setToolTip("online accuracy: windows inside a labelled gesture whose decision names it;\n"
-                                       "false alarms: windows at rest whose decision names a gesture (as 'eval --stream' scores)")
+                                       "false alarms: windows at rest whose decision names a gesture\n(per window, by the rule 'eval --stream' applies to every step)")
         ribbon_header.addWidget(self.accuracy_label, 1)
         self.follow_button = QtWidgets.QPushButton("follow")
         self.follow_button.setCheckable(True)
@@ -260,16 +262,17 @@ class PredictionPanel(QtWidgets.QWidget):
         key = (version, self.ribbon_range, self.following)
         if key == self._drawn:
             return
-        windows = self.timeline.windows()
-        if self.following and len(windows["t1"]):
-            end = float(windows["t1"][-1])
-            start = max(min(float(windows["t0"][0]), 0.0), end - RIBBON_S)
+        extent = self.timeline.span()
+        if self.following and extent is not None:
+            first, end = extent
+            start = max(min(first, 0.0), end - RIBBON_S)
             span = (start, max(end, start + RIBBON_S))
             if span != self.ribbon_range:
                 self.ribbon_range = span
-                self.ribbon_plot.setXRange(*span, padding=0)  # linked plots (the stream plot) follow
-        self._drawn = (self.timeline.version, self.ribbon_range, self.following)
+                self.ribbon_plot.setXRange(*span, padding=0)  # the stream plot follows (window.py)
+        self._drawn = (version, self.ribbon_range, self.following)
         x0, x1 = self.ribbon_range
+        windows = self.timeline.windows(x0, x1)  # only what is visible: a long run costs nothing here
         self.ribbon.setImage(self.ribbon_columns(windows, x0, x1), autoLevels=False, levels=(0, 255))
         self.ribbon.setRect(QtCore.QRectF(x0, 0, max(x1 - x0, 1e-6), 2))
         self._show_accuracy()

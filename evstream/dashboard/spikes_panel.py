@@ -7,8 +7,10 @@ of each title. ``sparsity`` (per layer) is the fraction of map positions where n
 channel fired during the whole window: shown second, as "positions silent", since it is not a
 firing-rate statistic. The grid of images is rebuilt only when the list of layers changes;
 otherwise each long-lived ImageItem gets new data with explicit levels from 0 to the map's own
-maximum (firing rates of a sparse network are often a few percent, so a fixed 0…1 scale would
-show black squares), and the colour bar beside it shows that scale in spikes per neuron per step.
+maximum, rounded up to 1, 1.5, 2, 3, 5 or 7 × 10^k (firing rates of a sparse network are often
+a few percent, so a fixed 0…1 scale would show black squares; the rounding keeps the colour bar
+from being redrawn at every window), and the colour bar beside it shows that scale in spikes per
+neuron per step.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtWidgets
 
-from evstream.dashboard.style import colorbar, colormap_lut, flexible_label, image_view, panel_title
+from evstream.dashboard.style import colorbar, colormap_lut, flexible_label, image_view, nice_top, panel_title
 from evstream.protocol import Message
 
 __all__ = ["SpikesPanel"]
@@ -77,9 +79,10 @@ class SpikesPanel(QtWidgets.QWidget):
             rate = np.asarray(message.arrays[name], dtype=np.float32)
             if rate.ndim != 2:
                 rate = rate.reshape(rate.shape[0], -1) if rate.ndim > 2 else rate.reshape(1, -1)
-            top = float(rate.max()) if rate.size else 0.0
-            self.images[name].setImage(np.ascontiguousarray(rate), autoLevels=False, levels=(0.0, max(top, 1e-6)))
-            self.colorbars[name].setLevels((0.0, max(top, 1e-6)))
+            top = nice_top(float(rate.max()) if rate.size else 0.0)
+            self.images[name].setImage(np.ascontiguousarray(rate), autoLevels=False, levels=(0.0, top))
+            if self.colorbars[name].levels() != (0.0, top):
+                self.colorbars[name].setLevels((0.0, top))
             self.firing_rate[name] = float(rate.mean()) if rate.size else 0.0
             title = f"{name}<br>firing {self.firing_rate[name]:.3f}"
             silent = sparsity.get(name)

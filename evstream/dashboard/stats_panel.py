@@ -40,6 +40,9 @@ class StatsPanel(QtWidgets.QWidget):
         self.plot.addLegend(offset=(6, 6))
         self.plot.getAxis("left").setLabel("events/s")
         self.plot.getAxis("bottom").setLabel("recording time (s)")
+        # A long run holds many points: draw only the visible ones, decimated to the pixels (peaks kept).
+        self.plot.setClipToView(True)
+        self.plot.setDownsampling(auto=True, mode="peak")
         self.on_curve = self.plot.plot(pen=pg.mkPen("#ffbe28", width=1.5), name="ON")
         self.off_curve = self.plot.plot(pen=pg.mkPen("#3c96ff", width=1.5), name="OFF")
         layout.addWidget(self.plot, 1)

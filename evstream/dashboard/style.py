@@ -10,6 +10,7 @@ __all__ = [
     "configure_pyqtgraph",
     "colormap_lut",
     "colorbar",
+    "nice_top",
     "alpha_lut",
     "class_colors",
     "image_view",
@@ -66,6 +67,18 @@ def colorbar(name: str, label: str | None = None, width: int = 10) -> pg.ColorBa
     if label:
         bar.setToolTip(label)
     return bar
+
+
+def nice_top(value: float) -> float:
+    """The smallest of 1, 1.5, 2, 3, 5, 7 × 10^k at or above ``value`` (> 0): a map's full scale that
+    changes only when its maximum moves by a step, so its colour bar is not redrawn at every window."""
+    if not value > 0 or not np.isfinite(value):
+        return 1e-6
+    exponent = 10.0 ** np.floor(np.log10(value))
+    for step in (1.0, 1.5, 2.0, 3.0, 5.0, 7.0, 10.0):
+        if step * exponent >= value * (1 - 1e-9):
+            return float(step * exponent)
+    return float(10 * exponent)
 
 
 def _small_font() -> QtGui.QFont:

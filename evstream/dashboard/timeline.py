@@ -53,8 +53,9 @@ class _Columns:
     def last_t1(self) -> int | None:
         return int(self._data["t1"][self.n - 1]) if self.n else None
 
-    def copy(self) -> dict[str, np.ndarray]:
-        return {name: array[:self.n].copy() for name, array in self._data.items()}
+    def copy(self, lo: int = 0, hi: int | None = None) -> dict[str, np.ndarray]:
+        hi = self.n if hi is None else hi
+        return {name: array[lo:hi].copy() for name, array in self._data.items()}
 
     def clear(self) -> None:
         self.n = 0
@@ -142,12 +143,29 @@ class Timeline:
         origin = self.origin_us
         return None if origin is None else (int(t_us) - origin) / 1e6
 
-    def windows(self) -> dict[str, np.ndarray]:
-        """Copies: ``t0``/``t1`` (s since the origin, float64), ``label``, ``truth`` (``UNKNOWN`` = -2), ``events``."""
+    def windows(self, start_s: float | None = None, end_s: float | None = None) -> dict[str, np.ndarray]:
+        """Copies: ``t0``/``t1`` (s since the origin, float64), ``label``, ``truth`` (``UNKNOWN`` = -2),
+        ``events``; with ``start_s``/``end_s`` only the windows that overlap that range."""
         with self._lock:
-            out = self._windows.copy()
             origin = self._origin if self._origin is not None else self._first
+            base = 0 if origin is None else origin
+            lo, hi = 0, self._windows.n
+            if start_s is not None:
+                lo = int(np.searchsorted(self._windows._data["t1"][:hi], base + start_s * 1e6, side="right"))
+            if end_s is not None:
+                hi = int(np.searchsorted(self._windows._data["t0"][:hi], base + end_s * 1e6, side="left"))
+            out = self._windows.copy(lo, max(lo, hi))
         return _relative(out, origin)
+
+    def span(self) -> tuple[float, float] | None:
+        """(start of the first window, end of the newest) in s since the origin, or None before any."""
+        with self._lock:
+            n = self._windows.n
+            if not n:
+                return None
+            origin = self._origin if self._origin is not None else self._first
+            data = self._windows._data
+            return (int(data["t0"][0]) - origin) / 1e6, (int(data["t1"][n - 1]) - origin) / 1e6
 
     def rates(self) -> dict[str, np.ndarray]:
         """Copies: ``t0``/``t1`` (s since the origin), ``on``/``off`` event rates (ev/s)."""

@@ -74,3 +74,15 @@ def test_stats_without_sensor_times_are_ignored_and_bad_numbers_refused():
     assert rates["on"].tolist() == [750.0] and rates["off"].tolist() == [250.0]
     with pytest.raises(TypeError, match="numbers"):
         timeline.push(decode(encode("stats", 2, "p", {"event_rate": "fast"}, None, 10, 20)))
+
+
+def test_a_visible_range_takes_only_the_windows_overlapping_it():
+    timeline = Timeline()
+    timeline.set_origin(EPOCH_US)
+    for k in range(100):  # 100 windows of 0.5 s from 0 s
+        timeline.push(_pred(EPOCH_US + k * 500_000, EPOCH_US + (k + 1) * 500_000, k % 11))
+    part = timeline.windows(10.2, 12.0)
+    np.testing.assert_allclose(part["t0"], [10.0, 10.5, 11.0, 11.5])
+    assert part["label"].tolist() == [k % 11 for k in (20, 21, 22, 23)]
+    assert timeline.span() == pytest.approx((0.0, 50.0))
+    assert len(timeline.windows(60.0, 70.0)["t0"]) == 0
