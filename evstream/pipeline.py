@@ -41,12 +41,13 @@ from evstream import protocol
 from evstream.errors import ConfigError, EvstreamError, ModelError, SourceError
 from evstream.events import concatenate
 from evstream.publish import ControlServer, Publisher
+from evstream.sources.pacing import MAX_SPEED, MIN_SPEED
 from evstream.stream_info import geometry_info, origin_for, truth_for
 
 __all__ = ["PipelineConfig", "Pipeline", "Sink", "WindowTiming", "frame_counts"]
 
 # Replay speeds the control socket accepts (0 = as fast as possible), as DESIGN.md states.
-SPEED_RANGE = (0.25, 4.0)
+SPEED_RANGE = (MIN_SPEED, MAX_SPEED)
 
 
 @dataclass
@@ -181,7 +182,9 @@ class Pipeline:
         self.live = bool(getattr(source, "live", False))
         self.sensor = source.sensor_size
         self.class_names = list(getattr(classifier, "class_names", ()))
-        self._recorder_factory = recorder_factory or _default_recorder
+        # The default recorder writes the source's camera name (a replayed file's own) into the info node.
+        camera = str(getattr(source, "camera_name", "") or "") or "evstream"
+        self._recorder_factory = recorder_factory or (lambda path, sensor: _default_recorder(path, sensor, camera))
         # label_at(t_us) when the source knows the ground truth (synthetic, a labelled recording)
         self._truth = truth_for(source)
 
@@ -790,7 +793,8 @@ class Pipeline:
     def _cmd_speed(self, request: dict) -> dict:
         value = float(request["value"])
         if math.isnan(value) or math.copysign(1.0, value) < 0:
-            raise ConfigError(f"speed: value {value:g} is not a speed (0.25 ... 4, or 0 = as fast as possible)")
+            raise ConfigError(f"speed: value {value:g} is not a speed ({SPEED_RANGE[0]:g} ... {SPEED_RANGE[1]:g}, "
+                              "or 0 = as fast as possible)")
         if value != 0 and not SPEED_RANGE[0] <= value <= SPEED_RANGE[1]:
             raise ConfigError(f"speed: value {value:g} outside {SPEED_RANGE[0]:g} ... {SPEED_RANGE[1]:g} (0 = as fast as possible)")
         speed = None if value == 0 else value
@@ -868,8 +872,8 @@ def _slice(events: np.ndarray, t0: int, t1: int) -> np.ndarray:
     return events[int(np.searchsorted(t, t0, "left")):int(np.searchsorted(t, t1, "left"))]
 
 
-def _default_recorder(path: str, sensor_size: Any) -> Any:
+def _default_recorder(path: str, sensor_size: Any, camera_name: str = "evstream") -> Any:
     from evstream.io.aedat4 import Aedat4Writer
 
-    return Aedat4Writer(path, sensor_size)
+    return Aedat4Writer(path, sensor_size, camera_name=camera_name)
 

@@ -93,7 +93,7 @@ CONTROL_COMMANDS: dict[str, dict[str, type]] = {
     "resume": {},
     "step": {},  # while paused: advance one window
     "seek": {"t_us": int},  # replay: offset from the recording's start, µs
-    "speed": {"value": float},  # replay: 0.25 ... 4, or 0 for as fast as possible
+    "speed": {"value": float},  # replay: 0.1 ... 100, or 0 for as fast as possible
     "loop": {"value": bool},
     "reset": {},  # reset the model's LIF state
     "record_start": {"path": str},  # inside the pipeline's recordings folder

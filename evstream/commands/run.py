@@ -23,6 +23,7 @@ line); 1 for an unexpected failure (a bug, a device fault in the model).
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import signal
 import sys
@@ -32,6 +33,7 @@ from pathlib import Path
 from evstream.commands.eval import add_decision_arguments, decision_settings
 from evstream.errors import ConfigError
 from evstream.sources.filtered import FILTERS
+from evstream.sources.pacing import MAX_SPEED, MIN_SPEED
 
 EXAMPLES = """\
 examples:
@@ -59,8 +61,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     which.add_argument("--synthetic", action="store_true", help="endless rendered gestures through the DVS emulator")
     which.add_argument("--webcam", type=int, metavar="N", help="OpenCV camera N through the DVS emulator")
     src.add_argument("--speed", default="1", metavar="X|max",
-                     help="replay speed 0.25 ... 4, or max for as fast as possible (default 1)")
-    src.add_argument("--loop", action="store_true", help="replay: start over at the end")
+                     help="replay speed 0.1 ... 100, or max for as fast as possible (default 1)")
+    src.add_argument("--loop", action="store_true", help="replay: start over at the end (at --start)")
+    src.add_argument("--start", type=float, metavar="S", help="replay: start S seconds after the recording's first event")
+    src.add_argument("--end", type=float, metavar="S", help="replay: end S seconds after the recording's first event")
 
     model = parser.add_argument_group("model")
     model.add_argument("--model", metavar="NAME|PATH",
@@ -110,9 +114,27 @@ def _speed(text: str) -> float | None:
         value = float(text)
     except ValueError:
         raise ConfigError(f"--speed: expected a number or 'max', got {text!r}") from None
-    if not 0.25 <= value <= 4.0:
-        raise ConfigError(f"--speed: {value:g} outside 0.25 ... 4 (or max)")
+    if not MIN_SPEED <= value <= MAX_SPEED:
+        raise ConfigError(f"--speed: {value:g} outside {MIN_SPEED:g} ... {MAX_SPEED:g} (or max)")
     return value
+
+
+def trim_us(start: float | None, end: float | None, option: str = "--") -> dict:
+    """``start_us``/``end_us`` options of a file source from ``--start``/``--end`` seconds.
+
+    Raises:
+        ConfigError: a negative or non-finite time, or an end not after the start.
+    """
+    out = {}
+    for name, value in (("start", start), ("end", end)):
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < 0:
+            raise ConfigError(f"{option}{name}: expected seconds >= 0 from the recording's start, got {value:g}")
+        out[f"{name}_us"] = int(round(value * 1e6))
+    if "end_us" in out and out["end_us"] <= out.get("start_us", 0):
+        raise ConfigError(f"{option}end: {end:g} s is not after {option}start ({start or 0:g} s)")
+    return out
 
 
 def _roi(text: str | None) -> tuple[int, int, int, int] | None:
@@ -153,6 +175,8 @@ def _describe_source(args: argparse.Namespace, source, speed: float | None) -> s
         pace = ", as fast as possible" if speed is None else f", speed x{speed:g}"
         if args.loop:
             pace += ", looping"
+        if args.start is not None or args.end is not None:
+            pace += f", {args.start or 0:g} s to {'the end' if args.end is None else f'{args.end:g} s'}"
     return f"{name}{pace}"
 
 
@@ -192,6 +216,9 @@ def _open_source(args: argparse.Namespace, speed: float | None):
     from evstream.errors import SourceError
     from evstream.sources import open_source
 
+    trim = trim_us(args.start, args.end)
+    if trim and (args.camera or args.network or args.synthetic or args.webcam is not None):
+        raise ConfigError("--start/--end: only a replayed recording can be trimmed")
     if args.camera:
         return open_source(f"camera:{args.camera}")
     if args.network:
@@ -206,7 +233,7 @@ def _open_source(args: argparse.Namespace, speed: float | None):
         if not BUNDLED_RECORDING.is_file():
             raise SourceError(f"{BUNDLED_RECORDING}: bundled recording not found; give a source (--replay FILE, --synthetic, ...)")
         path = BUNDLED_RECORDING
-    return open_source(path, speed=speed, loop=args.loop)
+    return open_source(path, speed=speed, loop=args.loop, **trim)
 
 
 def _load_model(spec: str | None):

@@ -26,7 +26,8 @@ from evstream.protocol import Message
 __all__ = ["ControlsPanel", "SeekSlider", "SPEEDS"]
 
 # (label, value of the "speed" command); 0 = as fast as possible.
-SPEEDS = (("×0.25", 0.25), ("×0.5", 0.5), ("×1", 1.0), ("×2", 2.0), ("×4", 4.0), ("max", 0.0))
+SPEEDS = (("×0.1", 0.1), ("×0.25", 0.25), ("×0.5", 0.5), ("×1", 1.0), ("×2", 2.0), ("×4", 4.0), ("×10", 10.0),
+          ("×30", 30.0), ("×100", 100.0), ("max", 0.0))
 _SLIDER_STEPS = 1000
 
 
@@ -106,7 +107,7 @@ class ControlsPanel(QtWidgets.QWidget):
         self.speed = QtWidgets.QComboBox()
         for label, value in SPEEDS:
             self.speed.addItem(label, value)
-        self.speed.setCurrentIndex(2)
+        self.speed.setCurrentIndex(self.speed.findData(1.0))
         self.loop_box = QtWidgets.QCheckBox("loop")
         replay.addWidget(self.play_button)
         replay.addWidget(self.step_button)

@@ -67,9 +67,12 @@ class FileSource(EventSource):
 
     Args:
         path: ``.aedat4`` or AEDAT 3.1 ``.aedat`` file.
-        speed: replay factor in [0.25, 4], or ``None`` for as fast as possible (evaluation).
+        speed: replay factor in [0.1, 100], or ``None`` for as fast as possible (evaluation).
         loop: start over at the end, with sensor time still increasing (see the module docstring).
-        start_us: where to start, in µs from the recording's first event.
+        start_us: where to start, in µs from the recording's first event (a loop starts every
+            pass there too).
+        end_us: where every pass ends, in µs from the recording's first event (exclusive; events
+            at or after it are not replayed); ``None`` = the recording's end.
         chunk_us: sensor time covered by one chunk of a paced replay, µs (as fast as possible,
             chunks are the file's packets; see the module docstring).
         clock: monotonic wall clock in seconds, for the pacer (a fake one in tests).
@@ -89,6 +92,7 @@ class FileSource(EventSource):
         speed: float | None = 1.0,
         loop: bool = False,
         start_us: int = 0,
+        end_us: int | None = None,
         chunk_us: int = 10_000,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
@@ -101,6 +105,10 @@ class FileSource(EventSource):
             raise ConfigError(f"chunk_us: must be a positive number of µs, got {chunk_us}")
         if int(start_us) < 0:
             raise ConfigError(f"start_us: must be >= 0 µs from the recording's start, got {start_us}")
+        if end_us is not None and int(end_us) <= int(start_us):
+            raise ConfigError(f"end_us: must be after start_us ({start_us} µs), got {end_us}")
+        self._start_us = int(start_us)
+        self._end_us = None if end_us is None else int(end_us)
         self._chunk_us = int(chunk_us)
         self._pacer = ReplayPacer(speed, clock=clock, sleep=sleep)
         self._lock = threading.Lock()
@@ -112,6 +120,8 @@ class FileSource(EventSource):
             raise EventFileError(self.path, err.strerror or str(err)) from None
         try:
             self.sensor_size = self._reader.sensor_size
+            # The camera that made the recording (AEDAT 4 ``source``, AEDAT 2/3 and Prophesee headers).
+            self.camera_name = str(getattr(self._reader, "camera_name", None) or getattr(self._reader, "source", "") or "")
             self._open_error: EventFileError | None = None
             self._t_first, self._t_last = self._time_range()
             if self._t_first is not None and self._t_last < self._t_first:
@@ -235,7 +245,7 @@ class FileSource(EventSource):
         self._pacer.resume()
 
     def set_speed(self, speed: float | None) -> None:
-        """Change the replay factor (0.25–4, or ``None`` = as fast as possible).
+        """Change the replay factor (0.1–100, or ``None`` = as fast as possible).
 
         Raises:
             ConfigError: naming ``speed`` when out of range.
@@ -310,10 +320,10 @@ class FileSource(EventSource):
                 else:
                     pass_index += 1
                     gap_start = self._last_end + shift
-                    gap_end = self._t_first + pass_index * self.period_us
+                    gap_end = self._t_first + self._start_us + pass_index * self.period_us
                     with self._lock:
                         if self._seek_to is None:
-                            self._seek_to = 0
+                            self._seek_to = self._start_us
                     if not self._pacer.wait(gap_start, gap_end):
                         if self._closed:
                             return
@@ -321,6 +331,15 @@ class FileSource(EventSource):
                     yield EventChunk(empty_events(), gap_start, gap_end)
                     continue
             events, t_start, t_end = item
+            if self._end_us is not None and t_end > self._t_first + self._end_us:
+                end = self._t_first + self._end_us
+                if t_start >= end:  # the pass ends at end_us: the rest of the file is not read
+                    self._last_end = self._grid_end = max(t_start, self._last_end)
+                    chunks = iter(())
+                    continue
+                events, t_end = slice_time(events, t_start, end), end
+                self._last_end = self._grid_end = end
+                chunks = iter(())  # after this chunk the pass is over
             if not self._pacer.wait(t_start + shift, t_end + shift):
                 if self._closed:
                     return

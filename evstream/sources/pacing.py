@@ -34,8 +34,8 @@ from evstream.errors import ConfigError
 
 __all__ = ["ReplayPacer", "MIN_SPEED", "MAX_SPEED", "MAX_QUIET_WAIT_S", "check_speed"]
 
-MIN_SPEED = 0.25
-MAX_SPEED = 4.0
+MIN_SPEED = 0.1
+MAX_SPEED = 100.0
 # Longest quiet stretch (no events) waited out in real time, in wall seconds at any speed; a
 # recording paused for 12 days is not replayed for 12 days. Longer stretches are skipped.
 MAX_QUIET_WAIT_S = 5.0
@@ -48,7 +48,7 @@ _TOLERANCE_S = 1e-9
 
 
 def check_speed(speed: float | None, option: str = "speed") -> float | None:
-    """Validate a replay speed: ``None`` (as fast as possible) or a factor in [0.25, 4].
+    """Validate a replay speed: ``None`` (as fast as possible) or a factor in [0.1, 100].
 
     Raises:
         ConfigError: naming ``option`` when the value is not a number in range.
@@ -68,7 +68,7 @@ class ReplayPacer:
     """Releases chunks of a recording at ``speed`` × real time; thread-safe controls.
 
     Args:
-        speed: replay factor in [0.25, 4], or ``None`` for as fast as possible.
+        speed: replay factor in [0.1, 100], or ``None`` for as fast as possible.
         clock: monotonic wall clock in seconds (``time.monotonic``; a fake one in tests).
         sleep: sleeps for the given seconds (``time.sleep``; a fake one advancing the fake clock).
         max_quiet_s: wall seconds of a quiet stretch waited out before the rest is skipped (see

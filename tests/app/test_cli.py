@@ -87,7 +87,7 @@ def test_signal_while_recording_stops_cleanly_and_leaves_a_readable_file(signum,
     ("args", "needle"),
     [
         (["--replay", "/nonexistent/rec.aedat4"], "/nonexistent/rec.aedat4"),
-        (["--replay", "{rec}", "--speed", "9"], "--speed"),
+        (["--replay", "{rec}", "--speed", "101"], "--speed"),
         (["--replay", "{rec}", "--model", "/nonexistent/weights.pt"], "/nonexistent/weights.pt"),
         (["--camera", "dvxplorer"], "camera:dvxplorer"),  # no camera on a test machine
     ],

@@ -171,7 +171,7 @@ def test_control_commands_steer_a_paced_replay(recording, port, tmp_path):
 
             assert client.send("speed", value=4.0) == {"ok": True, "speed": 4.0}
             assert client.send("status")["speed"] == 4.0
-            assert "outside" in client.send("speed", value=9.0)["error"]
+            assert "outside" in client.send("speed", value=101.0)["error"]
             assert client.send("loop", value=False) == {"ok": True, "loop": False}
 
             stopped = client.send("record_stop")
