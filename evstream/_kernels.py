@@ -249,23 +249,45 @@ def bin_steps(x, y, p, bounds, slots, block_a, block_b, wide_x, wide_y, lut_p, c
         totals[OUTSIDE_GEOMETRY] += g
 
 
+@njit(cache=True, nogil=True, inline="always")
+def _bin_block(lo, hi, index, slot, x, y, p, wide_x, wide_y, lut_p, clipping, clip, block, tallies):
+    """Events ``lo:hi`` into ``block[index]``, tallied in ``tallies[slot]``."""
+    outside_sensor = 0
+    outside_geometry = 0
+    for i in range(lo, hi):
+        kind = _accumulate(x[i], y[i], p[i], index, wide_x, wide_y, lut_p, clipping, clip, block)
+        if kind == OUT_OF_SENSOR:
+            outside_sensor += 1
+        elif kind == OUTSIDE_GEOMETRY:
+            outside_geometry += 1
+    tallies[slot, BINNED] += hi - lo - outside_sensor - outside_geometry
+    tallies[slot, OUT_OF_SENSOR] += outside_sensor
+    tallies[slot, OUTSIDE_GEOMETRY] += outside_geometry
+
+
 @njit(cache=True, nogil=True, parallel=True)
 def bin_steps_parallel(x, y, p, bounds, slots, block_a, block_b, wide_x, wide_y, lut_p, clipping, clip, tallies, totals):
-    """:func:`bin_steps` with one thread per step (many steps: slots are distinct, so no races)."""
+    """:func:`bin_steps` with one thread per step (many steps: slots are distinct, so no races).
+
+    Written like :func:`bin_ranges_parallel` (4-D block indexing, tallies in place): picking a
+    3-D step view per thread measured ~25 % slower in a parallel loop.
+    """
     half = block_a.shape[0]
     n_steps = slots.size
-    found = np.zeros((n_steps, 3), dtype=np.int64)
-    for s in prange(n_steps):
-        slot = slots[s]
-        frame = block_a[slot] if slot < half else block_b[slot - half]
-        b, o, g = _bin_into(bounds[s], bounds[s + 1], x, y, p, wide_x, wide_y, lut_p, clipping, clip, frame)
-        found[s, BINNED] = b
-        found[s, OUT_OF_SENSOR] = o
-        found[s, OUTSIDE_GEOMETRY] = g
     for s in range(n_steps):
         for j in range(3):
-            tallies[slots[s], j] += found[s, j]
-            totals[j] += found[s, j]
+            totals[j] -= tallies[slots[s], j]
+    for s in prange(n_steps):
+        slot = slots[s]
+        if slot < half:
+            _bin_block(bounds[s], bounds[s + 1], slot, slot, x, y, p, wide_x, wide_y, lut_p, clipping, clip, block_a,
+                       tallies)
+        else:
+            _bin_block(bounds[s], bounds[s + 1], slot - half, slot, x, y, p, wide_x, wide_y, lut_p, clipping, clip,
+                       block_b, tallies)
+    for s in range(n_steps):
+        for j in range(3):
+            totals[j] += tallies[slots[s], j]
 
 
 @njit(cache=True, nogil=True, parallel=True)
