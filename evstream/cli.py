@@ -22,6 +22,8 @@ COMMANDS: dict[str, str] = {
     "subscribe": "print predictions published by a running pipeline (human lines or --json)",
     "view": "open the dashboard attached to a running pipeline",
     "info": "describe a recording: streams, sensor, camera, duration, event count and rates",
+    "convert": "convert a recording (any readable format) to AEDAT 4.0 or 3.1: trim, crop, downsample",
+    "render": "render a recording as an event video (.mp4), optionally with the model's decisions burned in",
     "synth": "write synthetic DVS128-Gesture-style recordings (IBM dataset layout or .aedat4)",
     "train": "train a Spikformer on DVS128 Gesture (IBM or tonic layout) or a synthetic set",
     "eval": "evaluate a checkpoint: offline clip accuracy, or online accuracy on a replayed stream",
@@ -38,6 +40,8 @@ examples:
   python main.py subscribe tcp://127.0.0.1:5556 --json
   python main.py view tcp://127.0.0.1:5556
   python main.py info recording.aedat4
+  python main.py convert recording.raw recording.aedat4 --start 2 --end 5
+  python main.py render rec.aedat4 rec.mp4 --decisions
   python main.py synth --out data/synth --samples 8
   python main.py train --data data/synth --model spikformer_2_64 --epochs 20
   python main.py eval --stream recordings/gestures_128x128.aedat4
