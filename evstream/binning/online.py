@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import time
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -34,10 +35,11 @@ _NO_JUMP = 2**61  # a jump threshold no real stream reaches
 
 SPLIT_MIN_EVENTS = 50_000
 """With ``parallel=None``, a step with this many events in one push (and at least a frame's pixel
-count, so adding the helper's frame stays cheap) is binned in parts by the calling thread and an
-opportunistic helper thread (:mod:`evstream.binning._helper`)."""
+count, so adding the helper's frame stays cheap) may be binned in parts by the calling thread and
+an opportunistic helper thread (:mod:`evstream.binning._helper`), when that measured faster lately."""
 
 _PART_EVENTS = 16_384  # events per part of a split step
+_PROBE_EVERY = 8  # dense pushes: every 8th tries the way that was slower lately
 _POOL_BYTES = 64 * 2**20  # spare window buffers kept: as many as fit here, 2 to 6
 
 
@@ -273,6 +275,8 @@ class Binner:
         self._scratch_tallies = np.zeros((1, 3), dtype=np.int64)
         self._scratch_totals = np.zeros(3, dtype=np.int64)
         self._totals = np.zeros(3, dtype=np.int64)
+        self._dense = 0  # dense pushes so far
+        self._pace: list[float | None] = [None, None]  # recent seconds per event: with the helper, without
         if parallel is None:
             self._split_min = max(SPLIT_MIN_EVENTS, template[0].size)
         else:
@@ -462,8 +466,13 @@ class Binner:
             self._kernel(K.bin_steps_parallel, ev, bounds, slots)  # many steps: one thread per step
         elif self.parallel is False or not len(self._scratch) or int(np.diff(bounds).max()) < self._split_min:
             self._kernel(K.bin_steps, ev, bounds, slots)
+        elif self.parallel is None and not self._split_pays():
+            started = time.perf_counter()
+            self._kernel(K.bin_steps, ev, bounds, slots)
+            self._clocked(False, started, len(ev))
         else:
             # A dense step (e.g. a 10 ms chunk of a fast stream): bin it in parts with the helper.
+            started = time.perf_counter()
             sizes = np.diff(bounds)
             start = 0
             for s in np.flatnonzero(sizes >= self._split_min).tolist():
@@ -473,10 +482,33 @@ class Binner:
                 start = s + 1
             if start < slots.size:
                 self._kernel(K.bin_steps, ev, bounds[start:], slots[start:])
+            self._clocked(True, started, len(ev))
         binned, outside_sensor, outside_geometry = totals.tolist()
         self.stats.events_binned += binned
         self.stats.dropped_out_of_bounds += outside_sensor
         self.stats.dropped_outside_geometry += outside_geometry
+
+    def _split_pays(self) -> bool:
+        """Whether dense pushes should use the helper: whichever way bins faster per event lately.
+
+        A helper only helps when a core is free; with every core busy (a loaded machine, a model
+        computing) it costs more than it brings. So both ways are timed (a running mean of
+        seconds per event) and the faster one is used, trying the other every
+        ``_PROBE_EVERY``-th dense push in case the load changed.
+        """
+        self._dense += 1
+        split, serial = self._pace
+        if split is None:
+            return True
+        if serial is None:
+            return False
+        faster = split <= serial
+        return faster != (self._dense % _PROBE_EVERY == 0)
+
+    def _clocked(self, split: bool, started: float, n: int) -> None:
+        per_event = (time.perf_counter() - started) / max(n, 1)
+        old = self._pace[0 if split else 1]
+        self._pace[0 if split else 1] = per_event if old is None else 0.75 * old + 0.25 * per_event
 
     def _kernel(self, kernel, ev: np.ndarray, bounds: np.ndarray, slots: np.ndarray) -> None:
         kernel(
