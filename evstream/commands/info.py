@@ -1,6 +1,8 @@
 """``python main.py info FILE [--json]``: describe a recording without loading it whole.
 
-Prints the format, streams, sensor, camera, duration, event count, mean and peak event rate
+Prints the format, every stream (AEDAT 4.0: its packets, elements — events, frames, IMU samples,
+triggers — and time range; streams of unknown types and packets of undeclared streams are listed,
+not fatal), sensor, camera, duration, event count, mean and peak event rate
 (peak over 10 ms bins), ON fraction and how often timestamps step backwards. The file is read
 packet by packet. A damaged recording is described up to the damage, then the error is raised
 (one line on stderr, exit code 2).
@@ -87,18 +89,32 @@ def describe(path: str) -> tuple[dict, EventFileError | None]:
             facts["camera"] = reader.camera_name
             facts["compression"] = reader.compression
             facts["data_table"] = reader.data_table is not None
-            facts["streams"] = [{"id": s.id, "type": s.type_identifier, "name": s.name,
-                                 "size": None if s.sensor_size is None else [s.sensor_size.width, s.sensor_size.height],
-                                 "source": s.source} for s in reader.streams]
+            declared = {s.id: s for s in reader.streams}
+            try:
+                summary = reader.stream_summary()
+            except EventFileError:  # damaged: the streams as declared; iteration below reports the damage
+                summary = [{"id": s.id, "type": s.type_identifier, "name": s.name, "declared": True, "packets": None,
+                            "elements": None, "t_first": None, "t_last": None} for s in reader.streams]
+            facts["streams"] = []
+            for row in summary:
+                s = declared.get(row["id"])
+                facts["streams"].append({**row, "size": None if s is None or s.sensor_size is None else
+                                         [s.sensor_size.width, s.sensor_size.height], "source": s.source if s else ""})
+            facts["skipped_packets"] = sum(row["packets"] or 0 for row in summary if row["id"] != reader.event_stream_id)
         else:
             facts["camera"] = reader.source
             facts["streams"] = [{"id": 1, "type": "polarity", "name": "events", "size": facts["sensor"],
                                  "source": reader.source}]
+        packets = 0
         try:
             for events in reader.iter_packets():
+                packets += 1
                 stats.add(events)
         except EventFileError as err:
             error = err
+        if not isinstance(reader, Aedat4Reader):
+            facts["streams"][0].update({"packets": packets, "elements": stats.count, "t_first": stats.t_min,
+                                        "t_last": stats.t_max})
     duration = 0 if stats.count == 0 else stats.t_max - stats.t_min
     facts.update({
         "events": stats.count,
@@ -124,9 +140,7 @@ def _text(facts: dict) -> str:
         f"format       {facts['format']}" + (f", {facts['compression']}" if "compression" in facts else ""),
         f"camera       {facts['camera'] or '-'}",
         f"sensor       {facts['sensor'][0]}x{facts['sensor'][1]}",
-        "streams      " + "; ".join(
-            f"{s['id']} {s['type']} {s['name']}" + (f" {s['size'][0]}x{s['size'][1]}" if s["size"] else "")
-            for s in facts["streams"]),
+        "streams      " + f"\n{'':13}".join(_stream_line(s) for s in facts["streams"]),
         f"events       {facts['events']:,}",
         f"first t      {facts['first_t_us'] if facts['first_t_us'] is not None else '-'} µs",
         f"duration     {facts['duration_s']:.6f} s",
@@ -144,6 +158,25 @@ def _text(facts: dict) -> str:
     if not facts["complete"]:
         lines.append("incomplete   damaged: figures cover the readable part only")
     return "\n".join(lines)
+
+
+_ELEMENT_NAMES = {"EVTS": "events", "FRME": "frames", "IMUS": "IMU samples", "TRIG": "triggers", "polarity": "events"}
+
+
+def _stream_line(s: dict) -> str:
+    """``id type name [WxH]: packets, elements, time range`` of one stream."""
+    text = f"{s['id']} {s['type']} {s['name'] or '-'}" + (f" {s['size'][0]}x{s['size'][1]}" if s.get("size") else "")
+    if not s.get("declared", True):
+        text += " (not declared in the info node: skipped)"
+    if s.get("packets") is None:
+        return text
+    text += f": {s['packets']:,} packets"
+    if s.get("elements") is None:
+        return text + (" (unknown type: skipped)" if s.get("declared", True) else "")
+    text += f", {s['elements']:,} {_ELEMENT_NAMES.get(s['type'], 'elements')}"
+    if s.get("t_first") is not None:
+        text += f", {s['t_first']} .. {s['t_last']} µs ({(s['t_last'] - s['t_first']) / 1e6:.6f} s)"
+    return text
 
 
 def is_label_file(path: str) -> bool:

@@ -19,7 +19,11 @@ byte offset):
 
 * Header faults (wrong magic, truncated or malformed IOHeader, bad info node, no ``EVTS``
   stream, ``dataTablePosition`` inside the header) raise when the reader is opened.
-* Packet faults (truncated header or payload, size past the end, unknown stream id, corrupt
+* Streams of types the reader does not decode (``FRME``, ``IMUS``, ``TRIG``, and any other
+  ``typeIdentifier``) are skipped; so are packets naming a stream id the info node does not
+  declare (a newer writer's stream, a type we do not know): they are counted
+  (:attr:`Aedat4Reader.undeclared_packets`, :meth:`Aedat4Reader.stream_summary`), never fatal.
+* Packet faults (truncated header or payload, size past the end, corrupt
   LZ4/ZSTD frame, FlatBuffer offsets out of range) raise when iteration *reaches* the damaged
   packet: every whole packet before it has been yielded already, so a recording killed mid-way
   reads up to its last whole packet and then reports where it ends.
@@ -52,6 +56,7 @@ from evstream.io.flatbuf import (
     IO_HEADER_DATA_TABLE_POSITION,
     DataTableEntry,
     FlatBufferError,
+    Table,
     decode_file_data_table,
     encode_file_data_table,
     encode_io_header,
@@ -77,6 +82,8 @@ _HEADER = struct.Struct("<ii")
 _READ_AHEAD_PER_THREAD = 2
 _INLINE_BELOW_EVENTS = 16_384
 _DEFAULT_PACKET_EVENTS = 50_000
+# Packet types whose elements stream_summary() counts (a frame is one element per packet).
+_ELEMENT_TYPES = ("EVTS", "FRME", "IMUS", "TRIG")
 # read() preallocates from the FileDataTable only up to this many event bytes per byte of file
 # (LZ4/ZSTD on real event streams stay well under 10x); a table claiming more is not trusted.
 _PREALLOC_BYTES_PER_FILE_BYTE = 32
@@ -204,6 +211,8 @@ class Aedat4Reader:
             has none (interrupted recording) or it is damaged.
         data_table_error: why a declared table could not be used, else ``None``.
         screen: the :class:`~evstream.io.screen.EventScreen` of impossible events.
+        undeclared_packets: packets naming a stream id the info node does not declare, skipped
+            (from the FileDataTable, else counted by the latest scan of the packet headers).
 
     Raises:
         EventFileError: missing file, wrong magic, damaged header, no event stream.
@@ -286,6 +295,7 @@ class Aedat4Reader:
         """Set ``data_table`` and ``_data_end`` (where packets stop) from ``dataTablePosition``."""
         self.data_table: list[DataTableEntry] | None = None
         self.data_table_error: EventFileError | None = None
+        self.undeclared_packets = 0
         self._truncated_before: int | None = None
         pos = self._data_table_position
         if pos < 0:
@@ -312,20 +322,27 @@ class Aedat4Reader:
                     f"FileDataTable: entry for byte {row.byte_offset} (size {row.size}) lies outside the packets", pos)
                 return
         self.data_table = rows
+        self.undeclared_packets = sum(1 for row in rows if row.stream_id not in self._stream_ids)
 
     # -- packets --------------------------------------------------------------------------------
 
     def _scan(self) -> Iterator[_Packet]:
         """Packet headers in file order, checked; raises at the first damaged one."""
         pos, end = self.data_start, self._data_end
+        undeclared = 0
         while pos < end:
             if pos + 8 > end:
                 raise self._error(f"truncated packet header ({end - pos} of 8 bytes before the end of the packets)", pos)
             stream_id, size = _HEADER.unpack(self._pread(8, pos))
-            if stream_id not in self._stream_ids:
-                raise self._error(f"packet header names stream {stream_id}, not declared in the info node", pos)
             if size < 0 or pos + 8 + size > end:
+                if stream_id not in self._stream_ids:  # neither field makes sense: not a packet header
+                    raise self._error(f"not a packet header (undeclared stream {stream_id}, size {size} past the "
+                                      f"end of the packets at byte {end})", pos)
                 raise self._error(f"packet size {size} runs past the end of the packets at byte {end}", pos + 4)
+            if stream_id not in self._stream_ids:
+                # A stream the info node does not declare (a type this reader does not know): skipped, counted.
+                undeclared += 1
+                self.undeclared_packets = max(self.undeclared_packets, undeclared)
             yield _Packet(pos + 8, size, stream_id)
             pos += 8 + size
         if self._truncated_before is not None:
@@ -565,6 +582,78 @@ class Aedat4Reader:
         for row in rows:
             counts[row.stream_id] += 1
         return dict(counts)
+
+    def stream_summary(self) -> list[dict]:
+        """Every stream of the file with its packets, elements and time range.
+
+        One dict per stream id met (declared in the info node or only in packet headers):
+        ``id``, ``type`` (typeIdentifier, ``"?"`` when undeclared), ``name``, ``declared``,
+        ``packets``, ``elements`` (events, frames, IMU samples, triggers; ``None`` for a type
+        whose elements are not known), ``t_first``/``t_last`` (µs, ``None`` without elements).
+        From the FileDataTable when present; otherwise every packet header is scanned and the
+        packets of other streams are decoded for their counts and times (``EVTS``, ``FRME``,
+        ``IMUS``, ``TRIG``).
+
+        Raises:
+            EventFileError: a damaged packet met while scanning (the table-less path).
+        """
+        self._check_open()
+        declared = {s.id: s for s in self.streams}
+        found: dict[int, dict] = {}
+
+        def entry(stream_id: int) -> dict:
+            if stream_id not in found:
+                s = declared.get(stream_id)
+                found[stream_id] = {"id": stream_id, "type": s.type_identifier if s else "?",
+                                    "name": s.name if s else "", "declared": s is not None, "packets": 0,
+                                    "elements": 0 if s and s.type_identifier in _ELEMENT_TYPES else None,
+                                    "t_first": None, "t_last": None}
+            return found[stream_id]
+
+        def add(e: dict, n: int | None, t0: int | None, t1: int | None) -> None:
+            e["packets"] += 1
+            if e["elements"] is not None and n:
+                e["elements"] += n
+                e["t_first"] = t0 if e["t_first"] is None else min(e["t_first"], t0)
+                e["t_last"] = t1 if e["t_last"] is None else max(e["t_last"], t1)
+
+        for s in self.streams:
+            entry(s.id)
+        if self.data_table is not None:
+            for row in self.data_table:
+                add(entry(row.stream_id), row.num_elements, row.t_start, row.t_end)
+        else:
+            for packet in self._scan():
+                e = entry(packet.stream_id)
+                if e["elements"] is None:
+                    add(e, None, None, None)
+                    continue
+                add(e, *self._packet_elements(packet, e["type"]))
+        return [found[k] for k in sorted(found)]
+
+    def _packet_elements(self, packet: _Packet, kind: str) -> tuple[int, int | None, int | None]:
+        """(elements, first t, last t) of one packet of a known type, decoded."""
+        if kind == "EVTS":
+            events = self._decode(packet)
+            return (len(events), int(events["t"].min()), int(events["t"].max())) if len(events) else (0, None, None)
+        payload = self._pread(packet.size, packet.offset)
+        try:
+            buf = codec.decompress(self._code, payload)
+            table, _ = size_prefixed_root(buf, kind.encode("ascii"))
+            if kind == "FRME":
+                t = table.scalar(0, "<q", 0)
+                return 1, t, t
+            vec = table.vector(0, 4)
+            if vec is None or vec[1] == 0:
+                return 0, None, None
+            start, count = vec
+            # IMU samples and triggers are tables (a vector of offsets), timestamp first: read the ends.
+            times = []
+            for ref in (start, start + 4 * (count - 1)):
+                times.append(Table(buf, ref + struct.unpack_from("<I", buf, ref)[0], ref).scalar(0, "<q", 0))
+        except (codec.CompressionError, FlatBufferError, struct.error) as err:
+            raise self._error(f"{kind} packet: {err}", packet.offset) from err
+        return count, min(times), max(times)
 
     def _check_open(self) -> None:
         if self._fd < 0:

@@ -121,7 +121,6 @@ def test_packet_faults_give_the_prefix_then_the_error(tmp_path, good):
         "truncated packet header": (lambda d: d[:third + 5], third, "truncated packet header"),
         "size larger than the rest": (_put("<i", third + 4, 10**8), third + 4, "past the end"),
         "negative size": (_put("<i", third + 4, -5), third + 4, "packet size -5"),
-        "undeclared stream id": (_put("<i", third, 7), third, "stream 7"),
         "LZ4 magic destroyed": (lambda d: d.__setitem__(slice(third + 8, third + 12), b"\0\0\0\0"), third + 8,
                                 "LZ4 frame"),
     }
@@ -133,6 +132,13 @@ def test_packet_faults_give_the_prefix_then_the_error(tmp_path, good):
         assert message in str(err), (name, str(err))
         assert err.offset == offset, (name, str(err))
         assert np.array_equal(np.concatenate(got), events[:2 * PACKET]), name
+    # A packet naming a stream the info node does not declare is skipped and counted, not fatal (issue 14).
+    path = _mutated(tmp_path, good["lz4"], lambda d: _then(_chop_table(d), _put("<i", third, 7)))
+    got, err = consume(path)
+    assert err is None
+    assert np.array_equal(np.concatenate(got), np.concatenate([events[:2 * PACKET], events[3 * PACKET:]]))
+    with Aedat4Reader(path) as reader:
+        assert [row["packets"] for row in reader.stream_summary() if row["id"] == 7] == [1]
     # With the table, an edited packet header disagrees with its table entry.
     for fmt, value in (("<i", 7), ("<i", 10**8)):
         at = third if value == 7 else third + 4

@@ -40,7 +40,9 @@ def test_info_json_figures(tmp_path, repo_root):
     assert facts["peak_rate_ev_s"] == peak
     assert facts["on_fraction"] == events["p"].mean()
     assert facts["backward_steps"] == 1
-    assert facts["streams"] == [{"id": 0, "type": "EVTS", "name": "events", "size": [64, 48], "source": "cam7"}]
+    assert facts["streams"] == [{"id": 0, "type": "EVTS", "name": "events", "size": [64, 48], "source": "cam7",
+                                 "declared": True, "packets": 9, "elements": len(events),
+                                 "t_first": int(t.min()), "t_last": int(t.max())}]
 
 
 def test_info_text_on_real_sample_and_aedat3(tmp_path, repo_root, shared_data):
