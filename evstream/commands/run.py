@@ -55,8 +55,10 @@ DEFAULT_STEP_US = 50_000
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     src = parser.add_argument_group("source (one of; default: the bundled recording)")
     which = src.add_mutually_exclusive_group()
-    which.add_argument("--camera", metavar="{dvxplorer,davis346,dvs128,SERIAL}", help="live iniVation camera")
-    which.add_argument("--replay", metavar="FILE", help="replay an .aedat4 or AEDAT 3.1 .aedat recording")
+    which.add_argument("--camera", metavar="{dvxplorer,davis346,dvs128,SERIAL,prophesee}",
+                       help="live camera: iniVation (dv-processing) or prophesee[:SERIAL] (OpenEB bindings)")
+    which.add_argument("--replay", metavar="FILE",
+                       help="replay a recording: AEDAT 4.0, 3.1 or 2.0, Prophesee RAW (EVT 2.0/2.1/3.0) or DAT")
     which.add_argument("--network", metavar="HOST:PORT", help="DV network event stream (dv-processing)")
     which.add_argument("--synthetic", action="store_true", help="endless rendered gestures through the DVS emulator")
     which.add_argument("--webcam", type=int, metavar="N", help="OpenCV camera N through the DVS emulator")

@@ -4,6 +4,7 @@ Specs:
 
 - a path to ``.aedat4`` or ``.aedat`` (AEDAT 3.1): file replay (paced or as fast as possible)
 - ``camera:dvxplorer``, ``camera:davis346``, ``camera:dvs128`` or ``camera:<serial>``: live iniVation camera
+- ``camera:prophesee`` or ``camera:prophesee:<serial>``: live Prophesee camera (OpenEB's Python bindings)
 - ``tcp://host:port``: DV's network event stream
 - ``synthetic``: endless rendered gestures through the DVS emulator
 - ``webcam:N``: OpenCV camera N through the DVS emulator
@@ -35,9 +36,9 @@ def open_source(spec: str | os.PathLike, **options) -> EventSource:
     """
     text = os.fspath(spec)
     if text.startswith("camera:"):
-        from evstream.sources.camera import CameraSource
+        from evstream.sources.camera import open_camera
 
-        return CameraSource(text.split(":", 1)[1], **options)
+        return open_camera(text.split(":", 1)[1], **options)
     if text.startswith("tcp://"):
         from evstream.sources.network import NetworkSource
 

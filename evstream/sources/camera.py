@@ -5,6 +5,12 @@ is opened. In 2.0 the capture class is gone: cameras are found with ``dv.io.came
 and opened with ``dv.io.camera.open(descriptor)``; ``open()`` with no camera raises
 ``IndexError`` (``../shared/reference/formats.md`` §7.1), so this module looks the camera up among
 the discovered descriptors itself and turns every failure into one :class:`SourceError` line.
+
+Live Prophesee cameras (``camera:prophesee`` or ``camera:prophesee:<serial>``) go through OpenEB's
+Python bindings (``metavision_core``, ``metavision_hal``; the Metavision SDK ships the same). They
+are not installable with pip: where they are not importable, opening one is one line saying what to
+install (:data:`PROPHESEE_INSTALL_HINT`). Recorded Prophesee files (RAW EVT 2.0 / 2.1 / 3.0, DAT)
+need none of this: ``--replay`` reads them directly.
 """
 
 from __future__ import annotations
@@ -15,10 +21,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from evstream.errors import SourceError
-from evstream.events import EventChunk, SensorSize, as_events
+from evstream.events import EVENT_DTYPE, EventChunk, SensorSize, as_events
 from evstream.sources.base import EventSource
 
-__all__ = ["CameraSource", "CAMERA_FAMILIES"]
+__all__ = ["CameraSource", "PropheseeCameraSource", "CAMERA_FAMILIES", "PROPHESEE_INSTALL_HINT", "open_camera"]
 
 # Spec word -> dv.io.camera.CameraModel names it accepts (any generation of the family).
 CAMERA_FAMILIES: dict[str, tuple[str, ...]] = {
@@ -29,6 +35,24 @@ CAMERA_FAMILIES: dict[str, tuple[str, ...]] = {
 }
 
 _INSTALL_HINT = "install the camera extra: pip install -e '.[camera]'"
+
+PROPHESEE_INSTALL_HINT = (
+    "live Prophesee cameras need OpenEB's Python bindings (metavision_core, metavision_hal), which pip cannot "
+    "install: build OpenEB from https://github.com/prophesee-ai/openeb (or install the Metavision SDK) and put its "
+    "python packages on PYTHONPATH; recorded .raw/.dat files replay without it (--replay FILE)"
+)
+
+
+def open_camera(which: str, **options) -> EventSource:
+    """The live camera ``which`` names: ``prophesee[:<serial>]`` through OpenEB, else an iniVation camera.
+
+    Raises:
+        SourceError: the bindings are missing (one line saying what to install) or no such camera.
+    """
+    key = str(which).strip()
+    if key.lower() == "prophesee" or key.lower().startswith("prophesee:"):
+        return PropheseeCameraSource(key.partition(":")[2], **options)
+    return CameraSource(key, **options)
 
 
 def _import_dv():
@@ -97,6 +121,7 @@ class CameraSource(EventSource):
                 f"camera:{self.which}: cannot open {_model_name(descriptor)} {descriptor.serialNumber}: {_reason(err)}"
             ) from None
         self.name = str(self._camera.getCameraName())
+        self.camera_name = self.name  # written by --record into the info node's source
         width, height = self._camera.getEventResolution()
         self.sensor_size = SensorSize(int(width), int(height))
 
@@ -144,3 +169,55 @@ class CameraSource(EventSource):
     def close(self) -> None:
         """Stop iterating and release the device (dropping the last reference closes it). Idempotent."""
         self._camera = None
+
+
+class PropheseeCameraSource(EventSource):
+    """Events from a live Prophesee camera through OpenEB's ``metavision_core`` EventsIterator.
+
+    Args:
+        serial: camera serial number (``""`` = the first camera found).
+        delta_t_us: sensor time per batch the driver hands over, µs.
+
+    Chunks cover ``[previous t_end, batch end)`` on the camera's µs clock. Not tested against a
+    camera here: no machine this project runs on has OpenEB or a Prophesee sensor.
+
+    Raises:
+        SourceError: the bindings are not importable (:data:`PROPHESEE_INSTALL_HINT`) or the camera
+            cannot be opened.
+    """
+
+    live = True
+
+    def __init__(self, serial: str = "", *, delta_t_us: int = 10_000) -> None:
+        label = f"camera:prophesee{':' + serial if serial else ''}"
+        try:
+            from metavision_core.event_io import EventsIterator
+        except ImportError:
+            raise SourceError(f"{label}: {PROPHESEE_INSTALL_HINT}") from None
+        try:
+            self._iterator = EventsIterator(input_path=serial, delta_t=int(delta_t_us))
+            height, width = self._iterator.get_size()
+        except Exception as err:  # noqa: BLE001 - the HAL reports a missing camera as various types
+            raise SourceError(f"{label}: cannot open the camera: {_reason(err)}") from None
+        self.name = f"Prophesee {serial}".strip()
+        self.camera_name = self.name
+        self.sensor_size = SensorSize(int(width), int(height))
+        self._closed = False
+
+    def __iter__(self) -> Iterator[EventChunk]:
+        t_end: int | None = None
+        for batch in self._iterator:
+            if self._closed:
+                return
+            if batch is None or not len(batch):
+                continue
+            events = np.empty(len(batch), dtype=EVENT_DTYPE)
+            events["t"], events["x"], events["y"], events["p"] = batch["t"], batch["x"], batch["y"], batch["p"]
+            t_start = int(events["t"][0]) if t_end is None else t_end
+            t_end = max(t_start, int(events["t"][-1]) + 1)
+            yield EventChunk(events, t_start, t_end)
+
+    def close(self) -> None:
+        """Stop iterating and let the driver go (idempotent)."""
+        self._closed = True
+        self._iterator = None
