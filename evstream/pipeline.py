@@ -403,6 +403,11 @@ class Pipeline:
                 self._restart_binner(recent)
                 last_t = None
             if chunk is _END:
+                # The tail of a recording (all of it when shorter than a window) as a last, shorter
+                # window. A live source's end is an unplugged camera: what it left is not kept.
+                finish = getattr(self.binner, "finish", None)
+                if callable(finish) and not self.live:
+                    self._emit(finish(), recent, epoch)
                 self._put(self._windows, _END)
                 return
             if isinstance(chunk, _Failure):

@@ -592,3 +592,39 @@ def test_pixels_per_output_and_density_scale():
         keep = (geometry.lut_x[xs] >= 0) & (geometry.lut_y[ys] >= 0) & (rng.random((h, w)) < 0.1)
         count = keep.sum() * density_scale(dvs128, geometry) / (64 * 64)
         assert count == pytest.approx(0.4, rel=0.05)
+
+
+# --- end of stream ------------------------------------------------------------------------------
+
+def test_finish_hands_out_the_tail_as_a_shorter_window_equal_to_one_shot_binning():
+    from tests.helpers import random_events
+
+    sensor = SensorSize(32, 32)
+    ev = random_events(6000, sensor, t0=1_000_000, duration_us=130_000, seed=4)
+    binner = Binner(sensor, (16, 16), 20_000, 4)
+    whole = binner.push(ev)
+    assert len(whole) == 1  # 130 ms: one whole 80 ms window, ~50 ms left over in 3 steps
+    [tail] = binner.finish()
+    t0 = whole[0].t_end
+    k = (int(ev["t"][-1]) - int(ev["t"][0])) // 20_000 + 1 - 4  # steps holding the rest, the last one partly
+    assert k == 3 and tail.t_start == t0 and tail.frames.shape == (k, 2, 16, 16)
+    assert tail.t_end == t0 + k * 20_000 and tail.index == whole[0].index + 1
+    ref = bin_events(ev, t0, 20_000, k, binner.geometry, dtype=np.float32)
+    assert np.array_equal(tail.frames, ref)
+    assert tail.counts.tolist() == [int(ref[i].sum()) for i in range(k)]
+    assert sum(int(w.counts.sum()) for w in (*whole, tail)) == len(ev)  # nothing of the recording is lost
+    assert binner.finish() == [] and binner.t0 is None  # it starts over
+
+
+def test_a_stream_shorter_than_one_window_still_gives_a_window_and_a_boundary_gives_none():
+    from tests.helpers import random_events
+
+    sensor = SensorSize(16, 16)
+    short = random_events(300, sensor, t0=0, duration_us=30_000, seed=2)
+    binner = Binner(sensor, None, 20_000, 8)
+    assert binner.push(short) == []
+    [only] = binner.finish()
+    assert only.frames.shape[0] == 2 and int(only.counts.sum()) == len(short)
+    exact = Binner(sensor, None, 10_000, 2)
+    out = exact.push(EventChunk(short[:0], 0, 40_000))  # time only, up to a window boundary
+    assert len(out) == 2 and exact.finish() == []

@@ -349,6 +349,28 @@ class Binner:
             self._advance(int(now_us), out)
         return out
 
+    def finish(self) -> list[Window]:
+        """End of stream: the windows still held, then the open steps of the next window as one
+        shorter window (``T' < steps`` steps, the last possibly only partly covered in time), so the
+        tail of a recording — or all of a recording shorter than one window — is classified too.
+        A classifier that carries its state takes it exactly as it would have taken the first
+        ``T'`` steps of a whole window. The binner then starts over (as after :meth:`reset`).
+        Count mode: the held windows only (a partly filled count step is not a step).
+        """
+        out, self._held = self._held, []
+        if self.mode != "time" or self._t0 is None or self._tmax < self._t0:
+            return out
+        end = (self._tmax - self._t0) // self.step_us + 1  # steps with events or covered time
+        end = max(end, self._closed)
+        self._close(end, out)  # whole windows first (only with overlapping windows can one be due here)
+        k = min(end - self._win_first, self.steps)
+        if k > 0:
+            whole = self._window(self._win_first)
+            out.append(Window(whole.frames[:k], whole.t_start, whole.t_start + k * self.step_us, self.step_us,
+                              whole.counts[:k].copy(), whole.index))
+        self._restart(None)
+        return out
+
     # time mode -------------------------------------------------------------------------------
 
     def _push_time(self, ev: np.ndarray, out: list[Window]) -> None:

@@ -231,3 +231,50 @@ def test_a_damaged_recording_is_replayed_then_exits_2_with_one_line(repo_root, r
     assert done.returncode == 2, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "broken.aedat4" in lines[0]
+
+
+def test_a_recording_shorter_than_one_window_is_classified(repo_root, tmp_path, port):
+    """0.13 s of events against 16-step windows of 20 ms (0.32 s): the tail becomes one shorter window."""
+    from evstream.io.aedat4 import write_aedat4
+    from tests.helpers import random_events
+
+    path = tmp_path / "short.aedat4"
+    write_aedat4(path, random_events(3000, SensorSize(64, 48), t0=5_000_000, duration_us=130_000, seed=9),
+                 SensorSize(64, 48))
+    done = _main(repo_root, "--replay", str(path), *RUN, "--no-gui", "--window-steps", "16",
+                 "--publish", f"tcp://127.0.0.1:{port}")
+    assert done.returncode == 0, done.stderr
+    assert "windows 1 " in done.stdout.splitlines()[-1] or "windows 1 " in done.stdout
+
+
+def test_the_tail_of_every_recording_reaches_the_classifier(recording, port):
+    from evstream.binning import Binner
+    from evstream.pipeline import Pipeline, PipelineConfig
+    from evstream.publish import Publisher
+    from evstream.sources.file import FileSource
+    from models import create_model
+    from models.streaming import StreamingClassifier
+
+    seen = []
+
+    class Sink:
+        def on_prediction(self, prediction, stats):
+            seen.append((prediction.t_start, prediction.t_end))
+
+        def on_state(self, state, message):
+            pass
+
+        def close(self):
+            pass
+
+    with Publisher(f"tcp://127.0.0.1:{port}") as pub:
+        pipeline = Pipeline(FileSource(recording, speed=None),
+                            StreamingClassifier(create_model("spikformer_tiny"), device="cpu"),
+                            Binner(SensorSize(64, 48), (32, 32), 30_000, 4), pub, config=PipelineConfig(speed=None),
+                            sinks=[Sink()])
+        pipeline.start()
+        assert pipeline.wait() == 0
+    # 2 s recording from t = 1 s: 16 whole windows of 120 ms (1.92 s), then the last 80 ms as a 3-step window
+    assert len(seen) == 17
+    assert all(a[1] == b[0] for a, b in zip(seen, seen[1:], strict=False))
+    assert seen[-1][1] - seen[-1][0] < 120_000 and seen[-1][1] >= 2_990_000
