@@ -171,8 +171,13 @@ class Pipeline:
         control_address: str | list[str] | None = None,
         context: Any = None,
         recorder_factory: Callable[[str, Any], Any] | None = None,
+        model_loader: Callable[[str], tuple[Any, str]] | None = None,
     ) -> None:
         self.source = source
+        # load_model: spec -> (classifier, model label), raising EvstreamError for a checkpoint
+        # that does not fit (the application builds it: the pipeline core knows no torch).
+        self._model_loader = model_loader
+        self._pending_model: tuple[Any, str] | None = None
         self.classifier = classifier
         self.binner = binner
         self._binner_template = copy.deepcopy(binner)
@@ -201,6 +206,7 @@ class Pipeline:
         self.message = ""
         self.error: BaseException | None = None
         self._unexpected = False
+        self.model_swaps = 0  # models swapped in by load_model
         self._paused = False
         self._step_budget = 0
         self._step_resumed = False
@@ -516,6 +522,16 @@ class Pipeline:
     # -- model thread --------------------------------------------------------------------------
 
     def _apply_requests(self) -> None:
+        pending, self._pending_model = self._pending_model, None
+        if pending is not None:  # between windows: the next one is the new model's first
+            classifier, label = pending
+            with self._lock:
+                self.classifier = classifier
+                self.class_names = list(getattr(classifier, "class_names", ()))
+                self.config.model_name = label
+                self.model_swaps += 1
+            if self.publisher is not None:
+                self.publisher.publish_status()  # subscribers learn the new model and class names
         if self._reset_requested:
             self._reset_requested = False
             self.classifier.reset()
@@ -742,6 +758,25 @@ class Pipeline:
 
     def _cmd_status(self, request: dict) -> dict:
         return self.status()
+
+    def _cmd_load_model(self, request: dict) -> dict:
+        """Load a checkpoint in the control thread; the inference thread swaps it in between windows
+        (its LIF state starts at rest, its own decision settings apply). A checkpoint that does not
+        fit is refused and the running model keeps going."""
+        if self._model_loader is None:
+            raise ConfigError("load_model: this pipeline was started without a model loader")
+        spec = request["path"]
+        if not spec or "\0" in spec:
+            raise ConfigError(f"load_model: not a checkpoint path or weights name: {protocol.excerpt(spec)}")
+        try:
+            classifier, label = self._model_loader(spec)
+        except EvstreamError:
+            raise
+        except Exception as err:  # a loader bug or a torch error: refused, never fatal to the run
+            raise ModelError(f"load_model {protocol.excerpt(spec)}: {type(err).__name__}: "
+                             f"{protocol.excerpt(str(err))}") from None
+        self._pending_model = (classifier, label)
+        return {"model": label, "classes": list(getattr(classifier, "class_names", ())), "from": "next window"}
 
     def _cmd_pause(self, request: dict) -> dict:
         self._paused = True

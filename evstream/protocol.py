@@ -99,6 +99,7 @@ CONTROL_COMMANDS: dict[str, dict[str, type]] = {
     "record_start": {"path": str},  # inside the pipeline's recordings folder
     "record_stop": {},
     "status": {},
+    "load_model": {"path": str},  # a checkpoint file or shipped-weights name; swapped in between windows
 }
 # command -> {optional argument: python type}
 CONTROL_OPTIONS: dict[str, dict[str, type]] = {

@@ -260,6 +260,39 @@ def _load_model(spec: str | None):
         trained_on if isinstance(trained_on, str) else None
 
 
+def model_loader(binner, device: str, args: argparse.Namespace | None = None):
+    """``spec -> (StreamingClassifier, label)`` for the control socket's ``load_model``.
+
+    The binner is fixed while the pipeline runs, so a checkpoint must take its input size and
+    step; it brings its own decision settings (``--decision``-style options given on the command
+    line still win) and the density match for this sensor.
+    """
+    import models
+    from evstream.errors import ModelError
+    from models.streaming import StreamingClassifier, decision_options, input_scale_for
+
+    def load(spec: str):
+        loaded = models.load_checkpoint(spec, device="cpu")
+        height, width = (int(v) for v in loaded.model.config.img_size)
+        out = binner.geometry.out_size
+        if (width, height) != (out.width, out.height):
+            raise ModelError(f"load_model {spec}: the model takes {width}x{height} input; this pipeline bins "
+                             f"{out.width}x{out.height}")
+        step_us = int(loaded.preprocessing.get("step_us") or binner.step_us)
+        if step_us != binner.step_us:
+            raise ModelError(f"load_model {spec}: trained with {step_us / 1000:g} ms steps; this pipeline bins "
+                             f"{binner.step_us / 1000:g} ms steps")
+        settings = decision_settings(dict(loaded.decision), args) if args is not None else dict(loaded.decision)
+        model_steps = int(loaded.preprocessing.get("steps") or loaded.model.config.steps)
+        options = decision_options({k: v for k, v in settings.items() if k != "window_steps"}, model_steps=model_steps)
+        classifier = StreamingClassifier(loaded.model, device=device,
+                                         input_scale=input_scale_for(dict(loaded.preprocessing), binner.geometry),
+                                         **options)
+        return classifier, loaded.name
+
+    return load
+
+
 def _device(choice: str) -> str:
     if choice == "cuda":
         import torch
@@ -349,7 +382,7 @@ def run(args: argparse.Namespace) -> int:
         sinks = [] if gui else [ConsoleSink(quiet=args.quiet, class_names=getattr(classifier, "class_names", None))]
         pipeline = Pipeline(source, classifier, binner, publisher, config=config, sinks=sinks,
                             record_path=args.record, record_dir=record_dir, control_address=controls or None,
-                            context=context)
+                            context=context, model_loader=model_loader(binner, device))
     except BaseException:
         if publisher is not None:
             publisher.close()
