@@ -72,7 +72,8 @@ class DashboardWindow(QtWidgets.QMainWindow):
         configure_pyqtgraph()
         super().__init__()
         self.address = address
-        self.setWindowTitle(f"evstream · connecting to {address}")
+        # The title names the recording once status says it; an in-process address means nothing to a user.
+        self.setWindowTitle("evstream · waiting for the stream" if address.startswith("inproc://") else f"evstream · {address}")
         self.resize(1680, 1020)
         palette = dark_palette()
         app = QtWidgets.QApplication.instance()

@@ -224,7 +224,7 @@ def test_crop_rectangle_and_token_patches_on_the_sensor(qtbot, window_factory, f
     attention.select_token(9)  # row 2, col 1: input x 8-15, y 16-23
     expected = "sensor x 32–47, y 32–47" if fit == "crop" else "sensor x 24–47, y 32–55"
     assert f"input x 8–15, y 16–23 = {expected}" in attention.token_label.text()
-    # The title names the recording and the model, not an internal address.
+    # The title names the recording and the model, not an address.
     qtbot.waitUntil(lambda: "take_03.aedat4" in window.windowTitle(), timeout=5000)
     assert window.windowTitle() == "evstream · take_03.aedat4 · test-model"
 
