@@ -96,7 +96,7 @@ class EventsPanel(QtWidgets.QWidget):
         self.crop_rect.setZValue(15)
         self.crop_rect.setVisible(False)
         self.view.addItem(self.crop_rect)
-        self.crop_text = pg.TextItem("", color="#e8e8f0", anchor=(0, 1))
+        self.crop_text = pg.TextItem("", color="#e8e8f0", anchor=(0, 1), fill=(20, 20, 28, 190))
         self.crop_text.setZValue(16)
         self.crop_text.setVisible(False)
         self.view.addItem(self.crop_text)
