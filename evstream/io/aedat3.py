@@ -267,12 +267,17 @@ def write_aedat3(
 _LABEL_HEADER = "class,startTime_usec,endTime_usec"
 
 
-def read_labels(path: str | os.PathLike) -> np.ndarray:
+def read_labels(path: str | os.PathLike, n_classes: int | None = None) -> np.ndarray:
     """Gesture segments of a DVS128 Gesture ``_labels.csv`` file.
+
+    Args:
+        path: the CSV.
+        n_classes: classes 1..n_classes are valid; default the count of ``classes.txt`` beside
+            the file (a user's own dataset, :func:`evstream.labels.read_class_names`), else 11.
 
     Returns:
         ``LABEL_DTYPE`` array ``[n]``: ``label`` 0-based class (CSV class - 1, index into
-        ``DVS_GESTURE_CLASSES``), ``t_start`` and ``t_end`` in µs, in file order.
+        ``DVS_GESTURE_CLASSES`` or the folder's ``classes.txt``), ``t_start`` and ``t_end`` in µs, in file order.
 
     Raises:
         EventFileError: naming the file, byte offset and line of a malformed row, an out-of-range
@@ -283,9 +288,16 @@ def read_labels(path: str | os.PathLike) -> np.ndarray:
         data = path.read_bytes()
     except OSError as err:
         raise EventFileError.from_os_error(path, err, "read", "label file") from None
+    if n_classes is None:
+        from evstream.labels import read_class_names
+
+        try:
+            names = read_class_names(path.parent)
+        except ValueError as err:
+            raise EventFileError(path.parent / "classes.txt", str(err).split(": ", 1)[-1]) from None
+        n_classes = len(DVS_GESTURE_CLASSES) if names is None else len(names)
     rows = []
     offset = 0
-    n_classes = len(DVS_GESTURE_CLASSES)
     for number, raw in enumerate(data.splitlines(keepends=True), start=1):
         line = raw.decode("utf-8", errors="replace").strip()
         where = offset

@@ -678,6 +678,17 @@ class GestureSequence:
                                       rng.uniform(0.8, 1.2), rng.uniform(0, 2 * math.pi), other, reach, arms, wobble))
         self.t_end_us = start + int(duration_us)
 
+    def add_at(self, label: int, t_start_us: int, t_end_us: int) -> None:
+        """Append gesture ``label`` (0-based) performed from ``t_start_us`` to ``t_end_us`` (µs).
+
+        The same as :meth:`add` with the rest before it measured from the timeline's end, so a
+        caller with a schedule (``python main.py collect --synthetic``) places each gesture where
+        its prompt says. Raises ConfigError for a start before the timeline's end or an empty span.
+        """
+        if int(t_start_us) < self.t_end_us:
+            raise ConfigError(f"gesture at {t_start_us} µs starts before the previous one ends ({self.t_end_us} µs)")
+        self.add(label, int(t_end_us) - int(t_start_us), int(t_start_us) - self.t_end_us)
+
     def labels(self) -> np.ndarray:
         """Labelled segments as :data:`LABEL_DTYPE` (0-based class, start, end µs)."""
         out = np.empty(len(self.segments), dtype=LABEL_DTYPE)

@@ -10,7 +10,7 @@ The ground truth travels along: :meth:`SyntheticSource.current_label` and :meth:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -42,9 +42,12 @@ class SyntheticSource(EventSource):
         lighting: a lighting preset name or :class:`Lighting`; ``None`` picks one by seed.
         gestures: stop after this many gestures and a final rest; ``None`` runs forever.
         emulator: the emulator (default :func:`~evstream.sources.gestures.sensor_emulator`, seeded).
+        schedule: instead of random gestures, perform exactly these ``(class, t_start_us,
+            t_end_us)`` (0-based renderable class 0..10, ordered, not overlapping) and end
+            ``rest_s[1]`` s after the last; ``gestures`` is then ignored.
 
     Raises:
-        ConfigError: a non-positive ``chunk_us``/``fps``, or a bad duration range.
+        ConfigError: a non-positive ``chunk_us``/``fps``, a bad duration range or schedule.
     """
 
     name = "synthetic"
@@ -64,6 +67,7 @@ class SyntheticSource(EventSource):
         lighting: str | Lighting | None = None,
         gestures: int | None = None,
         emulator: DvsEmulator | None = None,
+        schedule: Sequence[tuple[int, int, int]] | None = None,
     ) -> None:
         if int(chunk_us) <= 0:
             raise ConfigError(f"chunk_us must be > 0, got {chunk_us}")
@@ -86,6 +90,13 @@ class SyntheticSource(EventSource):
         warm_up()  # compile the kernels before the stream starts: a live source must not stall
         self._sequence = GestureSequence(sensor_size, int(self._rng.integers(0, 2**63)), lighting)
         self._emulator = emulator or sensor_emulator(sensor_size, self._rng, self._sequence.scene.level)
+        if schedule is not None:
+            # Planned up front: _extend then finds every gesture planned and the stream ends after the last.
+            if not len(schedule):
+                raise ConfigError("schedule: at least one gesture")
+            for label, t_start, t_end in schedule:
+                self._sequence.add_at(int(label), int(t_start), int(t_end))
+            self.max_gestures = len(schedule)
         self._order: list[int] = []
         self._emitted_us = 0
         self._closed = False
