@@ -61,7 +61,7 @@ from torch.utils.data import Dataset
 from evstream.binning import Geometry, bin_events, bin_events_by_count
 from evstream.errors import ConfigError, EventFileError, ModelError
 from evstream.events import EVENT_DTYPE, SensorSize
-from evstream.labels import DVS_GESTURE_CLASSES
+from evstream.labels import DVS_GESTURE_CLASSES, read_class_names
 
 __all__ = [
     "GestureClip",
@@ -73,6 +73,7 @@ __all__ = [
     "GestureAugment",
     "MIRRORED_CLASSES",
     "DVS128_SENSOR",
+    "dataset_class_names",
 ]
 
 DVS128_SENSOR = SensorSize(128, 128)
@@ -318,6 +319,7 @@ class IBMGestureDataset(_GestureFrames):
             transform=transform, cache_dir=cache_dir, layout="ibm",
         )
         self.root = _find_ibm_root(Path(root), split)
+        self.class_names = dataset_class_names(self.root)
         self.recordings = _read_trials(self.root / f"trials_to_{split}.txt")
         for recording in self.recordings:
             labels_path = recording.with_name(f"{recording.stem}_labels.csv")
@@ -325,7 +327,7 @@ class IBMGestureDataset(_GestureFrames):
                 raise ModelError(f"{recording}: recording listed in trials_to_{split}.txt is missing")
             if not labels_path.is_file():
                 raise ModelError(f"{labels_path}: labels file of {recording.name} is missing")
-            for row, segment in enumerate(read_labels(labels_path)):
+            for row, segment in enumerate(read_labels(labels_path, len(self.class_names))):
                 self.clips.append(GestureClip(
                     recording, int(segment["label"]), int(segment["t_start"]), int(segment["t_end"]),
                     f"{recording.stem}_{row:02d}",
@@ -351,6 +353,24 @@ class IBMGestureDataset(_GestureFrames):
             return super().prepare()
         finally:
             self._events = None
+
+
+def dataset_class_names(root: str | os.PathLike) -> tuple[str, ...]:
+    """Class names of an IBM-layout folder: its ``classes.txt`` (a user's own recordings, written
+    by ``python main.py collect`` and the dashboard's Teach panel; in ``root`` or
+    ``root/DvsGesture``), else the 11 DVS128 Gesture classes.
+
+    Raises:
+        ModelError: a ``classes.txt`` that lists no class or a name twice (names the file).
+    """
+    for folder in (Path(root), Path(root) / "DvsGesture"):
+        try:
+            names = read_class_names(folder)
+        except ValueError as err:
+            raise ModelError(str(err)) from None
+        if names is not None:
+            return names
+    return DVS_GESTURE_CLASSES
 
 
 def _find_ibm_root(root: Path, split: str) -> Path:
@@ -486,6 +506,7 @@ class StreamSequenceDataset(Dataset):
         tag = f"ibm-stream-v{_STREAM_CACHE_VERSION}-time-{self.step_us}us-{width}x{height}-{self.geometry.mode}"
         self.cache_dir = None if cache_dir is None else Path(cache_dir) / tag
         self.root = _find_ibm_root(Path(root), split)
+        self.class_names = dataset_class_names(self.root)
         self.recordings: list[_Recording] = []
         for path in _read_trials(self.root / f"trials_to_{split}.txt"):
             labels_path = path.with_name(f"{path.stem}_labels.csv")
@@ -493,7 +514,7 @@ class StreamSequenceDataset(Dataset):
                 raise ModelError(f"{path}: recording listed in trials_to_{split}.txt is missing")
             if not labels_path.is_file():
                 raise ModelError(f"{labels_path}: labels file of {path.name} is missing")
-            self.recordings.append(_Recording(path, read_labels(labels_path), path.stem))
+            self.recordings.append(_Recording(path, read_labels(labels_path, len(self.class_names)), path.stem))
         self._frames: dict[int, np.ndarray] = {}
         self.t0: list[int] = []  # µs of step 0 of each recording
         self.targets: list[np.ndarray] = []  # per-step targets of each whole recording

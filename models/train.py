@@ -45,8 +45,11 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from evstream.errors import ConfigError, ModelError
+from evstream.labels import DVS_GESTURE_CLASSES
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.spikformer import Spikformer, create_model
+
+DEFAULT_VARIANT = "spikformer_2_64"  # TrainConfig.model=None without --init
 
 __all__ = [
     "TrainConfig",
@@ -75,11 +78,11 @@ class TrainConfig:
     data: str  # dataset root folder
     out: str  # path of the best checkpoint; PATH_last.pt and PATH_confusion.png beside it
     layout: Literal["ibm", "tonic"] = "ibm"  # IBM DvsGesture folder (also the synthetic set) or tonic's .npy copy
-    model: str = "spikformer_2_64"  # registered variant (models.list_models())
+    model: str | None = "spikformer_2_64"  # registered variant (models.list_models()); None: --init's, else spikformer_2_64
     epochs: int = 40  # total epochs, cooldown included
     batch: int = 16  # samples per optimizer step (per process under DDP)
     steps: int | None = None  # T; default the variant's config.steps
-    step_ms: float | None = 50.0  # fixed time step in ms (streaming preprocessing); None with split_by="number"
+    step_ms: float | None = 50.0  # fixed time step in ms (streaming preprocessing); None with split_by="number" or: init's
     split_by: Literal["time", "number"] = "time"  # "number": T frames of equal event count per clip (paper recipe)
     resume: str | None = None  # a PATH_last.pt to continue from
     init: str | None = None  # start from this checkpoint's weights (fresh optimizer and schedule)
@@ -113,7 +116,8 @@ class TrainConfig:
             raise ConfigError(f"epochs/batch: {self.epochs}/{self.batch} must be positive")
         if self.split_by not in ("time", "number"):
             raise ConfigError(f"split_by: {self.split_by!r} is not 'time' or 'number'")
-        if self.split_by == "time" and (self.step_ms is None or self.step_ms <= 0):
+        if self.split_by == "time" and (self.step_ms is None and self.init is None
+                                        or self.step_ms is not None and self.step_ms <= 0):
             raise ConfigError(f"step_ms: {self.step_ms} must be positive with fixed time steps")
         if self.layout not in ("ibm", "tonic"):
             raise ConfigError(f"layout: {self.layout!r} is not 'ibm' or 'tonic'")
@@ -596,9 +600,15 @@ def describe_training_data(root: str | os.PathLike, layout: str) -> str:
     in the IBM layout is taken for the real DVS128 Gesture release.
     """
     root = Path(root)
-    for marker in (root / "DvsGesture" / "SYNTHETIC.txt", root / "SYNTHETIC.txt"):
-        if marker.is_file():
-            return "synthetic gestures only (evstream synth: rendered people, DVS emulator)"
+    synthetic = any(m.is_file() for m in (root / "DvsGesture" / "SYNTHETIC.txt", root / "SYNTHETIC.txt"))
+    if layout == "ibm" and any((f / "classes.txt").is_file() for f in (root, root / "DvsGesture")):
+        from models.data import dataset_class_names
+
+        names = dataset_class_names(root)
+        who = "a synthetic person (collect --synthetic)" if synthetic else "the user's own camera"
+        return f"{len(names)} user classes recorded from {who} (evstream collect / Teach): {_clip(', '.join(names), 80)}"
+    if synthetic:
+        return "synthetic gestures only (evstream synth: rendered people, DVS emulator)"
     return "DVS128 Gesture (IBM layout)" if layout == "ibm" else "DVS128 Gesture (tonic layout)"
 
 
@@ -659,6 +669,49 @@ def make_stream_dataset(
     )
 
 
+def _data_class_names(config: TrainConfig) -> tuple[str, ...]:
+    """The classes the data names: an IBM-layout folder's ``classes.txt``, else DVS128 Gesture's 11."""
+    from models.data import dataset_class_names
+
+    return dataset_class_names(config.data) if config.layout == "ibm" else DVS_GESTURE_CLASSES
+
+
+def _initial_model(config: TrainConfig, class_names: tuple[str, ...], start: Any, announce: bool) -> Spikformer:
+    """The model training starts from: a fresh variant, or ``--init``'s weights (``start``).
+
+    Fine-tuning (``start`` given) keeps the checkpoint's architecture and input size; when the data
+    names other classes than the checkpoint (``classes.txt`` of a user's own recordings), the
+    backbone is kept and the head is re-initialised with one output per new class (one printed line).
+    """
+    if start is None:
+        overrides: dict[str, Any] = {"class_names": class_names}
+        if config.steps:
+            overrides["steps"] = config.steps
+        return create_model(config.model or DEFAULT_VARIANT, **overrides)
+    base = start.model.config
+    model_config = dataclasses.replace(base, num_classes=len(class_names), steps=config.steps or base.steps)
+    model = Spikformer(model_config, class_names=class_names, name=start.arch)
+    weights = start.model.state_dict()
+    if tuple(start.class_names) == tuple(class_names):
+        model.load_state_dict(weights)
+        if announce:
+            print(f"init: {start.path.name}: every weight loaded ({len(class_names)} classes, the same names)",
+                  flush=True)
+        return model
+    result = model.load_state_dict({k: v for k, v in weights.items() if not k.startswith("head.")}, strict=False)
+    if result.unexpected_keys or any(not k.startswith("head.") for k in result.missing_keys):
+        raise ModelError(f"{start.path}: weights outside the head do not fit {start.arch}")
+    if announce:
+        old, new = ", ".join(start.class_names), ", ".join(class_names)
+        print(f"init: {start.path.name}: backbone kept, head re-initialised: the data's {len(class_names)} classes "
+              f"({_clip(new)}) differ from the checkpoint's {len(start.class_names)} ({_clip(old)})", flush=True)
+    return model
+
+
+def _clip(text: str, limit: int = 120) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def _distributed() -> tuple[bool, int, int]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
@@ -687,10 +740,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     torch.manual_seed(config.seed + rank)
     np.random.seed(config.seed + rank)
 
-    model = create_model(config.model, **({"steps": config.steps} if config.steps else {}))
+    class_names = _data_class_names(config)
+    start = load_checkpoint(config.init, model=config.model) if config.init else None
+    model = _initial_model(config, class_names, start, announce=is_main)
     steps = model.config.steps
     stream = config.recipe == "stream"
-    preprocessing = _preprocessing(model, steps, config.split_by, config.step_ms, config.recipe, config.burn_in)
+    step_ms = config.step_ms
+    if step_ms is None and config.split_by == "time":  # fine-tuning keeps the checkpoint's time step
+        step_ms = (start.preprocessing.get("step_us") or 50_000) / 1000 if start is not None else 50.0
+    preprocessing = _preprocessing(model, steps, config.split_by, step_ms, config.recipe, config.burn_in)
     cache_dir = config.cache_dir or str(Path(config.out).parent / "frames_cache")
     data_kwargs = {
         "steps": steps,
@@ -771,11 +829,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     start_epoch, best = 0, {"top1": -1.0, "score": -1.0}
     select = "score" if stream else "top1"  # the metric that picks the best checkpoint
     train_args = dataclasses.asdict(config)
-    if config.init:
-        start = load_checkpoint(config.init, model=config.model, num_classes=model.num_classes)
-        model.load_state_dict(start.model.state_dict())
+    train_args.update(model=model.name, step_ms=step_ms)
     if config.resume:
-        state = load_checkpoint(config.resume, model=config.model, num_classes=model.num_classes)
+        state = load_checkpoint(config.resume, model=model.name, num_classes=model.num_classes)
         if not state.train_state:
             raise ModelError(f"{state.path}: no optimizer state to resume from (use the *_last.pt checkpoint)")
         model.load_state_dict(state.model.state_dict())

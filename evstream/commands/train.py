@@ -6,6 +6,7 @@ Thin front of :func:`models.train.train`; torch is imported only when the comman
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 __all__ = ["add_arguments", "run", "EXAMPLES"]
 
@@ -38,13 +39,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--data", required=True, help="dataset root (IBM DvsGesture folder, synthetic set, or tonic root)"
     )
     parser.add_argument("--layout", choices=("ibm", "tonic"), default="ibm", help="dataset layout (default ibm)")
-    parser.add_argument("--model", default="spikformer_2_64", help="registered variant (default spikformer_2_64)")
+    parser.add_argument("--model", default=None,
+                        help="registered variant (default: --init's, else spikformer_2_64)")
     parser.add_argument("--epochs", type=int, default=40, help="total epochs, cooldown included (default 40)")
     parser.add_argument("--batch", type=int, default=16, help="batch size per process (default 16)")
     parser.add_argument("--steps", type=int, default=None, help="time steps T per training window (default: the model's)")
     timing = parser.add_mutually_exclusive_group()
     timing.add_argument(
-        "--step-ms", type=float, default=50.0, help="fixed time step in ms, as streaming bins (default 50)"
+        "--step-ms", type=float, default=None,
+        help="fixed time step in ms, as streaming bins (default: --init's, else 50)"
     )
     timing.add_argument(
         "--split-by",
@@ -52,7 +55,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="'number': T frames of equal event count per clip (the paper's preprocessing)",
     )
-    parser.add_argument("--out", required=True, help="best checkpoint path (.pt)")
+    parser.add_argument("--out", default=None,
+                        help="best checkpoint path (.pt; default runs/<data folder name>.pt)")
     parser.add_argument("--resume", default=None, help="continue from a PATH_last.pt checkpoint")
     parser.add_argument("--init", default=None, help="start from a checkpoint's weights (fine-tuning; new optimizer)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
@@ -109,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
     """Train; prints one line per epoch and the best held-out top-1."""
     from models.train import TrainConfig, train
 
+    if args.out is None:
+        args.out = str(Path("runs") / f"{Path(args.data).resolve().name}.pt")
+        print(f"--out not given: writing {args.out}", flush=True)
+    step_ms = args.step_ms if args.step_ms is not None or args.init else 50.0
     config = TrainConfig(
         data=args.data,
         out=args.out,
@@ -117,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         batch=args.batch,
         steps=args.steps,
-        step_ms=None if args.split_by == "number" else args.step_ms,
+        step_ms=None if args.split_by == "number" else step_ms,
         split_by="number" if args.split_by == "number" else "time",
         resume=args.resume,
         init=args.init,
