@@ -25,6 +25,7 @@ COMMANDS: dict[str, str] = {
     "convert": "convert a recording (any readable format) to AEDAT 4.0 or 3.1: trim, crop, downsample",
     "render": "render a recording as an event video (.mp4), optionally with the model's decisions burned in",
     "synth": "write synthetic DVS128-Gesture-style recordings (IBM dataset layout or .aedat4)",
+    "collect": "record and label your own gestures (countdown prompts) into a dataset folder train reads",
     "train": "train a Spikformer on DVS128 Gesture (IBM or tonic layout) or a synthetic set",
     "eval": "evaluate a checkpoint: offline clip accuracy, or online accuracy on a replayed stream",
     "keys": "make a CURVE key pair for an encrypted, authenticated published stream",
@@ -43,6 +44,7 @@ examples:
   python main.py convert recording.raw recording.aedat4 --start 2 --end 5
   python main.py render rec.aedat4 rec.mp4 --decisions
   python main.py synth --out data/synth --samples 8
+  python main.py collect --synthetic --classes a,b,c --reps 5 --seconds 3 --out data/mine
   python main.py train --data data/synth --model spikformer_2_64 --epochs 20
   python main.py eval --stream recordings/gestures_128x128.aedat4
 
