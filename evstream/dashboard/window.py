@@ -35,6 +35,7 @@ from evstream.dashboard.reader import Snapshot, StreamReader
 from evstream.dashboard.spikes_panel import SpikesPanel
 from evstream.dashboard.stats_panel import StatsPanel
 from evstream.dashboard.style import configure_pyqtgraph, dark_palette, flexible_label
+from evstream.dashboard.teach_panel import TeachPanel
 from evstream.dashboard.timeline import Timeline
 from evstream.protocol import Message
 
@@ -105,6 +106,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         _same_x_range(ribbon_box, stream_box)
         self.controls = ControlsPanel()
         self.controls.set_address(self.control.address)
+        self.teach = TeachPanel()
 
         top = QtWidgets.QHBoxLayout()
         self.connection_label = QtWidgets.QLabel()
@@ -122,12 +124,12 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.display_rate.setCurrentIndex(max(0, self.display_rate.findData(int(display_hz))))
         top.addWidget(self.display_rate)
 
-        left = _splitter(QtCore.Qt.Orientation.Vertical, (self.events, 3), (self.controls, 1))
+        left = _splitter(QtCore.Qt.Orientation.Vertical, (self.events, 3), (self.controls, 1), (self.teach, 1))
         middle = _splitter(QtCore.Qt.Orientation.Vertical, (self.prediction, 3), (self.stats, 2))
         right = _splitter(QtCore.Qt.Orientation.Vertical, (self.attention, 3), (self.spikes, 2))
         columns = _splitter(QtCore.Qt.Orientation.Horizontal, (left, 5), (middle, 4), (right, 5))
         columns.setSizes([560, 470, 640])
-        left.setSizes([800, 200])
+        left.setSizes([700, 200, 200])
         middle.setSizes([560, 440])
         right.setSizes([480, 520])
         central = QtWidgets.QWidget()
@@ -139,6 +141,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
 
         self.prediction.reset_requested.connect(lambda: self.send_command("reset", {}))
         self.controls.command.connect(self.send_command)
+        self.teach.command.connect(self.send_command)
         self.display_rate.currentIndexChanged.connect(self._rate_changed)
         self.events.pointer_moved.connect(self.attention.select_at)
         self.attention.overlay_changed.connect(self._overlay_changed)
@@ -221,6 +224,8 @@ class DashboardWindow(QtWidgets.QMainWindow):
         snapshot = self.reader.take()
         self.last_snapshot = snapshot
         fresh = snapshot.fresh
+        for message in fresh.values():  # sensor times and record_dir for labelled segments
+            self.teach.observe(message)
         if "status" in fresh:
             self._guarded(fresh["status"], self._show_status, fresh["status"].data)
             self._guarded(fresh["status"], self.controls.show_status, fresh["status"])
@@ -256,6 +261,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
             unusable = snapshot.bad_messages + sum(self.unusable.values())
             self.stats.draw(snapshot.topics, self.connection_label.text(), self.fps, now, unusable)
         for reply in self.control.replies():
+            self.teach.on_reply(reply)
             text = f"{reply.cmd}: ok" if reply.ok else f"{reply.cmd}: {reply.error}"
             self.controls.show_reply(text, reply.ok)
             if reply.ok and reply.cmd == "seek":

@@ -1,0 +1,130 @@
+"""The Teach panel: keys label segments in sensor time into the user's dataset folder."""
+
+from __future__ import annotations
+
+from PyQt6 import QtCore
+
+from evstream.io.aedat3 import read_labels
+from tests.dashboard.streams import status_data, wait_ticks
+
+LEFT = QtCore.Qt.MouseButton.LeftButton
+NAMES = ["wave", "push", "pull"]
+OFFSET_US = 7_000_000_000  # a camera's clock starts far from 0
+
+
+def _pred(label: int = 0) -> dict:
+    return {"label": label, "probs": [0.2, 0.5, 0.3, 0.0, 0.0], "events": 500, "confidence": 0.5}
+
+
+def _start(qtbot, window_factory, feeder, control_recorder, folder):
+    feeder.t_offset_us = OFFSET_US
+    feeder.set("status", status_data(record_dir=str(folder)))
+    feeder.set("pred", _pred())
+    window = window_factory(feeder.address, control=control_recorder.address)
+    teach = window.teach
+    assert teach.set_classes(NAMES)
+    qtbot.waitUntil(lambda: teach.sensor_time_us is not None and teach.record_dir == str(folder), timeout=5000)
+    qtbot.mouseClick(teach.record_button, LEFT)
+    qtbot.waitUntil(lambda: teach.state == "recording", timeout=5000)
+    request = control_recorder.requests[-1]
+    assert request["cmd"] == "record_start" and request["path"] == f"{teach.stem}.aedat4"
+    window.timer.stop()  # from here the test draws: the times pressed are the ones the window showed
+    return window, teach
+
+
+def _draw_newer(qtbot, window) -> int:
+    """Draw until a newer message arrived; returns the newest sensor time the window drew."""
+    before = window.teach.sensor_time_us
+    qtbot.waitUntil(lambda: (window.tick(), window.teach.sensor_time_us > before)[1], timeout=5000)
+    newest = max(m.t_end for m in window.last_snapshot.fresh.values() if m.topic != "status")
+    assert window.teach.sensor_time_us == newest
+    return newest
+
+
+def test_keys_write_the_labels_csv_with_the_sensor_times_shown(qtbot, window_factory, feeder, control_recorder,
+                                                               tmp_path):
+    window, teach = _start(qtbot, window_factory, feeder, control_recorder, tmp_path)
+    times = []
+    t0 = _draw_newer(qtbot, window)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_2)  # "push" starts
+    assert teach.open == (1, t0)
+    t1 = _draw_newer(qtbot, window)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_Space)  # ends
+    times.append((2, t0, t1))
+    t2 = _draw_newer(qtbot, window)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_1)  # "wave" starts
+    t3 = _draw_newer(qtbot, window)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_1)  # its own key ends it too
+    times.append((1, t2, t3))
+    t4 = _draw_newer(qtbot, window)
+    qtbot.mouseClick(teach.list.viewport(), LEFT, pos=teach.list.visualItemRect(teach.list.item(2)).center())
+    t5 = _draw_newer(qtbot, window)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_Space)
+    times.append((3, t4, t5))
+
+    csv = tmp_path / f"{teach.stem}_labels.csv"
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "class,startTime_usec,endTime_usec"
+    assert lines[1:] == [f"{c},{a},{b}" for c, a, b in times]
+    assert all(a >= OFFSET_US for _, a, _ in times)
+    assert (tmp_path / "classes.txt").read_text().splitlines() == NAMES
+    labels = read_labels(csv)  # the loaders' reader takes it, 1-based classes of classes.txt
+    assert labels["label"].tolist() == [1, 0, 2]
+
+    stem = teach.stem
+    qtbot.mouseClick(teach.record_button, LEFT)
+    qtbot.waitUntil(lambda: (window.tick(), teach.state == "idle")[1], timeout=5000)
+    assert control_recorder.requests[-1]["cmd"] == "record_stop"
+    assert (tmp_path / "trials_to_train.txt").read_text().split() == [f"{stem}.aedat4"]
+    assert "train" in teach.message
+
+
+def test_bad_input_gets_one_message_and_loses_nothing(qtbot, window_factory, feeder, control_recorder, tmp_path):
+    window, teach = _start(qtbot, window_factory, feeder, control_recorder, tmp_path)
+    csv = tmp_path / f"{teach.stem}_labels.csv"
+
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_Space)  # end before any start
+    assert "no segment to end" in teach.message and not csv.exists() and teach.segments == []
+
+    t0 = _draw_newer(qtbot, window)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_1)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_Space)  # no stream time since the start: refused, still open
+    assert "no length" in teach.message and teach.open == (0, t0)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_3)  # overlapping another class: refused
+    assert "still open" in teach.message and teach.open == (0, t0)
+    t1 = _draw_newer(qtbot, window)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_Space)
+    assert csv.read_text().splitlines()[1:] == [f"1,{t0},{t1}"]
+
+    # The labels file cannot be written (a folder in its place): the segment is kept in memory
+    # and written, with the one before, once writing works again.
+    csv.unlink()
+    csv.mkdir()
+    t2 = _draw_newer(qtbot, window)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_2)
+    t3 = _draw_newer(qtbot, window)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_Space)
+    assert "cannot write" in teach.message and "2 segments kept" in teach.message and teach.unsaved
+    assert "\n" not in teach.message
+    csv.rmdir()
+    qtbot.mouseClick(teach.record_button, LEFT)  # stop: the labels are written, the run listed
+    qtbot.waitUntil(lambda: (window.tick(), teach.state == "idle")[1], timeout=5000)
+    assert csv.read_text().splitlines()[1:] == [f"1,{t0},{t1}", f"2,{t2},{t3}"]
+    assert (tmp_path / "trials_to_train.txt").read_text().split() == [csv.name.replace("_labels.csv", ".aedat4")]
+
+
+def test_keys_without_a_recording_and_a_folder_of_other_classes(qtbot, window_factory, feeder, control_recorder,
+                                                                tmp_path):
+    (tmp_path / "classes.txt").write_text("x\ny\n")
+    feeder.set("status", status_data(record_dir=str(tmp_path)))
+    feeder.set("pred", _pred())
+    window = window_factory(feeder.address, control=control_recorder.address)
+    teach = window.teach
+    teach.set_classes(NAMES)
+    qtbot.waitUntil(lambda: teach.record_dir == str(tmp_path), timeout=5000)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_1)
+    assert "start a recording first" in teach.message and teach.open is None
+    qtbot.mouseClick(teach.record_button, LEFT)
+    assert "classes.txt" in teach.message and "differ" in teach.message and teach.state == "idle"
+    wait_ticks(qtbot, window)
+    assert not any(r["cmd"] == "record_start" for r in control_recorder.requests)
