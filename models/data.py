@@ -588,10 +588,16 @@ class StreamSequenceDataset(Dataset):
         return frames
 
     def _bin(self, r: int) -> np.ndarray:
-        from evstream.io import read_events
+        from evstream.io import open_reader
 
         recording = self.recordings[r]
-        events = read_events(recording.path)  # AEDAT 3.1 (the IBM release) or .aedat4
+        with open_reader(recording.path) as reader:  # AEDAT 3.1 (the IBM release) or .aedat4
+            events = reader.read()
+            sensor = reader.sensor_size
+        geometry = self.geometry
+        if sensor is not None and (sensor.width, sensor.height) != (DVS128_SENSOR.width, DVS128_SENSOR.height):
+            # A user's own camera (collect / the Teach panel keep its sensor): mapped as the live Binner maps it.
+            geometry = Geometry(sensor, self.out_size, mode=self.geometry.mode)
         seg = recording.segments
         starts = [int(seg["t_start"].min())] if len(seg) else []
         ends = [int(seg["t_end"].max())] if len(seg) else []
@@ -602,7 +608,7 @@ class StreamSequenceDataset(Dataset):
         t1 = max(ends) if ends else t0 + 1
         n = max(1, -(-(t1 - t0) // self.step_us))
         self._bin_t0 = t0
-        return bin_events(events, t0, self.step_us, n, self.geometry, dtype=np.uint16, clip=_CACHE_MAX)
+        return bin_events(events, t0, self.step_us, n, geometry, dtype=np.uint16, clip=_CACHE_MAX)
 
     def prepare(self) -> int:
         """Bin and cache every recording not cached yet (needs ``cache_dir``); returns how many were binned."""

@@ -187,3 +187,43 @@ def test_collected_folder_loads_trains_with_a_new_head_and_evaluates(collected, 
     assert cli_main(["eval", "--stream", str(collected), "--model", str(out), "--out", str(report)]) == 0
     result = json.loads((report / "online_eval.json").read_text())
     assert result["class_names"] == list(CLASSES)
+
+
+def test_replay_source_keeps_its_sensor_and_the_folder_bins_it(recording, tmp_path):
+    from models.data import StreamSequenceDataset
+
+    out = tmp_path / "replayed"
+    argv = ["collect", "--replay", str(recording), "--classes", "a,b", "--reps", "2", "--seconds", "0.4",
+            "--rest", "0.3", "--out", str(out)]
+    assert cli_main(argv) == 0  # 2 runs of 1.6 s: the 2 s recording is looped
+    folder = out / "DvsGesture"
+    for path in folder.glob("*.aedat4"):
+        with Aedat4Reader(path) as reader:
+            assert (reader.sensor_size.width, reader.sensor_size.height) == (64, 48)
+            assert len(reader.read()) > 0
+    data = StreamSequenceDataset(out, "test", steps=4, step_us=50_000, out_size=(16, 16))
+    frames, targets = data[0]
+    assert frames.shape == (4, 2, 16, 16) and frames.sum() > 0  # the 64x48 sensor mapped, not cut to 128x128
+    assert data.class_names == ("a", "b")
+
+
+def test_more_classes_than_the_renderer_has_reuse_gestures_mod_11(tmp_path, capsys):
+    names = [f"c{k}" for k in range(13)]
+    argv = ["collect", "--synthetic", "--classes", ",".join(names), "--reps", "1", "--seconds", "0.2",
+            "--rest", "0.1", "--out", str(tmp_path)]
+    assert cli_main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "k mod 11" in printed and "c11 = hand clapping" in printed and "c12 = right hand wave" in printed
+    (csv,) = (tmp_path / "DvsGesture").glob("*_labels.csv")
+    assert sorted(read_labels(csv)["label"].tolist()) == list(range(13))  # classes 12 and 13 read with classes.txt
+
+
+def test_synthetic_schedule_performs_the_given_classes_at_the_given_times():
+    from evstream.sources.synthetic import SyntheticSource
+
+    schedule = [(3, 200_000, 500_000), (7, 600_000, 900_000)]
+    source = SyntheticSource(realtime=False, schedule=schedule, rest_s=(0.1, 0.1), seed=2)
+    chunks = list(source)
+    assert [tuple(int(v) for v in row) for row in source.labels()] == schedule
+    assert source.current_label(300_000) == 3 and source.current_label(550_000) == -1
+    assert chunks[-1].t_end == 900_000 + 100_000 + 1
