@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
+import pytest
 from PyQt6 import QtCore
 
 from evstream.io.aedat3 import read_labels
+from evstream.io.aedat4 import Aedat4Reader
 from tests.dashboard.streams import status_data, wait_ticks
+from tests.helpers import free_port
 
 LEFT = QtCore.Qt.MouseButton.LeftButton
 NAMES = ["wave", "push", "pull"]
@@ -128,3 +135,45 @@ def test_keys_without_a_recording_and_a_folder_of_other_classes(qtbot, window_fa
     assert "classes.txt" in teach.message and "differ" in teach.message and teach.state == "idle"
     wait_ticks(qtbot, window)
     assert not any(r["cmd"] == "record_start" for r in control_recorder.requests)
+
+
+@pytest.mark.slow
+def test_teach_through_a_real_pipeline_records_and_labels_inside_the_recording(qtbot, window_factory, repo_root,
+                                                                               tmp_path):
+    recording = repo_root / "recordings" / "gestures_128x128.aedat4"
+    if not recording.exists():
+        pytest.skip(f"bundled recording {recording} missing")
+    port = free_port(pair=True)
+    process = subprocess.Popen(
+        [sys.executable, str(repo_root / "main.py"), "--replay", str(recording), "--no-gui", "--quiet", "--loop",
+         "--publish", f"tcp://127.0.0.1:{port}", "--record-dir", str(tmp_path), "--duration", "90"],
+        cwd=repo_root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        window = window_factory(f"tcp://127.0.0.1:{port}")
+        teach = window.teach
+        qtbot.waitUntil(lambda: teach.record_dir is not None and teach.sensor_time_us is not None, timeout=90_000)
+        assert os.path.realpath(teach.record_dir) == os.path.realpath(tmp_path)
+        qtbot.mouseClick(teach.record_button, LEFT)
+        qtbot.waitUntil(lambda: teach.state == "recording", timeout=10_000)
+        for key in (QtCore.Qt.Key.Key_3, QtCore.Qt.Key.Key_Space):
+            before = teach.sensor_time_us
+            qtbot.waitUntil(lambda b=before: teach.sensor_time_us > b + 300_000, timeout=10_000)
+            qtbot.keyClick(window, key)
+        start = teach.sensor_time_us
+        qtbot.waitUntil(lambda: teach.sensor_time_us > start + 300_000, timeout=10_000)
+        qtbot.mouseClick(teach.record_button, LEFT)
+        qtbot.waitUntil(lambda: teach.state == "idle", timeout=10_000)
+        assert "-> " in teach.message, teach.message
+    finally:
+        process.terminate()
+        process.wait(20)
+    (csv,) = tmp_path.glob("teach_*_labels.csv")
+    labels = read_labels(csv)
+    with Aedat4Reader(tmp_path / csv.name.replace("_labels.csv", ".aedat4")) as reader:
+        t = reader.read()["t"]
+    assert labels["label"].tolist() == [2]
+    # The segment lies inside what the pipeline recorded, in the same sensor clock.
+    assert t.min() <= labels["t_start"][0] < labels["t_end"][0] <= t.max()
+    listed = (tmp_path / "trials_to_train.txt").read_text().split()
+    assert listed == [csv.name.replace("_labels.csv", ".aedat4")]
