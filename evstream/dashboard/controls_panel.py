@@ -83,6 +83,11 @@ def _ask_save_path(parent: QtWidgets.QWidget, start: str) -> str:
     return path
 
 
+def _ask_model_path(parent: QtWidgets.QWidget, start: str) -> str:
+    path, _ = QtWidgets.QFileDialog.getOpenFileName(parent, "Load a checkpoint", start, "Checkpoints (*.pt)")
+    return path
+
+
 class ControlsPanel(QtWidgets.QWidget):
     """Buttons that send control commands."""
 
@@ -142,6 +147,16 @@ class ControlsPanel(QtWidgets.QWidget):
         self.record_status.setStyleSheet("color: #8a8a96;")
         layout.addWidget(self.record_status)
 
+        model = QtWidgets.QHBoxLayout()
+        self.model_label = flexible_label("model: unknown")
+        self.model_label.setToolTip("the model deciding now; Load model swaps another checkpoint in between windows")
+        self.load_model_button = QtWidgets.QPushButton("Load model…")
+        self.load_model_button.setToolTip("choose a checkpoint (.pt, on the pipeline's machine) to swap in between "
+                                          "windows; one that does not fit is refused and the running model keeps going")
+        model.addWidget(self.model_label, 1)
+        model.addWidget(self.load_model_button)
+        layout.addLayout(model)
+
         self.reply_label = QtWidgets.QLabel("")
         self.reply_label.setWordWrap(True)
         layout.addWidget(self.reply_label)
@@ -155,6 +170,7 @@ class ControlsPanel(QtWidgets.QWidget):
         self.record_button.clicked.connect(self._record_clicked)
         self.browse_button.clicked.connect(self.browse)
         self.record_path.textChanged.connect(self._show_record_target)
+        self.load_model_button.clicked.connect(self.load_model)
 
         self.state = "unknown"
         self.live: bool | None = None
@@ -164,7 +180,14 @@ class ControlsPanel(QtWidgets.QWidget):
         self.duration_us: int | None = None
         # (parent, start path) -> chosen path or "" (cancelled); a test replaces it, no modal dialog then
         self.choose_path: Callable[[QtWidgets.QWidget, str], str] = _ask_save_path
+        self.choose_model: Callable[[QtWidgets.QWidget, str], str] = _ask_model_path
         self._show_record_target()
+
+    def load_model(self) -> None:
+        """Choose a checkpoint in a dialog and ask the pipeline to swap it in (``load_model``)."""
+        chosen = self.choose_model(self, "")
+        if chosen:
+            self.command.emit("load_model", {"path": chosen})
 
     def browse(self) -> None:
         """Choose the recording's file in a dialog; a file inside the pipeline's recordings folder is
@@ -222,6 +245,10 @@ class ControlsPanel(QtWidgets.QWidget):
         for widget in (self.speed, self.loop_box, self.seek_slider):
             widget.setEnabled(not self.live)
         self.record_button.setText("Stop recording" if self.recording else "Record")
+        model, classes = data.get("model"), data.get("classes")
+        if isinstance(model, str):
+            n = len(classes) if isinstance(classes, list) else "?"
+            self.model_label.setText(f"model: {model} ({n} classes)")
         duration = data.get("duration_us")
         position = data.get("position_us")
         self.duration_us = int(duration) if isinstance(duration, (int, float)) and duration > 0 else None

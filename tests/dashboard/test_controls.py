@@ -61,8 +61,15 @@ def test_every_control_sends_its_command(qtbot, window_factory, feeder, control_
     qtbot.waitUntil(lambda: controls.record_button.text() == "Stop recording", timeout=5000)
     press(controls.record_button, {"cmd": "record_stop"})
 
+    # Load model: the dialog is replaced (no modal window in a test); cancelling sends nothing.
+    controls.choose_model = lambda parent, start: ""
+    qtbot.mouseClick(controls.load_model_button, LEFT)
+    controls.choose_model = lambda parent, start: "/models/mine.pt"
+    press(controls.load_model_button, {"cmd": "load_model", "path": "/models/mine.pt"})
+
     assert control_recorder.requests == expected
-    qtbot.waitUntil(lambda: controls.reply_label.text() == "record_stop: ok", timeout=5000)
+    qtbot.waitUntil(lambda: controls.reply_label.text() == "load_model: ok", timeout=5000)
+    assert controls.model_label.text().startswith("model: ") and "classes)" in controls.model_label.text()
 
 
 def test_control_address_comes_from_status_else_port_plus_one(qtbot, window_factory, feeder, control_recorder):
