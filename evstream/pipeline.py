@@ -732,6 +732,9 @@ class Pipeline:
             "record_dir": self.record_dir,
             "geometry": geometry_info(getattr(self.binner, "geometry", None)),
             "decision": dict(getattr(self.classifier, "decision_settings", None) or {}),
+            # paced replay: quiet stretches longer than MAX_QUIET_WAIT_S of wall time are skipped
+            "quiet_skips": int(getattr(self.source, "quiet_skips", 0) or 0),
+            "skipped_us": int(getattr(self.source, "skipped_us", 0) or 0),
         }
 
     def handle_control(self, request: dict) -> dict:

@@ -214,6 +214,16 @@ class FileSource(EventSource):
         return (whole + 1) * self._chunk_us
 
     @property
+    def quiet_skips(self) -> int:
+        """Paced replay: quiet stretches cut short after ``MAX_QUIET_WAIT_S`` of waiting (see pacing)."""
+        return self._pacer.quiet_skips
+
+    @property
+    def skipped_us(self) -> int:
+        """Paced replay: sensor µs of quiet stretches skipped in all."""
+        return self._pacer.skipped_us
+
+    @property
     def position_us(self) -> int:
         """Where the replay is, µs from the recording's start: end of the last chunk released or the sought time."""
         with self._lock:
@@ -400,6 +410,7 @@ class FileSource(EventSource):
             return None
 
         current = t_start
+        quiet_from = t_start  # paced: end of the last chunk that held events
         pending: list[np.ndarray] = []  # paced: events of the grid chunk being filled
         self._last_end = self._grid_end = t_start
         try:
@@ -431,6 +442,17 @@ class FileSource(EventSource):
                     self._last_end = current = last + 1
                     packet = following[h:]
                     continue
+                if not pending and len(packet):
+                    # Paced through a quiet stretch: once MAX_QUIET_WAIT_S of wall time (at this
+                    # speed) has been waited out, the rest up to the next event's grid point is one
+                    # chunk, due at once (ReplayPacer.skip; counted for status).
+                    limit = self._pacer.quiet_limit_us()
+                    first = int(packet["t"][0])
+                    if limit is not None and current - quiet_from >= limit and first - current >= step:
+                        target = current + (first - current) // step * step
+                        self._pacer.skip(target - current)
+                        yield empty_events(), current, target
+                        self._last_end = current = target
                 bound = current + step
                 k = int(np.searchsorted(packet["t"], bound, side="left"))
                 if k == len(packet):
@@ -438,7 +460,10 @@ class FileSource(EventSource):
                     packet = fetch()
                     continue
                 pending.append(packet[:k])
-                yield _join(pending), current, bound
+                joined = _join(pending)
+                yield joined, current, bound
+                if len(joined):
+                    quiet_from = bound
                 self._last_end = current = bound
                 pending = []
                 packet = packet[k:]

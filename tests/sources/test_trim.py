@@ -105,3 +105,28 @@ def test_command_line_trim_and_speed_options():
     for bad in ("0.05", "101", "fast"):
         with pytest.raises(ConfigError, match="--speed"):
             _speed(bad)
+
+
+@pytest.mark.parametrize("speed", [1.0, 10.0])
+def test_a_long_quiet_stretch_is_waited_out_only_up_to_the_bound_then_skipped(tmp_path, speed):
+    from evstream.sources.pacing import MAX_QUIET_WAIT_S
+
+    gap_us = 3_600_000_000  # an hour with no events between two bursts
+    first = random_events(2_000, SENSOR, t0=0, duration_us=100_000, seed=1)
+    second = random_events(2_000, SENSOR, t0=100_000 + gap_us, duration_us=100_000, seed=2)
+    path = tmp_path / "gap.aedat4"
+    write_aedat4(path, concatenate([first, second]), SENSOR, packet_events=500)
+    clock = FakeClock(0.0)
+    with FileSource(path, speed=speed, clock=clock, sleep=clock.sleep) as source:
+        released = []
+        for chunk in source:
+            released.append((chunk, clock()))
+        skips, skipped = source.quiet_skips, source.skipped_us
+    got = concatenate([c for c, _ in released])
+    np.testing.assert_array_equal(got, concatenate([first, second]))  # nothing lost
+    assert all(a.t_end == b.t_start for (a, _), (b, _) in zip(released, released[1:], strict=False))
+    t_second = next(w for c, w in released if len(c) and int(c.events["t"][0]) >= second["t"][0])
+    # the first burst and the waited part of the gap at this speed, then the rest is skipped
+    waited = (100_000 / 1e6) / speed + MAX_QUIET_WAIT_S
+    assert waited <= t_second <= waited + 0.05
+    assert skips == 1 and gap_us - MAX_QUIET_WAIT_S * speed * 1e6 - 20_000 <= skipped <= gap_us
