@@ -8,6 +8,7 @@ checkpoints in ``models/weights/`` (``list_weights()``; the application loads ``
 from __future__ import annotations
 
 from models.checkpoint import LoadedModel, list_weights, load_checkpoint, save_checkpoint
+from models.multistream import MultiStreamClassifier
 from models.spikformer import (
     Capture,
     Spikformer,
@@ -31,6 +32,7 @@ __all__ = [
     "save_checkpoint",
     "list_weights",
     "StreamingClassifier",
+    "MultiStreamClassifier",
     "Prediction",
 ]
 
