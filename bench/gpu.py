@@ -32,6 +32,9 @@ Sections (``--sections``, default all):
    one GPU.
 6. peak GPU memory (``torch.cuda.max_memory_allocated``) per section and overall.
 
+The JSON records whether cuDNN may use TF32 for convolutions (PyTorch's default: yes, which is
+what the classifier runs with); ``--no-tf32`` measures strict fp32 instead.
+
 Untrained models get BatchNorm gain 4 / bias 0.3 and a head of std 0.5 so that spikes reach every
 layer and the logits spread (as bench/stream.py); ``--streams-model`` also takes a checkpoint
 (e.g. ``spikformer_synth_stream_64``, the shipped model), whose weights are used as trained.
@@ -469,6 +472,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--streams-steps", type=int, default=4, help="steps per window in the streams section")
     ap.add_argument("--streams-n", type=lambda s: [int(v) for v in s.split(",")], default=None,
                     help="measure exactly these N (e.g. 1,2,4,8) instead of searching for the most")
+    ap.add_argument("--no-tf32", action="store_true",
+                    help="CUDA convolutions in strict fp32 (PyTorch lets cuDNN use TF32 by default)")
     ap.add_argument("--threads", type=int, default=None, help="CPU threads of torch and the numba kernels")
     args = ap.parse_args(argv)
     sections = [s.strip() for s in args.sections.split(",") if s.strip()]
@@ -485,6 +490,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.no_tf32:
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
     cfg = SMALL if args.small else FULL
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -493,6 +501,8 @@ def main(argv: list[str] | None = None) -> int:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine(),
         "torch": torch.__version__,
         "cpu_threads": torch.get_num_threads(),
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,
+        "matmul_allow_tf32": torch.backends.cuda.matmul.allow_tf32,
         "small": args.small,
         "density": args.density,
         "sections": sections,
