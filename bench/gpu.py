@@ -40,8 +40,11 @@ layer and the logits spread (as bench/stream.py); ``--streams-model`` also takes
 (e.g. ``spikformer_synth_stream_64``, the shipped model), whose weights are used as trained.
 Inputs are random event counts (``--density`` of the pixels active per step, 1-3 events each).
 
-Imports: torch, numpy, numba, spikingjelly and the project's packages only (the GPU machine has
-no network; spikingjelly and its import-time dependency loguru travel as wheels).
+Imports: torch, numpy, numba, spikingjelly and the project's packages only. The GPU machine has
+no network and no spikingjelly: bring it and loguru (the one dependency spikingjelly needs at
+import; checked by blocking each of its other requirements) as wheels, fetched where the package
+index is reachable with ``pip download --no-deps spikingjelly==2.0.0 loguru -d wheels/``, then run
+``pip install --no-deps wheels/*.whl && PYTHONPATH=. python bench/gpu.py --out $OUT/gpu.json``.
 """
 
 from __future__ import annotations
