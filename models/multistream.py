@@ -46,16 +46,15 @@ import torch
 from spikingjelly.activation_based import base, functional
 
 from evstream.errors import ConfigError, ModelError
-from evstream.labels import DVS_GESTURE_CLASSES, NO_GESTURE
+from evstream.labels import NO_GESTURE
 from models.streaming import (
     NO_GESTURE_NAME,
     DecisionFilter,
     MeanLogitDecision,
     Prediction,
     ResetPolicy,
-    _pick_device,
+    _prepare_inference,
     make_decision,
-    retain_freed_memory,
 )
 
 __all__ = ["MultiStreamClassifier"]
@@ -115,33 +114,9 @@ class MultiStreamClassifier:
                 "reset_policy: pass a callable that makes one policy per stream (e.g. lambda: InactivityReset(...)), "
                 f"not {type(reset_policy).__name__}"
             )
-        self.device = _pick_device(device)
-        self._numba_threads: int | None = None
-        if threads is not None:
-            if threads < 1:
-                raise ConfigError(f"threads: must be >= 1, got {threads}")
-            if self.device.type == "cpu":
-                torch.set_num_threads(threads)
-                self._numba_threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-        if self.device.type == "cpu":
-            retain_freed_memory()
-        if fuse is None:
-            fuse = self.device.type == "cpu" and not compile
-        if fuse and hasattr(model, "fuse_for_inference"):
-            model = copy.deepcopy(model).to(self.device).eval().fuse_for_inference()
-        self.model = model.to(self.device).eval()
-        functional.reset_net(self.model)
-        input_scale = float(input_scale)
-        if not np.isfinite(input_scale) or input_scale <= 0:
-            raise ConfigError(f"input_scale: must be a positive finite number, got {input_scale}")
-        self.input_scale = input_scale
-        num_classes = int(getattr(model, "num_classes", 0)) or len(DVS_GESTURE_CLASSES)
-        names = class_names if class_names is not None else getattr(model, "class_names", None)
-        names = tuple(names) if names else DVS_GESTURE_CLASSES[:num_classes]
-        if len(names) != num_classes:
-            raise ConfigError(f"class_names: {len(names)} names for a model with {num_classes} classes")
-        self.class_names: tuple[str, ...] = names
-        self.num_classes = num_classes
+        self.device, self._numba_threads, self.model, self.input_scale, self.class_names = _prepare_inference(
+            model, device, threads, fuse, compile, input_scale, class_names)
+        num_classes = self.num_classes = len(self.class_names)
         self.streams = streams
         self.decisions: list[DecisionFilter | MeanLogitDecision] = [
             make_decision(

@@ -671,6 +671,45 @@ def input_scale_for(preprocessing: dict[str, Any], geometry: Any) -> float:
     return density_scale(trained, geometry)
 
 
+def _prepare_inference(model, device, threads, fuse, compile, input_scale, class_names):
+    """What every classifier sets up once: ``(device, numba threads, model, input scale, class names)``.
+
+    The model goes to the device in eval mode (its ``fuse_for_inference()`` copy on CPU unless
+    ``fuse=False`` or ``compile``), its neurons at rest; ``threads`` sets torch's (and the fused
+    kernels') threads on CPU.
+
+    Raises:
+        ConfigError: ``threads < 1``, a non-positive or non-finite ``input_scale``, or class names
+            that do not match the model's classes.
+    """
+    device = _pick_device(device)
+    numba_threads = None
+    if threads is not None:
+        if threads < 1:
+            raise ConfigError(f"threads: must be >= 1, got {threads}")
+        if device.type == "cpu":
+            torch.set_num_threads(threads)
+            numba_threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+    if device.type == "cpu":
+        retain_freed_memory()
+    source = model
+    if fuse is None:
+        fuse = device.type == "cpu" and not compile
+    if fuse and hasattr(model, "fuse_for_inference"):
+        model = copy.deepcopy(model).to(device).eval().fuse_for_inference()
+    model = model.to(device).eval()
+    input_scale = float(input_scale)
+    if not math.isfinite(input_scale) or input_scale <= 0:
+        raise ConfigError(f"input_scale: must be a positive finite number, got {input_scale}")
+    functional.reset_net(model)  # a new stream starts from rest, whatever ran before
+    num_classes = int(getattr(source, "num_classes", 0)) or len(DVS_GESTURE_CLASSES)
+    names = class_names if class_names is not None else getattr(source, "class_names", None)
+    names = tuple(names) if names else DVS_GESTURE_CLASSES[:num_classes]
+    if len(names) != num_classes:
+        raise ConfigError(f"class_names: {len(names)} names for a model with {num_classes} classes")
+    return device, numba_threads, model, input_scale, names
+
+
 class StreamingClassifier:
     """Run a Spikformer window by window with its LIF state carried across windows.
 
@@ -738,33 +777,10 @@ class StreamingClassifier:
     ) -> None:
         if not hasattr(model, "step_logits"):
             raise ModelError(f"model: {type(model).__name__} has no step_logits(x, capture); not a Spikformer")
-        self.device = _pick_device(device)
-        self._numba_threads: int | None = None  # the fused kernels' threads, set per calling thread in step()
-        if threads is not None:
-            if threads < 1:
-                raise ConfigError(f"threads: must be >= 1, got {threads}")
-            if self.device.type == "cpu":
-                torch.set_num_threads(threads)
-                self._numba_threads = min(threads, numba.config.NUMBA_NUM_THREADS)
-        if self.device.type == "cpu":
-            retain_freed_memory()
-        if fuse is None:
-            fuse = self.device.type == "cpu" and not compile
-        if fuse and hasattr(model, "fuse_for_inference"):
-            model = copy.deepcopy(model).to(self.device).eval().fuse_for_inference()
-        self.model = model.to(self.device).eval()
-        input_scale = float(input_scale)
-        if not math.isfinite(input_scale) or input_scale <= 0:
-            raise ConfigError(f"input_scale: must be a positive finite number, got {input_scale}")
-        self.input_scale = input_scale
-        functional.reset_net(self.model)  # a new stream starts from rest, whatever ran before
-        num_classes = int(getattr(model, "num_classes", 0)) or len(DVS_GESTURE_CLASSES)
-        names = class_names if class_names is not None else getattr(model, "class_names", None)
-        names = tuple(names) if names else DVS_GESTURE_CLASSES[:num_classes]
-        if len(names) != num_classes:
-            raise ConfigError(f"class_names: {len(names)} names for a model with {num_classes} classes")
-        self.class_names: tuple[str, ...] = names
-        self.num_classes = num_classes
+        # the fused kernels' threads are set per calling thread in step()
+        self.device, self._numba_threads, self.model, self.input_scale, self.class_names = _prepare_inference(
+            model, device, threads, fuse, compile, input_scale, class_names)
+        num_classes = self.num_classes = len(self.class_names)
         self.decisions: DecisionFilter | MeanLogitDecision = make_decision(
             num_classes,
             decision,
@@ -781,10 +797,10 @@ class StreamingClassifier:
         self._capture_maps = threading.Event()
         # step, reset and the state calls may come from different threads (a control socket).
         self._lock = threading.RLock()
-        self._forward: Callable[..., torch.Tensor] = model.step_logits
+        self._forward: Callable[..., torch.Tensor] = self.model.step_logits
         self._warm = not compile
         if compile:
-            self._forward = torch.compile(model.step_logits, dynamic=False)
+            self._forward = torch.compile(self.model.step_logits, dynamic=False)
         self._windows = 0
         self._last_t_end: int | None = None
         # Label of the last Prediction handed out: a reset that drops a gesture shows as a change.

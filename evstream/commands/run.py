@@ -23,13 +23,13 @@ line); 1 for an unexpected failure (a bug, a device fault in the model).
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import signal
 import sys
 import threading
 from pathlib import Path
 
+from evstream.commands.convert import parse_roi, trim_bounds
 from evstream.commands.eval import add_decision_arguments, decision_settings
 from evstream.errors import ConfigError
 from evstream.sources.filtered import FILTERS
@@ -121,31 +121,15 @@ def _speed(text: str) -> float | None:
     return value
 
 
-def trim_us(start: float | None, end: float | None, option: str = "--") -> dict:
-    """``start_us``/``end_us`` options of a file source from ``--start``/``--end`` seconds.
+def trim_us(start: float | None, end: float | None) -> dict:
+    """``start_us``/``end_us`` options of a file source from ``--start``/``--end`` seconds (only those given).
 
     Raises:
         ConfigError: a negative or non-finite time, or an end not after the start.
     """
-    out = {}
-    for name, value in (("start", start), ("end", end)):
-        if value is None:
-            continue
-        if not math.isfinite(value) or value < 0:
-            raise ConfigError(f"{option}{name}: expected seconds >= 0 from the recording's start, got {value:g}")
-        out[f"{name}_us"] = int(round(value * 1e6))
-    if "end_us" in out and out["end_us"] <= out.get("start_us", 0):
-        raise ConfigError(f"{option}end: {end:g} s is not after {option}start ({start or 0:g} s)")
-    return out
-
-
-def _roi(text: str | None) -> tuple[int, int, int, int] | None:
-    if text is None:
-        return None
-    parts = text.split(",")
-    if len(parts) != 4 or not all(p.strip().isdigit() for p in parts):
-        raise ConfigError(f"--roi: expected X,Y,W,H in pixels, got {text[:40]!r}")
-    return tuple(int(p) for p in parts)  # type: ignore[return-value]
+    start_us, end_us = trim_bounds(start, end)
+    out = {} if start is None else {"start_us": start_us}
+    return out if end_us is None else {**out, "end_us": end_us}
 
 
 def _choose_gui(args: argparse.Namespace) -> tuple[bool, str]:
@@ -317,7 +301,7 @@ def run(args: argparse.Namespace) -> int:
     record_dir = args.record_dir or os.getcwd()
     if not os.path.isdir(record_dir):
         raise ConfigError(f"--record-dir {record_dir}: not a folder")
-    roi = _roi(args.roi)
+    roi = parse_roi(args.roi)
     if args.filter_us is not None and args.filter_us <= 0:
         raise ConfigError(f"--filter-us: must be positive, got {args.filter_us}")
     gui, console_why = _choose_gui(args)
