@@ -33,9 +33,9 @@ s.setsockopt(zmq.SNDHWM, 0)
 s.connect(address)
 time.sleep(0.2)
 for i in range(count):
-    s.send(b"\\x01" + (b"%08d" % i) * (size // 8))
+    s.send(b"\\x01" + ((b"%08d" % i) * 128)[:size])
     if i % 2 == 1:
-        s.send(b"\\x00" + (b"%08d" % i) * (size // 8))
+        s.send(b"\\x00" + ((b"%08d" % i) * 128)[:size])
 print("sent", flush=True)
 sys.stdin.read()
 """

@@ -71,14 +71,36 @@ DEFAULT_CONTROL = "tcp://127.0.0.1:5557"
 _SUBSCRIBE, _UNSUBSCRIBE = 1, 0
 # Largest frame a subscriber may send, bytes; one sending more is disconnected by libzmq before
 # anything is stored. libzmq keeps every distinct prefix a peer sends (even those we never apply)
-# until the peer leaves, so this caps what each bogus subscription costs (~100-200 bytes).
-# Room for the handshake (NULL: ~30 bytes; CURVE: ~300) and a subscription to the longest topic.
-MAX_INBOUND_BYTES = 64
+# in a byte-per-node trie until the peer leaves, so this caps what each bogus subscription costs
+# (about 0.5 KiB for a 31-byte prefix; measured by bench/sub_flood.py). 32 is the smallest cap
+# that leaves room for the NULL handshake's READY command (26-27 bytes for SUB / XSUB; 24 fails)
+# and a subscription to the longest topic; CURVE's INITIATE command needs ~300.
+MAX_INBOUND_BYTES = 32
 MAX_INBOUND_BYTES_CURVE = 512
 # Control requests are small msgpack maps (a path is the longest argument).
 MAX_CONTROL_REQUEST_BYTES = 8192
 # (Un)subscriptions read per lock hold: a flood delays a publish by at most this many reads.
 _DRAIN_BATCH = 64
+# After this many ignored (un)subscriptions, an emptied queue hands freed heap back to the OS:
+# glibc keeps the small blocks of a departed flooder's trie otherwise (+5 MiB per 10,000).
+_TRIM_AFTER_IGNORED = 1000
+
+
+def _trim_heap() -> None:
+    """Return free heap memory to the OS (glibc ``malloc_trim``; a no-op elsewhere)."""
+    global _malloc_trim
+    if _malloc_trim is None:
+        try:
+            import ctypes
+
+            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _malloc_trim = False
+    if _malloc_trim:
+        _malloc_trim(0)
+
+
+_malloc_trim = None
 # Subscriptions applied: each topic, and the empty prefix (everything, as zmq tools send it).
 _KNOWN_PREFIXES = frozenset([b"", *(t.encode("ascii") for t in protocol.TOPICS)])
 
@@ -172,6 +194,7 @@ class Publisher:
         self._seq = dict.fromkeys(protocol.TOPICS, 0)
         self._subscriptions: dict[bytes, int] = {}
         self.ignored_subscriptions = 0  # (un)subscriptions to unknown prefixes, not applied
+        self._ignored_at_trim = 0
         self.sent = dict.fromkeys(protocol.TOPICS, 0)
         self.send_failures = dict.fromkeys(protocol.TOPICS, 0)
         self._status_provider: Callable[[], dict] | None = None
@@ -245,6 +268,9 @@ class Publisher:
                 try:
                     frame = self._socket.recv(zmq.NOBLOCK)
                 except zmq.Again:
+                    if self.ignored_subscriptions - self._ignored_at_trim >= _TRIM_AFTER_IGNORED:
+                        self._ignored_at_trim = self.ignored_subscriptions
+                        _trim_heap()
                     return read
                 if not frame or frame[0] not in (_SUBSCRIBE, _UNSUBSCRIBE) or frame[1:] not in _KNOWN_PREFIXES:
                     self.ignored_subscriptions += 1
