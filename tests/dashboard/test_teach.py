@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PyQt6 import QtCore
 
@@ -135,6 +136,112 @@ def test_keys_without_a_recording_and_a_folder_of_other_classes(qtbot, window_fa
     assert "classes.txt" in teach.message and "differ" in teach.message and teach.state == "idle"
     wait_ticks(qtbot, window)
     assert not any(r["cmd"] == "record_start" for r in control_recorder.requests)
+
+
+def _wait_for_stream(qtbot, window_factory, feeder, control_recorder, folder):
+    feeder.t_offset_us = OFFSET_US
+    feeder.set("status", status_data(record_dir=str(folder)))
+    feeder.set("pred", _pred())
+    window = window_factory(feeder.address, control=control_recorder.address)
+    teach = window.teach
+    assert teach.set_classes(NAMES)
+    qtbot.waitUntil(lambda: teach.sensor_time_us is not None and teach.record_dir == str(folder), timeout=5000)
+    return window, teach
+
+
+def _rows(csv) -> list[str]:
+    lines = csv.read_text().splitlines()
+    assert lines[0] == "class,startTime_usec,endTime_usec"
+    return lines[1:]
+
+
+def test_countdown_labels_the_planned_classes_on_the_stream_clock(qtbot, window_factory, feeder, control_recorder,
+                                                                  tmp_path):
+    feeder.window_us = 50_000  # 2.5 s of stream a second: the runs pass quickly
+    window, teach = _wait_for_stream(qtbot, window_factory, feeder, control_recorder, tmp_path)
+    teach.reps_box.setValue(2)
+    teach.seconds_box.setValue(0.5)
+    teach.rest_box.setValue(1.0)  # the last 1 s of each rest counted down
+    before = teach.sensor_time_us
+    qtbot.mouseClick(teach.countdown_button, LEFT)
+    c = teach.countdown
+    assert c is not None and len(c.runs) == 2
+    qtbot.waitUntil(lambda: "next:" in teach.prompt_label.text(), timeout=10_000)
+    first = NAMES[c.runs[0][0].label]
+    assert teach.prompt_label.text().startswith(f"next: {first} in 1…") and teach.prompt_label.isVisible()
+    qtbot.waitUntil(lambda: teach.countdown is None, timeout=60_000)
+
+    assert len(c.bases) == 2
+    stems = [r["path"].removesuffix(".aedat4") for r in control_recorder.requests if r["cmd"] == "record_start"]
+    assert len(stems) == 2 and [r["cmd"] for r in control_recorder.requests].count("record_stop") == 2
+    for r, stem in enumerate(stems):
+        base, run = c.bases[r], c.runs[r]
+        assert sorted(s.label for s in run) == [0, 1, 2]  # every class once per run
+        rows = _rows(tmp_path / f"{stem}_labels.csv")
+        assert rows == [f"{s.label + 1},{base + s.t_start},{base + s.t_end}" for s in run]
+        starts = [base + s.t_start for s in run]
+        assert [s.t_end - s.t_start for s in run] == [500_000] * 3  # M seconds each
+        assert starts[0] - base == 1_000_000 and list(np.diff(starts)) == [1_500_000] * 2
+        assert (base - OFFSET_US) % feeder.window_us == 0  # a window end the stream showed
+    assert c.bases[0] >= before and c.bases[1] >= c.bases[0] + c.run_us  # run 2 after run 1's end
+    assert (tmp_path / "trials_to_train.txt").read_text().split() == [f"{stems[0]}.aedat4"]
+    assert (tmp_path / "trials_to_test.txt").read_text().split() == [f"{stems[1]}.aedat4"]  # the 2nd is held out
+    assert "countdown done: 2 of 2 runs listed (1 train, 1 test)" in teach.message
+    assert teach.state == "idle" and not teach.prompt_label.isVisible() and teach.reps_box.isEnabled()
+
+
+def _advance_until(qtbot, window, condition) -> None:
+    """Draw and let the countdown look at the stream time until ``condition()`` holds."""
+    qtbot.waitUntil(lambda: (window.tick(), window.teach.advance_countdown(), bool(condition()))[2], timeout=10_000)
+
+
+def test_stop_mid_countdown_keeps_the_completed_segments(qtbot, window_factory, feeder, control_recorder, tmp_path):
+    window, teach = _wait_for_stream(qtbot, window_factory, feeder, control_recorder, tmp_path)
+    window.timer.stop()  # from here the test draws and drives the countdown
+    teach.reps_box.setValue(3)
+    teach.seconds_box.setValue(0.05)
+    teach.rest_box.setValue(0.0)
+    qtbot.mouseClick(teach.countdown_button, LEFT)
+    teach.countdown_timer.stop()
+    c = teach.countdown
+    _advance_until(qtbot, window, lambda: teach.state == "recording" and c.bases)
+    base, (s0, s1, _) = c.bases[0], c.runs[0]
+    _advance_until(qtbot, window, lambda: teach.sensor_time_us >= base + s1.t_start)
+    assert teach.open == (s1.label, base + s1.t_start)  # the 2nd gesture under way
+    csv = tmp_path / f"{teach.stem}_labels.csv"
+    assert _rows(csv) == [f"{s0.label + 1},{base + s0.t_start},{base + s0.t_end}"]
+
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_1)  # keys are refused while the countdown labels
+    assert "countdown labels" in teach.message and teach.open == (s1.label, base + s1.t_start)
+    qtbot.keyClick(window, QtCore.Qt.Key.Key_Space)
+    assert "countdown ends its segments" in teach.message and len(teach.segments) == 1
+
+    stem = teach.stem
+    qtbot.mouseClick(teach.countdown_button, LEFT)  # ■ Stop
+    assert teach.state == "stopping"  # record_stop sent
+    _advance_until(qtbot, window, lambda: teach.countdown is None)
+    assert _rows(csv) == [f"{s0.label + 1},{base + s0.t_start},{base + s0.t_end}"]  # the open one dropped
+    assert (tmp_path / "trials_to_train.txt").read_text().split() == [f"{stem}.aedat4"]
+    assert [r["cmd"] for r in control_recorder.requests].count("record_start") == 1  # no further run
+    assert "countdown stopped: 1 of 3 runs listed" in teach.message and teach.state == "idle"
+    assert teach.countdown_button.text() == "▶ Countdown"
+
+
+def test_countdown_without_a_folder_or_during_a_recording_is_refused(qtbot, window_factory, feeder, control_recorder,
+                                                                    tmp_path):
+    feeder.set("status", status_data())
+    feeder.set("pred", _pred())
+    window = window_factory(feeder.address, control=control_recorder.address)
+    teach = window.teach
+    wait_ticks(qtbot, window)
+    qtbot.mouseClick(teach.countdown_button, LEFT)
+    assert "no recordings folder" in teach.message and teach.countdown is None
+    teach.set_folder(tmp_path)
+    qtbot.mouseClick(teach.record_button, LEFT)  # a key-labelled recording
+    qtbot.waitUntil(lambda: teach.state == "recording", timeout=5000)
+    qtbot.mouseClick(teach.countdown_button, LEFT)
+    assert "Stop it before a countdown" in teach.message and teach.countdown is None
+    assert [r["cmd"] for r in control_recorder.requests] == ["record_start"]
 
 
 @pytest.mark.slow
