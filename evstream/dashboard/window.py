@@ -14,6 +14,11 @@ is in sensor time relative to the recording's start, from the run's
 axis. The window title names the source (the recording's file name) and the model, from
 ``status``. The dark palette is the application's, so pop-ups (drop-down lists, dialogs,
 tooltips) are dark too.
+
+Below the controls, the Teach panel records labelled runs through the pipeline's recorder and the
+Fine-tune panel trains on its folder in a child process, offering the result through
+``load_model``; a ``load_model`` sent from here (either panel, or "Load model…") is remembered,
+so a fine-tune can start from the file the running model came from.
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from evstream.dashboard.attention_panel import AttentionPanel
 from evstream.dashboard.control import ControlWorker, default_control_address, reachable_control_address
 from evstream.dashboard.controls_panel import ControlsPanel
 from evstream.dashboard.events_panel import EventsPanel
+from evstream.dashboard.finetune import FinetunePanel
 from evstream.dashboard.prediction_panel import PredictionPanel
 from evstream.dashboard.reader import Snapshot, StreamReader
 from evstream.dashboard.spikes_panel import SpikesPanel
@@ -107,6 +113,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.controls = ControlsPanel()
         self.controls.set_address(self.control.address)
         self.teach = TeachPanel()
+        self.finetune = FinetunePanel(data_folder=lambda: self.teach.dataset_folder)
 
         top = QtWidgets.QHBoxLayout()
         self.connection_label = QtWidgets.QLabel()
@@ -124,12 +131,13 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.display_rate.setCurrentIndex(max(0, self.display_rate.findData(int(display_hz))))
         top.addWidget(self.display_rate)
 
-        left = _splitter(QtCore.Qt.Orientation.Vertical, (self.events, 3), (self.controls, 1), (self.teach, 1))
+        left = _splitter(QtCore.Qt.Orientation.Vertical, (self.events, 3), (self.controls, 1), (self.teach, 1),
+                         (self.finetune, 1))
         middle = _splitter(QtCore.Qt.Orientation.Vertical, (self.prediction, 3), (self.stats, 2))
         right = _splitter(QtCore.Qt.Orientation.Vertical, (self.attention, 3), (self.spikes, 2))
         columns = _splitter(QtCore.Qt.Orientation.Horizontal, (left, 5), (middle, 4), (right, 5))
         columns.setSizes([560, 470, 640])
-        left.setSizes([700, 200, 200])
+        left.setSizes([560, 180, 240, 120])
         middle.setSizes([560, 440])
         right.setSizes([480, 520])
         central = QtWidgets.QWidget()
@@ -142,6 +150,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.prediction.reset_requested.connect(lambda: self.send_command("reset", {}))
         self.controls.command.connect(self.send_command)
         self.teach.command.connect(self.send_command)
+        self.finetune.command.connect(self.send_command)
         self.display_rate.currentIndexChanged.connect(self._rate_changed)
         self.events.pointer_moved.connect(self.attention.select_at)
         self.attention.overlay_changed.connect(self._overlay_changed)
@@ -199,6 +208,8 @@ class DashboardWindow(QtWidgets.QMainWindow):
 
     def send_command(self, cmd: str, args: dict) -> None:
         """Queue a control command (never blocks the GUI thread)."""
+        if cmd == "load_model" and isinstance(args.get("path"), str):
+            self.finetune.note_loaded(args["path"])  # so a fine-tune can start from the file status names
         self.control.send(cmd, **args)
         self.controls.show_reply(f"{cmd} sent…", True)
 
@@ -262,6 +273,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
             self.stats.draw(snapshot.topics, self.connection_label.text(), self.fps, now, unusable)
         for reply in self.control.replies():
             self.teach.on_reply(reply)
+            self.finetune.on_reply(reply)
             text = f"{reply.cmd}: ok" if reply.ok else f"{reply.cmd}: {reply.error}"
             self.controls.show_reply(text, reply.ok)
             if reply.ok and reply.cmd == "seek":
@@ -287,6 +299,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
 
     def _show_status(self, data: dict) -> None:
         self.status_data = dict(data)
+        self.finetune.observe_status(data)
         classes = data.get("classes")
         if isinstance(classes, list) and classes:
             self.prediction.set_classes(classes)
@@ -330,6 +343,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
             return
         self._closed = True
         self.timer.stop()
+        self.finetune.shutdown()
         self.reader.stop()
         self.control.close()
 
