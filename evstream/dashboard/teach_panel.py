@@ -18,8 +18,10 @@ Bad input gets one line in the panel and changes nothing already labelled: a key
 without a recording, space with no open segment, another class's key while one is open
 (segments never overlap), a segment with no stream time between its start and end, a folder the
 dashboard cannot write (the segments stay in memory and are written with the next one), a
-folder with other classes in its ``classes.txt``. A segment during which the stream's windows
-counted no event is kept with a warning.
+folder with other classes in its ``classes.txt``. Segments still unwritten when a recording
+stops stay in memory and are written (and the run listed) before the next recording starts, or
+that start is refused. A segment during which the stream's windows counted no event is kept with
+a warning.
 
 "▶ Countdown" collects hands-free, as ``python main.py collect`` does and from the same plan
 (:func:`~evstream.commands.collect.plan_protocol`, its prompts): N repetitions, each one recording
@@ -290,6 +292,16 @@ class TeachPanel(QtWidgets.QWidget):
             self.command.emit("record_stop", {})
 
     def _ready_to_record(self) -> bool:
+        if self.unsaved and self.segments and self.stem is not None and self.dataset is not None:
+            # The last run's labels could not be written: write (and list) them before a new run replaces them.
+            if not self._save():
+                return False
+            try:
+                split = self.dataset.add_trial(f"{self.stem}.aedat4")
+            except EvstreamError as err:
+                self._say(f"{err}; the recording and its labels are kept", error=True)
+                return False
+            self._say(f"{self.stem}.aedat4: the {len(self.segments)} kept segments written -> {split}")
         folder = self.folder or self.record_dir
         if folder is None:
             self._say("no recordings folder known yet (waiting for the pipeline's status)", error=True)

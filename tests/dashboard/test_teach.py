@@ -227,6 +227,37 @@ def test_stop_mid_countdown_keeps_the_completed_segments(qtbot, window_factory, 
     assert teach.countdown_button.text() == "▶ Countdown"
 
 
+def test_countdown_into_an_unwritable_labels_file_keeps_the_segments(qtbot, window_factory, feeder, control_recorder,
+                                                                     tmp_path):
+    window, teach = _wait_for_stream(qtbot, window_factory, feeder, control_recorder, tmp_path)
+    window.timer.stop()
+    teach.reps_box.setValue(2)
+    teach.seconds_box.setValue(0.05)
+    teach.rest_box.setValue(0.0)
+    qtbot.mouseClick(teach.countdown_button, LEFT)
+    teach.countdown_timer.stop()
+    c = teach.countdown
+    _advance_until(qtbot, window, lambda: teach.state == "recording" and c.bases)
+    stem, base, run = teach.stem, c.bases[0], c.runs[0]
+    csv = tmp_path / f"{stem}_labels.csv"
+    csv.mkdir()  # the labels file cannot be written
+    _advance_until(qtbot, window, lambda: teach.countdown is None)  # the run ends, its labels unwritable
+    assert "labels could not be written; 3 segments kept here" in teach.message and "\n" not in teach.message
+    assert [r["cmd"] for r in control_recorder.requests].count("record_start") == 1  # no run 2 without run 1's labels
+    assert not (tmp_path / "trials_to_train.txt").exists()
+
+    qtbot.mouseClick(teach.countdown_button, LEFT)  # still unwritable: refused, nothing lost
+    assert "cannot write" in teach.message and teach.countdown is None and len(teach.segments) == 3
+    csv.rmdir()
+    qtbot.mouseClick(teach.countdown_button, LEFT)  # writable again: the kept segments first, then a new countdown
+    teach.countdown_timer.stop()
+    assert _rows(csv) == [f"{s.label + 1},{base + s.t_start},{base + s.t_end}" for s in run]
+    assert (tmp_path / "trials_to_train.txt").read_text().split() == [f"{stem}.aedat4"]
+    assert teach.countdown is not None and teach.stem != stem
+    teach.stop_countdown()
+    _advance_until(qtbot, window, lambda: teach.countdown is None)
+
+
 def test_countdown_without_a_folder_or_during_a_recording_is_refused(qtbot, window_factory, feeder, control_recorder,
                                                                     tmp_path):
     feeder.set("status", status_data())
