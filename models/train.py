@@ -578,16 +578,16 @@ def save_confusion_png(
 def _preprocessing(
     model: Spikformer, steps: int, split_by: str, step_ms: float | None, recipe: str = "clip", burn_in: int = 0
 ) -> dict[str, Any]:
-    step_us = None if split_by == "number" else int(round(step_ms * 1000))
     pre = {
         "sensor": [128, 128],
         "out_size": [model.config.img_size[1], model.config.img_size[0]],
         "steps": steps,  # training T (the loss steps of the stream recipe)
-        "step_us": step_us,
         "mode": "count" if split_by == "number" else "time",
         "channels": ["off", "on"],
         "recipe": recipe,
     }
+    if split_by != "number":  # equal-count frames have no time step (a None here fails the checkpoint's check)
+        pre["step_us"] = int(round(step_ms * 1000))
     if recipe == "stream":
         pre["burn_in"] = burn_in
     return pre
@@ -752,13 +752,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     cache_dir = config.cache_dir or str(Path(config.out).parent / "frames_cache")
     data_kwargs = {
         "steps": steps,
-        "step_us": preprocessing["step_us"],
+        "step_us": preprocessing.get("step_us"),
         "out_size": tuple(preprocessing["out_size"]),
         "cache_dir": cache_dir,
     }
     if is_main:
+        binning = f"{steps} frames of equal event count per clip" if "step_us" not in preprocessing else \
+            f"{preprocessing['step_us'] / 1000:g} ms steps"
         print(f"data: {config.data} ({config.layout} layout): {describe_training_data(config.data, config.layout)}; "
-              f"binning at {preprocessing['step_us'] / 1000:g} ms steps, {preprocessing['out_size'][0]}x"
+              f"binning into {binning}, {preprocessing['out_size'][0]}x"
               f"{preprocessing['out_size'][1]}, cached in {cache_dir} (the first run bins every recording)", flush=True)
     if stream:
         stream_kwargs = {**data_kwargs, "burn_in": config.burn_in, "samples_per_epoch": config.samples_per_epoch}
