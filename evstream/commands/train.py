@@ -1,17 +1,28 @@
 """``python main.py train``: train a Spikformer on DVS128 Gesture or a synthetic gesture set.
 
 Thin front of :func:`models.train.train`; torch is imported only when the command runs.
+``--dataset dvsgesture`` first finds, verifies, unpacks (and with ``--download`` fetches) DVS128
+Gesture in ``--data`` (:mod:`models.dvsgesture`), selects the paper's recipe for
+``spikformer_2_256`` as the defaults of every flag left unset, and writes a model card beside the
+checkpoint at the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shlex
+import time
 from pathlib import Path
+from typing import Any
 
-__all__ = ["add_arguments", "run", "EXAMPLES"]
+__all__ = ["add_arguments", "run", "build_config", "GENERIC_DEFAULTS", "EXAMPLES"]
 
 EXAMPLES = """\
 examples:
+  python main.py train --dataset dvsgesture --data data/gesture --download   # the paper's recipe, one command
+  python main.py train --dataset dvsgesture --data data/gesture --download --prepare-only   # fetch + unpack only
+  python main.py train --dataset dvsgesture --data data/gesture --recipe stream   # needs IBM's DvsGesture.tar.gz
   python main.py synth --out data/synth --samples 8
   python main.py train --data data/synth --model spikformer_2_64 --epochs 20 --step-ms 50 --out runs/synth.pt
   python main.py train --data data/synth --out runs/synth.pt --resume runs/synth_last.pt --epochs 30
@@ -20,10 +31,18 @@ examples:
       --out runs/gesture_2_256.pt
   python main.py train --data data/synth --model spikformer_2_64 --recipe stream --step-ms 50 --steps 16 \\
       --burn-in 8 --epochs 30 --out runs/synth_stream.pt
-  torchrun --nproc-per-node 4 main.py train --data DvsGesture --model spikformer_2_256 --split-by number ...
+  torchrun --nproc-per-node 4 main.py train --dataset dvsgesture --data data/gesture --workers 4
 
 writes: --out PATH (best held-out top-1; stream recipe: best score), PATH_last.pt (for --resume),
-PATH_confusion.png (stream recipe: over gesture steps)
+PATH_confusion.png (stream recipe: over gesture steps); with --dataset also PATH.md, the model card
+
+--dataset dvsgesture looks in --data DIR for IBM's release (DvsGesture.tar.gz, from
+https://research.ibm.com/dvsgesture/ by hand: the paper's 1176/288 split, and the one --recipe stream
+needs) or tonic's copy (ibmGestureTrain.tar.gz + ibmGestureTest.tar.gz, fetched from figshare by
+--download into DIR/DVSGesture/), checks each archive's md5, unpacks it once, and trains with the
+paper's recipe for spikformer_2_256: T = 16 frames of equal event count, batch 16, AdamW lr 1e-3,
+weight decay 0.06, 10 warm-up epochs, 192 + 10 cooldown epochs, mixup 0.5 off from epoch 75, label
+smoothing 0.1, AMP on CUDA. Any flag given overrides its part of the recipe.
 
 --recipe stream trains for the live stream: sequences of --burn-in + --steps consecutive steps cut at
 random offsets from whole recordings (IBM layout only), per-step targets (-1 = rest), the first
@@ -32,18 +51,61 @@ ICLR 2022), rest steps pulled towards the uniform distribution; mixup is off. Th
 highest score = mean of the gesture-step top-1 and the fraction of rest steps left undecided.
 """
 
+# TrainConfig field -> the default of a flag left unset without --dataset (with it, the recipe's
+# value of models.dvsgesture.recipe_defaults comes first). Unset flags parse as None.
+GENERIC_DEFAULTS: dict[str, Any] = {
+    "layout": "ibm",
+    "epochs": 40,
+    "batch": 16,
+    "steps": None,  # the model's
+    "lr": 1e-3,
+    "weight_decay": 0.06,
+    "warmup_epochs": 2.0,
+    "min_lr": 1e-5,
+    "cooldown_epochs": 0,
+    "mixup_alpha": 0.5,
+    "mixup_prob": 0.5,
+    "mixup_off_epoch": None,  # 75/202 of the epochs
+    "smoothing": 0.1,
+    "seed": 2021,
+}
+_FLAG_OF = {"mixup_alpha": "mixup"}  # TrainConfig field -> argparse dest, where they differ
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Register the training options on ``parser``."""
     parser.add_argument(
-        "--data", required=True, help="dataset root (IBM DvsGesture folder, synthetic set, or tonic root)"
+        "--data", required=True,
+        help="dataset root (IBM DvsGesture folder, synthetic set, or tonic root; with --dataset: the folder holding "
+        "or receiving the archives)",
     )
-    parser.add_argument("--layout", choices=("ibm", "tonic"), default="ibm", help="dataset layout (default ibm)")
+    dataset = parser.add_argument_group("DVS128 Gesture in one command (--dataset dvsgesture)")
+    dataset.add_argument(
+        "--dataset", choices=("dvsgesture",), default=None,
+        help="find, verify (md5) and unpack DVS128 Gesture in --data, then train with the paper's recipe for "
+        "spikformer_2_256 (every flag given still overrides it)",
+    )
+    dataset.add_argument(
+        "--download", action="store_true",
+        help="with --dataset: fetch tonic's copy (ibmGestureTrain/Test.tar.gz, figshare) when --data holds no release",
+    )
+    dataset.add_argument(
+        "--mirror", default=None,
+        help="with --download: a URL (http, https, file) or folder holding the archives under their own names, "
+        "used instead of figshare",
+    )
+    dataset.add_argument(
+        "--prepare-only", action="store_true", help="with --dataset: verify, download and unpack, then exit"
+    )
+    parser.add_argument("--layout", choices=("ibm", "tonic"), default=None,
+                        help="dataset layout (default ibm; with --dataset: the release found)")
     parser.add_argument("--model", default=None,
-                        help="registered variant (default: --init's, else spikformer_2_64)")
-    parser.add_argument("--epochs", type=int, default=40, help="total epochs, cooldown included (default 40)")
-    parser.add_argument("--batch", type=int, default=16, help="batch size per process (default 16)")
-    parser.add_argument("--steps", type=int, default=None, help="time steps T per training window (default: the model's)")
+                        help="registered variant (default: --init's, else spikformer_2_64; --dataset: spikformer_2_256)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="total epochs, cooldown included (default 40; --dataset: 202)")
+    parser.add_argument("--batch", type=int, default=None, help="batch size per process (default 16)")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="time steps T per training window (default: the model's; --dataset: 16)")
     timing = parser.add_mutually_exclusive_group()
     timing.add_argument(
         "--step-ms", type=float, default=None,
@@ -53,28 +115,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--split-by",
         choices=("number",),
         default=None,
-        help="'number': T frames of equal event count per clip (the paper's preprocessing)",
+        help="'number': T frames of equal event count per clip (the paper's preprocessing; --dataset's default "
+        "for --recipe clip)",
     )
     parser.add_argument("--out", default=None,
-                        help="best checkpoint path (.pt; default runs/<data folder name>.pt)")
+                        help="best checkpoint path (.pt; default runs/<data folder name>.pt; --dataset: "
+                        "runs/dvsgesture_<model>[_stream].pt)")
     parser.add_argument("--resume", default=None, help="continue from a PATH_last.pt checkpoint")
     parser.add_argument("--init", default=None, help="start from a checkpoint's weights (fine-tuning; new optimizer)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak AdamW learning rate (default 1e-3)")
-    parser.add_argument("--weight-decay", type=float, default=0.06, help="AdamW weight decay (default 0.06)")
-    parser.add_argument("--warmup-epochs", type=float, default=2.0, help="linear warm-up epochs (default 2)")
-    parser.add_argument("--cooldown-epochs", type=int, default=0, help="final epochs at --min-lr (default 0)")
-    parser.add_argument("--min-lr", type=float, default=1e-5, help="cosine floor (default 1e-5)")
-    parser.add_argument("--mixup", type=float, default=0.5, help="mixup alpha; 0 disables (default 0.5)")
-    parser.add_argument("--mixup-prob", type=float, default=0.5, help="probability a batch is mixed (default 0.5)")
+    parser.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (default 1e-3)")
+    parser.add_argument("--weight-decay", type=float, default=None, help="AdamW weight decay (default 0.06)")
+    parser.add_argument("--warmup-epochs", type=float, default=None,
+                        help="linear warm-up epochs (default 2; --dataset: 10)")
+    parser.add_argument("--cooldown-epochs", type=int, default=None,
+                        help="final epochs at --min-lr (default 0; --dataset: 10)")
+    parser.add_argument("--min-lr", type=float, default=None, help="cosine floor (default 1e-5)")
+    parser.add_argument("--mixup", type=float, default=None, help="mixup alpha; 0 disables (default 0.5)")
+    parser.add_argument("--mixup-prob", type=float, default=None, help="probability a batch is mixed (default 0.5)")
     parser.add_argument(
-        "--mixup-off-epoch", type=int, default=None, help="first epoch without mixup (default 75/202 of --epochs)"
+        "--mixup-off-epoch", type=int, default=None,
+        help="first epoch without mixup (default 75/202 of --epochs; --dataset: 75)",
     )
-    parser.add_argument("--smoothing", type=float, default=0.1, help="label smoothing (default 0.1)")
+    parser.add_argument("--smoothing", type=float, default=None, help="label smoothing (default 0.1)")
     parser.add_argument("--no-augment", action="store_true", help="no geometric augmentation of training clips")
     parser.add_argument("--no-amp", action="store_true", help="full precision on CUDA")
-    parser.add_argument("--seed", type=int, default=2021, help="random seed (default 2021)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default 2021)")
     parser.add_argument("--cache-dir", default=None, help="folder for cached binned frames")
     parser.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (default 1)")
     parser.add_argument(
@@ -109,40 +176,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def run(args: argparse.Namespace) -> int:
-    """Train; prints one line per epoch and the best held-out top-1."""
-    from models.train import TrainConfig, train
+def build_config(args: argparse.Namespace, location: Any = None) -> Any:
+    """The :class:`models.train.TrainConfig` of parsed flags; ``location`` (a prepared
+    :class:`models.dvsgesture.DatasetLocation`) selects the paper's recipe as the defaults.
 
-    if args.out is None:
-        args.out = str(Path("runs") / f"{Path(args.data).resolve().name}.pt")
-        print(f"--out not given: writing {args.out}", flush=True)
-    step_ms = args.step_ms if args.step_ms is not None or args.init else 50.0
-    config = TrainConfig(
-        data=args.data,
+    A flag given always wins; an unset one takes the recipe's value under ``--dataset``, else
+    :data:`GENERIC_DEFAULTS`.
+    """
+    from evstream.errors import ConfigError
+    from models.train import TrainConfig
+
+    preset: dict[str, Any] = {}
+    data, layout = args.data, args.layout
+    if location is not None:
+        from models.dvsgesture import recipe_defaults
+
+        preset = recipe_defaults(args.recipe)
+        if layout is not None and layout != location.layout:
+            raise ConfigError(f"--layout: {layout!r}, but {args.data} holds the {location.layout} layout "
+                              f"({location.release})")
+        data, layout = str(location.data), location.layout
+    values: dict[str, Any] = {}
+    for field, generic in GENERIC_DEFAULTS.items():
+        given = getattr(args, _FLAG_OF.get(field, field))
+        values[field] = given if given is not None else preset.get(field, generic)
+    values["layout"] = layout or GENERIC_DEFAULTS["layout"]
+    model = args.model if args.model is not None else (None if args.init else preset.get("model"))
+    if args.split_by == "number" or (args.split_by is None and args.step_ms is None
+                                     and preset.get("split_by") == "number"):
+        split_by, step_ms = "number", None
+    else:
+        split_by, step_ms = "time", args.step_ms if args.step_ms is not None or args.init else 50.0
+    return TrainConfig(
+        data=data,
         out=args.out,
-        layout=args.layout,
-        model=args.model,
-        epochs=args.epochs,
-        batch=args.batch,
-        steps=args.steps,
-        step_ms=None if args.split_by == "number" else step_ms,
-        split_by="number" if args.split_by == "number" else "time",
+        model=model,
+        step_ms=step_ms,
+        split_by=split_by,
         resume=args.resume,
         init=args.init,
         workers=args.workers,
         device=args.device,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        warmup_epochs=args.warmup_epochs,
-        min_lr=args.min_lr,
-        cooldown_epochs=args.cooldown_epochs,
-        mixup_alpha=args.mixup,
-        mixup_prob=args.mixup_prob,
-        mixup_off_epoch=args.mixup_off_epoch,
-        smoothing=args.smoothing,
         augment=not args.no_augment,
         amp=not args.no_amp,
-        seed=args.seed,
         cache_dir=args.cache_dir,
         eval_every=args.eval_every,
         recipe=args.recipe,
@@ -152,8 +228,85 @@ def run(args: argparse.Namespace) -> int:
         rest_weight=args.rest_weight,
         samples_per_epoch=args.samples_per_epoch,
         rest_threshold=args.rest_threshold,
+        **values,
     )
+
+
+def _command_line(args: argparse.Namespace, config: Any) -> str:
+    """The shortest command that repeats this run: --dataset, --data, and each setting off the recipe's."""
+    import dataclasses
+
+    from models.dvsgesture import recipe_defaults
+    from models.train import TrainConfig
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flag_of = {a.dest: a.option_strings[-1] for a in parser._actions if a.option_strings}
+    reference = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    reference.update(GENERIC_DEFAULTS, **recipe_defaults(config.recipe), step_ms=50.0)
+    words = ["python", "main.py", "train", "--dataset", args.dataset, "--data", args.data]
+    if config.recipe != "clip":
+        words += ["--recipe", config.recipe]
+    if config.split_by == "time" and reference.get("split_by") == "number":
+        words += ["--step-ms", f"{config.step_ms:g}"]
+    skip = {"data", "out", "layout", "recipe", "split_by", "device", "workers", "cache_dir", "augment", "amp"}
+    for field in dataclasses.fields(TrainConfig):
+        value = getattr(config, field.name)
+        flag = flag_of.get(_FLAG_OF.get(field.name, field.name))
+        if field.name in skip or flag is None or value is None or value == reference.get(field.name):
+            continue
+        if field.name == "step_ms" and "--step-ms" in words:
+            continue
+        words += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    for flag, on in (("--no-augment", not config.augment), ("--no-amp", not config.amp)):
+        if on:
+            words.append(flag)
+    words += ["--out", config.out]
+    return shlex.join(words)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Train; prints one line per epoch and the best held-out top-1 (with --dataset, first the data's state)."""
+    from evstream.errors import ConfigError
+
+    location = None
+    if args.dataset is None:
+        for flag, given in (("--download", args.download), ("--mirror", args.mirror),
+                            ("--prepare-only", args.prepare_only)):
+            if given:
+                raise ConfigError(f"{flag}: only with --dataset dvsgesture")
+    else:
+        from models.dvsgesture import prepare_dvsgesture
+
+        distributed = int(os.environ.get("WORLD_SIZE", "1")) > 1
+        location = prepare_dvsgesture(
+            args.data, download=args.download, mirror=args.mirror, recipe=args.recipe, unpack=not distributed
+        )
+        print(f"dataset: {location.release}: {location.data} ({location.layout} layout)", flush=True)
+        if args.prepare_only:
+            return 0
+    if args.out is None:
+        if location is not None:
+            model = args.model or ("spikformer_2_256" if not args.init else Path(args.init).stem)
+            args.out = str(Path("runs") / f"dvsgesture_{model}{'_stream' if args.recipe == 'stream' else ''}.pt")
+        else:
+            args.out = str(Path("runs") / f"{Path(args.data).resolve().name}.pt")
+        print(f"--out not given: writing {args.out}", flush=True)
+    config = build_config(args, location)
+
+    from models.train import train
+
+    started = time.perf_counter()
     best = train(config)
+    wall_s = time.perf_counter() - started
+    if location is not None and "confusion_png" in best:
+        from models.dvsgesture import write_model_card
+
+        card = write_model_card(
+            Path(config.out).with_suffix(".md"), checkpoint=config.out, best=best, config=config,
+            location=location, command=_command_line(args, config), wall_s=wall_s,
+        )
+        print(f"model card: {card}", flush=True)
     if "epoch" in best:
         what = "top-1" if best.get("recipe", "clip") == "clip" else f"score {best['score']:.4f}, gesture-step top-1"
         print(
