@@ -354,6 +354,9 @@ def download_archive(
     return dest
 
 
+_HAS_FILTER = hasattr(tarfile, "data_filter")  # extraction filters: Python 3.11.4+ (PEP 706)
+
+
 class _CountingReader:
     """A read-only file wrapper that reports how many bytes were read (progress of an unpack)."""
 
@@ -398,7 +401,13 @@ def unpack_archive(path: str | os.PathLike, dest: str | os.PathLike, archive: Ar
                     skipped += 1
                     continue
                 member.name = "/".join(parts)
-                tar.extract(member, dest, filter="data")
+                if _HAS_FILTER:
+                    tar.extract(member, dest, filter="data")
+                elif ".." not in parts and (member.isfile() or member.isdir()):  # Python < 3.11.4: no filters
+                    tar.extract(member, dest)
+                else:
+                    skipped += 1
+                    continue
                 written += member.isfile()
     except (tarfile.TarError, EOFError, zlib.error, OSError) as err:
         raise DatasetError(f"{path}: cannot unpack: {err}") from None

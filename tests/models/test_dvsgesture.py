@@ -219,6 +219,17 @@ def test_truncated_and_damaged_archives_are_refused_in_one_line_naming_the_file(
         in err
 
 
+def test_unpacking_writes_only_the_release_folder_and_refuses_a_member_that_climbs_out(tmp_path, capsys):
+    archive = _tar_gz(tmp_path / "x.tar.gz", {"DvsGesture/a.txt": b"a", "other/b.txt": b"b"})
+    target = dvsgesture.unpack_archive(archive, tmp_path / "out", IBM_ARCHIVE, "0" * 32)
+    assert (target / "a.txt").read_bytes() == b"a" and not (tmp_path / "out" / "other").exists()
+    assert "2 other members skipped" in capsys.readouterr().out  # other/ and other/b.txt
+    hostile = _tar_gz(tmp_path / "h.tar.gz", {"DvsGesture/../../evil.txt": b"x"})
+    with pytest.raises(DatasetError, match=r"h\.tar\.gz: cannot unpack"):
+        dvsgesture.unpack_archive(hostile, tmp_path / "out2" / "deep", IBM_ARCHIVE, "0" * 32)
+    assert not (tmp_path / "out2" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+
+
 def test_an_empty_folder_without_download_says_what_to_put_there(tmp_path, capsys):
     code = cli_main(["train", "--dataset", "dvsgesture", "--data", str(tmp_path), *TINY])
     err = one_line_error(capsys)
