@@ -69,7 +69,7 @@ class MultiStreamClassifier:
         streams: N, the number of streams (>= 1); stream ``i`` is batch row ``i``.
         device: ``"auto"`` (CUDA when present, else CPU), or a torch device.
         threads: CPU threads for torch and the fused numba kernels; None leaves the defaults.
-        smoothing_ms, threshold, hysteresis, decision, mean_steps: each stream's decision rule,
+        smoothing_ms, threshold, hysteresis, decision, mean_steps, class_thresholds: each stream's decision rule,
             as for :class:`~models.streaming.StreamingClassifier`.
         reset_policy: a callable returning a fresh :class:`~models.streaming.ResetPolicy`
             (e.g. ``lambda: InactivityReset(1000, 500)``), called once per stream; None = resets
@@ -99,6 +99,7 @@ class MultiStreamClassifier:
         hysteresis: float = 0.1,
         decision: str = "ema",
         mean_steps: int | None = None,
+        class_thresholds: dict[int, float] | None = None,
         reset_policy: Callable[[], ResetPolicy] | None = None,
         compile: bool = False,
         fuse: bool | None = None,
@@ -126,6 +127,7 @@ class MultiStreamClassifier:
                 threshold=threshold,
                 hysteresis=hysteresis,
                 mean_steps=mean_steps,
+                class_thresholds=class_thresholds,
             )
             for _ in range(streams)
         ]

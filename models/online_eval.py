@@ -33,7 +33,10 @@ rule and parameter, the labels once per threshold and hysteresis), so the grid c
 not replays. The objective is :func:`calibration_score`: online ``accuracy`` (fraction of the
 decisions inside labelled segments that name the segment's class) minus ``false_alarm``
 (fraction of the decisions outside every segment that name a gesture); ties go to the first
-candidate in grid order.
+candidate in grid order. The best candidates are then refined with per-class thresholds
+(``class_thresholds``) for the classes that take most of their false alarms, kept only where the
+objective rises: with the DVS128 Gesture classes, a person standing still between gestures
+looks most like "other gestures", which then needs more evidence than the named gestures.
 """
 
 from __future__ import annotations
@@ -74,9 +77,17 @@ CALIBRATION_GRID: dict[str, Any] = {
     "rules": {"ema": {"smoothing_ms": (100.0, 200.0, 300.0, 500.0)}, "mean": {"mean_steps": (8, 16, 32)}},
     "threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
     "hysteresis": (0.0, 0.05, 0.1),
+    "class_threshold": (0.5, 0.6, 0.7, 0.8, 0.9),
 }
 """The candidates :func:`calibrate_decisions` tries: each rule with each of its parameter values,
-times every threshold and hysteresis (60 EMA and 45 mean candidates)."""
+times every threshold and hysteresis (60 EMA and 45 mean candidates); then, for the best
+:data:`REFINE_TOP` of them, own thresholds (``class_threshold`` values) for the classes that
+take the most false alarms."""
+REFINE_TOP = 10
+"""How many of the best grid candidates get per-class thresholds tried, besides the best candidate
+of each threshold (see :func:`calibrate_decisions`)."""
+REFINE_CLASSES = 3
+"""At most this many classes per candidate get their own threshold: those taking >= 10 % of its false alarms."""
 
 
 @dataclass
@@ -559,34 +570,66 @@ def calibrate_decisions(
     if n_in == 0:
         raise ConfigError("calibrate: no decision falls inside a labelled gesture segment")
     table: list[dict[str, Any]] = []
+    smoothed: dict[tuple[str, str, Any], list[np.ndarray]] = {}
+
+    def score(decider) -> tuple[dict[str, Any], np.ndarray]:
+        labels = np.concatenate([decider.labels_for(rows) for rows in pieces])
+        accuracy = float((labels[inside] == truth[inside]).mean())
+        false_alarm = float((labels[~inside] != NO_GESTURE).mean()) if n_out else 0.0
+        row = {"accuracy": accuracy, "false_alarm": false_alarm, "score": calibration_score(accuracy, false_alarm)}
+        return row, labels
+
     for rule, key, value in _candidates(grid):
         # The decision probabilities after every step, once per (rule, parameter): fresh at each reset.
-        pieces: list[tuple[Any, np.ndarray]] = []
+        pieces: list[np.ndarray] = []
         for dec, _ in runs:
             for lo, hi in _pieces(dec):
                 rows = make_decision(num_classes, rule, **{key: value}, threshold=1.0, hysteresis=0.0).smooth(
                     dec.logits[lo:hi] if rule == "mean" else dec.probs[lo:hi], dec.durations_us[lo:hi]
                 )
                 pieces.append(rows)
+        smoothed[(rule, key, value)] = pieces
         for threshold in grid["threshold"]:
             for hysteresis in grid["hysteresis"]:
                 if hysteresis > threshold:
                     continue
                 decider = make_decision(num_classes, rule, **{key: value}, threshold=threshold, hysteresis=hysteresis)
-                labels = np.concatenate([decider.labels_for(rows) for rows in pieces])
-                accuracy = float((labels[inside] == truth[inside]).mean())
-                false_alarm = float((labels[~inside] != NO_GESTURE).mean()) if n_out else 0.0
-                settings = decider.settings()
-                table.append(
-                    settings
-                    | {
-                        "accuracy": accuracy,
-                        "false_alarm": false_alarm,
-                        "score": calibration_score(accuracy, false_alarm),
-                    }
-                )
+                table.append(decider.settings() | score(decider)[0] | {"_key": (rule, key, value)})
     if not table:
         raise ConfigError("calibrate: the grid holds no candidate")
+    # Per-class thresholds, by coordinate ascent from the best candidates: a class that takes many of
+    # the false alarms (a catch-all class that a person standing still resembles) may need more
+    # evidence than the others; a new row is kept only when it scores higher.
+    ranked = sorted(table, key=lambda row: -row["score"])
+    bases = ranked[:REFINE_TOP]  # and the best of each threshold: a low one may pay once a class has its own
+    for t in grid["threshold"]:
+        bases += [row for row in ranked if row["threshold"] == t][:1]
+    seen: set[int] = set()
+    for base in bases:
+        if id(base) in seen:
+            continue
+        seen.add(id(base))
+        rule, key, value = base["_key"]
+        pieces = smoothed[base["_key"]]
+        options = {key: value, "threshold": base["threshold"], "hysteresis": base["hysteresis"]}
+        best_row, labels = score(make_decision(num_classes, rule, **options))
+        alarms = np.bincount(labels[~inside][labels[~inside] != NO_GESTURE], minlength=num_classes)
+        classes = [int(k) for k in np.argsort(-alarms, kind="stable")[:REFINE_CLASSES]
+                   if alarms[k] > 0 and alarms[k] >= 0.1 * alarms.sum()]
+        per_class: dict[int, float] = {}
+        for k in classes:
+            for v in grid.get("class_threshold", ()):
+                if v < base["hysteresis"] or v == base["threshold"]:
+                    continue
+                decider = make_decision(num_classes, rule, **options, class_thresholds=per_class | {k: v})
+                row = score(decider)[0]
+                if row["score"] > best_row["score"] + 1e-9:
+                    best_row, per_class = row, per_class | {k: float(v)}
+        if per_class:
+            decider = make_decision(num_classes, rule, **options, class_thresholds=per_class)
+            table.append(decider.settings() | best_row | {"_key": base["_key"]})
+    for row in table:
+        del row["_key"]
     best = max(table, key=lambda row: row["score"])  # the first of equals
     settings = {k: v for k, v in best.items() if k not in ("accuracy", "false_alarm", "score")}
     return {

@@ -138,7 +138,7 @@ class Prediction:
 
 DECISION_RULES = ("ema", "mean")
 """The decision rules of :class:`StreamingClassifier` (``decision=``): see :class:`DecisionFilter`, :class:`MeanLogitDecision`."""
-DECISION_KEYS = ("rule", "smoothing_ms", "mean_steps", "threshold", "hysteresis", "window_steps")
+DECISION_KEYS = ("rule", "smoothing_ms", "mean_steps", "threshold", "hysteresis", "class_thresholds", "window_steps")
 """Keys of a checkpoint's ``decision`` dict (all optional; see :func:`decision_options`)."""
 DEFAULT_WINDOW_STEPS = 4
 """Most time steps in the default streaming window (see :func:`default_window_steps`)."""
@@ -147,24 +147,24 @@ DEFAULT_WINDOW_US = 200_000
 
 
 def _hysteresis_labels(
-    rows: list[list[float]], threshold: float, hysteresis: float, label: int
+    rows: list[list[float]], thresholds: list[float], hysteresis: float, label: int
 ) -> tuple[list[int], int]:
     """The label after each row of decision probabilities, from ``label`` on (see :class:`DecisionFilter`).
 
-    Pure Python on floats: the same code decides online (a few steps per window) and in the
-    calibration grid (every step of a recording, once per threshold/hysteresis pair).
+    ``thresholds`` holds each class's threshold. Pure Python on floats: the same code decides
+    online (a few steps per window) and in the calibration grid (every step of a recording, once
+    per threshold/hysteresis pair).
     """
     out = []
-    low = threshold - hysteresis
     for s in rows:
-        if label != NO_GESTURE and s[label] < low:
+        if label != NO_GESTURE and s[label] < thresholds[label] - hysteresis:
             label = NO_GESTURE
         best = 0
         top = s[0]
         for k in range(1, len(s)):
             if s[k] > top:
                 best, top = k, s[k]
-        if best != label and top > threshold:
+        if best != label and top > thresholds[best]:
             held = s[label] if label != NO_GESTURE else 0.0
             if top - held >= hysteresis:
                 label = best
@@ -179,30 +179,51 @@ class _Thresholded:
     num_classes: int
     threshold: float
     hysteresis: float
+    class_thresholds: dict[int, float]
     smoothed: np.ndarray
     label: int
 
-    def _check(self, num_classes: int, threshold: float, hysteresis: float) -> None:
+    def _check(self, num_classes: int, threshold: float, hysteresis: float,
+               class_thresholds: dict[int, float] | None = None) -> None:
         if num_classes < 1:
             raise ConfigError(f"num_classes: must be at least 1, got {num_classes}")
         if not 0 < threshold <= 1:
             raise ConfigError(f"threshold: must lie in (0, 1], got {threshold}")
         if not 0 <= hysteresis <= threshold:
             raise ConfigError(f"hysteresis: must lie in [0, threshold={threshold}], got {hysteresis}")
+        per_class = {}
+        for k, value in (class_thresholds or {}).items():
+            if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < num_classes:
+                raise ConfigError(f"class_thresholds: class {k!r} is not one of 0..{num_classes - 1}")
+            if not hysteresis <= value <= 1 or value <= 0:
+                raise ConfigError(f"class_thresholds[{k}]: must lie in (0, 1] and >= hysteresis {hysteresis}, got {value}")
+            per_class[k] = float(value)
         self.num_classes = int(num_classes)
         self.threshold = float(threshold)
         self.hysteresis = float(hysteresis)
+        self.class_thresholds = dict(sorted(per_class.items()))
+        self._thresholds = [self.class_thresholds.get(k, self.threshold) for k in range(self.num_classes)]
+
+    def threshold_of(self, k: int) -> float:
+        """The threshold class ``k`` needs (its own from ``class_thresholds``, else ``threshold``)."""
+        return self._thresholds[k]
+
+    def _settings(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"threshold": self.threshold, "hysteresis": self.hysteresis}
+        if self.class_thresholds:
+            out["class_thresholds"] = dict(self.class_thresholds)
+        return out
 
     def _uniform(self) -> np.ndarray:
         return np.full(self.num_classes, 1.0 / self.num_classes, dtype=np.float64)
 
     def labels_for(self, smoothed: np.ndarray, label: int = NO_GESTURE) -> np.ndarray:
         """Labels after each row of ``smoothed [S, C]`` starting from ``label``; the state is untouched."""
-        out, _ = _hysteresis_labels(np.asarray(smoothed, np.float64).tolist(), self.threshold, self.hysteresis, label)
+        out, _ = _hysteresis_labels(np.asarray(smoothed, np.float64).tolist(), self._thresholds, self.hysteresis, label)
         return np.asarray(out, dtype=np.int64)
 
     def _label_rows(self, smoothed: np.ndarray) -> np.ndarray:
-        out, self.label = _hysteresis_labels(smoothed.tolist(), self.threshold, self.hysteresis, self.label)
+        out, self.label = _hysteresis_labels(smoothed.tolist(), self._thresholds, self.hysteresis, self.label)
         return np.asarray(out, dtype=np.int64)
 
     @property
@@ -238,24 +259,29 @@ class DecisionFilter(_Thresholded):
 
     Choose ``threshold`` for how sure a decision must be (0.5 with 11 classes is already a
     strong majority), ``hysteresis`` against flicker near the threshold, ``smoothing_ms`` for
-    the trade between latency (larger is slower to switch) and stability.
+    the trade between latency (larger is slower to switch) and stability. ``class_thresholds``
+    gives single classes their own threshold in place of ``threshold`` (both the take and the
+    drop rule use it): a catch-all class such as DVS128 Gesture's "other gestures", which a
+    person standing still resembles, can be made to need more evidence than the rest.
 
     Args:
         num_classes: C.
         smoothing_ms: EMA time constant, ms; 0 disables smoothing.
         threshold: confidence a class needs to be decided, in (0, 1].
         hysteresis: margin, in [0, threshold].
+        class_thresholds: ``{class index: threshold}`` overrides, each in [hysteresis, 1].
     """
 
     rule = "ema"
     kind = "ema_softmax"
 
     def __init__(
-        self, num_classes: int, smoothing_ms: float = 300.0, threshold: float = 0.5, hysteresis: float = 0.1
+        self, num_classes: int, smoothing_ms: float = 300.0, threshold: float = 0.5, hysteresis: float = 0.1,
+        class_thresholds: dict[int, float] | None = None,
     ) -> None:
         if not smoothing_ms >= 0 or not math.isfinite(smoothing_ms):
             raise ConfigError(f"smoothing_ms: must be a finite number >= 0, got {smoothing_ms}")
-        self._check(num_classes, threshold, hysteresis)
+        self._check(num_classes, threshold, hysteresis, class_thresholds)
         self.tau_us = smoothing_ms * 1000.0
         self.reset()
 
@@ -306,12 +332,7 @@ class DecisionFilter(_Thresholded):
         return self.update(probs, durations_us)
 
     def settings(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "smoothing_ms": self.tau_us / 1000.0,
-            "threshold": self.threshold,
-            "hysteresis": self.hysteresis,
-        }
+        return {"rule": self.rule, "smoothing_ms": self.tau_us / 1000.0} | self._settings()
 
 
 class MeanLogitDecision(_Thresholded):
@@ -334,16 +355,18 @@ class MeanLogitDecision(_Thresholded):
         mean_steps: how many of the latest steps the mean covers, >= 1; None = since reset.
         threshold: confidence a class needs to be decided, in (0, 1].
         hysteresis: margin, in [0, threshold].
+        class_thresholds: ``{class index: threshold}`` overrides (see :class:`DecisionFilter`).
     """
 
     rule = "mean"
 
     def __init__(
-        self, num_classes: int, mean_steps: int | None = None, threshold: float = 0.5, hysteresis: float = 0.1
+        self, num_classes: int, mean_steps: int | None = None, threshold: float = 0.5, hysteresis: float = 0.1,
+        class_thresholds: dict[int, float] | None = None,
     ) -> None:
         if mean_steps is not None and (isinstance(mean_steps, bool) or int(mean_steps) != mean_steps or mean_steps < 1):
             raise ConfigError(f"mean_steps: must be an integer >= 1 or None (since reset), got {mean_steps}")
-        self._check(num_classes, threshold, hysteresis)
+        self._check(num_classes, threshold, hysteresis, class_thresholds)
         self.mean_steps = None if mean_steps is None else int(mean_steps)
         self.reset()
 
@@ -418,12 +441,7 @@ class MeanLogitDecision(_Thresholded):
         return self.update(logits, durations_us)
 
     def settings(self) -> dict[str, Any]:
-        return {
-            "rule": self.rule,
-            "mean_steps": self.mean_steps,
-            "threshold": self.threshold,
-            "hysteresis": self.hysteresis,
-        }
+        return {"rule": self.rule, "mean_steps": self.mean_steps} | self._settings()
 
 
 def _check_rule(state: Any, rule: str) -> None:
@@ -442,6 +460,7 @@ def make_decision(
     threshold: float = 0.5,
     hysteresis: float = 0.1,
     mean_steps: int | None = None,
+    class_thresholds: dict[int, float] | None = None,
 ) -> DecisionFilter | MeanLogitDecision:
     """The decision object of ``rule`` (``"ema"`` ignores ``mean_steps``, ``"mean"`` ignores ``smoothing_ms``).
 
@@ -449,9 +468,9 @@ def make_decision(
         ConfigError: an unknown rule or a bad parameter (names it).
     """
     if rule == "ema":
-        return DecisionFilter(num_classes, smoothing_ms, threshold, hysteresis)
+        return DecisionFilter(num_classes, smoothing_ms, threshold, hysteresis, class_thresholds)
     if rule == "mean":
-        return MeanLogitDecision(num_classes, mean_steps, threshold, hysteresis)
+        return MeanLogitDecision(num_classes, mean_steps, threshold, hysteresis, class_thresholds)
     raise ConfigError(f"decision: must be one of {', '.join(DECISION_RULES)}, got {rule!r}")
 
 
@@ -459,9 +478,11 @@ def decision_options(settings: dict[str, Any] | None, *, model_steps: int | None
     """A checkpoint's ``decision`` dict (overrides merged in) → :class:`StreamingClassifier` keyword arguments.
 
     Keys (all optional, :data:`DECISION_KEYS`): ``rule`` (``"ema"``, the default, or ``"mean"``),
-    ``smoothing_ms``, ``threshold``, ``hysteresis``, ``mean_steps`` (present and None = since
-    reset; absent = ``model_steps``, the model's own "mean over T") and ``window_steps`` (not a
-    classifier option: see :func:`default_window_steps`). Missing keys take the classifier's defaults.
+    ``smoothing_ms``, ``threshold``, ``hysteresis``, ``class_thresholds`` (``{class index:
+    threshold}``; keys may be digit strings, as JSON writes them), ``mean_steps`` (present and
+    None = since reset; absent = ``model_steps``, the model's own "mean over T") and
+    ``window_steps`` (not a classifier option: see :func:`default_window_steps`). Missing keys
+    take the classifier's defaults.
 
     Raises:
         ConfigError: an unknown key or a value of the wrong type (names ``decision.<key>``).
@@ -481,6 +502,18 @@ def decision_options(settings: dict[str, Any] | None, *, model_steps: int | None
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"decision.{key}: expected a number, got {value!r}")
         out[key] = float(value)
+    per_class = settings.get("class_thresholds")
+    if per_class:
+        if not isinstance(per_class, dict) or len(per_class) > 4096:
+            raise ConfigError(f"decision.class_thresholds: expected {{class index: threshold}}, got {str(per_class)[:60]!r}")
+        out["class_thresholds"] = {}
+        for key, value in per_class.items():
+            index = key if isinstance(key, int) and not isinstance(key, bool) else None
+            if isinstance(key, str) and key.isascii() and key.isdigit() and len(key) < 6:
+                index = int(key)
+            if index is None or isinstance(value, bool) or not isinstance(value, int | float):
+                raise ConfigError(f"decision.class_thresholds: {str(key)[:20]!r}: {str(value)[:20]!r} is not class index: threshold")
+            out["class_thresholds"][index] = float(value)
     if rule == "mean":
         value = settings["mean_steps"] if "mean_steps" in settings else model_steps
         if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
@@ -725,6 +758,7 @@ class StreamingClassifier:
         decision: the decision rule, ``"ema"`` (:class:`DecisionFilter`) or ``"mean"``
             (:class:`MeanLogitDecision`).
         mean_steps: ``"mean"`` rule: steps the mean of logits covers; None = since the last reset.
+        class_thresholds: ``{class index: threshold}``: classes that need their own threshold.
         reset_policy: when to clear the state on its own; None = only on :meth:`reset`.
         compile: wrap the model in ``torch.compile``; the first window then pays for a warm-up
             call on zeros (its state is discarded). Meant for CUDA: on the 2-core CPU machine the
@@ -767,6 +801,7 @@ class StreamingClassifier:
         hysteresis: float = 0.1,
         decision: str = "ema",
         mean_steps: int | None = None,
+        class_thresholds: dict[int, float] | None = None,
         reset_policy: ResetPolicy | None = None,
         compile: bool = False,
         fuse: bool | None = None,
@@ -788,6 +823,7 @@ class StreamingClassifier:
             threshold=threshold,
             hysteresis=hysteresis,
             mean_steps=mean_steps,
+            class_thresholds=class_thresholds,
         )
         self.energy = bool(energy)
         self.reset_policy = reset_policy

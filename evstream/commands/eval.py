@@ -318,6 +318,9 @@ def _describe(settings: dict) -> str:
         if key in settings:
             value = settings[key]
             parts.append(f"{key} {'since reset' if key == 'mean_steps' and value is None else f'{value:g}'}")
+        if key == "threshold" and settings.get("class_thresholds"):
+            own = ", ".join(f"{k}: {float(v):g}" for k, v in sorted(settings["class_thresholds"].items(), key=lambda kv: int(kv[0])))
+            parts.append(f"own thresholds {{{own}}}")
     return ", ".join(parts)
 
 
@@ -332,7 +335,8 @@ def _grid(args: argparse.Namespace) -> dict:
         rules["ema"] = {"smoothing_ms": (args.smoothing_ms,)}
     if args.mean_steps is not None and "mean" in rules:
         rules["mean"] = {"mean_steps": (args.mean_steps or None,)}
-    grid = {"rules": rules, "threshold": CALIBRATION_GRID["threshold"], "hysteresis": CALIBRATION_GRID["hysteresis"]}
+    grid = {"rules": rules, "threshold": CALIBRATION_GRID["threshold"], "hysteresis": CALIBRATION_GRID["hysteresis"],
+            "class_threshold": CALIBRATION_GRID["class_threshold"]}
     if args.threshold is not None:
         grid["threshold"] = (args.threshold,)
     if args.hysteresis is not None:

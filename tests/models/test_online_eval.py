@@ -281,7 +281,8 @@ def test_calibration_scores_accuracy_minus_false_alarms():
     assert r["decisions"] == 100 and r["outside"] == outside
 
     full = calibrate_decisions([(dec, segs)], C)
-    assert len(full["candidates"]) == 4 * 5 * 3 + 3 * 5 * 3  # every rule parameter × threshold × hysteresis
+    grid_rows = [c for c in full["candidates"] if "class_thresholds" not in c]
+    assert len(grid_rows) == 4 * 5 * 3 + 3 * 5 * 3  # every rule parameter × threshold × hysteresis
     assert full["score"] == max(c["score"] for c in full["candidates"])
     assert full["best"]["threshold"] == 0.3  # 0.425 never passes 0.5; the mean of 8 steps damps the blip
     # The fast scorer agrees with score_decisions on the chosen settings' decisions.
@@ -291,6 +292,36 @@ def test_calibration_scores_accuracy_minus_false_alarms():
     assert report["false_alarm"] == pytest.approx(full["false_alarm"])
     with pytest.raises(ConfigError, match="calibrate"):
         calibrate_decisions([(dec, segments())], C)
+
+
+def test_calibration_gives_a_class_that_takes_the_false_alarms_its_own_threshold(tmp_path):
+    dec, segs, outside = hand_built_decisions()
+    # One step per mean, threshold 0.4: the labelled steps (0.425) pass, and so does the 2-step
+    # blip of class 5 (0.67) between gestures: its false alarms are all class 5's.
+    grid = {"rules": {"mean": {"mean_steps": (1,)}}, "threshold": (0.4,), "hysteresis": (0.0,),
+            "class_threshold": (0.6, 0.7, 0.8)}
+    r = calibrate_decisions([(dec, segs)], C, grid=grid)
+    assert r["best"] == {"rule": "mean", "mean_steps": 1, "threshold": 0.4, "hysteresis": 0.0,
+                         "class_thresholds": {5: 0.7}}  # the lowest that silences the blip
+    assert r["accuracy"] == 1.0 and r["false_alarm"] == 0.0
+    plain = [c for c in r["candidates"] if "class_thresholds" not in c]
+    assert len(plain) == 1 and plain[0]["false_alarm"] == pytest.approx(2 / outside)
+    # The same decisions from the stored settings, also after a JSON round trip (string keys),
+    # and from a classifier built from them.
+    labels = redecide(dec, C, r["best"])
+    assert (labels != NO_GESTURE).sum() == 100 and 5 not in labels.tolist()
+    stored = json.loads(json.dumps(r["best"]))
+    np.testing.assert_array_equal(redecide(dec, C, stored), labels)
+    from models.streaming import decision_options, make_decision
+
+    def decider(settings):
+        options = decision_options(settings)
+        return make_decision(C, options.pop("decision"), **options)
+
+    assert decider(stored).class_thresholds == {5: 0.7} and decider(stored).threshold_of(5) == 0.7
+    for bad in ({"x": 0.7}, {"11": 0.7}, {"5": 1.5}, {"5": "0.7"}, [0.7]):
+        with pytest.raises(ConfigError, match="class_thresholds"):
+            decider(stored | {"class_thresholds": bad})
 
 
 @pytest.mark.parametrize(
@@ -346,7 +377,8 @@ def test_eval_calibrate_writes_a_checkpoint_copy_that_eval_then_uses(tmp_path, c
     for key, value in original.model.state_dict().items():
         assert torch.equal(value, loaded.model.state_dict()[key]), key
     summary = json.loads((out.parent / "const3_cal_calibration.json").read_text())
-    assert summary["decision"] == decision and len(summary["candidates"]) == 105
+    assert summary["decision"] == decision
+    assert len([c for c in summary["candidates"] if "class_thresholds" not in c]) == 105
     assert summary["report"]["accuracy"] == pytest.approx(summary["accuracy"])
 
     report_dir = tmp_path / "report"
