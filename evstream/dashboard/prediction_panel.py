@@ -175,8 +175,14 @@ class PredictionPanel(QtWidgets.QWidget):
             self.hold_line.setValue(self.threshold - self.hysteresis)
             self.hold_line.setToolTip(f"a decided class holds until its smoothed bar falls below {self.threshold - self.hysteresis:.2f}")
         self.hold_line.setVisible(self.hysteresis is not None)
+        own = decision.get("class_thresholds")
+        own_text = ""
+        if isinstance(own, dict) and own:
+            names = [f"{self.classes[int(k)] if str(k).isdigit() and int(k) < len(self.classes) else k} {float(v):.2f}"
+                     for k, v in own.items() if isinstance(v, (int, float))]
+            own_text = "; own thresholds: " + ", ".join(names)
         self.threshold_line.setToolTip(f"a class is decided when its smoothed bar passes {self.threshold:.2f}"
-                                       + (f" (decision rule {rule})" if rule else ""))
+                                       + (f" (decision rule {rule})" if rule else "") + own_text)
 
     def _index(self, label: int) -> int:
         if label == NO_GESTURE or not 0 <= label < min(len(self.classes), _NO_GESTURE_INDEX):

@@ -146,7 +146,7 @@ def test_after_the_end_the_whole_run_stays_and_can_be_scrolled(qtbot, window_fac
 
 def test_threshold_line_legend_and_truth_ribbon_with_online_accuracy(qtbot, window_factory, recording_feeder):
     feeder = recording_feeder
-    decision = {"rule": "ema", "smoothing_ms": 100.0, "threshold": 0.6, "hysteresis": 0.1}
+    decision = {"rule": "ema", "smoothing_ms": 100.0, "threshold": 0.6, "hysteresis": 0.1, "class_thresholds": {3: 0.8}}
     feeder.set("status", status_data(origin_us=EPOCH_US, decision=decision))
     feeder.set("pred", _pred(label=2, truth=2), {"probs": PROBS, "smoothed": SMOOTHED})
     window = window_factory(feeder.address)
@@ -155,6 +155,7 @@ def test_threshold_line_legend_and_truth_ribbon_with_online_accuracy(qtbot, wind
     # The decision threshold across the bars, its hold level, and the legend of both bars.
     assert panel.threshold_line.isVisible() and panel.threshold_line.value() == pytest.approx(0.6)
     assert panel.threshold_line.label.format == "threshold 0.60"
+    assert "own thresholds: delta 0.80" in panel.threshold_line.toolTip()
     assert panel.hold_line.isVisible() and panel.hold_line.value() == pytest.approx(0.5)
     names = [label.text for _, label in panel.legend.items]
     assert any("smoothed" in n for n in names) and any("this window" in n for n in names)
