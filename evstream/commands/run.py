@@ -194,6 +194,13 @@ def banner(source_text: str, binner, model_label: str, model, trained_on: str | 
     else:
         how = f"EMA of per-step softmax over {settings.get('smoothing_ms', 0):g} ms"
     decision = f"{how}, threshold {settings.get('threshold', 0.0):.2f}, hysteresis {settings.get('hysteresis', 0.0):.2f}"
+    own = settings.get("class_thresholds") or {}
+    if own:
+        from evstream.labels import DVS_GESTURE_CLASSES
+
+        names = list(getattr(model, "class_names", None) or DVS_GESTURE_CLASSES)
+        decision += " (own: " + ", ".join(f"{names[int(k)] if int(k) < len(names) else k} {float(v):.2f}"
+                                          for k, v in sorted(own.items(), key=lambda kv: int(kv[0]))) + ")"
     return [f"source    {source_text}", f"view      {view}", f"model     {model_text}", f"window    {window}",
             f"decision  {decision}", f"output    {output}"]
 
