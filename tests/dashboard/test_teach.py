@@ -24,7 +24,7 @@ def _pred(label: int = 0) -> dict:
     return {"label": label, "probs": [0.2, 0.5, 0.3, 0.0, 0.0], "events": 500, "confidence": 0.5}
 
 
-def _start(qtbot, window_factory, feeder, control_recorder, folder):
+def _wait_for_stream(qtbot, window_factory, feeder, control_recorder, folder):
     feeder.t_offset_us = OFFSET_US
     feeder.set("status", status_data(record_dir=str(folder)))
     feeder.set("pred", _pred())
@@ -32,6 +32,11 @@ def _start(qtbot, window_factory, feeder, control_recorder, folder):
     teach = window.teach
     assert teach.set_classes(NAMES)
     qtbot.waitUntil(lambda: teach.sensor_time_us is not None and teach.record_dir == str(folder), timeout=5000)
+    return window, teach
+
+
+def _start(qtbot, window_factory, feeder, control_recorder, folder):
+    window, teach = _wait_for_stream(qtbot, window_factory, feeder, control_recorder, folder)
     qtbot.mouseClick(teach.record_button, LEFT)
     qtbot.waitUntil(lambda: teach.state == "recording", timeout=5000)
     request = control_recorder.requests[-1]
@@ -136,17 +141,6 @@ def test_keys_without_a_recording_and_a_folder_of_other_classes(qtbot, window_fa
     assert "classes.txt" in teach.message and "differ" in teach.message and teach.state == "idle"
     wait_ticks(qtbot, window)
     assert not any(r["cmd"] == "record_start" for r in control_recorder.requests)
-
-
-def _wait_for_stream(qtbot, window_factory, feeder, control_recorder, folder):
-    feeder.t_offset_us = OFFSET_US
-    feeder.set("status", status_data(record_dir=str(folder)))
-    feeder.set("pred", _pred())
-    window = window_factory(feeder.address, control=control_recorder.address)
-    teach = window.teach
-    assert teach.set_classes(NAMES)
-    qtbot.waitUntil(lambda: teach.sensor_time_us is not None and teach.record_dir == str(folder), timeout=5000)
-    return window, teach
 
 
 def _rows(csv) -> list[str]:
