@@ -5,13 +5,21 @@ A published message is a ZeroMQ multipart ``[topic, header, *buffers]`` (zguide 
 - ``topic``: one of :data:`TOPICS` as ASCII; none is a prefix of another, so a SUB filter on
   one topic never matches a second one.
 - ``header``: a msgpack map ``{"v": SCHEMA_VERSION, "type": topic, "seq": n, "pub": publisher id,
-  "t0": window start µs | None, "t1": window end µs | None, "ns": send time (time.time_ns()),
-  "data": {topic fields}, "arrays": [[name, dtype str, shape], ...]}``.
+  "sid": stream id, "t0": window start µs | None, "t1": window end µs | None, "ns": send time
+  (time.time_ns()), "data": {topic fields}, "arrays": [[name, dtype str, shape], ...]}``.
 - one raw, C-contiguous buffer per entry of ``"arrays"``, in order. Never pickled.
 
-``seq`` counts per topic from 0 in each publisher, so a subscriber sees its own losses.
+``sid`` (optional, int >= 0, default 0): which of the pipeline's sources the message is about,
+when one pipeline serves several (``python main.py --replay A --replay B``, :mod:`evstream.multipipeline`);
+``pred``, ``frame``, ``spikes``, ``attn`` and ``stats`` carry their stream's id, ``status`` speaks
+for the whole pipeline and carries 0. A single-source pipeline sends 0 everywhere.
+
+``seq`` counts per topic and stream (``(type, sid)``) from 0 in each publisher, so a subscriber
+of one stream, or of all, sees its own losses; with one stream that is per topic, as before.
 Fields marked optional below were added within schema version 1: a subscriber reads them with a
-default, so messages of older publishers still parse.
+default, so messages of older publishers still parse (``sid`` absent = stream 0). A subscriber
+older than ``sid`` reading a several-stream publisher sees the streams interleaved on each topic
+(their ``seq`` restarting per stream looks like gaps to it); one source is unchanged.
 
 Topic fields (``data``) and arrays:
 
@@ -43,7 +51,9 @@ status    data: ``schema``, ``classes`` [names], ``sensor`` [w, h], ``model``, `
           ``record_start`` paths are relative to), ``geometry`` (``{"mode": crop |
           letterbox, "input": [w, h], "view": [x, y, w, h]}``: the sensor rectangle whose events
           reach the model), ``decision`` (the decision rule: ``rule``, ``threshold``,
-          ``hysteresis``, ``smoothing_ms`` or ``mean_steps``)
+          ``hysteresis``, ``smoothing_ms`` or ``mean_steps``), ``streams`` (a pipeline of several
+          sources: ``[{"sid": n, "source": name, "sensor": [w, h], "live": bool, "state":
+          running | ended, "windows": n}, ...]``; absent or one entry for one source)
 ========  ==========================================================================================
 
 The control socket (REQ/REP) carries one msgpack map each way: request ``{"cmd": name, ...}``
@@ -140,6 +150,7 @@ class Message:
     data: dict
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     version: int = SCHEMA_VERSION
+    stream: int = 0  # header "sid": the pipeline's source this message is about
 
 
 def encode(
@@ -150,10 +161,16 @@ def encode(
     arrays: dict[str, np.ndarray] | None = None,
     t_start: int | None = None,
     t_end: int | None = None,
+    stream: int = 0,
 ) -> list:
-    """Frames of one message: ``[topic, header, *buffers]`` (buffers are zero-copy memoryviews)."""
+    """Frames of one message: ``[topic, header, *buffers]`` (buffers are zero-copy memoryviews).
+
+    ``stream`` is the header's ``sid`` (the pipeline's source the message is about; 0 for one source).
+    """
     if topic not in TOPICS:
         raise ProtocolError(f"unknown topic {topic!r}; topics are {', '.join(TOPICS)}")
+    if not _is_int(stream) or stream < 0:
+        raise ProtocolError(f"stream id must be an integer >= 0, got {excerpt(stream)}")
     descriptors, buffers = [], []
     for name, array in (arrays or {}).items():
         array = np.ascontiguousarray(array)
@@ -166,6 +183,7 @@ def encode(
         "type": topic,
         "seq": int(seq),
         "pub": publisher,
+        "sid": int(stream),
         "t0": None if t_start is None else int(t_start),
         "t1": None if t_end is None else int(t_end),
         "ns": time.time_ns(),
@@ -196,7 +214,8 @@ def decode(frames: list) -> Message:
             raise ProtocolError(f"{where}: header field {key!r} missing")
     if header["type"] != topic:
         raise ProtocolError(f"{where}: header field 'type' says {excerpt(header['type'])}")
-    for key in ("v", "seq"):
+    header.setdefault("sid", 0)  # optional: publishers older than several streams per pipeline
+    for key in ("v", "seq", "sid"):
         if not _is_int(header[key]) or header[key] < 0:
             raise ProtocolError(f"{where}: header field {key!r} must be an integer >= 0, got {excerpt(header[key])}")
     if not isinstance(header["pub"], str):
@@ -228,6 +247,7 @@ def decode(frames: list) -> Message:
         data=header["data"],
         arrays=arrays,
         version=header["v"],
+        stream=header["sid"],
     )
 
 

@@ -191,7 +191,9 @@ class Publisher:
         self.publisher_id = publisher_id or uuid.uuid4().hex[:12]
         self.context = context or zmq.Context.instance()
         self._lock = threading.RLock()
-        self._seq = dict.fromkeys(protocol.TOPICS, 0)
+        # Next sequence number per topic and stream: stream 0 under the topic alone (as before
+        # streams existed), stream n > 0 under (topic, n).
+        self._seq: dict[str | tuple[str, int], int] = dict.fromkeys(protocol.TOPICS, 0)
         self._subscriptions: dict[bytes, int] = {}
         self.ignored_subscriptions = 0  # (un)subscriptions to unknown prefixes, not applied
         self._ignored_at_trim = 0
@@ -324,11 +326,13 @@ class Publisher:
         arrays: dict[str, np.ndarray] | None = None,
         t_start: int | None = None,
         t_end: int | None = None,
+        stream: int = 0,
     ) -> bool:
         """Send one message without blocking; return whether libzmq accepted it.
 
-        The sequence number of ``topic`` advances either way, so a message that could not be
-        queued shows as a gap to subscribers; failures are counted in ``send_failures``.
+        ``stream`` is the header's stream id (the pipeline's source; 0 for one source). The
+        sequence number of ``(topic, stream)`` advances either way, so a message that could not
+        be queued shows as a gap to subscribers; failures are counted in ``send_failures``.
         """
         with self._lock:
             if self._closed:
@@ -336,9 +340,10 @@ class Publisher:
             # Subscriptions take effect only when read (XPUB_MANUAL): apply a short batch here,
             # so a publisher nobody polls still reaches its subscribers.
             self._drain(_DRAIN_BATCH, [])
-            seq = self._seq[topic] if topic in self._seq else 0
-            frames = protocol.encode(topic, seq, self.publisher_id, data, arrays, t_start, t_end)
-            self._seq[topic] = seq + 1
+            key = topic if stream == 0 else (topic, stream)
+            seq = self._seq.get(key, 0)
+            frames = protocol.encode(topic, seq, self.publisher_id, data, arrays, t_start, t_end, stream)
+            self._seq[key] = seq + 1
             try:
                 self._socket.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
@@ -437,10 +442,15 @@ class Subscriber:
         curve_secret_key_file: this client's certificate (public + secret key) for a CURVE server.
         curve_server_key_file: the server's public certificate; needed with the above.
         rcvhwm: receive high-water mark in messages.
+        stream: yield only the messages of this stream id (header ``sid``; a pipeline serving
+            several sources numbers them from 0) and ``status`` (which speaks for the whole
+            pipeline); None: every stream. ZeroMQ filters by topic only, so the other streams'
+            messages still arrive and are dropped here, uncounted.
 
     ``stats[topic]`` counts received messages, sequence gaps and the messages missing in them,
-    and the topic's messages that did not decode; a message from a new publisher id (a restarted
-    publisher) restarts the tracking. ``malformed`` counts every message that did not decode,
+    and the topic's messages that did not decode; sequence numbers are tracked per topic and
+    stream, so a subscriber of every stream sees no false gaps. A message from a new publisher
+    id (a restarted publisher) restarts the tracking. ``malformed`` counts every message that did not decode,
     whatever its topic: such a message is skipped (never raised out of :meth:`recv` or
     iteration), ``last_malformed`` keeps its one-line reason and ``on_malformed`` (when set) is
     called with the :class:`~evstream.errors.ProtocolError`.
@@ -456,10 +466,14 @@ class Subscriber:
         curve_server_key_file: str | os.PathLike | None = None,
         rcvhwm: int = 1000,
         on_malformed: Callable[[ProtocolError], None] | None = None,
+        stream: int | None = None,
     ) -> None:
         unknown = [t for t in topics if t not in protocol.TOPICS]
         if unknown:
             raise ConfigError(f"unknown topic(s) {', '.join(unknown)}; topics are {', '.join(protocol.TOPICS)}")
+        if stream is not None and (isinstance(stream, bool) or not isinstance(stream, int) or stream < 0):
+            raise ConfigError(f"stream: must be a stream id >= 0 or None (every stream), got {stream!r}")
+        self.stream = stream
         if (curve_secret_key_file is None) != (curve_server_key_file is None):
             raise ConfigError("CURVE needs both the client's key pair file and the server's public key file")
         self.address = address
@@ -470,7 +484,7 @@ class Subscriber:
         self.last_malformed: str | None = None
         self.on_malformed = on_malformed
         self.publisher: str | None = None
-        self._last_seq: dict[str, int] = {}
+        self._last_seq: dict[tuple[str, int], int] = {}  # (topic, stream id) -> latest seq
         socket = self.context.socket(zmq.SUB)
         socket.setsockopt(zmq.LINGER, 0)
         socket.setsockopt(zmq.RCVHWM, rcvhwm)
@@ -510,6 +524,8 @@ class Subscriber:
             except Exception as err:  # decode is meant to raise ProtocolError only; never let a peer crash us
                 self._malformed(frames, ProtocolError(f"message does not decode: {type(err).__name__}"))
                 continue
+            if self.stream is not None and msg.stream != self.stream and msg.topic != "status":
+                continue
             self._track(msg)
             return msg
 
@@ -528,11 +544,12 @@ class Subscriber:
             self._last_seq.clear()
         stats = self.stats.setdefault(msg.topic, TopicStats())
         stats.received += 1
-        last = self._last_seq.get(msg.topic)
+        key = (msg.topic, msg.stream)
+        last = self._last_seq.get(key)
         if last is not None and msg.seq > last + 1:
             stats.gaps += 1
             stats.dropped += msg.seq - last - 1
-        self._last_seq[msg.topic] = msg.seq
+        self._last_seq[key] = msg.seq
 
     def __iter__(self) -> Iterator[protocol.Message]:
         while True:

@@ -2,6 +2,11 @@
 the console and the published ZeroMQ stream.
 
 With no source option it replays the bundled recording ``recordings/gestures_128x128.aedat4``.
+Several sources (``--replay A --replay B``, ``--synthetic N`` = N independent synthetic people,
+or any mix with ``--camera``/``--network``/``--webcam``) run as streams 0, 1, ... in command-line
+order through one batched classifier (:mod:`evstream.multipipeline`, whose docstring states the
+rules: a stream that ends stops contributing and the others go on; ``--max-windows`` counts
+windows per stream); ``--record`` and ``--loop`` take one source only.
 The dashboard opens when a display Qt can use exists (``DISPLAY``/``WAYLAND_DISPLAY``, probed
 before Qt starts: a dead one falls back to the console with one line saying why) or
 ``--screenshot`` is given (always on Qt's offscreen platform); otherwise (or with ``--no-gui``)
@@ -42,6 +47,7 @@ examples:
   python main.py --replay rec.aedat4 --speed 2 --loop
   python main.py --replay rec.aedat4 --no-gui --speed max
   python main.py --synthetic --no-gui --record out.aedat4
+  python main.py --replay a.aedat4 --replay b.aedat4 --synthetic 2 --no-gui   four streams, one batched model
   python main.py --replay rec.aedat4 --no-gui --speed max --wait-subscribers 1 --publish tcp://127.0.0.1:6000
   python main.py --screenshot dash.png --duration 5
   python main.py --curve-secret keys/server.key_secret --curve-clients clients --publish tcp://0.0.0.0:5556
@@ -53,15 +59,19 @@ DEFAULT_STEP_US = 50_000
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    src = parser.add_argument_group("source (one of; default: the bundled recording)")
-    which = src.add_mutually_exclusive_group()
-    which.add_argument("--camera", metavar="{dvxplorer,davis346,dvs128,SERIAL,prophesee}",
-                       help="live camera: iniVation (dv-processing) or prophesee[:SERIAL] (OpenEB bindings)")
-    which.add_argument("--replay", metavar="FILE",
-                       help="replay a recording: AEDAT 4.0, 3.1 or 2.0, Prophesee RAW (EVT 2.0/2.1/3.0) or DAT")
-    which.add_argument("--network", metavar="HOST:PORT", help="DV network event stream (dv-processing)")
-    which.add_argument("--synthetic", action="store_true", help="endless rendered gestures through the DVS emulator")
-    which.add_argument("--webcam", type=int, metavar="N", help="OpenCV camera N through the DVS emulator")
+    src = parser.add_argument_group(
+        "source (default: the bundled recording; repeat or mix them for several streams through one batched model, "
+        "stream ids in command-line order)")
+    parser.set_defaults(sources=[])
+    src.add_argument("--camera", action=_SourceAction, metavar="{dvxplorer,davis346,dvs128,SERIAL,prophesee}",
+                     help="live camera: iniVation (dv-processing) or prophesee[:SERIAL] (OpenEB bindings)")
+    src.add_argument("--replay", action=_SourceAction, metavar="FILE",
+                     help="replay a recording: AEDAT 4.0, 3.1 or 2.0, Prophesee RAW (EVT 2.0/2.1/3.0) or DAT")
+    src.add_argument("--network", action=_SourceAction, metavar="HOST:PORT", help="DV network event stream (dv-processing)")
+    src.add_argument("--synthetic", action=_SourceAction, nargs="?", const=1, type=int, metavar="N",
+                     help="endless rendered gestures through the DVS emulator; N independent people (seeds 0 ... N-1, "
+                          "default 1)")
+    src.add_argument("--webcam", action=_SourceAction, type=int, metavar="N", help="OpenCV camera N through the DVS emulator")
     src.add_argument("--speed", default="1", metavar="X|max",
                      help="replay speed 0.1 ... 100, or max for as fast as possible (default 1)")
     src.add_argument("--loop", action="store_true", help="replay: start over at the end (at --start)")
@@ -107,6 +117,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--wait-subscribers", type=int, default=0, metavar="N",
                      help="start reading the source only once N subscribers listen to 'pred' "
                           "(so a script receives every prediction from the first)")
+
+
+class _SourceAction(argparse.Action):
+    """A source option: sets its own attribute (the last one given wins, for one source) and appends
+    ``(kind, value)`` to ``args.sources``, so several sources keep their command-line order."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.sources = [*getattr(namespace, "sources", []), (self.dest, values)]
+
+
+def source_specs(args: argparse.Namespace) -> list[tuple[str, object]]:
+    """The sources asked for, one ``(kind, value)`` per stream in command-line order (``--synthetic N``
+    is N entries ``("synthetic", seed)``, seeds 0 ... N-1); empty for the bundled recording.
+
+    Raises:
+        ConfigError: ``--synthetic`` with N < 1.
+    """
+    out: list[tuple[str, object]] = []
+    for kind, value in getattr(args, "sources", None) or []:
+        if kind != "synthetic":
+            out.append((kind, value))
+            continue
+        if int(value) < 1:
+            raise ConfigError(f"--synthetic: N must be >= 1, got {value}")
+        first = sum(1 for k, _ in out if k == "synthetic")
+        out.extend(("synthetic", first + i) for i in range(int(value)))
+    return out
 
 
 def _speed(text: str) -> float | None:
@@ -293,8 +331,88 @@ def _device(choice: str) -> str:
     return choice
 
 
+def _spec_name(kind: str, value: object) -> str:
+    """A stream's source as status and the banner name it."""
+    return {"replay": str(value), "camera": f"camera:{value}", "network": str(value),
+            "synthetic": f"synthetic (seed {value})", "webcam": f"webcam:{value}"}[kind]
+
+
+def _open_sources(args: argparse.Namespace, specs: list[tuple[str, object]], speed: float | None) -> list:
+    """Open every source of several streams, in order; the ones opened are closed again when one fails.
+
+    Raises:
+        ConfigError: ``--start``/``--end`` with a source that is not a recording, ``--record`` or ``--loop``.
+        SourceError, EventFileError: a source that does not open (names it).
+    """
+    from evstream.sources import open_source
+
+    if args.record is not None:
+        raise ConfigError("--record: records one source; run one pipeline per source to record several")
+    if args.loop:
+        raise ConfigError("--loop: only with one source (a looping replay would restart its stream's clock)")
+    trim = trim_us(args.start, args.end)
+    if trim and any(kind != "replay" for kind, _ in specs):
+        raise ConfigError("--start/--end: only a replayed recording can be trimmed")
+    sources: list = []
+    try:
+        for kind, value in specs:
+            if kind == "replay":
+                sources.append(open_source(str(value), speed=speed, **trim))
+            elif kind == "synthetic":
+                sources.append(open_source("synthetic", seed=int(value)))
+            elif kind == "network":
+                text = str(value)
+                sources.append(open_source(text if text.startswith("tcp://") else f"tcp://{text}"))
+            else:
+                sources.append(open_source(_spec_name(kind, value)))
+    except BaseException:
+        for source in sources:
+            source.close()
+        raise
+    return sources
+
+
+class _StreamConsole:
+    """Console of several streams: one :class:`~evstream.console.ConsoleSink` per stream, each line
+    prefixed with ``[sid]``; the pipeline's own states go to stream 0's."""
+
+    def __init__(self, streams: int, quiet: bool, class_names) -> None:
+        from evstream.console import ConsoleSink
+
+        self.sinks = [ConsoleSink(_Prefixed(sys.stdout, f"[{i}] "), errors=_Prefixed(sys.stderr, f"[{i}] "),
+                                  quiet=quiet, class_names=class_names) for i in range(streams)]
+        self._plain = ConsoleSink(quiet=quiet, summary_every_s=None)
+
+    def on_prediction(self, prediction, stats: dict) -> None:
+        self.sinks[int(getattr(prediction, "stream", 0))].on_prediction(prediction, stats)
+
+    def on_state(self, state: str, message: str) -> None:
+        self._plain.on_state(state, message)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
+
+
+class _Prefixed:
+    """A text stream that starts every line with ``prefix``."""
+
+    def __init__(self, stream, prefix: str) -> None:
+        self.stream, self.prefix = stream, prefix
+
+    def write(self, text: str) -> int:
+        lines = text.split("\n")
+        body = "\n".join(self.prefix + line if line else line for line in lines)
+        return self.stream.write(body)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
 def run(args: argparse.Namespace) -> int:
     speed = _speed(args.speed)
+    specs = source_specs(args)
+    many = len(specs) > 1
     for name in ("step_ms", "duration"):
         value = getattr(args, name)
         if value is not None and value <= 0:
@@ -322,15 +440,22 @@ def run(args: argparse.Namespace) -> int:
     from evstream.publish import Publisher, control_address_for
     from models.streaming import StreamingClassifier, decision_options, default_window_steps, input_scale_for
 
-    source = _open_source(args, speed)
+    sources = _open_sources(args, specs, speed) if many else [_open_source(args, speed)]
     publisher = None
     try:
-        source_text = _describe_source(args, source, speed)
+        if many:
+            names = [_spec_name(kind, value) for kind, value in specs]
+            pace = "" if not any(k == "replay" for k, _ in specs) else \
+                (", replays as fast as possible" if speed is None else f", replays at speed x{speed:g}")
+            source_text = f"{len(names)} streams: " + "; ".join(f"[{i}] {n}" for i, n in enumerate(names)) + pace
+        else:
+            source_text = _describe_source(args, sources[0], speed)
         if args.filter != "none":
             from evstream.sources.filtered import FilteredSource, make_filter
 
             us = {} if args.filter_us is None else {"dt_us" if args.filter == "ba" else "refractory_us": args.filter_us}
-            source = FilteredSource(source, make_filter(args.filter, source.sensor_size, **us))
+            sources = [FilteredSource(src, make_filter(args.filter, src.sensor_size, **us)) for src in sources]
+        source = sources[0]
         model, pre, model_label, decision, trained_on = _load_model(args.model)
         height, width = (int(v) for v in model.config.img_size)
         settings = decision_settings(decision, args)
@@ -338,11 +463,18 @@ def run(args: argparse.Namespace) -> int:
         step_us = int(round(args.step_ms * 1000)) if args.step_ms else int(pre.get("step_us") or DEFAULT_STEP_US)
         steps = default_window_steps(settings, model_steps, step_us)
         options = decision_options({k: v for k, v in settings.items() if k != "window_steps"}, model_steps=model_steps)
-        binner = Binner(source.sensor_size, (width, height), step_us, steps, fit=args.fit, roi=roi,
-                        flip_x=args.flip_x, flip_y=args.flip_y)
+        binners = [Binner(src.sensor_size, (width, height), step_us, steps, fit=args.fit, roi=roi,
+                          flip_x=args.flip_x, flip_y=args.flip_y) for src in sources]
+        binner = binners[0]
         warmup()
-        classifier = StreamingClassifier(model, device=device, input_scale=input_scale_for(pre, binner.geometry),
-                                         **options)
+        if many:
+            from models.multistream import MultiStreamClassifier
+
+            # each stream's density scale is applied to its own windows (their sensors may differ)
+            classifier = MultiStreamClassifier(model, len(sources), device=device, **options)
+        else:
+            classifier = StreamingClassifier(model, device=device, input_scale=input_scale_for(pre, binner.geometry),
+                                             **options)
 
         context = zmq.Context.instance()
         addresses = [args.publish]
@@ -370,14 +502,24 @@ def run(args: argparse.Namespace) -> int:
         lines = banner(source_text, binner, model_label, model, trained_on, settings, args.filter, output)
         if not args.quiet:
             print("\n".join(lines), flush=True)
-        sinks = [] if gui else [ConsoleSink(quiet=args.quiet, class_names=getattr(classifier, "class_names", None))]
-        pipeline = Pipeline(source, classifier, binner, publisher, config=config, sinks=sinks,
-                            record_path=args.record, record_dir=record_dir, control_address=controls or None,
-                            context=context, model_loader=model_loader(binner, device))
+        class_names = getattr(classifier, "class_names", None)
+        if many:
+            from evstream.multipipeline import MultiPipeline
+
+            sinks = [] if gui else [_StreamConsole(len(sources), args.quiet, class_names)]
+            pipeline = MultiPipeline(sources, classifier, binners, publisher, config=config, sinks=sinks,
+                                     input_scales=[input_scale_for(pre, b.geometry) for b in binners], names=names,
+                                     control_address=controls or None, context=context)
+        else:
+            sinks = [] if gui else [ConsoleSink(quiet=args.quiet, class_names=class_names)]
+            pipeline = Pipeline(source, classifier, binner, publisher, config=config, sinks=sinks,
+                                record_path=args.record, record_dir=record_dir, control_address=controls or None,
+                                context=context, model_loader=model_loader(binner, device))
     except BaseException:
         if publisher is not None:
             publisher.close()
-        source.close()
+        for src in sources:
+            src.close()
         raise
 
     def on_signal(signum, _frame) -> None:
