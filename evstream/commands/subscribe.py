@@ -3,7 +3,8 @@
 Human lines by default (one per label change, plus status changes); ``--json`` prints one JSON
 object per received message and flushes each line, for scripts. Sequence gaps (messages the
 publisher dropped for this subscriber) are reported as they are seen and in the closing summary;
-a message that does not decode is skipped with one line on stderr.
+a message that does not decode is skipped with one line on stderr. ``--stream N`` keeps only
+stream N of a pipeline serving several sources (header ``sid``; ``status`` always passes).
 
 It ends when the publisher reports ``ended`` (after draining what is still queued for a moment),
 after ``--count`` predictions, after ``--timeout`` seconds without any message, or on Ctrl-C.
@@ -29,6 +30,7 @@ exit codes: 0 the publisher ended, --count reached, or Ctrl-C; 1 --timeout passe
 examples:
   python main.py subscribe tcp://127.0.0.1:5556
   python main.py subscribe tcp://127.0.0.1:5556 --json --topics pred,stats --count 100
+  python main.py subscribe tcp://127.0.0.1:5556 --stream 1      one stream of a pipeline of several sources
   python main.py subscribe tcp://HOST:5556 --curve-secret keys/client.key_secret --curve-server keys/server.key
 """
 
@@ -46,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=None, metavar="S",
                         help="exit after S seconds without any message (default: wait forever)")
     parser.add_argument("--all", action="store_true", help="human mode: print every prediction, not only changes")
+    parser.add_argument("--stream", type=int, default=None, metavar="N",
+                        help="only stream N of a pipeline serving several sources (status always; default: every "
+                             "stream, human lines prefixed [N] when the pipeline has several)")
     parser.add_argument("--curve-secret", metavar="FILE", help="this client's key pair file (NAME.key_secret)")
     parser.add_argument("--curve-server", metavar="FILE", help="the publisher's public key file (NAME.key)")
 
@@ -56,6 +61,7 @@ def message_json(msg: protocol.Message) -> dict:
         "topic": msg.topic,
         "seq": msg.seq,
         "pub": msg.publisher,
+        "stream": msg.stream,
         "t_start": msg.t_start,
         "t_end": msg.t_end,
         "send_ns": msg.send_ns,
@@ -93,13 +99,16 @@ def run(args: argparse.Namespace) -> int:
         raise ConfigError("--topics: give at least one topic")
     if args.count is not None and args.count < 1:
         raise ConfigError(f"--count must be >= 1, got {args.count}")
+    if args.stream is not None and args.stream < 0:
+        raise ConfigError(f"--stream must be >= 0, got {args.stream}")
     # status always comes, to see the publisher end; it is shown only when asked for.
     listen = topics if "status" in topics else (*topics, "status")
     sub = Subscriber(args.address, listen, curve_secret_key_file=args.curve_secret,
-                     curve_server_key_file=args.curve_server, on_malformed=_report_malformed)
+                     curve_server_key_file=args.curve_server, on_malformed=_report_malformed, stream=args.stream)
     out = sys.stdout
     preds = 0
     last_state = None
+    several = False  # the publisher's status lists more than one stream: human lines say which
     reported_gaps: dict[str, int] = {}
     timeout_ms = None if args.timeout is None else int(args.timeout * 1000)
     ended = timed_out = False
@@ -117,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
                 out.write(json.dumps(message_json(msg)) + "\n")
             else:
                 if msg.topic == "status":
+                    streams = msg.data.get("streams")
+                    several = isinstance(streams, list) and len(streams) > 1
                     state = (msg.data.get("state"), msg.data.get("message"))
                     if state != last_state:
                         last_state = state
@@ -125,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
                                   f"source {msg.data.get('source')}\n")
                 line = _human(msg, args.all)
                 if line:
-                    out.write(line + "\n")
+                    out.write((f"[{msg.stream}] " if several and msg.topic != "status" else "") + line + "\n")
                 stats = sub.stats[msg.topic]
                 if stats.gaps != reported_gaps.get(msg.topic, 0):
                     reported_gaps[msg.topic] = stats.gaps
