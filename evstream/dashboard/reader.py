@@ -7,6 +7,13 @@ accumulating a 300 ms span of 10 ms windows costs the GUI thread nothing; every 
 ``stats`` message goes into the :class:`~evstream.dashboard.timeline.Timeline`, so the run's
 record misses no window however few of them the GUI draws.
 
+A pipeline serving several sources publishes each stream's messages with its stream id (header
+``sid``); the reader keeps one stream (:meth:`StreamReader.set_stream`, default 0) and drops the
+others' messages before anything sees them, so every panel, the accumulator and the timeline show
+that stream alone; switching clears the accumulator and the timeline (on the reader thread, so
+no message of the old stream lands after the clear). ``status`` speaks for the whole pipeline
+and always passes.
+
 Per topic it keeps the messages received, the messages lost (the Subscriber's sequence-gap
 count; zguide ch. 5), the time of the latest one and the transport lag (receive time minus the
 header's send time).
@@ -27,7 +34,7 @@ from evstream.errors import ConfigError
 from evstream.protocol import TOPICS, Message
 from evstream.publish import Subscriber
 
-__all__ = ["StreamReader", "TopicStats", "Snapshot"]
+__all__ = ["StreamReader", "TopicStats", "Snapshot", "stream_status"]
 
 _POLL_MS = 50
 
@@ -88,6 +95,8 @@ class StreamReader:
         self._malformed = 0  # did not decode (counted by the Subscriber)
         self._bad_frames = 0  # decoded, but no usable counts
         self._last_error: str | None = None
+        self._stream = 0  # the stream shown (header sid); the reader thread applies _want_stream
+        self._want_stream = 0
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="evstream-dashboard-reader", daemon=True)
@@ -107,6 +116,28 @@ class StreamReader:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
+
+    @property
+    def stream(self) -> int:
+        """The stream id whose messages are kept (the latest asked for by :meth:`set_stream`)."""
+        return self._want_stream
+
+    def set_stream(self, stream: int) -> None:
+        """Keep stream ``stream``'s messages from now on (thread-safe; applied by the reader thread,
+        which clears the accumulator, the timeline and the fresh messages of the previous stream)."""
+        self._want_stream = int(stream)
+
+    def _switch_stream(self) -> None:
+        want = self._want_stream
+        if want == self._stream:
+            return
+        self._stream = want
+        if self.accumulator is not None:
+            self.accumulator.clear()
+        if self.timeline is not None:
+            self.timeline.clear()
+        with self._lock:
+            self._fresh = {t: m for t, m in self._fresh.items() if t == "status"}
 
     def received(self, topic: str) -> int:
         """Messages of ``topic`` received so far (does not consume anything)."""
@@ -139,6 +170,9 @@ class StreamReader:
         try:
             while not self._stop.is_set():
                 message = subscriber.recv(timeout_ms=_POLL_MS)
+                self._switch_stream()
+                if message is not None and message.topic != "status" and message.stream != self._stream:
+                    continue  # another stream of a pipeline serving several sources
                 if message is not None:
                     self._handle(message, subscriber)
                 elif subscriber.malformed != self._malformed:
@@ -164,7 +198,7 @@ class StreamReader:
                 if message.topic in ("pred", "stats"):
                     self.timeline.push(message)
                 elif message.topic == "status":
-                    self.timeline.set_origin(message.data.get("origin_us"))
+                    self.timeline.set_origin(stream_status(message.data, self._stream).get("origin_us"))
             except (TypeError, ValueError) as err:
                 with self._lock:
                     self._bad_frames += 1
@@ -178,3 +212,14 @@ class StreamReader:
             stats.lag_ms = (now_ns - message.send_ns) / 1e6 if message.send_ns else None
             self._malformed = subscriber.malformed
             self._fresh[message.topic] = message
+
+
+def stream_status(data: dict, stream: int) -> dict:
+    """``status`` data as seen by one stream: the entry of ``data["streams"]`` with ``sid == stream``
+    (its source, sensor, origin, geometry, ...) over the pipeline-wide fields; ``data`` itself
+    when the pipeline has one source."""
+    streams = data.get("streams")
+    if not isinstance(streams, list) or len(streams) < 2:
+        return data
+    entry = next((e for e in streams if isinstance(e, dict) and e.get("sid") == stream), None)
+    return data if entry is None else {**data, **{k: v for k, v in entry.items() if k != "state"}}

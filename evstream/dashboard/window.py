@@ -19,6 +19,11 @@ Below the controls, the Teach panel records labelled runs through the pipeline's
 Fine-tune panel trains on its folder in a child process, offering the result through
 ``load_model``; a ``load_model`` sent from here (either panel, or "Load model…") is remembered,
 so a fine-tune can start from the file the running model came from.
+
+A pipeline serving several sources (``status`` lists more than one in ``streams``) gets a
+"stream" drop-down in the top bar (hidden otherwise): the panels show the chosen stream's
+predictions, events and figures (:meth:`StreamReader.set_stream`), and the top bar its source and
+sensor.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from evstream.dashboard.controls_panel import ControlsPanel
 from evstream.dashboard.events_panel import EventsPanel
 from evstream.dashboard.finetune import FinetunePanel
 from evstream.dashboard.prediction_panel import PredictionPanel
-from evstream.dashboard.reader import Snapshot, StreamReader
+from evstream.dashboard.reader import Snapshot, StreamReader, stream_status
 from evstream.dashboard.spikes_panel import SpikesPanel
 from evstream.dashboard.stats_panel import StatsPanel
 from evstream.dashboard.style import configure_pyqtgraph, dark_palette, flexible_label
@@ -124,6 +129,12 @@ class DashboardWindow(QtWidgets.QMainWindow):
         top.addWidget(self.connection_label)
         self.source_label = flexible_label("")
         top.addWidget(self.source_label, 1)
+        self.stream_label = QtWidgets.QLabel("stream")
+        self.stream_box = QtWidgets.QComboBox()
+        self.stream_box.setToolTip("which of the pipeline's sources the panels show")
+        for widget in (self.stream_label, self.stream_box):
+            widget.setVisible(False)  # shown once status lists more than one stream
+            top.addWidget(widget)
         top.addWidget(QtWidgets.QLabel("display"))
         self.display_rate = QtWidgets.QComboBox()
         for hz in (10, 30, 60):
@@ -152,6 +163,7 @@ class DashboardWindow(QtWidgets.QMainWindow):
         self.teach.command.connect(self.send_command)
         self.finetune.command.connect(self.send_command)
         self.display_rate.currentIndexChanged.connect(self._rate_changed)
+        self.stream_box.currentIndexChanged.connect(self._stream_changed)
         self.events.pointer_moved.connect(self.attention.select_at)
         self.attention.overlay_changed.connect(self._overlay_changed)
         self.events.overlay_box.toggled.connect(self._overlay_changed)
@@ -297,8 +309,41 @@ class DashboardWindow(QtWidgets.QMainWindow):
             self.connection_label.setText(text)
             self.connection_label.setStyleSheet(f"color: {color};")
 
+    def _stream_changed(self) -> None:
+        sid = self.stream_box.currentData()
+        if sid is None or sid == self.reader.stream:
+            return
+        self.reader.set_stream(int(sid))
+        if self.status_data:
+            self._show_status(self.status_data)  # the top bar names the chosen stream at once
+
+    def select_stream(self, sid: int) -> None:
+        """Show stream ``sid`` (as choosing it in the drop-down does)."""
+        index = self.stream_box.findData(int(sid))
+        if index >= 0:
+            self.stream_box.setCurrentIndex(index)
+
+    def _offer_streams(self, streams: object) -> None:
+        entries = [(e["sid"], str(e.get("source", ""))) for e in streams if isinstance(e, dict)
+                   and isinstance(e.get("sid"), int)] if isinstance(streams, list) else []
+        several = len(entries) > 1
+        self.stream_label.setVisible(several)
+        self.stream_box.setVisible(several)
+        offered = [(self.stream_box.itemData(i), self.stream_box.itemText(i)) for i in range(self.stream_box.count())]
+        wanted = [(sid, f"{sid}: {name}") for sid, name in entries]
+        if offered == wanted:
+            return
+        self.stream_box.blockSignals(True)
+        self.stream_box.clear()
+        for sid, text in wanted:
+            self.stream_box.addItem(text, sid)
+        self.stream_box.setCurrentIndex(max(0, self.stream_box.findData(self.reader.stream)))
+        self.stream_box.blockSignals(False)
+
     def _show_status(self, data: dict) -> None:
+        self._offer_streams(data.get("streams"))
         self.status_data = dict(data)
+        data = stream_status(data, self.reader.stream)
         self.finetune.observe_status(data)
         classes = data.get("classes")
         if isinstance(classes, list) and classes:
@@ -310,8 +355,10 @@ class DashboardWindow(QtWidgets.QMainWindow):
         title = " · ".join(str(data[k]) for k in ("source", "model") if isinstance(data.get(k), str) and data[k])
         self.setWindowTitle(f"evstream · {title}" if title else f"evstream · {self.address}")
         sensor = data.get("sensor") or []
+        streams = self.status_data.get("streams")
         parts = [
-            str(data.get("source", "")),
+            (f"stream {self.reader.stream} of {len(streams)}: " if not self.stream_box.isHidden() and streams else "")
+            + str(data.get("source", "")),
             f"sensor {sensor[0]}×{sensor[1]}" if len(sensor) == 2 else "",
             f"model {data.get('model')}" if data.get("model") else "",
             f"schema v{data.get('schema')}" if data.get("schema") is not None else "",
