@@ -1,7 +1,9 @@
 """numba word decoders behind :mod:`evstream.io.prophesee` (Prophesee RAW EVT 2.0, 2.1 and 3.0).
 
-Each decoder walks a block of words from ``pos``, writes CD events into the field views of an
-``EVENT_DTYPE`` array and trigger events into an ``int64 [n, 3]`` array (t, id, value), and
+Each decoder walks a block of words from ``pos``, writes CD events into ``out``, an
+``EVENT_DTYPE`` array seen as ``int64 [n, 2]`` (:func:`packed`: t, then x | y << 16 | p << 32, so
+one event is two 8-byte stores and its padding bytes are zero), trigger events into an
+``int64 [n, 3]`` array (t, id, value), and
 stops at the end of the block, when either output is full (the caller hands out what was
 written and calls again from the returned position), or at the first bad word. Decoder state
 that must survive between blocks (time high, wrap count, EVT3 row and vector base, tallies)
@@ -18,6 +20,14 @@ Events before the first time high (and, in EVT 3.0, before the first row address
 defined time or row: they are dropped and tallied in ``state[DROPPED]``, as OpenEB does.
 Words are read as signed int64 after a widening (EVT 2.1 as ``<i8`` views) and every field is
 masked after its shift, so no unsigned/signed promotion can reach float.
+
+Speed: EVT 2.0 decodes groups of :data:`GROUP` words that are all CD events (the common case) in
+one branch-free loop that LLVM vectorises, and falls back to the word-by-word state machine for a
+group holding any other word; vector words (EVT 2.1, EVT 3.0) write every slot of the vector and
+advance the output by the mask bit, so random masks cost no mispredicted branches (the slots past
+the last event are overwritten later or trimmed). Outputs therefore need a few slots of room: a
+decoder stops with ``FULL`` when fewer than one vector's worth (32 for EVT 2.1, 12 for EVT 3.0,
+one group for EVT 2.0's fast path) are left.
 """
 
 from __future__ import annotations
@@ -33,6 +43,8 @@ __all__ = [
     "TIME_BACKWARDS",
     "N_STATE",
     "new_state",
+    "packed",
+    "decode_dat",
     "decode_evt2",
     "decode_evt21",
     "decode_evt3",
@@ -62,84 +74,113 @@ ERR_B = 13
 N_STATE = 16
 
 
+GROUP = 32
+
+
 def new_state() -> np.ndarray:
     """A fresh decoder state (``int64 [N_STATE]``, all zero: no time base yet)."""
     return np.zeros(N_STATE, dtype=np.int64)
 
 
+def packed(events: np.ndarray) -> np.ndarray:
+    """The ``int64 [n, 2]`` view of a contiguous ``EVENT_DTYPE`` array the decoders write into."""
+    return events.view(np.int64).reshape(-1, 2)
+
+
 @njit(cache=True, nogil=True)
-def decode_evt2(words, pos, t, x, y, p, trig, state, width, height):
+def decode_evt2(words, pos, out, trig, state, width, height):
     """EVT 2.0 (``<u4`` words): CD_OFF 0x0 / CD_ON 0x1 (6 time LSBs, 11-bit x, 11-bit y),
     TIME_HIGH 0x8 (28 time MSBs), EXT_TRIGGER 0xA, OTHERS 0xE, CONTINUED 0xF.
 
     Returns:
         ``(next_pos, n_events, n_triggers, status)``.
     """
-    cap = t.shape[0]
+    cap = out.shape[0]
     tcap = trig.shape[0]
     th = state[TIME_HIGH]
     loops = state[LOOPS]
     have = state[HAVE_TIME]
+    base = (loops << 34) | (th << 6)
     n = 0
     nt = 0
     status = DONE
     i = pos
     nw = words.shape[0]
-    while i < nw:
-        w = np.int64(words[i])
-        kind = (w >> 28) & 0xF
-        if kind <= 1:
-            if have == 0:
-                state[DROPPED] += 1
-            else:
-                if n >= cap:
-                    status = FULL
-                    break
-                xi = (w >> 11) & 0x7FF
-                yi = w & 0x7FF
-                if xi >= width or yi >= height:
-                    state[ERR_A] = xi
-                    state[ERR_B] = yi
-                    status = OFF_GEOMETRY
-                    break
-                t[n] = (loops << 34) | (th << 6) | ((w >> 22) & 0x3F)
-                x[n] = xi
-                y[n] = yi
-                p[n] = kind
-                n += 1
-        elif kind == 0x8:
-            high = w & 0xFFFFFFF
-            if have != 0 and high < th:
-                if th - high > (1 << 27):
-                    loops += 1
+    while i < nw and status == DONE:
+        if have != 0 and i + GROUP <= nw and n + GROUP <= cap:
+            # A group of CD words only (types 0 and 1: the top three bits clear) in one pass;
+            # a negative ``bad`` flags an address off the sensor, left to the word loop below.
+            seen = np.uint32(0)
+            for j in range(GROUP):
+                seen |= words[i + j]
+            if seen < 0x20000000:
+                bad = np.int64(0)
+                for j in range(GROUP):
+                    w = np.int64(words[i + j])
+                    xi = (w >> 11) & 0x7FF
+                    yi = w & 0x7FF
+                    bad |= (width - 1 - xi) | (height - 1 - yi)
+                    out[n + j, 0] = base | ((w >> 22) & 0x3F)
+                    out[n + j, 1] = xi | (yi << 16) | ((w >> 28) << 32)
+                if bad >= 0:
+                    i += GROUP
+                    n += GROUP
+                    continue
+        end = min(i + GROUP, nw)
+        while i < end:
+            w = np.int64(words[i])
+            kind = (w >> 28) & 0xF
+            if kind <= 1:
+                if have == 0:
+                    state[DROPPED] += 1
                 else:
-                    state[ERR_A] = th
-                    state[ERR_B] = high
-                    status = TIME_BACKWARDS
-                    break
-            th = high
-            have = 1
-            state[TIME_HIGHS] += 1
-        elif kind == 0xA:
-            if have == 0:
-                state[DROPPED] += 1
+                    if n >= cap:
+                        status = FULL
+                        break
+                    xi = (w >> 11) & 0x7FF
+                    yi = w & 0x7FF
+                    if xi >= width or yi >= height:
+                        state[ERR_A] = xi
+                        state[ERR_B] = yi
+                        status = OFF_GEOMETRY
+                        break
+                    out[n, 0] = base | ((w >> 22) & 0x3F)
+                    out[n, 1] = xi | (yi << 16) | (kind << 32)
+                    n += 1
+            elif kind == 0x8:
+                high = w & 0xFFFFFFF
+                if have != 0 and high < th:
+                    if th - high > (1 << 27):
+                        loops += 1
+                    else:
+                        state[ERR_A] = th
+                        state[ERR_B] = high
+                        status = TIME_BACKWARDS
+                        break
+                th = high
+                have = 1
+                base = (loops << 34) | (th << 6)
+                state[TIME_HIGHS] += 1
+            elif kind == 0xA:
+                if have == 0:
+                    state[DROPPED] += 1
+                else:
+                    if nt >= tcap:
+                        status = FULL
+                        break
+                    trig[nt, 0] = base | ((w >> 22) & 0x3F)
+                    trig[nt, 1] = (w >> 8) & 0x1F
+                    trig[nt, 2] = w & 1
+                    nt += 1
+            elif kind == 0xE:
+                state[OTHERS] += 1
+            elif kind == 0xF:
+                state[CONTINUED] += 1
             else:
-                if nt >= tcap:
-                    status = FULL
-                    break
-                trig[nt, 0] = (loops << 34) | (th << 6) | ((w >> 22) & 0x3F)
-                trig[nt, 1] = (w >> 8) & 0x1F
-                trig[nt, 2] = w & 1
-                nt += 1
-        elif kind == 0xE:
-            state[OTHERS] += 1
-        elif kind == 0xF:
-            state[CONTINUED] += 1
-        else:
-            state[ERR_A] = kind
-            status = BAD_TYPE
-            break
-        i += 1
+                state[ERR_A] = kind
+                status = BAD_TYPE
+                break
+            i += 1
     state[TIME_HIGH] = th
     state[LOOPS] = loops
     state[HAVE_TIME] = have
@@ -147,7 +188,7 @@ def decode_evt2(words, pos, t, x, y, p, trig, state, width, height):
 
 
 @njit(cache=True, nogil=True)
-def decode_evt21(words, pos, t, x, y, p, trig, state, width, height):
+def decode_evt21(words, pos, out, trig, state, width, height):
     """EVT 2.1 (64-bit words viewed as ``<i8``): EVT_NEG 0x0 / EVT_POS 0x1 (6 time LSBs, x base,
     y, 32-bit valid mask for pixels x .. x+31), TIME_HIGH 0x8, EXT_TRIGGER 0xA, OTHERS 0xE,
     CONTINUED 0xF; the type sits in bits 60-63 of the little-endian word.
@@ -155,11 +196,12 @@ def decode_evt21(words, pos, t, x, y, p, trig, state, width, height):
     Returns:
         ``(next_pos, n_events, n_triggers, status)``.
     """
-    cap = t.shape[0]
+    cap = out.shape[0]
     tcap = trig.shape[0]
     th = state[TIME_HIGH]
     loops = state[LOOPS]
     have = state[HAVE_TIME]
+    base = (loops << 34) | (th << 6)
     n = 0
     nt = 0
     status = DONE
@@ -178,23 +220,22 @@ def decode_evt21(words, pos, t, x, y, p, trig, state, width, height):
                     break
                 xb = (w >> 43) & 0x7FF
                 yi = (w >> 32) & 0x7FF
-                last = xb
+                if xb + 32 > width or yi >= height:
+                    last = xb
+                    for b in range(32):
+                        if (mask >> b) & 1:
+                            last = xb + b
+                    if last >= width or yi >= height:
+                        state[ERR_A] = last
+                        state[ERR_B] = yi
+                        status = OFF_GEOMETRY
+                        break
+                ti = base | ((w >> 54) & 0x3F)
+                rest = (yi << 16) | (kind << 32)
                 for b in range(32):
-                    if (mask >> b) & 1:
-                        last = xb + b
-                if last >= width or yi >= height:
-                    state[ERR_A] = last
-                    state[ERR_B] = yi
-                    status = OFF_GEOMETRY
-                    break
-                ti = (loops << 34) | (th << 6) | ((w >> 54) & 0x3F)
-                for b in range(32):
-                    if (mask >> b) & 1:
-                        t[n] = ti
-                        x[n] = xb + b
-                        y[n] = yi
-                        p[n] = kind
-                        n += 1
+                    out[n, 0] = ti
+                    out[n, 1] = (xb + b) | rest
+                    n += (mask >> b) & 1
         elif kind == 0x8:
             high = (w >> 32) & 0xFFFFFFF
             if have != 0 and high < th:
@@ -207,6 +248,7 @@ def decode_evt21(words, pos, t, x, y, p, trig, state, width, height):
                     break
             th = high
             have = 1
+            base = (loops << 34) | (th << 6)
             state[TIME_HIGHS] += 1
         elif kind == 0xA:
             if have == 0:
@@ -215,7 +257,7 @@ def decode_evt21(words, pos, t, x, y, p, trig, state, width, height):
                 if nt >= tcap:
                     status = FULL
                     break
-                trig[nt, 0] = (loops << 34) | (th << 6) | ((w >> 54) & 0x3F)
+                trig[nt, 0] = base | ((w >> 54) & 0x3F)
                 trig[nt, 1] = (w >> 40) & 0x1F
                 trig[nt, 2] = (w >> 32) & 1
                 nt += 1
@@ -235,7 +277,7 @@ def decode_evt21(words, pos, t, x, y, p, trig, state, width, height):
 
 
 @njit(cache=True, nogil=True)
-def decode_evt3(words, pos, t, x, y, p, trig, state, width, height):
+def decode_evt3(words, pos, out, trig, state, width, height):
     """EVT 3.0 (``<u2`` words): ADDR_Y 0x0, ADDR_X 0x2 (one event), VECT_BASE_X 0x3, VECT_12 0x4,
     VECT_8 0x5 (vectors of events from the base, which then advances by 12 or 8), TIME_LOW
     0x6, CONTINUED_4 0x7, TIME_HIGH 0x8, EXT_TRIGGER 0xA, OTHERS 0xE, CONTINUED_12 0xF.
@@ -244,7 +286,7 @@ def decode_evt3(words, pos, t, x, y, p, trig, state, width, height):
     Returns:
         ``(next_pos, n_events, n_triggers, status)``.
     """
-    cap = t.shape[0]
+    cap = out.shape[0]
     tcap = trig.shape[0]
     th = state[TIME_HIGH]
     tl = state[TIME_LOW]
@@ -254,6 +296,7 @@ def decode_evt3(words, pos, t, x, y, p, trig, state, width, height):
     vpol = state[VECTOR_P]
     have = state[HAVE_TIME]
     have_row = state[HAVE_ROW]
+    ti = (loops << 24) | (th << 12) | tl
     n = 0
     nt = 0
     status = DONE
@@ -261,10 +304,32 @@ def decode_evt3(words, pos, t, x, y, p, trig, state, width, height):
     nw = words.shape[0]
     while i < nw:
         w = np.int64(words[i])
-        kind = (w >> 12) & 0xF
-        if kind == 0x0:
-            row = w & 0x7FF
-            have_row = 1
+        kind = w >> 12
+        if kind == 0x4 or kind == 0x5:
+            span = 12 if kind == 0x4 else 8
+            mask = w & (0xFFF if kind == 0x4 else 0xFF)
+            if have == 0 or have_row == 0:
+                state[DROPPED] += 1
+            elif mask != 0:
+                if n + 12 > cap:
+                    status = FULL
+                    break
+                if xbase + span > width or row >= height:
+                    last = xbase
+                    for b in range(span):
+                        if (mask >> b) & 1:
+                            last = xbase + b
+                    if last >= width or row >= height:
+                        state[ERR_A] = last
+                        state[ERR_B] = row
+                        status = OFF_GEOMETRY
+                        break
+                rest = (row << 16) | (vpol << 32)
+                for b in range(span):
+                    out[n, 0] = ti
+                    out[n, 1] = (xbase + b) | rest
+                    n += (mask >> b) & 1
+            xbase += span
         elif kind == 0x2:
             if have == 0 or have_row == 0:
                 state[DROPPED] += 1
@@ -278,43 +343,18 @@ def decode_evt3(words, pos, t, x, y, p, trig, state, width, height):
                     state[ERR_B] = row
                     status = OFF_GEOMETRY
                     break
-                t[n] = (loops << 24) | (th << 12) | tl
-                x[n] = xi
-                y[n] = row
-                p[n] = (w >> 11) & 1
+                out[n, 0] = ti
+                out[n, 1] = xi | (row << 16) | (((w >> 11) & 1) << 32)
                 n += 1
+        elif kind == 0x0:
+            row = w & 0x7FF
+            have_row = 1
         elif kind == 0x3:
             xbase = w & 0x7FF
             vpol = (w >> 11) & 1
-        elif kind == 0x4 or kind == 0x5:
-            span = 12 if kind == 0x4 else 8
-            mask = w & (0xFFF if kind == 0x4 else 0xFF)
-            if have == 0 or have_row == 0:
-                state[DROPPED] += 1
-            elif mask != 0:
-                if n + span > cap:
-                    status = FULL
-                    break
-                last = xbase
-                for b in range(span):
-                    if (mask >> b) & 1:
-                        last = xbase + b
-                if last >= width or row >= height:
-                    state[ERR_A] = last
-                    state[ERR_B] = row
-                    status = OFF_GEOMETRY
-                    break
-                ti = (loops << 24) | (th << 12) | tl
-                for b in range(span):
-                    if (mask >> b) & 1:
-                        t[n] = ti
-                        x[n] = xbase + b
-                        y[n] = row
-                        p[n] = vpol
-                        n += 1
-            xbase += span
         elif kind == 0x6:
             tl = w & 0xFFF
+            ti = (loops << 24) | (th << 12) | tl
         elif kind == 0x8:
             high = w & 0xFFF
             if have != 0 and high < th:
@@ -327,6 +367,7 @@ def decode_evt3(words, pos, t, x, y, p, trig, state, width, height):
                     break
             th = high
             have = 1
+            ti = (loops << 24) | (th << 12) | tl
             state[TIME_HIGHS] += 1
         elif kind == 0xA:
             if have == 0:
@@ -335,7 +376,7 @@ def decode_evt3(words, pos, t, x, y, p, trig, state, width, height):
                 if nt >= tcap:
                     status = FULL
                     break
-                trig[nt, 0] = (loops << 24) | (th << 12) | tl
+                trig[nt, 0] = ti
                 trig[nt, 1] = (w >> 8) & 0xF
                 trig[nt, 2] = w & 1
                 nt += 1
@@ -357,3 +398,37 @@ def decode_evt3(words, pos, t, x, y, p, trig, state, width, height):
     state[HAVE_TIME] = have
     state[HAVE_ROW] = have_row
     return i, n, nt, status
+
+
+@njit(cache=True, nogil=True)
+def decode_dat(records, out, state, x_mask, y_shift, y_mask, p_shift, width, height):
+    """DAT CD events (``<u4 [n, 2]``: t µs, packed address): the 32-bit µs counter unwrapped (a
+    step back of more than 2**31 is a wrap; ``state[TIME_HIGH]`` keeps the last raw time + 1, 0
+    before the first, ``state[LOOPS]`` the wraps), x / y / p unpacked with the version's masks.
+
+    Returns:
+        ``(n_events, status)``: ``DONE``, or ``OFF_GEOMETRY`` at record ``n_events`` (x, y in
+        ``state[ERR_A]`` / ``state[ERR_B]``).
+    """
+    last = state[TIME_HIGH] - 1
+    wraps = state[LOOPS]
+    nr = records.shape[0]
+    for i in range(nr):
+        t = np.int64(records[i, 0])
+        d = np.int64(records[i, 1])
+        if last >= 0 and t - last < -(1 << 31):
+            wraps += 1
+        last = t
+        xi = d & x_mask
+        yi = (d >> y_shift) & y_mask
+        if xi >= width or yi >= height:
+            state[ERR_A] = xi
+            state[ERR_B] = yi
+            state[TIME_HIGH] = last + 1
+            state[LOOPS] = wraps
+            return i, OFF_GEOMETRY
+        out[i, 0] = t + (wraps << 32)
+        out[i, 1] = xi | (yi << 16) | (((d >> p_shift) & 1) << 32)
+    state[TIME_HIGH] = last + 1
+    state[LOOPS] = wraps
+    return nr, DONE

@@ -35,7 +35,9 @@ from pathlib import Path
 import numpy as np
 
 from evstream.errors import EventFileError
-from evstream.events import SensorSize, concatenate, empty_events
+from evstream.events import EVENT_DTYPE, SensorSize
+from evstream.io import _aedat2_kernels as kernels
+from evstream.io._blocks import pread_into
 
 __all__ = ["MAGIC", "CHIPS", "Aedat2Reader"]
 
@@ -60,6 +62,11 @@ CHIPS: dict[str, tuple[str, SensorSize]] = {
     "davis128": ("davis", SensorSize(128, 128)),
 }
 LAYOUTS = ("dvs128", "davis")
+
+
+def _packed(events: np.ndarray) -> np.ndarray:
+    """The ``int64 [n, 2]`` view of a contiguous ``EVENT_DTYPE`` array the kernel writes into."""
+    return events.view(np.int64).reshape(-1, 2)
 
 
 def chip_layout(chip: str) -> tuple[str, SensorSize] | None:
@@ -148,6 +155,44 @@ class Aedat2Reader:
         if self.layout == "dvs128" and (self.sensor_size.width > 128 or self.sensor_size.height > 128):
             raise self._error(f"sensor size {self.sensor_size} exceeds the dvs128 layout's 7-bit addresses")
 
+    def _decoded(self, whole: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """The events of each block of records, decoded into a new array per block or, with
+        ``whole``, into its consecutive slices; raises after the block holding an off-sensor DVS
+        address (its events before it handed out first) or at a truncated last record."""
+        if self._fd < 0:
+            raise self._error("reader is closed")
+        self.counts = dict.fromkeys(self.counts, 0)
+        state = kernels.new_state()
+        layout = kernels.DVS128 if self.layout == "dvs128" else kernels.DAVIS
+        w, h = self.sensor_size.width, self.sensor_size.height
+        whole_end = self.data_start + (self.file_size - self.data_start) // 8 * 8
+        pos = self.data_start
+        buf = np.empty(min(8 * _BLOCK_RECORDS, whole_end - pos), np.uint8)
+        done = 0
+        while pos < whole_end:
+            want = min(len(buf), whole_end - pos)
+            if pread_into(self._fd, buf[:want], pos) < want:
+                raise self._error("file shrank while reading", pos)
+            records = buf[:want].view("<u4").reshape(-1, 2)
+            out = np.empty(len(records), EVENT_DTYPE) if whole is None else whole[done:done + len(records)]
+            n, bad = kernels.decode_records(records, _packed(out), state, layout, w, h)
+            self._tally(state)
+            done += n
+            if n:
+                yield out[:n]
+            if bad >= 0:
+                a = int(records[bad, 0].byteswap())
+                raise self._error(f"DVS address 0x{a:08X} outside the {self.sensor_size} sensor", pos + 8 * bad)
+            pos += want
+        if whole_end < self.file_size:
+            raise self._error(f"file ends inside an 8-byte record ({self.file_size - whole_end} bytes left; "
+                              "truncated?)", whole_end)
+
+    def _tally(self, state: np.ndarray) -> None:
+        for key, slot in (("events", kernels.EVENTS), ("special", kernels.SPECIAL), ("aps", kernels.APS),
+                          ("imu", kernels.IMU)):
+            self.counts[key] = int(state[slot])
+
     def iter_packets(self) -> Iterator[np.ndarray]:
         """Polarity events, one ``EVENT_DTYPE`` array per 2 MiB of records, in file order.
 
@@ -157,73 +202,19 @@ class Aedat2Reader:
             EventFileError: a DVS address outside the sensor, or a truncated last record, after
                 every event before it.
         """
-        if self._fd < 0:
-            raise self._error("reader is closed")
-        self.counts = dict.fromkeys(self.counts, 0)
-        whole_end = self.data_start + (self.file_size - self.data_start) // 8 * 8
-        pos = self.data_start
-        wraps, last = 0, None
-        while pos < whole_end:
-            data = os.pread(self._fd, min(8 * _BLOCK_RECORDS, whole_end - pos), pos)
-            if not data:
-                raise self._error("file shrank while reading", pos)
-            raw = np.frombuffer(data, dtype=">u4").reshape(-1, 2)
-            t = raw[:, 1].astype(np.int64)
-            steps = np.diff(t, prepend=t[0] if last is None else last)
-            back = np.cumsum(steps < -(1 << 31))
-            last = int(t[-1])
-            t += (wraps + back) << 32
-            wraps += int(back[-1])
-            events, bad = self._decode(raw[:, 0], t)
-            if bad is not None:
-                if len(events):
-                    yield events
-                a = int(raw[bad, 0])
-                raise self._error(f"DVS address 0x{a:08X} outside the {self.sensor_size} sensor", pos + 8 * bad)
-            if len(events):
-                yield events
-            pos += len(data)
-        if whole_end < self.file_size:
-            raise self._error(f"file ends inside an 8-byte record ({self.file_size - whole_end} bytes left; "
-                              "truncated?)", whole_end)
-
-    def _decode(self, a: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, int | None]:
-        """Events of one block of addresses (up to the first off-sensor DVS word, whose index is
-        returned, else ``None``); the words before it are tallied in :attr:`counts`."""
-        w, h = self.sensor_size.width, self.sensor_size.height
-        if self.layout == "dvs128":
-            special = (a & 0x80008000) != 0
-            dvs = ~special
-            xr, yr = (a >> 1) & 0x7F, (a >> 8) & 0x7F
-        else:
-            is_dvs = (a & 0x80000000) == 0
-            special = is_dvs & ((a & 0x400) != 0)
-            dvs = is_dvs & ~special
-            xr, yr = (a >> 12) & 0x3FF, (a >> 22) & 0x1FF
-        off = np.flatnonzero(dvs & ((xr >= w) | (yr >= h)))
-        bad = int(off[0]) if len(off) else None
-        if bad is not None:
-            a, t, special, dvs, xr, yr = a[:bad], t[:bad], special[:bad], dvs[:bad], xr[:bad], yr[:bad]
-        if self.layout == "dvs128":
-            pol = 1 - (a & 1)
-        else:
-            imu = (a & 0x80000C00) == 0x80000C00
-            self.counts["imu"] += int(np.count_nonzero(imu))
-            self.counts["aps"] += int(np.count_nonzero((a & 0x80000000) != 0)) - int(np.count_nonzero(imu))
-            pol = (a >> 11) & 1
-        self.counts["special"] += int(np.count_nonzero(special))
-        idx = np.flatnonzero(dvs)
-        out = empty_events(len(idx))
-        out["t"] = t[idx]
-        out["x"] = (w - 1) - xr[idx].astype(np.int64)
-        out["y"] = (h - 1) - yr[idx].astype(np.int64)
-        out["p"] = pol[idx]
-        self.counts["events"] += len(idx)
-        return out, bad
+        return self._decoded()
 
     def read(self) -> np.ndarray:
-        """Every polarity event as one ``EVENT_DTYPE`` array ``[n]``."""
-        return concatenate(self.iter_packets())
+        """Every polarity event as one ``EVENT_DTYPE`` array ``[n]``, decoded straight into it
+        (one slot per record, trimmed in place at the end).
+
+        Raises:
+            EventFileError: as :meth:`iter_packets` (use it for the prefix).
+        """
+        whole = np.empty(max(0, (self.file_size - self.data_start) // 8), EVENT_DTYPE)
+        n = sum(len(packet) for packet in self._decoded(whole))
+        whole.resize(n, refcheck=False)
+        return whole
 
     def close(self) -> None:
         """Close the file (idempotent)."""

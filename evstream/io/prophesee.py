@@ -39,8 +39,9 @@ from pathlib import Path
 import numpy as np
 
 from evstream.errors import EventFileError
-from evstream.events import EVENT_DTYPE, SensorSize, concatenate, empty_events
+from evstream.events import EVENT_DTYPE, SensorSize
 from evstream.io import _prophesee_kernels as k
+from evstream.io._blocks import pread_into
 
 __all__ = [
     "ENCODINGS",
@@ -201,27 +202,26 @@ class _PropheseeFile:
     def _error(self, message: str, offset: int | None = None) -> EventFileError:
         return EventFileError(self.path, message, offset)
 
-    def _blocks(self, item: int) -> Iterator[tuple[int, bytes]]:
-        """(offset, bytes) blocks of whole ``item``-byte units from ``data_start``; raises at a
+    def _blocks(self, item: int) -> Iterator[tuple[int, np.ndarray]]:
+        """(offset, uint8 view) blocks of whole ``item``-byte units from ``data_start``, read into
+        one reused buffer (each view is valid until the next block is asked for); raises at a
         trailing partial unit after the last whole block."""
         if self._fd < 0:
             raise self._error("reader is closed")
         block = max(item, _BLOCK_BYTES // item * item)
         pos = self.data_start
         whole_end = self.data_start + (self.file_size - self.data_start) // item * item
+        buf = np.empty(min(block, max(0, whole_end - pos)), np.uint8)
         while pos < whole_end:
-            data = os.pread(self._fd, min(block, whole_end - pos), pos)
-            if not data:
-                raise self._error("file shrank while reading", pos)
-            yield pos, data
-            pos += len(data)
+            want = min(block, whole_end - pos)
+            got = pread_into(self._fd, buf[:want], pos)
+            if got < want:
+                raise self._error("file shrank while reading", pos + got)
+            yield pos, buf[:want]
+            pos += want
         if whole_end < self.file_size:
             raise self._error(f"file ends inside a {item}-byte {self._unit} ({self.file_size - whole_end} bytes "
                               "left; truncated?)", whole_end)
-
-    def read(self) -> np.ndarray:
-        """Every event as one ``EVENT_DTYPE`` array ``[n]``, in file order."""
-        return concatenate(self.iter_packets())
 
     def close(self) -> None:
         """Close the file (idempotent)."""
@@ -323,13 +323,12 @@ class PropheseeRawReader(_PropheseeFile):
         # One output slot per word: EVT 2.0 never fills it; the vectorised encodings stop when
         # full and resume at the same word, so memory stays bounded by the block.
         for offset, data in self._blocks(size):
-            words = np.frombuffer(data, dtype=dtype)
+            words = data.view(dtype)
             pos = 0
             while True:
                 out = np.empty(max(64, len(words)), EVENT_DTYPE)
                 trig = np.empty((_TRIGGER_BLOCK, 3), np.int64)
-                pos, n, nt, status = kernel(words, pos, out["t"], out["x"], out["y"], out["p"], trig, state,
-                                            width, height)
+                pos, n, nt, status = kernel(words, pos, k.packed(out), trig, state, width, height)
                 self._tally(state, n, nt, trig)
                 if n:
                     yield out[:n]
@@ -354,16 +353,13 @@ class PropheseeRawReader(_PropheseeFile):
         out = np.empty(max(64, total if self.encoding == "evt2" else total * 3 // 2), EVENT_DTYPE)
         n = 0
         for offset, data in self._blocks(size):
-            words = np.frombuffer(data, dtype=dtype)
+            words = data.view(dtype)
             pos = 0
             while True:
                 if len(out) - n < 64:
                     out = _grown(out, n, total, (offset - self.data_start) // size + pos)
-                view = out[n:]
                 trig = np.empty((_TRIGGER_BLOCK, 3), np.int64)
-                pos, m, nt, status = kernel(words, pos, view["t"], view["x"], view["y"], view["p"], trig, state,
-                                            width, height)
-                del view
+                pos, m, nt, status = kernel(words, pos, k.packed(out)[n:], trig, state, width, height)
                 self._tally(state, m, nt, trig)
                 n += m
                 if status == k.DONE:
@@ -468,40 +464,46 @@ class DatReader(_PropheseeFile):
             size = _checked_size(self.path, geometry, "header geometry") or _ATIS
         self.sensor_size = size
 
+    def _layout(self) -> tuple[int, int, int, int]:
+        """(x mask, y shift, y mask, p shift) of the address word of this version."""
+        return (0x3FFF, 14, 0x3FFF, 28) if self.version >= 2 else (0x1FF, 9, 0xFF, 17)
+
+    def _decoded(self, whole: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """The events of each block, decoded into a new array per block or, with ``whole``, into
+        its consecutive slices; raises after the block holding an event outside the sensor,
+        whose events before that one are handed out first."""
+        state = k.new_state()
+        width, height = self.sensor_size.width, self.sensor_size.height
+        done = 0
+        for offset, data in self._blocks(8):
+            records = data.view("<u4").reshape(-1, 2)
+            out = np.empty(len(records), EVENT_DTYPE) if whole is None else whole[done:done + len(records)]
+            n, status = k.decode_dat(records, k.packed(out), state, *self._layout(), width, height)
+            done += n
+            if n:
+                yield out[:n]
+            if status != k.DONE:
+                raise self._error(f"event at x={int(state[k.ERR_A])}, y={int(state[k.ERR_B])} outside the "
+                                  f"{self.sensor_size} sensor", offset + 8 * n)
+
     def iter_packets(self) -> Iterator[np.ndarray]:
-        """CD events, one ``EVENT_DTYPE`` array per 2 MiB block, in file order.
+        """CD events, one ``EVENT_DTYPE`` array per 2 MiB block, in file order. The 32-bit µs
+        counter wraps every 71.6 minutes: a step back of more than half its range is a wrap,
+        smaller steps are kept as stored.
 
         Raises:
             EventFileError: an event outside the sensor or a truncated last event, after every
                 event before it.
         """
-        wraps = 0
-        last = None
-        if self.version >= 2:
-            x_mask, y_shift, y_mask, p_shift = 0x3FFF, 14, 0x3FFF, 28
-        else:
-            x_mask, y_shift, y_mask, p_shift = 0x1FF, 9, 0xFF, 17
-        for offset, data in self._blocks(8):
-            raw = np.frombuffer(data, dtype="<u4").reshape(-1, 2)
-            t = raw[:, 0].astype(np.int64)
-            d = raw[:, 1]
-            # The 32-bit µs counter wraps every 71.6 minutes: a step back of more than half its
-            # range is a wrap, smaller steps are kept as stored.
-            steps = np.diff(t, prepend=t[0] if last is None else last)
-            back = np.cumsum(steps < -(1 << 31))
-            last = int(t[-1])
-            t += (wraps + back) << 32
-            wraps += int(back[-1])
-            out = empty_events(len(raw))
-            out["t"] = t
-            out["x"] = d & x_mask
-            out["y"] = (d >> y_shift) & y_mask
-            out["p"] = (d >> p_shift) & 1
-            bad = np.flatnonzero((out["x"] >= self.sensor_size.width) | (out["y"] >= self.sensor_size.height))
-            if len(bad):
-                i = int(bad[0])
-                if i:
-                    yield out[:i]
-                raise self._error(f"event at x={out['x'][i]}, y={out['y'][i]} outside the {self.sensor_size} sensor",
-                                  offset + 8 * i)
-            yield out
+        return self._decoded()
+
+    def read(self) -> np.ndarray:
+        """Every CD event as one ``EVENT_DTYPE`` array ``[n]``, decoded straight into it.
+
+        Raises:
+            EventFileError: as :meth:`iter_packets` (use it for the prefix).
+        """
+        whole = np.empty((self.file_size - self.data_start) // 8, EVENT_DTYPE)
+        for _ in self._decoded(whole):
+            pass
+        return whole
