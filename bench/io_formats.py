@@ -3,13 +3,15 @@
 Files: the real samples in ``../shared/data`` (Gen3 EVT 2.0, Gen4.1 EVT 3.0, N-CARS DAT) and
 generated 1280x720 recordings of ``--events`` events (default 10 M) in EVT 3.0 (rows of events
 sharing a time stamp, written with VECT_12 vectors and lone ADDR_X words, as an IMX636 emits
-them), EVT 2.0 and AEDAT 2.0 (DAVIS346 layout), cached under ``bench/out/``.
+them), EVT 2.0, DAT v2 and AEDAT 2.0 (DAVIS346 layout), cached under ``bench/out/``.
 
 Anchors, each only when importable: expelliarmus (``Wizard(encoding=...).read``), faery
 (``faery.events_stream_from_file(...).to_array()``), evlib (``evlib.load_events``), tonic
 (AEDAT 2.0 via ``tonic.io.read_davis_346``). Each decoder runs ``--repeat`` times, interleaved;
 the best time counts. Figures are Mev/s of ``read()`` (the whole file into one ``EVENT_DTYPE``
-array) and of streaming ``iter_packets()``; ratios are against the fastest anchor on the same file.
+array) and of streaming ``iter_packets()``; ratios are against the fastest anchor on the same file,
+by best wall time and by best CPU (process) time, which a machine loaded by other work distorts
+less (every decoder here is single-threaded).
 
 Usage: ``python bench/io_formats.py [--repeat 5] [--events 10000000]``
 """
@@ -108,6 +110,23 @@ def evt2_file(n_events: int) -> Path:
     return path
 
 
+def dat_file(n_events: int) -> Path:
+    """The cached DAT v2 (EventCD) recording of the same events: ``% Height`` / ``% Width`` lines,
+    event type 12 and size 8, then ``<u4`` t + ``<u4`` (x | y << 14 | p << 28) per event."""
+    path = OUT / f"dat_{n_events // 1_000_000}M_1280x720.dat"
+    if path.exists():
+        return path
+    OUT.mkdir(exist_ok=True)
+    t, y, p, x = _flat_events(n_events)
+    rec = np.empty((len(t), 2), "<u4")
+    rec[:, 0] = t
+    rec[:, 1] = x | y << 14 | p << 28
+    head = (f"% Data file containing EventCD events.\n% Version 2\n% Height {HEIGHT}\n% Width {WIDTH}\n"
+            ).encode() + bytes([12, 8])
+    path.write_bytes(head + rec.tobytes())
+    return path
+
+
 def aedat2_file(n_events: int) -> Path:
     """The cached AEDAT 2.0 (DAVIS346 layout) recording of the events that fit a 346x260 sensor."""
     path = OUT / f"aedat2_{n_events // 1_000_000}M_davis346.aedat"
@@ -187,8 +206,11 @@ def available_anchors() -> dict:
 
 
 def bench_file(path: Path, anchors: dict, repeat: int) -> None:
+    """Best wall and best CPU (process) time of each decoder on ``path``, interleaved; ratios are
+    against the fastest anchor by each measure (CPU time is what a loaded machine distorts least)."""
     decoders = {"evstream read": ours_read, "evstream stream": ours_stream, **anchors}
     best: dict[str, float] = {}
+    best_cpu: dict[str, float] = {}
     counts: dict[str, int] = {}
     for name, fn in list(decoders.items()):  # warm-up (numba cache load, imports); drop what refuses
         try:
@@ -198,16 +220,20 @@ def bench_file(path: Path, anchors: dict, repeat: int) -> None:
             decoders.pop(name)
     for _ in range(repeat):
         for name, fn in decoders.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(path)
-            dt = time.perf_counter() - t0
+            dt, dc = time.perf_counter() - t0, time.process_time() - c0
             best[name] = min(best.get(name, dt), dt)
+            best_cpu[name] = min(best_cpu.get(name, dc), dc)
     anchor_best = max((counts[a] / best[a] for a in anchors if a in best), default=None)
+    anchor_cpu = max((counts[a] / max(best_cpu[a], 1e-6) for a in anchors if a in best_cpu), default=None)
     print(f"{path.name}  ({path.stat().st_size / 1e6:.1f} MB)")
     for name in decoders:
         rate = counts[name] / best[name] / 1e6
         ratio = "" if anchor_best is None else f"  {rate * 1e6 / anchor_best:5.2f}x fastest anchor"
-        print(f"  {name:18s} {counts[name]:>11,} ev  {best[name] * 1e3:8.1f} ms  {rate:7.1f} Mev/s{ratio}")
+        cpu = "" if anchor_cpu is None else (f"  cpu {best_cpu[name] * 1e3:7.1f} ms "
+                                             f"{counts[name] / max(best_cpu[name], 1e-6) / anchor_cpu:5.2f}x")
+        print(f"  {name:18s} {counts[name]:>11,} ev  {best[name] * 1e3:8.1f} ms  {rate:7.1f} Mev/s{ratio}{cpu}")
 
 
 def main(argv=None) -> None:
@@ -221,7 +247,7 @@ def main(argv=None) -> None:
                                         "prophesee_gen41_evt3_expelliarmus_sample.raw",
                                         "prophesee_atis_ncars_tonic_sample.dat") if (SHARED / name).exists()]
     if not args.no_generated:
-        for make in (evt3_file, evt2_file, aedat2_file):
+        for make in (evt3_file, evt2_file, dat_file, aedat2_file):
             t0 = time.perf_counter()
             files.append(make(args.events))
             print(f"  {files[-1].name} ready ({time.perf_counter() - t0:.1f} s)")

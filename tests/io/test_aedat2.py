@@ -174,6 +174,42 @@ def test_davis_address_outside_sensor(tmp_path):
     assert np.array_equal(np.concatenate(got), events[:20])
 
 
+@pytest.mark.parametrize("block_records", [1, 7, 1 << 18])
+def test_blocks_of_a_few_records_equal_one_block(tmp_path, monkeypatch, block_records):
+    """Blocks of 1 and 7 records (a wrap, APS / IMU / external words and the bad address falling
+    anywhere in a block) decode exactly as one block: events, counts, zero padding, the prefix."""
+    import evstream.io.aedat2 as aedat2
+
+    sensor = SensorSize(346, 260)
+    events = random_events(400, sensor, t0=(1 << 32) - 2_000, duration_us=4_000, seed=11)
+    addresses = list(davis_addresses(events, sensor))
+    stamps = list(events["t"])
+    for i, a in enumerate([0x80000000 | 5 << 12, 0x80000C00 | 0x12, 0x400] * 4):
+        addresses.insert(50 + 13 * i, a)
+        stamps.insert(50 + 13 * i, stamps[50 + 13 * i])
+    head = aedat2_header(DAVIS346_CHIP)
+    path = tmp_path / "b.aedat"
+    path.write_bytes(head + records(addresses, stamps))
+    monkeypatch.setattr(aedat2, "_BLOCK_RECORDS", block_records)
+    with Aedat2Reader(path) as reader:
+        whole = reader.read()
+        counts = dict(reader.counts)
+        packets = list(reader.iter_packets())
+        assert reader.counts == counts == {"events": 400, "special": 4, "aps": 4, "imu": 4}
+    assert np.array_equal(whole, events) and np.array_equal(np.concatenate(packets), events)
+    assert whole["t"][-1] > 1 << 32
+    assert not whole.view(np.uint8).reshape(-1, 16)[:, 13:].any()  # padding bytes zero
+    addresses[300] = 259 << 22 | 400 << 12  # raw x 400 on a 346-wide sensor, after every extra word
+    path.write_bytes(head + records(addresses, stamps))
+    got = []
+    with Aedat2Reader(path) as reader, pytest.raises(EventFileError, match="0x40D90000 outside") as err:
+        for packet in reader.iter_packets():
+            got.append(packet)
+    assert reader.counts == {"events": 300 - 12, "special": 4, "aps": 4, "imu": 4}
+    assert err.value.offset == len(head) + 8 * 300
+    assert np.array_equal(np.concatenate(got), events[:300 - 12])
+
+
 @pytest.mark.parametrize("data,match", [
     (b"", "empty file"),
     (b"#!AER-DAT2.0\r\n# AEChip: ch.unizh.ini.jaer.chip.retina.DVS128\r\n# cut", "inside a header line"),

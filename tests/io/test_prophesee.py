@@ -367,6 +367,66 @@ def test_garbage_words_only_documented_errors(tmp_path, encoding):
             assert events.dtype == EVENT_DTYPE
 
 
+# -- block boundaries and the fast paths of the decoders ----------------------------------------
+
+
+def _padding_is_zero(events: np.ndarray) -> bool:
+    """Bytes 13-15 of every event are zero (equal events are equal bytes, as concatenate makes them)."""
+    return not events.view(np.uint8).reshape(-1, 16)[:, 13:].any()
+
+
+@pytest.mark.parametrize("encoding", ["evt2", "evt21", "evt3"])
+@pytest.mark.parametrize("block_bytes", [24, 136, 1 << 21])
+def test_tiny_blocks_equal_one_block(tmp_path, monkeypatch, encoding, block_bytes):
+    """Blocks of a few words (groups of EVT 2.0 CD words and vectors cut at every place, outputs
+    full after a few events) decode exactly as one block: events, triggers, counts, zero padding."""
+    import evstream.io.prophesee as prophesee
+
+    sensor = SensorSize(320, 320)
+    events = _dense_events(sensor, t0=(1 << 34) - 100_000 if encoding != "evt3" else (1 << 24) - 100_000,
+                           n=3_000, seed=9)
+    triggers = [(int(events["t"][k]), 2, k % 2) for k in (5, 700, 2_900)]
+    path = tmp_path / "blocks.raw"
+    path.write_bytes(header(EVT_LINE[encoding], "geometry 320x320") + ENCODERS[encoding](events, triggers))
+    monkeypatch.setattr(prophesee, "_BLOCK_BYTES", block_bytes)
+    with PropheseeRawReader(path) as reader:
+        whole = reader.read()
+        counts, trig = dict(reader.counts), reader.triggers
+        packets = list(reader.iter_packets())
+        assert reader.counts == counts and np.array_equal(reader.triggers, trig)
+    if block_bytes < 1 << 10:
+        assert len(packets) > 20
+    streamed = np.concatenate(packets)
+    assert np.array_equal(whole, events) and np.array_equal(streamed, events)
+    assert counts["events"] == len(events) and trig["t"].tolist() == [t for t, _, _ in triggers]
+    assert _padding_is_zero(whole) and all(_padding_is_zero(p) for p in packets)
+
+
+@pytest.mark.parametrize("at,word,match", [
+    (0, 1 << 28 | 70 << 11 | 3, "x=70, y=3 outside"),
+    (45, 1 << 28 | 70 << 11 | 3, "x=70, y=3 outside"),
+    (63, 1 << 28 | 5 << 11 | 64, "x=5, y=64 outside"),
+    (77, 0x5 << 28, "word type 0x5"),
+    (90, 0x8 << 28 | 1, "time high goes backwards from 2 to 1"),
+])
+def test_evt2_fault_inside_a_group_of_cd_words(tmp_path, at, word, match):
+    """A bad word among 32-word groups of CD events: the events before it, then the error at its offset."""
+    good = [1 << 28 | (i % 64) << 11 | (i * 7) % 64 for i in range(200)]
+    words = [0x8 << 28 | 2] + good[:at] + [word] + good[at:]
+    path, start = _evt2_file(tmp_path, words)
+    got = []
+    with PropheseeRawReader(path) as reader, pytest.raises(EventFileError, match=match) as err:
+        for packet in reader.iter_packets():
+            got.append(packet)
+    assert err.value.offset == start + 4 * (1 + at)
+    prefix = np.concatenate(got) if got else np.empty(0, EVENT_DTYPE)
+    assert prefix["x"].tolist() == [i % 64 for i in range(at)]
+    assert prefix["y"].tolist() == [(i * 7) % 64 for i in range(at)]
+    assert np.all(prefix["t"] == 2 << 6) and np.all(prefix["p"] == 1)
+    with pytest.raises(EventFileError, match=match):
+        read_events(path)
+
+
 # -- DAT ---------------------------------------------------------------------------------------
 
 
@@ -414,6 +474,35 @@ def test_dat_faults(tmp_path):
     path.write_bytes(encode_dat(events, geometry=(64, 64)))
     with pytest.raises(EventFileError, match="outside the 64x64 sensor"):
         read_events(path)
+
+
+@pytest.mark.parametrize("block_bytes", [8, 56, 1 << 21])
+def test_dat_blocks_wrap_and_off_sensor(tmp_path, monkeypatch, block_bytes):
+    """Blocks of 1 and 7 events: the 32-bit wrap between blocks is unwrapped as in one block, and an
+    event outside the sensor in a later block gives every event before it, then its offset."""
+    import evstream.io.prophesee as prophesee
+
+    sensor = SensorSize(1280, 720)
+    events = random_events(300, sensor, t0=(1 << 32) - 1_000, duration_us=2_000, seed=8)
+    path = tmp_path / "b.dat"
+    data = encode_dat(events, geometry=(1280, 720))
+    path.write_bytes(data)
+    monkeypatch.setattr(prophesee, "_BLOCK_BYTES", block_bytes)
+    with DatReader(path) as reader:
+        whole = reader.read()
+        packets = list(reader.iter_packets())
+    assert np.array_equal(whole, events) and np.array_equal(np.concatenate(packets), events)
+    assert whole["t"][-1] > 1 << 32 and _padding_is_zero(whole)
+    start = len(data) - 8 * len(events)
+    body = bytearray(data)
+    body[start + 8 * 200 + 4:start + 8 * 200 + 8] = np.array([1300 | 5 << 14], "<u4").tobytes()
+    path.write_bytes(bytes(body))
+    got = []
+    with DatReader(path) as reader, pytest.raises(EventFileError, match="x=1300, y=5 outside") as err:
+        for packet in reader.iter_packets():
+            got.append(packet)
+    assert err.value.offset == start + 8 * 200
+    assert np.array_equal(np.concatenate(got), events[:200])
 
 
 # -- real samples ------------------------------------------------------------------------------
