@@ -510,6 +510,52 @@ def test_a_dense_chunk_split_with_the_helper_equals_the_reference(parallel, help
     assert binner.stats.dropped_out_of_bounds == len(ev[::97])
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])
+@pytest.mark.parametrize("merge", [False, True])
+@pytest.mark.parametrize("layout", ["rows", "strided", "one chunk"])
+def test_flat_index_kernels_equal_the_mapped_reference(layout, merge, dtype):
+    """The Binner's flat-index kernels (events as uint16 rows, field views of a strided chunk, one
+    thread per step for a big push) bin exactly what Geometry.map says, count every event outside
+    the sensor or the crop in its own bucket, and treat every polarity byte but 0 as ON."""
+    sensor = SensorSize(64, 48)
+    # Columns outside the roi and rows outside the 2:1 centre crop are dropped: some events on both axes.
+    geometry = Geometry(sensor, SensorSize(24, 12), roi=(2, 0, 60, 48), flip_y=True)
+    rng = np.random.default_rng(31)
+    n = 240_000
+    ev = np.zeros(2 * n, dtype=EVENT_DTYPE)
+    ev["t"] = np.sort(rng.integers(0, 80_000, size=2 * n))
+    ev["x"] = rng.integers(-3, 70, size=2 * n)  # some off the sensor on either side
+    ev["y"] = rng.integers(-2, 52, size=2 * n)
+    ev["x"][::1009] = 32767
+    ev["p"] = rng.integers(0, 256, size=2 * n)
+    if layout == "strided":
+        ev = ev[::2]  # not contiguous: the field-view kernel
+        assert not ev.flags.c_contiguous
+    else:
+        ev = ev[:n].copy() if layout == "rows" else ev
+    ox, oy = geometry.map(ev["x"], ev["y"])
+    off = (ev["x"] < 0) | (ev["x"] >= 64) | (ev["y"] < 0) | (ev["y"] >= 48)
+    kept = (ox >= 0) & (oy >= 0)
+    assert ((ox < 0) & (oy < 0) & ~off).any()
+    reference = np.zeros((8, 1 if merge else 2, 12, 24), dtype=np.int64)
+    channel = np.zeros(kept.sum(), dtype=np.int64) if merge else (ev["p"][kept] != 0).astype(np.int64)
+    np.add.at(reference, (ev["t"][kept] // 10_000, channel, oy[kept], ox[kept]), 1)
+    binner = Binner(sensor, geometry=geometry, step_us=10_000, steps=4, dtype=dtype, merge_polarity=merge, t0=0,
+                    parallel=True if layout == "one chunk" else False)
+    if layout == "one chunk":
+        windows = binner.push(EventChunk(ev, 0, 80_000))
+    else:
+        windows = push_all(binner, [EventChunk(ev[a:b], t, t + 5_000) for a, b, t in zip(
+            np.searchsorted(ev["t"], np.arange(0, 80_000, 5_000)),
+            np.searchsorted(ev["t"], np.arange(5_000, 80_001, 5_000)), range(0, 80_000, 5_000), strict=True)])
+    assert len(windows) == 2
+    np.testing.assert_array_equal(np.concatenate([w.frames for w in windows]), reference.astype(dtype))
+    assert binner.stats.dropped_out_of_bounds == int(off.sum()) > 0
+    assert binner.stats.dropped_outside_geometry == int((~kept & ~off).sum()) > 0
+    assert binner.stats.events_binned == int(kept.sum())
+    assert [int(c) for w in windows for c in w.counts] == reference.sum(axis=(1, 2, 3)).tolist()
+
+
 @pytest.mark.parametrize("hop", [None, 2])
 def test_reused_window_buffers_are_never_overwritten_while_a_consumer_holds_them(hop):
     """Window buffers come from a small pool: dropped windows' buffers are reused, but a Window,

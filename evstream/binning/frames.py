@@ -13,6 +13,7 @@ import numba
 import numpy as np
 
 from evstream import _kernels as K
+from evstream.binning import _flat
 from evstream.binning.geometry import Geometry, _as_geometry
 from evstream.errors import ConfigError
 from evstream.events import EVENT_DTYPE, SensorSize, as_events
@@ -246,8 +247,17 @@ def warmup(dtypes=(np.float32,)) -> None:
                 events["x"], events["y"], events["p"], 0, 8, geometry._wide_x, geometry._wide_y, _ON_CHANNEL,
                 scratch, np.zeros((2, 3), dtype=np.int64),
             )
+            flat = _flat.FlatTables(geometry._wide_x, geometry._wide_y, _ON_CHANNEL, 2, 4, 4)
+            fa, fb = blocks[0].reshape(2, -1), blocks[1].reshape(2, -1)
+            tables = (fa, fb, flat.x, flat.y, flat.p, flat.size, tallies, totals)
+            _flat.bin_steps_flat(events["x"], events["y"], events["p"], bounds, slots, *tables)
+            rows = _flat.event_rows(events)
+            if rows is not None:
+                _flat.bin_steps_flat_rows(rows, bounds, slots, *tables)
+                _flat.bin_steps_flat_rows_parallel(rows, bounds, slots, *tables)
         K.scan_order(events["t"], 0, 1, 1)
         K.is_sorted(events["t"])
+        _flat.is_sorted_serial(events["t"])
         filters.BackgroundActivityFilter(sensor)(events)
         filters.RefractoryFilter(sensor, 1)(events)
         filters.HotPixelMask.learn(events, sensor).apply(events)

@@ -23,6 +23,8 @@ import numba
 import numpy as np
 
 from evstream import _kernels as K
+from evstream.binning import _flat as F
+from evstream.binning._flat import event_rows
 from evstream.binning._helper import HELPER, SplitStep
 from evstream.binning.frames import PARALLEL_MIN_EVENTS, _clip_value, _new_frames
 from evstream.binning.geometry import Geometry, _sensor
@@ -262,6 +264,8 @@ class Binner:
         self._clip = _clip_value(clip)
         self._cap = 2 * self.steps  # the next window plus room to bin ahead; steps between windows are skipped
         template, self._lut_p, _ = _new_frames(self.steps, geometry, dtype, merge_polarity, clip, zeroed=False)
+        # The geometry as flat-index offset tables, computed once (the kernels add one sum per event).
+        self._flat = F.FlatTables(geometry._wide_x, geometry._wide_y, self._lut_p, *template.shape[1:])
         spare = min(6, max(2, _POOL_BYTES // max(template.nbytes, 1)))
         self._pool = _FramePool(template.shape, template.dtype, limit=2 + spare)
         # The ring of cap slots as two blocks of `steps` slots: with hop_steps == steps a window
@@ -396,7 +400,7 @@ class Binner:
         """
         t = piece["t"]
         if self.on_disorder == "raise":
-            if not K.is_sorted(t):
+            if not F.is_sorted_serial(t):
                 self.stats.dropped_disorder += len(piece) + unprocessed
                 i = int(np.flatnonzero(np.diff(t) < 0)[0]) + 1
                 raise EventFormatError(f"events: field 't' goes backwards at index {i} ({int(t[i - 1])} -> {int(t[i])} µs)")
@@ -405,7 +409,7 @@ class Binner:
             keep = t >= np.maximum.accumulate(np.maximum(t, top))
             self.stats.dropped_disorder += int(len(piece) - keep.sum())
             return piece[keep]
-        if K.is_sorted(t):  # only older than earlier chunks: the late rule decides
+        if F.is_sorted_serial(t):  # only older than earlier chunks: the late rule decides
             return piece
         self.stats.sorted_chunks += 1
         return piece[np.argsort(t, kind="stable")]
@@ -483,14 +487,15 @@ class Binner:
         slots = abs_steps % self._cap
         totals = self._totals
         totals.fill(0)
+        rows = event_rows(ev) if self._clip == math.inf else None
         threads = self._threads > 1 and self.parallel is not False
         if threads and slots.size >= self._threads and (self.parallel or len(ev) >= PARALLEL_MIN_EVENTS):
-            self._kernel(K.bin_steps_parallel, ev, bounds, slots)  # many steps: one thread per step
+            self._kernel(ev, rows, bounds, slots, parallel=True)  # many steps: one thread per step
         elif self.parallel is False or not len(self._scratch) or int(np.diff(bounds).max()) < self._split_min:
-            self._kernel(K.bin_steps, ev, bounds, slots)
+            self._kernel(ev, rows, bounds, slots)
         elif self.parallel is None and not self._split_pays():
             started = time.perf_counter()
-            self._kernel(K.bin_steps, ev, bounds, slots)
+            self._kernel(ev, rows, bounds, slots)
             self._clocked(False, started, len(ev))
         else:
             # A dense step (e.g. a 10 ms chunk of a fast stream): bin it in parts with the helper.
@@ -499,11 +504,11 @@ class Binner:
             start = 0
             for s in np.flatnonzero(sizes >= self._split_min).tolist():
                 if s > start:
-                    self._kernel(K.bin_steps, ev, bounds[start:s + 1], slots[start:s])
-                self._split(ev, int(bounds[s]), int(bounds[s + 1]), int(slots[s]))
+                    self._kernel(ev, rows, bounds[start:s + 1], slots[start:s])
+                self._split(ev, rows, int(bounds[s]), int(bounds[s + 1]), int(slots[s]))
                 start = s + 1
             if start < slots.size:
-                self._kernel(K.bin_steps, ev, bounds[start:], slots[start:])
+                self._kernel(ev, rows, bounds[start:], slots[start:])
             self._clocked(True, started, len(ev))
         binned, outside_sensor, outside_geometry = totals.tolist()
         self.stats.events_binned += binned
@@ -532,21 +537,39 @@ class Binner:
         old = self._pace[0 if split else 1]
         self._pace[0 if split else 1] = per_event if old is None else 0.75 * old + 0.25 * per_event
 
-    def _kernel(self, kernel, ev: np.ndarray, bounds: np.ndarray, slots: np.ndarray) -> None:
-        kernel(
-            ev["x"], ev["y"], ev["p"], bounds, slots, self._blocks[0], self._blocks[1], self.geometry._wide_x,
-            self.geometry._wide_y, self._lut_p, self._clip != math.inf, self._clip, self._tallies, self._totals,
-        )
+    def _kernel(self, ev: np.ndarray, rows: np.ndarray | None, bounds: np.ndarray, slots: np.ndarray,
+                parallel: bool = False, blocks: tuple[np.ndarray, np.ndarray] | None = None,
+                tallies: np.ndarray | None = None, totals: np.ndarray | None = None) -> None:
+        """Bin ``bounds[s]:bounds[s + 1]`` into ring slots ``slots[s]`` of ``blocks`` (the open steps).
 
-    def _split(self, ev: np.ndarray, lo: int, hi: int, slot: int) -> None:
+        Without clipping through the flat-index kernels (:mod:`evstream.binning._flat`), over
+        ``rows`` (the events as ``uint16`` rows, see ``event_rows``) when given; clipped with
+        :mod:`evstream._kernels`' kernels, which read each pixel before adding.
+        """
+        a, b = self._blocks if blocks is None else blocks
+        tallies = self._tallies if tallies is None else tallies
+        totals = self._totals if totals is None else totals
+        flat = self._flat
+        if self._clip == math.inf and (rows is not None or not parallel):
+            fa, fb = a.reshape(len(a), flat.size), b.reshape(len(b), flat.size)
+            if rows is None:
+                F.bin_steps_flat(ev["x"], ev["y"], ev["p"], bounds, slots, fa, fb, flat.x, flat.y, flat.p, flat.size,
+                                 tallies, totals)
+            else:
+                kernel = F.bin_steps_flat_rows_parallel if parallel else F.bin_steps_flat_rows
+                kernel(rows, bounds, slots, fa, fb, flat.x, flat.y, flat.p, flat.size, tallies, totals)
+            return
+        kernel = K.bin_steps_parallel if parallel else K.bin_steps
+        kernel(ev["x"], ev["y"], ev["p"], bounds, slots, a, b, self.geometry._wide_x, self.geometry._wide_y,
+               self._lut_p, self._clip != math.inf, self._clip, tallies, totals)
+
+    def _split(self, ev: np.ndarray, rows: np.ndarray | None, lo: int, hi: int, slot: int) -> None:
         """Bin events ``lo:hi`` of one step in parts, claimed by this thread and the helper thread.
 
         This thread's parts go straight into the step, the helper's into its own frame, added to
         the step afterwards (the counts are integers, so the sum is exact: float32 up to 2^24 per
         pixel, integer dtypes wrap as serial adds would).
         """
-        x, y, p = ev["x"], ev["y"], ev["p"]
-        wide_x, wide_y, lut_p = self.geometry._wide_x, self.geometry._wide_y, self._lut_p
         n = hi - lo
         parts = max(2, n // _PART_EVENTS)
         mine, theirs = np.array([slot], dtype=np.int64), np.zeros(1, dtype=np.int64)
@@ -555,11 +578,10 @@ class Binner:
         def run(part: int, by_helper: bool) -> None:
             bounds = np.array([lo + n * part // parts, lo + n * (part + 1) // parts], dtype=np.int64)
             if by_helper:
-                K.bin_steps(x, y, p, bounds, theirs, scratch, scratch, wide_x, wide_y, lut_p, False, math.inf,
-                            self._scratch_tallies, self._scratch_totals)
+                self._kernel(ev, rows, bounds, theirs, blocks=(scratch, scratch), tallies=self._scratch_tallies,
+                             totals=self._scratch_totals)
             else:
-                K.bin_steps(x, y, p, bounds, mine, self._blocks[0], self._blocks[1], wide_x, wide_y, lut_p, False,
-                            math.inf, self._tallies, self._totals)
+                self._kernel(ev, rows, bounds, mine)
 
         task = SplitStep(parts, run)
         HELPER.offer(task)
