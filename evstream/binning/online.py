@@ -35,13 +35,16 @@ __all__ = ["Window", "BinnerStats", "Binner"]
 
 _NO_JUMP = 2**61  # a jump threshold no real stream reaches
 
-SPLIT_MIN_EVENTS = 50_000
+SPLIT_MIN_EVENTS = 200_000
 """With ``parallel=None``, a step with this many events in one push (and at least a frame's pixel
 count, so adding the helper's frame stays cheap) may be binned in parts by the calling thread and
-an opportunistic helper thread (:mod:`evstream.binning._helper`), when that measured faster lately."""
+an opportunistic helper thread (:mod:`evstream.binning._helper`), when that measured faster lately.
+The flat-index kernel bins ~2-3 ns per event, so a 10 ms step of a 10 Mev/s stream (100 k events)
+takes ~0.25 ms serially; handing parts to a thread cost more than that on busy cores (measured:
+10 to 20 ns per event split, 2 to 3 serially), so only steps twice as dense are split."""
 
 _PART_EVENTS = 16_384  # events per part of a split step
-_PROBE_EVERY = 8  # dense pushes: every 8th tries the way that was slower lately
+_PROBE_EVERY = 32  # dense pushes: every 32nd tries the way that was slower lately
 _POOL_BYTES = 64 * 2**20  # spare window buffers kept: as many as fit here, 2 to 6
 
 
@@ -519,23 +522,30 @@ class Binner:
         """Whether dense pushes should use the helper: whichever way bins faster per event lately.
 
         A helper only helps when a core is free; with every core busy (a loaded machine, a model
-        computing) it costs more than it brings. So both ways are timed (a running mean of
-        seconds per event) and the faster one is used, trying the other every
+        computing) it costs more than it brings. So both ways are timed (seconds per event, see
+        :meth:`_clocked`) and the faster one is used, serial first, trying the other every
         ``_PROBE_EVERY``-th dense push in case the load changed.
         """
         self._dense += 1
         split, serial = self._pace
-        if split is None:
-            return True
         if serial is None:
             return False
+        if split is None:
+            return True
         faster = split <= serial
         return faster != (self._dense % _PROBE_EVERY == 0)
 
     def _clocked(self, split: bool, started: float, n: int) -> None:
+        """Record one push's seconds per event: a faster one at once, a slower one by a tenth.
+
+        On a busy machine a push is now and then preempted for milliseconds; a plain running mean
+        then made the serial way look slow and the (slower) split way was taken in up to half the
+        pushes. Lows count at once and highs slowly, so one preempted push moves little while a
+        lasting change of load still shows within ten pushes.
+        """
         per_event = (time.perf_counter() - started) / max(n, 1)
         old = self._pace[0 if split else 1]
-        self._pace[0 if split else 1] = per_event if old is None else 0.75 * old + 0.25 * per_event
+        self._pace[0 if split else 1] = per_event if old is None else min(per_event, 0.9 * old + 0.1 * per_event)
 
     def _kernel(self, ev: np.ndarray, rows: np.ndarray | None, bounds: np.ndarray, slots: np.ndarray,
                 parallel: bool = False, blocks: tuple[np.ndarray, np.ndarray] | None = None,
