@@ -1,7 +1,7 @@
 """numba word decoders behind :mod:`evstream.io.prophesee` (Prophesee RAW EVT 2.0, 2.1 and 3.0).
 
 Each decoder walks a block of words from ``pos``, writes CD events into ``out``, an
-``EVENT_DTYPE`` array seen as ``int64 [n, 2]`` (:func:`packed`: t, then x | y << 16 | p << 32, so
+``EVENT_DTYPE`` array seen as flat ``int64 [2 n]`` (:func:`packed`: t, then x | y << 16 | p << 32, so
 one event is two 8-byte stores and its padding bytes are zero), trigger events into an
 ``int64 [n, 3]`` array (t, id, value), and
 stops at the end of the block, when either output is full (the caller hands out what was
@@ -83,8 +83,9 @@ def new_state() -> np.ndarray:
 
 
 def packed(events: np.ndarray) -> np.ndarray:
-    """The ``int64 [n, 2]`` view of a contiguous ``EVENT_DTYPE`` array the decoders write into."""
-    return events.view(np.int64).reshape(-1, 2)
+    """The flat ``int64 [2 n]`` view of a contiguous ``EVENT_DTYPE`` array the decoders write into
+    (flat rather than ``[n, 2]`` so that LLVM vectorises the interleaved stores)."""
+    return events.view(np.int64)
 
 
 @njit(cache=True, nogil=True)
@@ -95,7 +96,7 @@ def decode_evt2(words, pos, out, trig, state, width, height):
     Returns:
         ``(next_pos, n_events, n_triggers, status)``.
     """
-    cap = out.shape[0]
+    cap = out.shape[0] // 2
     tcap = trig.shape[0]
     th = state[TIME_HIGH]
     loops = state[LOOPS]
@@ -108,24 +109,26 @@ def decode_evt2(words, pos, out, trig, state, width, height):
     nw = words.shape[0]
     while i < nw and status == DONE:
         if have != 0 and i + GROUP <= nw and n + GROUP <= cap:
-            # A group of CD words only (types 0 and 1: the top three bits clear) in one pass;
-            # a negative ``bad`` flags an address off the sensor, left to the word loop below.
-            seen = np.uint32(0)
+            # A group of words decoded as CD events in one branch-free pass that LLVM
+            # vectorises; kept when every word was one (types 0 and 1: top three bits clear,
+            # ``seen``) on the sensor (``bad`` stays >= 0), else redone by the word loop below.
+            group = words[i:i + GROUP]
+            dest = out[2 * n:2 * (n + GROUP)]
+            seen = np.int64(0)
+            bad = np.int64(0)
             for j in range(GROUP):
-                seen |= words[i + j]
-            if seen < 0x20000000:
-                bad = np.int64(0)
-                for j in range(GROUP):
-                    w = np.int64(words[i + j])
-                    xi = (w >> 11) & 0x7FF
-                    yi = w & 0x7FF
-                    bad |= (width - 1 - xi) | (height - 1 - yi)
-                    out[n + j, 0] = base | ((w >> 22) & 0x3F)
-                    out[n + j, 1] = xi | (yi << 16) | ((w >> 28) << 32)
-                if bad >= 0:
-                    i += GROUP
-                    n += GROUP
-                    continue
+                w = np.int64(group[j])
+                xi = (w >> 11) & 0x7FF
+                yi = w & 0x7FF
+                seen |= w
+                bad |= (width - 1 - xi) | (height - 1 - yi)
+                dest[2 * j] = base | ((w >> 22) & 0x3F)
+                dest[2 * j + 1] = xi | (yi << 16) | ((w >> 28) << 32)
+            if seen < 0x20000000 and bad >= 0:
+                i += GROUP
+                n += GROUP
+                continue
+        # Word by word up to and including the first word that is not a CD event (or GROUP words).
         end = min(i + GROUP, nw)
         while i < end:
             w = np.int64(words[i])
@@ -144,8 +147,8 @@ def decode_evt2(words, pos, out, trig, state, width, height):
                         state[ERR_B] = yi
                         status = OFF_GEOMETRY
                         break
-                    out[n, 0] = base | ((w >> 22) & 0x3F)
-                    out[n, 1] = xi | (yi << 16) | (kind << 32)
+                    out[2 * n] = base | ((w >> 22) & 0x3F)
+                    out[2 * n + 1] = xi | (yi << 16) | (kind << 32)
                     n += 1
             elif kind == 0x8:
                 high = w & 0xFFFFFFF
@@ -181,6 +184,8 @@ def decode_evt2(words, pos, out, trig, state, width, height):
                 status = BAD_TYPE
                 break
             i += 1
+            if kind > 1:
+                break
     state[TIME_HIGH] = th
     state[LOOPS] = loops
     state[HAVE_TIME] = have
@@ -196,7 +201,7 @@ def decode_evt21(words, pos, out, trig, state, width, height):
     Returns:
         ``(next_pos, n_events, n_triggers, status)``.
     """
-    cap = out.shape[0]
+    cap = out.shape[0] // 2
     tcap = trig.shape[0]
     th = state[TIME_HIGH]
     loops = state[LOOPS]
@@ -233,8 +238,8 @@ def decode_evt21(words, pos, out, trig, state, width, height):
                 ti = base | ((w >> 54) & 0x3F)
                 rest = (yi << 16) | (kind << 32)
                 for b in range(32):
-                    out[n, 0] = ti
-                    out[n, 1] = (xb + b) | rest
+                    out[2 * n] = ti
+                    out[2 * n + 1] = (xb + b) | rest
                     n += (mask >> b) & 1
         elif kind == 0x8:
             high = (w >> 32) & 0xFFFFFFF
@@ -286,7 +291,7 @@ def decode_evt3(words, pos, out, trig, state, width, height):
     Returns:
         ``(next_pos, n_events, n_triggers, status)``.
     """
-    cap = out.shape[0]
+    cap = out.shape[0] // 2
     tcap = trig.shape[0]
     th = state[TIME_HIGH]
     tl = state[TIME_LOW]
@@ -297,6 +302,11 @@ def decode_evt3(words, pos, out, trig, state, width, height):
     have = state[HAVE_TIME]
     have_row = state[HAVE_ROW]
     ti = (loops << 24) | (th << 12) | tl
+    ok = have & have_row  # 1 once both a time base and a row are known
+    xlim = width - 1
+    ylim = height - 1
+    row_bad = ylim - row  # negative when the row is off the sensor
+    dropped = 0
     n = 0
     nt = 0
     status = DONE
@@ -305,7 +315,34 @@ def decode_evt3(words, pos, out, trig, state, width, height):
     while i < nw:
         w = np.int64(words[i])
         kind = w >> 12
-        if kind == 0x4 or kind == 0x5:
+        if ok != 0 and (kind == 0x0 or kind == 0x2):
+            # ADDR_Y and ADDR_X (most words of a real recording, in no predictable order)
+            # without a branch on which: the event slot is written every time and kept only
+            # for an ADDR_X, the row is updated through a mask.
+            if n >= cap:
+                status = FULL
+                break
+            is_x = kind >> 1
+            xi = w & 0x7FF
+            if (((xlim - xi) | row_bad) & -is_x) < 0:
+                state[ERR_A] = xi
+                state[ERR_B] = row
+                status = OFF_GEOMETRY
+                break
+            out[2 * n] = ti
+            out[2 * n + 1] = xi | (row << 16) | (((w >> 11) & 1) << 32)
+            n += is_x
+            keep_row = is_x - 1  # all ones for ADDR_Y
+            row = (xi & keep_row) | (row & ~keep_row)
+            row_bad = ylim - row
+        elif kind == 0x0:
+            row = w & 0x7FF
+            row_bad = ylim - row
+            have_row = 1
+            ok = have
+        elif kind == 0x2:
+            dropped += 1
+        elif kind == 0x4 or kind == 0x5:
             span = 12 if kind == 0x4 else 8
             mask = w & (0xFFF if kind == 0x4 else 0xFF)
             if have == 0 or have_row == 0:
@@ -326,35 +363,16 @@ def decode_evt3(words, pos, out, trig, state, width, height):
                         break
                 rest = (row << 16) | (vpol << 32)
                 for b in range(span):
-                    out[n, 0] = ti
-                    out[n, 1] = (xbase + b) | rest
+                    out[2 * n] = ti
+                    out[2 * n + 1] = (xbase + b) | rest
                     n += (mask >> b) & 1
             xbase += span
-        elif kind == 0x2:
-            if have == 0 or have_row == 0:
-                state[DROPPED] += 1
-            else:
-                if n >= cap:
-                    status = FULL
-                    break
-                xi = w & 0x7FF
-                if xi >= width or row >= height:
-                    state[ERR_A] = xi
-                    state[ERR_B] = row
-                    status = OFF_GEOMETRY
-                    break
-                out[n, 0] = ti
-                out[n, 1] = xi | (row << 16) | (((w >> 11) & 1) << 32)
-                n += 1
-        elif kind == 0x0:
-            row = w & 0x7FF
-            have_row = 1
-        elif kind == 0x3:
-            xbase = w & 0x7FF
-            vpol = (w >> 11) & 1
         elif kind == 0x6:
             tl = w & 0xFFF
             ti = (loops << 24) | (th << 12) | tl
+        elif kind == 0x3:
+            xbase = w & 0x7FF
+            vpol = (w >> 11) & 1
         elif kind == 0x8:
             high = w & 0xFFF
             if have != 0 and high < th:
@@ -367,6 +385,7 @@ def decode_evt3(words, pos, out, trig, state, width, height):
                     break
             th = high
             have = 1
+            ok = have_row
             ti = (loops << 24) | (th << 12) | tl
             state[TIME_HIGHS] += 1
         elif kind == 0xA:
@@ -389,6 +408,7 @@ def decode_evt3(words, pos, out, trig, state, width, height):
             status = BAD_TYPE
             break
         i += 1
+    state[DROPPED] += dropped
     state[TIME_HIGH] = th
     state[TIME_LOW] = tl
     state[LOOPS] = loops
@@ -402,33 +422,61 @@ def decode_evt3(words, pos, out, trig, state, width, height):
 
 @njit(cache=True, nogil=True)
 def decode_dat(records, out, state, x_mask, y_shift, y_mask, p_shift, width, height):
-    """DAT CD events (``<u4 [n, 2]``: t µs, packed address): the 32-bit µs counter unwrapped (a
-    step back of more than 2**31 is a wrap; ``state[TIME_HIGH]`` keeps the last raw time + 1, 0
-    before the first, ``state[LOOPS]`` the wraps), x / y / p unpacked with the version's masks.
+    """DAT CD events (flat ``<u4 [2 n]``: t µs, packed address per event): the 32-bit µs counter
+    unwrapped (a step back of more than 2**31 is a wrap; ``state[TIME_HIGH]`` keeps the last raw
+    time + 1, 0 before the first, ``state[LOOPS]`` the wraps), x / y / p unpacked with the
+    version's masks. Groups of :data:`GROUP` events without a wrap or an off-sensor event are
+    decoded in one vectorised pass; a group holding either is redone event by event.
 
     Returns:
-        ``(n_events, status)``: ``DONE``, or ``OFF_GEOMETRY`` at record ``n_events`` (x, y in
+        ``(n_events, status)``: ``DONE``, or ``OFF_GEOMETRY`` at event ``n_events`` (x, y in
         ``state[ERR_A]`` / ``state[ERR_B]``).
     """
     last = state[TIME_HIGH] - 1
     wraps = state[LOOPS]
-    nr = records.shape[0]
-    for i in range(nr):
-        t = np.int64(records[i, 0])
-        d = np.int64(records[i, 1])
-        if last >= 0 and t - last < -(1 << 31):
-            wraps += 1
-        last = t
-        xi = d & x_mask
-        yi = (d >> y_shift) & y_mask
-        if xi >= width or yi >= height:
-            state[ERR_A] = xi
-            state[ERR_B] = yi
-            state[TIME_HIGH] = last + 1
-            state[LOOPS] = wraps
-            return i, OFF_GEOMETRY
-        out[i, 0] = t + (wraps << 32)
-        out[i, 1] = xi | (yi << 16) | (((d >> p_shift) & 1) << 32)
+    nr = records.shape[0] // 2
+    i = 0
+    status = DONE
+    while i < nr:
+        if last >= 0 and i + GROUP <= nr:
+            group = records[2 * i:2 * (i + GROUP)]
+            dest = out[2 * i:2 * (i + GROUP)]
+            high = wraps << 32
+            flags = np.int64(0)
+            prev = last
+            for j in range(GROUP):
+                t = np.int64(group[2 * j])
+                d = np.int64(group[2 * j + 1])
+                xi = d & x_mask
+                yi = (d >> y_shift) & y_mask
+                # negative when off the sensor or when the step back is a wrap
+                flags |= (width - 1 - xi) | (height - 1 - yi) | (t - prev + (1 << 31))
+                prev = t
+                dest[2 * j] = t + high
+                dest[2 * j + 1] = xi | (yi << 16) | (((d >> p_shift) & 1) << 32)
+            if flags >= 0:
+                last = prev
+                i += GROUP
+                continue
+        end = min(i + GROUP, nr)
+        while i < end:
+            t = np.int64(records[2 * i])
+            d = np.int64(records[2 * i + 1])
+            if last >= 0 and t - last < -(1 << 31):
+                wraps += 1
+            last = t
+            xi = d & x_mask
+            yi = (d >> y_shift) & y_mask
+            if xi >= width or yi >= height:
+                state[ERR_A] = xi
+                state[ERR_B] = yi
+                status = OFF_GEOMETRY
+                break
+            out[2 * i] = t + (wraps << 32)
+            out[2 * i + 1] = xi | (yi << 16) | (((d >> p_shift) & 1) << 32)
+            i += 1
+        if status != DONE:
+            break
     state[TIME_HIGH] = last + 1
     state[LOOPS] = wraps
-    return nr, DONE
+    return i, status

@@ -65,8 +65,8 @@ LAYOUTS = ("dvs128", "davis")
 
 
 def _packed(events: np.ndarray) -> np.ndarray:
-    """The ``int64 [n, 2]`` view of a contiguous ``EVENT_DTYPE`` array the kernel writes into."""
-    return events.view(np.int64).reshape(-1, 2)
+    """The flat ``int64 [2 n]`` view of a contiguous ``EVENT_DTYPE`` array the kernel writes into."""
+    return events.view(np.int64)
 
 
 def chip_layout(chip: str) -> tuple[str, SensorSize] | None:
@@ -173,15 +173,16 @@ class Aedat2Reader:
             want = min(len(buf), whole_end - pos)
             if pread_into(self._fd, buf[:want], pos) < want:
                 raise self._error("file shrank while reading", pos)
-            records = buf[:want].view("<u4").reshape(-1, 2)
-            out = np.empty(len(records), EVENT_DTYPE) if whole is None else whole[done:done + len(records)]
+            records = buf[:want].view("<u4")
+            size = want // 8
+            out = np.empty(size, EVENT_DTYPE) if whole is None else whole[done:done + size]
             n, bad = kernels.decode_records(records, _packed(out), state, layout, w, h)
             self._tally(state)
             done += n
             if n:
                 yield out[:n]
             if bad >= 0:
-                a = int(records[bad, 0].byteswap())
+                a = int(records[2 * bad].byteswap())
                 raise self._error(f"DVS address 0x{a:08X} outside the {self.sensor_size} sensor", pos + 8 * bad)
             pos += want
         if whole_end < self.file_size:

@@ -359,7 +359,7 @@ class PropheseeRawReader(_PropheseeFile):
                 if len(out) - n < 64:
                     out = _grown(out, n, total, (offset - self.data_start) // size + pos)
                 trig = np.empty((_TRIGGER_BLOCK, 3), np.int64)
-                pos, m, nt, status = kernel(words, pos, k.packed(out)[n:], trig, state, width, height)
+                pos, m, nt, status = kernel(words, pos, k.packed(out[n:]), trig, state, width, height)
                 self._tally(state, m, nt, trig)
                 n += m
                 if status == k.DONE:
@@ -476,8 +476,9 @@ class DatReader(_PropheseeFile):
         width, height = self.sensor_size.width, self.sensor_size.height
         done = 0
         for offset, data in self._blocks(8):
-            records = data.view("<u4").reshape(-1, 2)
-            out = np.empty(len(records), EVENT_DTYPE) if whole is None else whole[done:done + len(records)]
+            records = data.view("<u4")
+            size = len(records) // 2
+            out = np.empty(size, EVENT_DTYPE) if whole is None else whole[done:done + size]
             n, status = k.decode_dat(records, k.packed(out), state, *self._layout(), width, height)
             done += n
             if n:

@@ -376,7 +376,7 @@ def _padding_is_zero(events: np.ndarray) -> bool:
 
 
 @pytest.mark.parametrize("encoding", ["evt2", "evt21", "evt3"])
-@pytest.mark.parametrize("block_bytes", [24, 136, 1 << 21])
+@pytest.mark.parametrize("block_bytes", [24, 308, 1 << 21])
 def test_tiny_blocks_equal_one_block(tmp_path, monkeypatch, encoding, block_bytes):
     """Blocks of a few words (groups of EVT 2.0 CD words and vectors cut at every place, outputs
     full after a few events) decode exactly as one block: events, triggers, counts, zero padding."""
@@ -425,6 +425,32 @@ def test_evt2_fault_inside_a_group_of_cd_words(tmp_path, at, word, match):
     assert np.all(prefix["t"] == 2 << 6) and np.all(prefix["p"] == 1)
     with pytest.raises(EventFileError, match=match):
         read_events(path)
+
+
+def test_evt3_events_before_time_and_row_are_dropped_and_counted(tmp_path):
+    """EVT 3.0 events with no time high yet, or no row yet, are dropped and counted; a row off the
+    sensor is an error only at the first event on it, at that event's offset."""
+    words = [0x2000 | 5,               # ADDR_X before any time or row: dropped
+             0x0000 | 3,               # ADDR_Y 3 (no time yet)
+             0x2000 | 6,               # dropped: no time
+             0x3000 | 8, 0x4000 | 0x5,  # vector before any time: dropped (one count per word)
+             0x8000 | 1, 0x6000 | 7,   # TIME_HIGH 1, TIME_LOW 7: t = 4096 + 7
+             0x2000 | 1 << 11 | 9,     # ADDR_X 9, polarity 1, row 3: kept
+             0x0000 | 4, 0x2000 | 10,  # row 4, x 10: kept
+             0x0000 | 30,              # row 30, off the 64x20 sensor, no event on it: fine
+             0x0000 | 5, 0x3000 | 20, 0x4000 | 0x3,  # back on the sensor: x 20, 21 in row 5
+             0x0000 | 31, 0x2000 | 2]  # an event on row 31: the error
+    path = tmp_path / "drop.raw"
+    head = header("evt 3.0", "geometry 64x20")
+    path.write_bytes(head + np.array(words, "<u2").tobytes())
+    got = []
+    with PropheseeRawReader(path) as reader, pytest.raises(EventFileError, match="x=2, y=31 outside") as err:
+        for packet in reader.iter_packets():
+            got.append(packet)
+    assert reader.counts["dropped"] == 3 and err.value.offset == len(head) + 2 * (len(words) - 1)
+    ev = np.concatenate(got)
+    assert ev["x"].tolist() == [9, 10, 20, 21] and ev["y"].tolist() == [3, 4, 5, 5]
+    assert ev["p"].tolist() == [1, 0, 0, 0] and np.all(ev["t"] == 4096 + 7)
 
 
 # -- DAT ---------------------------------------------------------------------------------------
