@@ -147,6 +147,12 @@ def race(path: Path, repeat: int) -> None:
     for name, seconds in best.items():
         ratios = "  ".join(f"{anchor / seconds:5.2f}x {a}" for a, anchor in anchors)
         print(f"  {name:<36} {seconds * 1e3:8.1f} ms  {n / seconds / 1e6:7.1f} Mev/s  {ratios}")
+    source, packets = best.get("evstream open_source(speed=None)"), best.get("evstream iter_packets (streaming)")
+    if source and packets and STREAM_ANCHOR in best:
+        # Where the replay source's time goes: its own cost over the reader's packets, and the reader's.
+        print(f"  replay: open_source(speed=None) {best[STREAM_ANCHOR] / source:.2f}x dv-processing's packet loop "
+              f"(target >= 1.5x) = source {packets / source:.2f}x of iter_packets x iter_packets "
+              f"{best[STREAM_ANCHOR] / packets:.2f}x dv-processing")
 
 
 def peak_rss_mb() -> float:
