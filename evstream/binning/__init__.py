@@ -1,6 +1,7 @@
 """Event binning: sensor pixels to model pixels, events to ``[T, 2, H, W]`` frames, online.
 
-Three rooms, one kernel family (:mod:`evstream._kernels`):
+Three rooms, one kernel family (:mod:`evstream._kernels`; the online Binner's flat-index kernels in
+:mod:`evstream.binning._flat`):
 
 - :mod:`evstream.binning.geometry`: :class:`Geometry` maps sensor pixels to model pixels
   (region of interest, centre crop or letterbox to the output aspect, downsample, flips) through

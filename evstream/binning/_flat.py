@@ -31,6 +31,7 @@ import numpy as np
 from numba import njit, prange
 
 from evstream import _kernels as K
+from evstream.errors import ConfigError
 from evstream.events import EVENT_DTYPE
 
 __all__ = [
@@ -64,7 +65,7 @@ class FlatTables:
                  width: int) -> None:
         self.size = int(channels) * int(height) * int(width)
         if 8 * self.size >= 2**31:
-            raise ValueError(f"frames of {self.size} pixels per step are too large for int32 offsets")
+            raise ConfigError(f"out_size: {channels}x{height}x{width} pixels per step is too large for the kernels' int32 offsets")
         crop, off = -self.size, -4 * self.size
         self.x = _offsets(wide_x, 1, crop, off)
         self.y = _offsets(wide_y, int(width), crop, off)
