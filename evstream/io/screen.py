@@ -12,11 +12,28 @@ from __future__ import annotations
 import os
 
 import numpy as np
+from numba import njit
 
 from evstream.errors import EventFileError
-from evstream.events import SensorSize
+from evstream.events import EVENT_DTYPE, SensorSize
 
 __all__ = ["EventScreen"]
+
+
+@njit(cache=True, nogil=True)
+def _any_impossible(words, width, height):
+    """Whether an event of a contiguous ``EVENT_DTYPE`` array, seen as flat ``int64 [2 n]`` (x in
+    bits 0-15 and y in 16-31 of each second word, both signed, p in 32-39), lies outside
+    ``width`` x ``height`` or has p > 1: one vectorised pass with no early exit (the usual
+    answer is no; the caller finds which events with numpy when it is yes)."""
+    flags = np.int64(0)
+    for i in range(words.shape[0] // 2):
+        v = words[2 * i + 1]
+        x = (v << 48) >> 48
+        y = (v << 32) >> 48
+        p = (v >> 32) & 0xFF
+        flags |= x | (width - 1 - x) | y | (height - 1 - y) | (1 - p)
+    return flags < 0
 
 
 class EventScreen:
@@ -70,6 +87,9 @@ class EventScreen:
         if len(events) == 0:
             return events
         w, h = self.sensor_size.width, self.sensor_size.height
+        if (events.dtype == EVENT_DTYPE and events.flags.c_contiguous
+                and not _any_impossible(events.view(np.int64), w, h)):
+            return events
         x, y, p = events["x"], events["y"], events["p"]
         off = (x < 0) | (x >= w) | (y < 0) | (y >= h)
         bad_p = p > 1

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from evstream.errors import EventFileError
-from evstream.events import SensorSize
+from evstream.events import EVENT_DTYPE, SensorSize
 from evstream.io import open_reader, read_events
 from evstream.io.aedat3 import write_aedat3
 from evstream.io.aedat4 import write_aedat4
@@ -110,3 +110,23 @@ def test_info_reports_dropped_events(tmp_path, repo_root):
     assert facts["events"] == len(kept) and facts["dropped"] == {"off_sensor": 3, "bad_polarity": 2}
     done = subprocess.run([sys.executable, "main.py", "info", str(path)], cwd=repo_root, capture_output=True, text=True)
     assert "dropped      3 outside the sensor, 2 with polarity not 0/1" in done.stdout
+
+
+@pytest.mark.parametrize("field,value", [("x", -1), ("x", 64), ("x", -32768), ("y", -1), ("y", 48),
+                                         ("y", 32767), ("p", 2), ("p", 255), (None, None)])
+def test_screen_finds_one_impossible_event_anywhere(field, value):
+    """The one-pass check of contiguous arrays finds a single impossible event at any position
+    (padding bytes ignored), as the field-by-field check of a strided view does."""
+    events = random_events(1_000, SENSOR, seed=12)
+    events.view(np.uint8).reshape(-1, 16)[:, 13:] = 0xFF  # padding as a damaged packet may hold it
+    for at in (0, 517, 999):
+        hostile = events.copy()
+        if field:
+            hostile[field][at] = value
+        for view in (hostile, np.repeat(hostile, 2)[::2]):
+            assert view.dtype == EVENT_DTYPE
+            screen = EventScreen("f.aedat4", SENSOR)
+            kept = screen(view)
+            assert len(kept) == len(events) - (field is not None)
+            assert screen.dropped == (field is not None)
+            assert screen.bad_polarity == (field == "p")
