@@ -1,14 +1,13 @@
 """numba word decoders behind :mod:`evstream.io.prophesee` (Prophesee RAW EVT 2.0, 2.1 and 3.0).
 
 Each decoder walks a block of words from ``pos``, writes CD events into ``out``, an
-``EVENT_DTYPE`` array seen as flat ``int64 [2 n]`` (:func:`packed`: t, then x | y << 16 | p << 32, so
-one event is two 8-byte stores and its padding bytes are zero), trigger events into an
-``int64 [n, 3]`` array (t, id, value), and
-stops at the end of the block, when either output is full (the caller hands out what was
-written and calls again from the returned position), or at the first bad word. Decoder state
-that must survive between blocks (time high, wrap count, EVT3 row and vector base, tallies)
-lives in ``state`` (``int64 [N_STATE]``), so a file is decoded block by block with bounded
-memory and exactly as if it were one block.
+``EVENT_DTYPE`` array seen as flat ``int64 [2 n]`` (:func:`packed`: t, then x | y << 16 |
+p << 32, so one event is two 8-byte stores and its padding bytes are zero), trigger events into
+an ``int64 [n, 3]`` array (t, id, value), and stops at the end of the block, when either output
+is full (the caller hands out what was written and calls again from the returned position), or
+at the first bad word. Decoder state that must survive between blocks (time high, wrap count,
+EVT3 row and vector base, tallies) lives in ``state`` (``int64 [N_STATE]``), so a file is
+decoded block by block with bounded memory and exactly as if it were one block.
 
 Status codes: ``DONE`` (block consumed), ``FULL`` (output full at ``pos``), ``BAD_TYPE`` (word
 type not in the encoding), ``OFF_GEOMETRY`` (x or y outside the declared sensor),
@@ -23,11 +22,13 @@ masked after its shift, so no unsigned/signed promotion can reach float.
 
 Speed: EVT 2.0 decodes groups of :data:`GROUP` words that are all CD events (the common case) in
 one branch-free loop that LLVM vectorises, and falls back to the word-by-word state machine for a
-group holding any other word; vector words (EVT 2.1, EVT 3.0) write every slot of the vector and
-advance the output by the mask bit, so random masks cost no mispredicted branches (the slots past
-the last event are overwritten later or trimmed). Outputs therefore need a few slots of room: a
-decoder stops with ``FULL`` when fewer than one vector's worth (32 for EVT 2.1, 12 for EVT 3.0,
-one group for EVT 2.0's fast path) are left.
+group holding any other word (DAT and AEDAT 2.0 do the same); EVT 3.0 ADDR_Y / ADDR_X words,
+which come in no predictable order, share one branch-free path. Vector words write every slot of
+the vector whatever the mask (EVT 3.0: the columns of the set bits from a table, EVT 2.1: each
+slot, the output advanced by the mask bit), so random masks cost no mispredicted branches (the
+slots past the last event are overwritten later or trimmed). A vector decoder therefore stops
+with ``FULL`` when fewer than one vector's worth of slots (32 for EVT 2.1, 12 for EVT 3.0) is
+left; EVT 2.0 takes its group path only where a whole group fits.
 """
 
 from __future__ import annotations
@@ -75,6 +76,22 @@ N_STATE = 16
 
 
 GROUP = 32
+
+
+def _mask_tables() -> tuple[np.ndarray, np.ndarray]:
+    """For every 12-bit vector mask: the columns of its set bits in order (``int16 [4096, 12]``,
+    padded with the last one) and their count (``int64 [4096]``)."""
+    bits = np.zeros((4096, 12), np.int16)
+    count = np.zeros(4096, np.int64)
+    for mask in range(1, 4096):
+        cols = [b for b in range(12) if mask >> b & 1]
+        bits[mask, :len(cols)] = cols
+        bits[mask, len(cols):] = cols[-1]
+        count[mask] = len(cols)
+    return bits, count
+
+
+_MASK_BITS, _MASK_COUNT = _mask_tables()
 
 
 def new_state() -> np.ndarray:
@@ -351,21 +368,22 @@ def decode_evt3(words, pos, out, trig, state, width, height):
                 if n + 12 > cap:
                     status = FULL
                     break
-                if xbase + span > width or row >= height:
-                    last = xbase
-                    for b in range(span):
-                        if (mask >> b) & 1:
-                            last = xbase + b
-                    if last >= width or row >= height:
-                        state[ERR_A] = last
-                        state[ERR_B] = row
-                        status = OFF_GEOMETRY
-                        break
+                count = _MASK_COUNT[mask]
+                offsets = _MASK_BITS[mask]
+                last = xbase + offsets[count - 1]
+                if last >= width or row >= height:
+                    state[ERR_A] = last
+                    state[ERR_B] = row
+                    status = OFF_GEOMETRY
+                    break
+                # twelve slots written whatever the mask (no branch, no chain through n): the
+                # first ``count`` hold the vector's events, in column order
                 rest = (row << 16) | (vpol << 32)
-                for b in range(span):
-                    out[2 * n] = ti
-                    out[2 * n + 1] = (xbase + b) | rest
-                    n += (mask >> b) & 1
+                dest = out[2 * n:2 * (n + 12)]
+                for b in range(12):
+                    dest[2 * b] = ti
+                    dest[2 * b + 1] = (xbase + offsets[b]) | rest
+                n += count
             xbase += span
         elif kind == 0x6:
             tl = w & 0xFFF
