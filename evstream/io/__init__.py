@@ -41,10 +41,17 @@ def detect_format(path: str | os.PathLike) -> str:
     """
     path = Path(path)
     try:
-        with open(path, "rb") as f:
-            head = f.read(16)
+        fd = os.open(path, os.O_RDONLY)
     except OSError as err:
         raise EventFileError.from_os_error(path, err, "open", "recording") from None
+    try:
+        try:
+            head = os.pread(fd, 16, 0)
+        except OSError as err:
+            raise EventFileError.from_os_error(path, err, "read", "recording") from None
+        header = read_header(path, fd, os.fstat(fd).st_size) if head.startswith(b"%") else None
+    finally:
+        os.close(fd)
     if not head:
         raise EventFileError(path, "empty file", 0)
     for magic, name in _MAGICS.items():
@@ -53,12 +60,7 @@ def detect_format(path: str | os.PathLike) -> str:
     if head.startswith(b"#!AER-DAT"):
         version = head[9:12].decode("ascii", "replace")
         raise EventFileError(path, f"AEDAT {version} is not supported (AEDAT 4.0, 3.1 and 2.0 are)", 0)
-    if head.startswith(b"%"):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            header = read_header(path, fd, os.fstat(fd).st_size)
-        finally:
-            os.close(fd)
+    if header is not None:
         encoding = header.encoding()
         if encoding in FORMATS:
             return encoding

@@ -79,6 +79,7 @@ SENSOR_SIZES: list[tuple[str, SensorSize]] = [
 TRIGGER_DTYPE = np.dtype([("t", "<i8"), ("id", "u1"), ("value", "u1")])
 
 _MAX_HEADER_BYTES = 1 << 20
+_FIRST_HEADER_READ = 1 << 14
 _MAX_SIDE = 32767
 _BLOCK_BYTES = 1 << 21
 _TRIGGER_BLOCK = 4096
@@ -160,21 +161,33 @@ def read_header(path: Path, fd: int, size: int) -> RawHeader:
     Raises:
         EventFileError: a header longer than 1 MiB.
     """
-    head = os.pread(fd, min(size, _MAX_HEADER_BYTES + 1), 0)
-    pos = 0
-    lines = []
-    while pos < len(head) and head[pos:pos + 1] == b"%":
-        m = _PRINTABLE.match(head, pos)
-        if m is None:
-            break
-        line = m.group(0)[2:].rstrip(b"\r\n").decode("ascii")
-        pos = m.end()
-        if pos > _MAX_HEADER_BYTES:
+    limit = min(size, _MAX_HEADER_BYTES + 1)
+    want = min(limit, _FIRST_HEADER_READ)
+    while True:
+        # Parse what one read gave; read more (up to the limit) only when the header may run
+        # past it: it fills the read, or its last line has no newline inside it.
+        head = os.pread(fd, want, 0)
+        pos = 0
+        lines = []
+        ended = False
+        while pos < len(head) and head[pos:pos + 1] == b"%":
+            m = _PRINTABLE.match(head, pos)
+            if m is None:
+                break
+            line = m.group(0)[2:].rstrip(b"\r\n").decode("ascii")
+            pos = m.end()
+            if pos > _MAX_HEADER_BYTES:
+                raise EventFileError(path, "text header longer than 1 MiB", 0)
+            if line.strip() == "end":
+                ended = True
+                break
+            lines.append(line)
+        cut = pos >= len(head) or (head[pos:pos + 1] == b"%" and head.find(b"\n", pos) < 0)
+        if cut and not ended and len(head) > _MAX_HEADER_BYTES:
             raise EventFileError(path, "text header longer than 1 MiB", 0)
-        if line.strip() == "end":
-            break
-        lines.append(line)
-    return RawHeader(lines, pos)
+        if ended or not cut or len(head) >= limit:
+            return RawHeader(lines, pos)
+        want = min(limit, want * 16)
 
 
 def _checked_size(path: Path, size: SensorSize | tuple[int, int] | None, what: str) -> SensorSize | None:

@@ -453,6 +453,29 @@ def test_evt3_events_before_time_and_row_are_dropped_and_counted(tmp_path):
     assert ev["p"].tolist() == [1, 0, 0, 0] and np.all(ev["t"] == 4096 + 7)
 
 
+@pytest.mark.parametrize("filler", [0, 16_384 - 40, 16_384 - 37, 70_000, 300_000])
+def test_long_headers_read_past_the_first_read(tmp_path, filler):
+    """Headers longer than the reader's first 16 KiB read (a line cut by it, a header ending at
+    it) parse as a whole; one longer than 1 MiB is refused on open."""
+    import evstream.io.prophesee as prophesee
+
+    comment = []
+    while sum(len(c) + 3 for c in comment) < filler:
+        comment.append("c" * min(997, filler - sum(len(c) + 3 for c in comment)))
+    events = canonical(random_events(300, SensorSize(64, 64), t0=100, seed=12))
+    path = tmp_path / "long.raw"
+    head = header("evt 2.0", *comment, "geometry 64x64")
+    path.write_bytes(head + encode_evt2(events))
+    with PropheseeRawReader(path) as reader:
+        assert reader.data_start == len(head) and reader.sensor_size == SensorSize(64, 64)
+        assert len(reader.header.lines) == len(comment) + 2
+        assert np.array_equal(reader.read(), events)
+    assert detect_format(path) == "evt2"
+    path.write_bytes(header("evt 2.0", *["c" * 998] * (prophesee._MAX_HEADER_BYTES // 1000 + 1)) + b"\0" * 64)
+    with pytest.raises(EventFileError, match="text header longer than 1 MiB"):
+        PropheseeRawReader(path)
+
+
 # -- DAT ---------------------------------------------------------------------------------------
 
 
