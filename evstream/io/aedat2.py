@@ -18,6 +18,8 @@ The address means what the jAER chip class says (:data:`CHIPS`, from the ``# AEC
   (jAER ``DavisChip``; tonic's ``read_davis_346``).
 
 External events, APS and IMU words are skipped and counted in :attr:`Aedat2Reader.counts`.
+Records are decoded by the numba kernel of :mod:`evstream.io._aedat2_kernels`, 2 MiB at a time
+through one reused buffer (``iter_packets``) or straight into one array (``read``).
 Timestamps are read as unsigned 32-bit and unwrapped (a step back of more than 2**31 µs is the
 counter wrapping); other steps back (timestamp resets) are kept as stored.
 

@@ -20,7 +20,8 @@ DAT files (``% Data file containing ... Event2d/EventCD events``, ``% Version 2`
 ``% Width``): after the header one byte of event type (0 Event2d, 12 EventCD) and one of event
 size (8), then ``uint32 t`` (µs) + ``uint32 data`` per event; version 2 packs x in bits 0-13, y in
 14-27, p in 28; version 1 (older ATIS files) x in 0-8, y in 9-16, p in 17. Without geometry lines
-the sensor is the ATIS 304x240 unless the caller gives one. The 32-bit µs counter is unwrapped.
+the sensor is the ATIS 304x240 unless the caller gives one. The 32-bit µs counter is unwrapped
+(kernel :func:`~evstream.io._prophesee_kernels.decode_dat`).
 
 Damage policy (every fault an :class:`~evstream.errors.EventFileError` naming file and byte offset):
 header faults (no encoding, no geometry, sizes outside 1..32767, unknown DAT event type) raise on
