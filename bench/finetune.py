@@ -279,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
     if reps < 2:
         raise SystemExit("--reps: at least 2 (collect holds one run out for the fine-tune's own held-out figure)")
     out = args.out or REPO / "runs" / f"bench_finetune_{args.seed}"
+    for session in ("user", "heldout"):  # collect adds runs to a folder: a second bench there would train on both
+        if any((out / session / "DvsGesture").glob("*.aedat4")):
+            raise SystemExit(f"{out / session}: holds recordings of an earlier run; give another --out or delete it")
     out.mkdir(parents=True, exist_ok=True)
     user = OutOfRangeUser(args.seed, args.build, args.distance, args.offset)
     results: dict = {"user": dataclasses.asdict(user), "quick": args.quick, "threads": args.threads,

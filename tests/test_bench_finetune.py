@@ -90,3 +90,9 @@ def test_quick_run_records_fine_tunes_and_writes_a_loadable_checkpoint(tmp_path)
     assert (out / "user" / "DvsGesture" / "trials_to_test.txt").read_text().split()
     first = read_events(out / "heldout" / "DvsGesture" / held_runs[0])
     assert len(first) > 0 and (out / "heldout" / "DvsGesture" / held_runs[0].replace(".aedat4", "_labels.csv")).is_file()
+
+    # A second run into the same folder would add its runs to the first's: refused before recording.
+    again = subprocess.run([sys.executable, str(REPO / "bench" / "finetune.py"), "--quick", "--out", str(out)],
+                           capture_output=True, text=True, cwd=tmp_path)
+    assert again.returncode != 0 and "holds recordings of an earlier run" in again.stderr
+    assert sorted(p.name for p in (out / "user" / "DvsGesture").glob("*.aedat4")) == user_runs
