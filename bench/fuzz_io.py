@@ -359,6 +359,7 @@ _LIED_HEADERS = {
     "aedat4 magic": b"#!AER-DAT4.0\r\n", "aedat3 magic": b"#!AER-DAT3.1\r\n", "aedat 2.1 magic": b"#!AER-DAT2.1\r\n",
     "none": b"",
 }
+_UTF8 = ("utf-8", "surrogateescape")
 _GEOMETRIES = ["0x0", "1x1", "-1x5", "32767x32767", "32768x10", "2049x10", "10x2049", "65536x65536", "abc",
                "640x", "99999999999999999999x1", "\u0664\u0668\u0660x640"]
 
@@ -379,7 +380,7 @@ def _lie_about_header(data: bytes, meta: dict, rng) -> tuple[bytes, str]:
     fmt, start = meta["format"], meta["data_start"]
     head, body = data[:start], data[start:]
     choice = int(rng.integers(0, 6))
-    text = head.decode("latin-1")
+    text = head.decode(*_UTF8)  # and back: the file's bytes kept as they were, new text (digits) in UTF-8
     if choice == 0 or (fmt == "aedat2" and choice < 4):
         name = list(_LIED_HEADERS)[int(rng.integers(0, len(_LIED_HEADERS)))]
         return _LIED_HEADERS[name] + body, f"header lie: {name} header over {fmt} data"
@@ -390,8 +391,8 @@ def _lie_about_header(data: bytes, meta: dict, rng) -> tuple[bytes, str]:
         lied, n = re.subn(r"# AEChip: [^\r\n]*", f"# AEChip: {chip}" if chip else "#", text, count=1)
         if choice == 5:
             lied = text.replace("\n#", "\n", 1)  # a header line without its '#'
-            return lied.encode("latin-1") + body, "header lie: a header line without '#'"
-        return (lied if n else text + f"# AEChip: {chip}\r\n").encode("latin-1") + body, f"header lie: chip {chip!r}"
+            return lied.encode(*_UTF8) + body, "header lie: a header line without '#'"
+        return (lied if n else text + f"# AEChip: {chip}\r\n").encode(*_UTF8) + body, f"header lie: chip {chip!r}"
     if fmt == "dat" and choice in (1, 2):
         if choice == 1 and len(head) >= 2:
             value = [0, 12, 1, 8, 255][int(rng.integers(0, 5))]
@@ -401,12 +402,12 @@ def _lie_about_header(data: bytes, meta: dict, rng) -> tuple[bytes, str]:
             return bytes(out), f"header lie: DAT {'type' if at == len(head) - 2 else 'size'} byte {value}"
         version = ["0", "1", "2", "3", "-1", "x"][int(rng.integers(0, 6))]
         lied, n = re.subn(r"% Version [^\n]*", f"% Version {version}", text, count=1)
-        return (lied if n else f"% Version {version}\n" + text).encode("latin-1") + body, f"header lie: Version {version}"
+        return (lied if n else f"% Version {version}\n" + text).encode(*_UTF8) + body, f"header lie: Version {version}"
     if choice == 1:
         names = ["evt 2.0", "evt 2.1", "evt 3.0", "evt 4.0", "evt 1.0", "evt", "format EVT21;height=480;width=640"]
         line = names[int(rng.integers(0, len(names)))]
         lied, n = re.subn(r"% (evt|format) [^\n]*", f"% {line}", text, count=1)
-        return (lied if n else f"% {line}\n" + text).encode("latin-1") + body, f"header lie: % {line}"
+        return (lied if n else f"% {line}\n" + text).encode(*_UTF8) + body, f"header lie: % {line}"
     if choice in (2, 3):
         size = _GEOMETRIES[int(rng.integers(0, len(_GEOMETRIES)))]
         sensor = meta["sensor"]
@@ -415,13 +416,13 @@ def _lie_about_header(data: bytes, meta: dict, rng) -> tuple[bytes, str]:
         if fmt == "dat":
             w, _, h = size.partition("x")
             lied = re.sub(r"% (Height|Width) [^\n]*\n", "", text)
-            return f"% Height {h}\n% Width {w}\n{lied}".encode("latin-1") + body, f"header lie: DAT {size}"
+            return f"% Height {h}\n% Width {w}\n{lied}".encode(*_UTF8) + body, f"header lie: DAT {size}"
         lied, n = re.subn(r"% geometry [^\n]*", f"% geometry {size}", text, count=1)
-        return (lied if n else f"% geometry {size}\n" + text).encode("latin-1") + body, f"header lie: geometry {size}"
+        return (lied if n else f"% geometry {size}\n" + text).encode(*_UTF8) + body, f"header lie: geometry {size}"
     if choice == 4:
         lines = text.splitlines(keepends=True)
         at = int(rng.integers(0, len(lines) + 1))
-        return "".join(lines[:at] + ["% end\n"] + lines[at:]).encode("latin-1") + body, f"header lie: % end at line {at}"
+        return "".join(lines[:at] + ["% end\n"] + lines[at:]).encode(*_UTF8) + body, f"header lie: % end at line {at}"
     return body, "header lie: header removed"
 
 
