@@ -71,12 +71,23 @@ class EventScreen:
         """``{"off_sensor": n, "bad_polarity": n}``."""
         return {"off_sensor": self.off_sensor, "bad_polarity": self.bad_polarity}
 
-    def __call__(self, events: np.ndarray, offset: int | None = None) -> np.ndarray:
+    def possible(self, events: np.ndarray) -> bool:
+        """Whether every event of ``events`` is surely possible (``False``: some may not be).
+
+        Keeps no state and releases the GIL, so a reader's decode threads can answer it while the
+        packet is in their cache and pass the answer to :meth:`__call__`."""
+        if events.dtype != EVENT_DTYPE or not events.flags.c_contiguous:
+            return False
+        return len(events) == 0 or not _any_impossible(events.view(np.int64), self.sensor_size.width,
+                                                        self.sensor_size.height)
+
+    def __call__(self, events: np.ndarray, offset: int | None = None, *, possible: bool = False) -> np.ndarray:
         """``events`` without the impossible ones (the same array when all are possible).
 
         Args:
             events: ``EVENT_DTYPE`` array, the next events of the file in order.
             offset: byte offset of the packet they came from, for the strict error.
+            possible: :meth:`possible` already answered yes for ``events`` (only counted then).
 
         Raises:
             EventFileError: with ``strict``, at the first impossible event (its index in the
@@ -84,12 +95,9 @@ class EventScreen:
         """
         first = self.seen
         self.seen += len(events)
-        if len(events) == 0:
+        if possible or len(events) == 0 or self.possible(events):
             return events
         w, h = self.sensor_size.width, self.sensor_size.height
-        if (events.dtype == EVENT_DTYPE and events.flags.c_contiguous
-                and not _any_impossible(events.view(np.int64), w, h)):
-            return events
         x, y, p = events["x"], events["y"], events["p"]
         off = (x < 0) | (x >= w) | (y < 0) | (y >= h)
         bad_p = p > 1

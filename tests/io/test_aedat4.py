@@ -130,6 +130,26 @@ def test_thread_counts_and_table_agree(tmp_path, threads, table):
         assert np.array_equal(reader.read(100_000, 900_000), events[(events["t"] >= 100_000) & (events["t"] < 900_000)])
 
 
+@pytest.mark.parametrize("threads,cores,load,workers", [
+    (None, {0, 1}, 0.1, 2), (None, {0, 1}, 0.8, 1), (None, {0, 1}, 5.6, 0), (None, set(range(8)), 1.0, 2),
+    (None, {3}, 0.0, 0), (2, {0}, 0.0, 0), (3, {0, 1}, 9.0, 2), (1, {0, 1}, 0.0, 1), (0, {0, 1}, 0.0, 0)])
+def test_decode_threads_follow_cores_and_load(tmp_path, monkeypatch, threads, cores, load, workers):
+    # One thread per idle core by default (threads on busy cores cost more than they save), none
+    # on one core; an explicit count is kept up to the cores; the events do not depend on it.
+    import evstream.io.aedat4 as aedat4
+
+    events = random_events(70_000, seed=4)
+    path = tmp_path / "t.aedat4"
+    write_aedat4(path, events, SensorSize(128, 128), packet_events=20_000)
+    monkeypatch.setattr(aedat4.os, "sched_getaffinity", lambda pid: cores)
+    monkeypatch.setattr(aedat4.os, "getloadavg", lambda: (load, load, load))
+    with Aedat4Reader(path, threads=threads) as reader:
+        assert reader._workers() == workers
+        assert np.array_equal(np.concatenate(list(reader.iter_packets())), events)
+        assert (reader._pool is not None) == (workers > 0) and (workers == 0 or reader._pool_size == workers)
+        assert np.array_equal(reader.read(), events)
+
+
 def _odd_layout_payload(events: np.ndarray) -> bytes:
     """A valid EVTS FlatBuffer laid out unlike dv-processing's (extra padding, other offsets)."""
     body = struct.pack("<I4sHHH6xiI4xI", 20, b"EVTS", 6, 8, 4, 12, 8, len(events)) + events.tobytes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -49,6 +50,42 @@ def test_aedat4_drops_and_counts_impossible_events(tmp_path, compression, thread
         np.testing.assert_array_equal(np.concatenate(parts), kept)
         assert reader.counts == {"off_sensor": 3, "bad_polarity": 2}  # re-reading starts counting again
         np.testing.assert_array_equal(reader.read(t0=0), kept)
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_aedat4_screen_in_decode_threads(tmp_path, threads):
+    # Packets of 20 k events are decoded and screened in the worker threads; the drops, counts
+    # and the strict error stay those of the stream in file order.
+    events = random_events(100_000, SENSOR, seed=12)
+    bad = np.zeros(len(events), bool)
+    for i, field, value in ((25_000, "x", 64), (25_001, "y", -3), (61_000, "p", 7), (99_999, "x", 9_999)):
+        events[field][i] = value
+        bad[i] = True
+    path = tmp_path / "big.aedat4"
+    write_aedat4(path, events, SENSOR, "lz4", packet_events=20_000)
+    with open_reader(path) as reader:
+        reader.threads = threads
+        assert reader._workers() == (0 if threads == 0 or len(os.sched_getaffinity(0)) < 2 else 2)
+        packets = list(reader.iter_packets())
+        assert [len(p) for p in packets] == [20_000, 19_998, 20_000, 19_999, 19_999]
+        np.testing.assert_array_equal(np.concatenate(packets), events[~bad])
+        assert reader.counts == {"off_sensor": 3, "bad_polarity": 1} and reader.screen.seen == 100_000
+    with open_reader(path, strict=True) as reader:
+        reader.threads = threads
+        with pytest.raises(EventFileError, match="event 25000 .*x=64.* outside the 64x48 sensor"):
+            list(reader.iter_packets())
+
+
+def test_screen_possible_answers_without_state():
+    screen = EventScreen("f.aedat4", SENSOR)
+    events = random_events(1_000, SENSOR, seed=13)
+    assert screen.possible(events) and screen.possible(events[:0])
+    assert not screen.possible(events[::2])  # strided: not answered, the caller checks
+    events["y"][777] = 48
+    assert not screen.possible(events)
+    assert screen.seen == 0
+    assert len(screen(events, possible=True)) == 1_000 and screen.seen == 1_000  # trusted, only counted
+    assert len(screen(events)) == 999 and screen.off_sensor == 1
 
 
 def test_aedat4_strict_is_one_line_naming_file_and_first_bad_event(tmp_path):
