@@ -6,9 +6,11 @@ decoder runs ``--repeat`` times, interleaved; the best time counts. Figures are 
 against dv-processing two ways: reading the whole file into one array
 (``MonoCameraRecording.getNextEventBatch`` + concatenation, formats.md §7.3), and its packet loop
 (``getNextEventBatch`` + ``numpy()``, nothing kept), the anchor of the streaming paths: our
-reader's ``iter_packets`` and ``open_source(path, speed=None)``, the replay source that
-``main.py --replay --speed max`` and ``eval --stream`` read through (issue 18, item 1: target
->= 1.5x dv-processing's packet loop).
+reader's ``iter_packets`` (default threads: one per idle core; and forced inline / 2 threads)
+and ``open_source(path, speed=None)``, the replay source that ``main.py --replay --speed max``
+and ``eval --stream`` read through (issue 18, item 1: target >= 1.5x dv-processing's packet
+loop). Beside each wall time, the best process CPU time (all threads), which machine load moves
+less, and its ratio to the packet loop's; the load average is printed with each file.
 
 ``--memory`` instead streams a ~1 GB recording written by evstream through ``iter_packets`` and
 prints the peak resident memory against the file size.
@@ -66,9 +68,17 @@ def ours_read(path: Path) -> int:
     return len(read_events(path))
 
 
-def ours_stream(path: Path) -> int:
-    with Aedat4Reader(path) as reader:
+def ours_stream(path: Path, threads: int | None = None) -> int:
+    with Aedat4Reader(path, threads=threads) as reader:
         return sum(len(p) for p in reader.iter_packets())
+
+
+def ours_stream_inline(path: Path) -> int:
+    return ours_stream(path, threads=0)
+
+
+def ours_stream_threads(path: Path) -> int:
+    return ours_stream(path, threads=2)
 
 
 def ours_source(path: Path) -> int:
@@ -107,6 +117,8 @@ def aedat_read(path: Path) -> int:
 DECODERS = {
     "evstream read_events": ours_read,
     "evstream iter_packets (streaming)": ours_stream,
+    "evstream iter_packets threads=0": ours_stream_inline,
+    "evstream iter_packets threads=2": ours_stream_threads,
     "evstream open_source(speed=None)": ours_source,
     "dv-processing (+concatenate)": dv_read,
     "dv-processing (streaming)": dv_stream,
@@ -133,26 +145,35 @@ def available() -> dict:
 def race(path: Path, repeat: int) -> None:
     decoders = available()
     best = {name: float("inf") for name in decoders}
+    cpu = dict(best)
     counts = {}
+    load = os.getloadavg()[0]
     for _ in range(repeat):
         for name, fn in decoders.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             counts[name] = fn(path)
             best[name] = min(best[name], time.perf_counter() - t0)
+            cpu[name] = min(cpu[name], time.process_time() - c0)  # every thread of the process
     n = counts[next(iter(counts))]
     assert all(c == n for c in counts.values()), counts
     size = path.stat().st_size
-    print(f"\n{path.name}: {n:,} events, {size / 1e6:.1f} MB, best of {repeat}")
+    print(f"\n{path.name}: {n:,} events, {size / 1e6:.1f} MB, best of {repeat}; load average "
+          f"{load:.2f} -> {os.getloadavg()[0]:.2f} on {len(os.sched_getaffinity(0))} cores")
     anchors = [(a, best[a]) for a in (ANCHOR, STREAM_ANCHOR) if a in best]
     for name, seconds in best.items():
         ratios = "  ".join(f"{anchor / seconds:5.2f}x {a}" for a, anchor in anchors)
-        print(f"  {name:<36} {seconds * 1e3:8.1f} ms  {n / seconds / 1e6:7.1f} Mev/s  {ratios}")
+        cpu_ratio = f"  CPU {cpu[name] * 1e3:7.1f} ms" + (
+            f" ({cpu[STREAM_ANCHOR] / cpu[name]:4.2f}x)" if STREAM_ANCHOR in cpu else "")
+        print(f"  {name:<36} {seconds * 1e3:8.1f} ms  {n / seconds / 1e6:7.1f} Mev/s  {ratios}{cpu_ratio}")
     source, packets = best.get("evstream open_source(speed=None)"), best.get("evstream iter_packets (streaming)")
     if source and packets and STREAM_ANCHOR in best:
+        cpu_source = cpu[STREAM_ANCHOR] / cpu["evstream open_source(speed=None)"]
+        cpu_packets = cpu[STREAM_ANCHOR] / cpu["evstream iter_packets (streaming)"]
         # Where the replay source's time goes: its own cost over the reader's packets, and the reader's.
         print(f"  replay: open_source(speed=None) {best[STREAM_ANCHOR] / source:.2f}x dv-processing's packet loop "
               f"(target >= 1.5x) = source {packets / source:.2f}x of iter_packets x iter_packets "
-              f"{best[STREAM_ANCHOR] / packets:.2f}x dv-processing")
+              f"{best[STREAM_ANCHOR] / packets:.2f}x dv-processing; in CPU time source {cpu_source:.2f}x, "
+              f"iter_packets {cpu_packets:.2f}x dv-processing")
 
 
 def peak_rss_mb() -> float:

@@ -571,10 +571,13 @@ class Aedat4Reader:
                     bounds = np.cumsum([0] + counts).tolist()
                     slices = (out[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True))
                     try:
-                        for _ in self._pipeline(self._event_packets(None), slices):
-                            pass
+                        # Each slice is screened in its decode thread while hot; the whole
+                        # output only when some slice may hold an impossible event.
+                        possible = True
+                        for _, slice_possible in self._pipeline(self._event_packets(None), slices, screened=True):
+                            possible = possible and slice_possible
                         self.screen.reset()
-                        return self.screen(out)
+                        return self.screen(out, possible=possible)
                     except _CountMismatch:
                         pass  # the table miscounts: decode packet by packet instead
             return concatenate(self.iter_packets())
