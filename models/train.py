@@ -58,6 +58,7 @@ __all__ = [
     "evaluate",
     "evaluate_stream",
     "evaluate_checkpoint",
+    "inherited_decision",
     "train_stream_epoch",
     "burn_in_forward",
     "stream_soft_targets",
@@ -708,6 +709,48 @@ def _initial_model(config: TrainConfig, class_names: tuple[str, ...], start: Any
     return model
 
 
+def inherited_decision(start: Any, class_names: tuple[str, ...], step_us: int | None) -> tuple[dict[str, Any], str]:
+    """The online-decision settings a fine-tune's checkpoints carry until they are calibrated.
+
+    The ``--init`` checkpoint's ``decision`` dict (its rule, smoothing, thresholds: chosen for
+    weights the fine-tune starts from, closer to the new ones than the classifier's defaults),
+    less what no longer fits: its per-class thresholds when the head was replaced (they name the
+    old head's outputs) and its ``window_steps`` when the time step changed. ``train --calibrate``
+    (or ``eval --stream DIR --split test --calibrate``) then chooses them for the new weights.
+
+    Args:
+        start: the loaded ``--init`` checkpoint (:class:`models.checkpoint.Checkpoint`), or None.
+        class_names: the trained model's classes.
+        step_us: the trained model's time step, µs (None: equal-count frames).
+
+    Returns:
+        ``(decision, line)``: the settings (empty: the classifier's defaults) and one line saying where
+        they come from.
+    """
+    if start is None:
+        return {}, ""
+    decision = dict(start.decision or {})
+    if not decision:
+        return {}, (f"decisions: {start.path.name} carries none: the classifier's defaults until calibrated "
+                    "(train --calibrate chooses them on the held-out runs)")
+    dropped = []
+    own = decision.pop("class_thresholds", None)
+    if own and tuple(start.class_names) == tuple(class_names):
+        decision["class_thresholds"] = own
+    elif own:
+        dropped.append("its per-class thresholds (the head was replaced)")
+    if "window_steps" in decision and step_us != start.preprocessing.get("step_us"):
+        decision.pop("window_steps")
+        dropped.append("its window length (another time step)")
+    kept = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in decision.items()
+                     if k != "class_thresholds")
+    if "class_thresholds" in decision:
+        kept += f", own thresholds for {len(decision['class_thresholds'])} class(es)"
+    less = f", less {' and '.join(dropped)}" if dropped else ""
+    return decision, (f"decisions: {start.path.name}'s ({kept}){less}, not calibrated for the new weights "
+                      "(train --calibrate chooses them on the held-out runs)")
+
+
 def _clip(text: str, limit: int = 120) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
@@ -749,6 +792,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if step_ms is None and config.split_by == "time":  # fine-tuning keeps the checkpoint's time step
         step_ms = (start.preprocessing.get("step_us") or 50_000) / 1000 if start is not None else 50.0
     preprocessing = _preprocessing(model, steps, config.split_by, step_ms, config.recipe, config.burn_in)
+    decision, decision_line = inherited_decision(start, class_names, preprocessing.get("step_us"))
+    if is_main and decision_line:
+        print(decision_line, flush=True)
     cache_dir = config.cache_dir or str(Path(config.out).parent / "frames_cache")
     data_kwargs = {
         "steps": steps,
@@ -924,7 +970,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 if stream:
                     keys = ("step_top1", "rest_undecided", "rest_steps", "rest_threshold", "clip_top1", "clip_runs")
                     best.update({k: result[k] for k in keys}, score=result["score"], sequences=result["sequences"])
-                save_checkpoint(out, model, preprocessing=preprocessing, metrics=best, train_args=train_args)
+                save_checkpoint(out, model, preprocessing=preprocessing, metrics=best, train_args=train_args,
+                                decision=decision)
         history.append(record)
         if is_main:
             lr_now = optimizer.param_groups[0]["lr"]
@@ -946,6 +993,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 preprocessing=preprocessing,
                 metrics={"epoch": epoch, **{k: v for k, v in record.items() if k != "epoch"}},
                 train_args=train_args,
+                decision=decision,
                 train_state={
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
