@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "run", "build_config", "GENERIC_DEFAULTS", "EXAMPLES"]
+__all__ = ["add_arguments", "run", "build_config", "calibrate_held_out", "calibrated_path", "GENERIC_DEFAULTS",
+           "EXAMPLES"]
 
 EXAMPLES = """\
 examples:
@@ -34,7 +35,15 @@ examples:
   torchrun --nproc-per-node 4 main.py train --dataset dvsgesture --data data/gesture --workers 4
 
 writes: --out PATH (best held-out top-1; stream recipe: best score), PATH_last.pt (for --resume),
-PATH_confusion.png (stream recipe: over gesture steps); with --dataset also PATH.md, the model card
+PATH_confusion.png (stream recipe: over gesture steps); with --dataset also PATH.md, the model card;
+with --calibrate also PATH_calibrated.pt and PATH_calibrated_calibration.json
+
+Fine-tuning on your own recordings (a Teach / collect folder), the dashboard's Fine-tune panel path:
+  python main.py train --init spikformer_synth_stream_64 --data DIR --recipe stream --calibrate
+PATH carries --init's decision settings (rule, smoothing, thresholds; less per-class thresholds when
+the head is replaced); --calibrate chooses them for the new weights on DIR's held-out runs
+(trials_to_test.txt) and writes PATH_calibrated.pt, the one to load (on the bench's out-of-range
+person: 0.652 online with train's default decisions, 0.761 calibrated; bench/finetune.py).
 
 --dataset dvsgesture looks in --data DIR for IBM's release (DvsGesture.tar.gz, from
 https://research.ibm.com/dvsgesture/ by hand: the paper's 1176/288 split, and the one --recipe stream
@@ -144,6 +153,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=None, help="random seed (default 2021)")
     parser.add_argument("--cache-dir", default=None, help="folder for cached binned frames")
     parser.add_argument("--eval-every", type=int, default=1, help="evaluate every N epochs (default 1)")
+    parser.add_argument(
+        "--calibrate", action="store_true",
+        help="at the end, choose the online-decision settings on the data's held-out (test) recordings, as "
+        "'eval --stream DATA --split test --calibrate' does, and write them into PATH_calibrated.pt (IBM layout); "
+        "without it the checkpoints carry --init's decision settings",
+    )
     parser.add_argument(
         "--recipe",
         choices=("clip", "stream"),
@@ -293,6 +308,9 @@ def run(args: argparse.Namespace) -> int:
             args.out = str(Path("runs") / f"{Path(args.data).resolve().name}.pt")
         print(f"--out not given: writing {args.out}", flush=True)
     config = build_config(args, location)
+    if args.calibrate and config.layout != "ibm":
+        raise ConfigError(f"--calibrate: replays whole labelled recordings (IBM layout); {config.data} is read "
+                          f"in the {config.layout} layout")
 
     from models.train import train
 
@@ -312,4 +330,41 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"best: epoch {best['epoch'] + 1} {what} {best['top1']:.4f} ({best['correct']}/{best['samples']}) -> {args.out}"
         )
+    if args.calibrate and int(os.environ.get("RANK", "0")) == 0:
+        return calibrate_held_out(config.out, config.data, args.device)
+    return 0
+
+
+def calibrated_path(checkpoint: str | os.PathLike) -> Path:
+    """Where ``--calibrate`` writes the calibrated copy of ``checkpoint``: ``PATH_calibrated.pt`` beside it."""
+    path = Path(checkpoint)
+    return path.with_name(f"{path.stem}_calibrated.pt")
+
+
+def calibrate_held_out(checkpoint: str, data: str, device: str = "auto") -> int:
+    """``python main.py eval --stream DATA --split test --calibrate --model CKPT --out PATH_calibrated.pt``,
+    run in this process (the same code, the same result).
+
+    Returns:
+        0 when the calibrated copy was written; 1 (one ``error:`` line saying the trained checkpoint
+        stays usable) when the calibration failed.
+    """
+    import sys
+
+    from evstream.commands import eval as eval_command
+    from evstream.errors import EvstreamError
+
+    out = calibrated_path(checkpoint)
+    parser = argparse.ArgumentParser(prog="eval")
+    eval_command.add_arguments(parser)
+    args = parser.parse_args(["--stream", str(data), "--split", "test", "--calibrate", "--model", str(checkpoint),
+                              "--out", str(out), "--device", device])
+    print(f"calibrating the decisions on the held-out runs of {data} (trials_to_test.txt) -> {out}", flush=True)
+    try:
+        eval_command.run(args)
+    except EvstreamError as err:
+        print(f"error: calibration failed: {err}; the trained checkpoint {checkpoint} stays usable (decisions "
+              "not calibrated)", file=sys.stderr)
+        return 1
+    print(f"calibrated: load {out}", flush=True)
     return 0
