@@ -1,10 +1,19 @@
-"""Fine-tune panel: train the model on the Teach folder in a separate process, then swap it in.
+"""Fine-tune panel: train the model on the Teach folder in a separate process, calibrate its
+decisions on the folder's held-out runs, then swap it in.
 
-"Fine-tune" runs ``python main.py train --init CKPT --data FOLDER --recipe stream --epochs N``
-(:func:`finetune_arguments`) in a child process (:class:`QtCore.QProcess`): the GUI thread only
-reads the lines it prints, so neither the window nor the pipeline waits for it. The child runs at
-a lower CPU priority (``nice`` :data:`NICE`) with one core fewer than the machine has
-(``OMP_NUM_THREADS``), so on a small machine the live pipeline keeps its windows.
+"Fine-tune" runs two child processes (:class:`QtCore.QProcess`), one after the other:
+
+1. ``python main.py train --init CKPT --data FOLDER --recipe stream --epochs N``
+   (:func:`finetune_arguments`); its checkpoint carries CKPT's decision settings;
+2. ``python main.py eval --stream FOLDER --split test --calibrate --model PATH --out
+   PATH_calibrated.pt`` (:func:`calibrate_arguments`): the decision rule, smoothing and thresholds
+   chosen for the new weights on the folder's held-out runs (on the bench's out-of-range person
+   the calibrated checkpoint scored 0.761 online against 0.652 with train's default decisions;
+   ``bench/finetune.py``).
+
+The GUI thread only reads the lines they print, so neither the window nor the pipeline waits for
+them. Each child runs at a lower CPU priority (``nice`` :data:`NICE`) with one core fewer than the
+machine has (``OMP_NUM_THREADS``), so on a small machine the live pipeline keeps its windows.
 
 CKPT is the running model (``status.model``: the name of shipped weights, or the path a
 ``load_model`` from this dashboard sent) unless another one is chosen; FOLDER is the Teach
@@ -15,17 +24,22 @@ must be reachable here). The checkpoint goes to ``FOLDER/finetune/<time>.pt`` (t
 
 Train's per-epoch line (``epoch k/N loss … test top1 … score … lr … samples/s …s``) moves the
 progress bar and the status line; its closing ``best: …`` line is the held-out accuracy, on the
-folder's ``trials_to_test.txt`` recordings, which the model never trained on. A folder with no
-held-out recording is refused before anything starts (a model is never offered without that
-figure). When train ends well, "Load into pipeline" sends ``load_model`` with the new checkpoint.
-"Cancel" kills the child: train writes its checkpoints through a temporary file and a rename, so
-the best one so far (``PATH``, written after each epoch that improved the held-out score) stays
-whole and is offered when there is one. A train that fails shows its one ``error:`` line.
+folder's ``trials_to_test.txt`` recordings, which the model never trained on. The calibration's
+per-recording lines move the bar over the held-out runs. A folder with no held-out recording is
+refused before anything starts (a model is never offered without that figure). When both stages
+end well, "Load into pipeline" sends ``load_model`` with the calibrated checkpoint. "Cancel" kills
+the running child: train writes its checkpoints through a temporary file and a rename, so the best
+one so far (``PATH``, written after each epoch that improved the held-out score) stays whole and is
+offered when there is one (a Cancel during train skips the calibration). A train that fails shows
+its one ``error:`` line; a calibration that fails or is cancelled says so in one line and offers
+the trained checkpoint, with its starting model's decision settings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import json
 import os
 import re
 import sys
@@ -37,10 +51,12 @@ from PyQt6 import QtCore, QtWidgets
 
 from evstream.dashboard.style import flexible_label, panel_title
 
-__all__ = ["FinetunePanel", "EpochReport", "finetune_arguments", "parse_epoch_line", "parse_best_line",
-           "DEFAULT_EPOCHS", "NICE"]
+__all__ = ["FinetunePanel", "EpochReport", "finetune_arguments", "calibrate_arguments", "calibrated_path",
+           "parse_epoch_line", "parse_best_line", "DEFAULT_EPOCHS", "NICE"]
 
-DEFAULT_EPOCHS = 5  # ~2 min on 2 CPU cores for 11 classes x 4 training runs of 3 s gestures (README's fine-tune)
+# 11 classes x 3 training runs of 3 s gestures (bench/finetune.py, 5 runs collected, 2 held out): 5 epochs
+# of train took 552-738 s at 1 torch thread on a loaded 2-core machine, the calibration ~40 s more.
+DEFAULT_EPOCHS = 5
 NICE = 10  # the child's CPU priority: the live pipeline comes first
 _ERROR_LINES = 20  # stderr lines kept for the error message
 
@@ -52,6 +68,7 @@ _EPOCH = re.compile(
 )
 _BEST = re.compile(rf"^best: epoch (\d+) (?:score ({_NUMBER}), gesture-step top-1|top-1) ({_NUMBER}) \((\d+)/(\d+)\) -> ")
 _STREAM = re.compile(r"^stream recipe: train (\d+) recordings, .*; test (\d+) recordings")
+_REPLAYED = re.compile(r"^\S.*: [0-9.]+ s replayed in [0-9.]+ s, \d+ steps$")  # eval --calibrate, per recording
 # How the child starts: lower priority, then the same command line as `python main.py`.
 _LAUNCH = (f"import os, sys; hasattr(os, 'nice') and os.nice({NICE}); "
            "from evstream.cli import main; sys.exit(main())")
@@ -99,6 +116,20 @@ def finetune_arguments(init: str, data: str, out: str, epochs: int = DEFAULT_EPO
             "--warmup-epochs", "1", "--out", out, *extra]
 
 
+def calibrated_path(checkpoint: str) -> str:
+    """Where the calibration stage writes the calibrated copy: ``PATH_calibrated.pt`` beside ``PATH``
+    (the name ``python main.py train --calibrate`` gives it too)."""
+    path = Path(checkpoint)
+    return os.fspath(path.with_name(f"{path.stem}_calibrated.pt"))
+
+
+def calibrate_arguments(checkpoint: str, data: str, out: str, extra: list[str] | tuple[str, ...] = ()) -> list[str]:
+    """``python main.py`` arguments of the calibration stage: the decision settings of ``checkpoint``
+    chosen on the held-out runs (``trials_to_test.txt``) of the Teach folder ``data`` and written into
+    ``out``, a copy of it. ``extra``: more eval flags, appended."""
+    return ["eval", "--stream", data, "--split", "test", "--calibrate", "--model", checkpoint, "--out", out, *extra]
+
+
 def _listed(folder: Path, split: str) -> int:
     """Recordings in ``trials_to_<split>.txt`` of ``folder`` or ``folder/DvsGesture`` (as the loader looks)."""
     for where in (folder, folder / "DvsGesture"):
@@ -116,13 +147,15 @@ class FinetunePanel(QtWidgets.QWidget):
 
     Signals:
         command(name, args): ``load_model`` with the new checkpoint's path.
-        done(ok): the child ended (True: a checkpoint is offered).
+        stage(name): a child starts: ``"train"``, then ``"calibrate"`` (emitted before it starts).
+        done(ok): the last child ended (True: a checkpoint is offered).
 
     Args:
         data_folder: returns the folder to train on (the Teach panel's), None while unknown.
     """
 
     command = QtCore.pyqtSignal(str, dict)
+    stage = QtCore.pyqtSignal(str)
     done = QtCore.pyqtSignal(bool)
 
     def __init__(self, data_folder: Callable[[], str | None] = lambda: None,
@@ -130,13 +163,19 @@ class FinetunePanel(QtWidgets.QWidget):
         super().__init__(parent)
         self.data_folder = data_folder
         self.extra_args: list[str] = []  # more train flags (e.g. --samples-per-epoch for a quick try)
+        self.calibrate_args: list[str] = []  # more flags of the calibration's eval (e.g. --device cpu)
         self.threads = max(1, (os.cpu_count() or 2) - 1)  # one core left for the pipeline
         self.running_model: str | None = None  # status.model
         self._loaded_paths: dict[str, str] = {}  # checkpoint name (stem) -> path sent by load_model
         self.process: QtCore.QProcess | None = None
-        self.out: str | None = None  # the checkpoint the running fine-tune writes
+        self.out: str | None = None  # the checkpoint the running fine-tune's train writes
+        self.calibrated: str | None = None  # the calibrated copy its calibration stage writes
+        self.trained: str | None = None  # train's checkpoint, once train ended with one
         self.checkpoint: str | None = None  # the one offered to the pipeline
         self.result: dict | None = None  # parse_best_line of the finished run
+        self.calibration: dict | None = None  # the calibration's summary (PATH_calibrated_calibration.json)
+        self.running_stage: str | None = None  # "train" | "calibrate" while a child runs
+        self.folder: str | None = None  # the Teach folder of the running fine-tune
         self.last_epoch: EpochReport | None = None
         self.error: str | None = None
         self.message = ""
@@ -191,7 +230,8 @@ class FinetunePanel(QtWidgets.QWidget):
         self.result_label.setWordWrap(True)
         result.addWidget(self.result_label, 1)
         self.load_button = QtWidgets.QPushButton("Load into pipeline")
-        self.load_button.setToolTip("swap the fine-tuned checkpoint in between windows (load_model)")
+        self.load_button.setToolTip("swap the fine-tuned checkpoint (calibrated when that stage ended well) in "
+                                    "between windows (load_model)")
         self.load_button.setEnabled(False)
         self.load_button.clicked.connect(self.load_into_pipeline)
         result.addWidget(self.load_button)
@@ -270,6 +310,25 @@ class FinetunePanel(QtWidgets.QWidget):
         epochs = self.epochs_box.value()
         arguments = finetune_arguments(init, os.fspath(root), os.fspath(out), epochs, self.extra_args)
 
+        self.out, self.calibrated, self.folder = os.fspath(out), calibrated_path(os.fspath(out)), os.fspath(root)
+        self.trained = self.checkpoint = self.result = self.calibration = self.last_epoch = self.error = None
+        self._test_recordings = None
+        self._epoch_tests = {}
+        self.progress.setRange(0, epochs)
+        self.progress.setValue(0)
+        self.progress.setFormat("train: %v/%m epochs (then calibration)")
+        self.result_label.setText("")
+        self.load_button.setEnabled(False)
+        self.start_button.setEnabled(False)
+        self.cancel_button.setEnabled(True)
+        self._spawn("train", arguments)
+        self._say(f"stage 1 of 2, train: python main.py {' '.join(arguments[:8])} … (loading torch)")
+        return True
+
+    def _spawn(self, stage: str, arguments: list[str]) -> None:
+        """Start the child of ``stage`` (``python main.py ARGUMENTS`` at a lower priority)."""
+        self.running_stage = stage
+        self.stage.emit(stage)
         process = QtCore.QProcess(self)
         process.setProgram(sys.executable)
         process.setArguments(["-u", "-c", _LAUNCH, *arguments])
@@ -284,25 +343,25 @@ class FinetunePanel(QtWidgets.QWidget):
         process.readyReadStandardError.connect(self._read_stderr)
         process.finished.connect(self._finished)
         process.errorOccurred.connect(self._process_error)
-        self.process, self.out = process, os.fspath(out)
-        self.checkpoint = self.result = self.last_epoch = self.error = None
+        self.process = process
         self._cancelled = False
         self._stdout = self._stderr = ""
         self._stderr_lines = []
-        self._test_recordings = None
-        self._epoch_tests = {}
-        self.progress.setRange(0, epochs)
-        self.progress.setValue(0)
-        self.result_label.setText("")
-        self.load_button.setEnabled(False)
-        self.start_button.setEnabled(False)
-        self.cancel_button.setEnabled(True)
-        self._say(f"starting: python main.py {' '.join(arguments[:8])} … (loading torch)")
         process.start()
-        return True
+
+    def _start_calibration(self) -> None:
+        """Stage 2: calibrate train's checkpoint on the folder's held-out runs."""
+        assert self.trained is not None and self.calibrated is not None and self.folder is not None
+        runs = self._test_recordings or _listed(Path(self.folder), "test") or 1
+        self.progress.setRange(0, runs)
+        self.progress.setValue(0)
+        self.progress.setFormat("calibration: %v/%m held-out runs")
+        self._spawn("calibrate", calibrate_arguments(self.trained, self.folder, self.calibrated, self.calibrate_args))
+        self._say(f"stage 2 of 2, calibration: choosing the decision settings on the {runs} held-out "
+                  f"run{'s' if runs != 1 else ''} (replaying them)…")
 
     def cancel(self) -> None:
-        """Kill the fine-tune; the best checkpoint written so far stays whole (written by rename)."""
+        """Kill the running stage; the best checkpoint written so far stays whole (written by rename)."""
         if self.process is None:
             return
         self._cancelled = True
@@ -310,7 +369,7 @@ class FinetunePanel(QtWidgets.QWidget):
         self._say("cancelling…")
 
     def shutdown(self) -> None:
-        """Kill a running fine-tune and wait for it (the window closes)."""
+        """Kill a running stage and wait for it (the window closes)."""
         if self.process is not None:
             self._cancelled = True
             self.process.kill()
@@ -332,6 +391,12 @@ class FinetunePanel(QtWidgets.QWidget):
         self._stderr_lines = (self._stderr_lines + [ln.rstrip("\r") for ln in lines if ln.strip()])[-_ERROR_LINES:]
 
     def _stdout_line(self, line: str) -> None:
+        if self.running_stage == "calibrate":
+            if _REPLAYED.match(line) is not None:
+                self.progress.setValue(min(self.progress.value() + 1, self.progress.maximum()))
+                self._say(f"stage 2 of 2, calibration: {self.progress.value()}/{self.progress.maximum()} held-out "
+                          "runs replayed, then the grid search…")
+            return
         epoch = parse_epoch_line(line)
         if epoch is not None:
             self.last_epoch = epoch
@@ -346,25 +411,30 @@ class FinetunePanel(QtWidgets.QWidget):
                 held = f" · held-out top-1 {epoch.test_top1:.3f}"
             left = (epoch.epochs - epoch.epoch) * epoch.seconds
             tail = f" · about {_duration(left)} left" if epoch.epoch < epoch.epochs else " · writing the result"
-            self._say(f"epoch {epoch.epoch}/{epoch.epochs} · loss {epoch.loss:.3f}{held} · {epoch.seconds:.0f} s/epoch"
-                      f"{tail}")
+            self._say(f"stage 1 of 2, train: epoch {epoch.epoch}/{epoch.epochs} · loss {epoch.loss:.3f}{held} · "
+                      f"{epoch.seconds:.0f} s/epoch{tail}")
             return
         best = parse_best_line(line)
         if best is not None:
             self.result = best
         elif line.startswith("init: "):
-            self._say(line[len("init: "):])
+            self._say(f"stage 1 of 2, train: {line[len('init: '):]}")
         elif line.startswith("data: "):
-            self._say("binning the recordings (cached for the next fine-tune)…")
+            self._say("stage 1 of 2, train: binning the recordings (cached for the next fine-tune)…")
         elif (m := _STREAM.match(line)) is not None:
             self._test_recordings = int(m.group(2))
-            self._say(f"training on {m.group(1)} recordings, {m.group(2)} held out: epoch 1 running…")
+            self._say(f"stage 1 of 2, train: training on {m.group(1)} recordings, {m.group(2)} held out: epoch 1 "
+                      "running…")
 
     def _process_error(self, error: QtCore.QProcess.ProcessError) -> None:
         if error == QtCore.QProcess.ProcessError.FailedToStart and self.process is not None:
             self.error = f"could not start {sys.executable}: {self.process.errorString()}"
+            if self.running_stage == "calibrate" and self.trained is not None:
+                self._offer_trained(f"calibration failed: {self.error}")
+                return
             self._end(False)
             self._say(self.error, error=True)
+            self.done.emit(False)
 
     def _finished(self, code: int, status: QtCore.QProcess.ExitStatus) -> None:
         if self.process is None:
@@ -375,12 +445,15 @@ class FinetunePanel(QtWidgets.QWidget):
             self._stdout_line(self._stdout.rstrip("\r"))
         if self._stderr.strip():
             self._stderr_lines.append(self._stderr.strip())
+        if self.running_stage == "calibrate":
+            self._calibration_finished(code, status)
+            return
         out = self.out
         have = out is not None and os.path.isfile(out)
         if self._cancelled:
             self._end(have)
             if have:
-                self.checkpoint = out
+                self.checkpoint = self.trained = out
                 self.result_label.setText(self._held_out_text(None) + " (best epoch before Cancel)")
                 self._say(f"cancelled; the best checkpoint so far stays usable: {out}")
             else:
@@ -388,24 +461,79 @@ class FinetunePanel(QtWidgets.QWidget):
             self.done.emit(have)
             return
         if code == 0 and status == QtCore.QProcess.ExitStatus.NormalExit and have:
-            self.checkpoint = out
+            self.trained = out
             self.progress.setValue(self.progress.maximum())
             self.result_label.setText(self._held_out_text(self.result))
-            self._end(True)
-            self._say(f"done: {out}")
-            self.done.emit(True)
+            self._drop_process()
+            self._start_calibration()
             return
-        errors = [ln for ln in self._stderr_lines if ln.startswith("error: ")]
-        if errors:
-            self.error = errors[-1][len("error: "):]
-        elif self._stderr_lines:
-            self.error = self._stderr_lines[-1]
-        else:
-            self.error = f"train ended with exit code {code} and no checkpoint"
+        self.error = self._child_error(f"train ended with exit code {code} and no checkpoint")
         self._end(False)
         self.progress.setValue(0)
         self._say(f"fine-tune failed: {self.error}", error=True)
         self.done.emit(False)
+
+    def _child_error(self, fallback: str) -> str:
+        """The child's last ``error:`` line, else its last stderr line, else ``fallback``."""
+        errors = [ln for ln in self._stderr_lines if ln.startswith("error: ")]
+        if errors:
+            return errors[-1][len("error: "):]
+        return self._stderr_lines[-1] if self._stderr_lines else fallback
+
+    def _calibration_finished(self, code: int, status: QtCore.QProcess.ExitStatus) -> None:
+        calibrated = self.calibrated
+        assert calibrated is not None
+        if self._cancelled:
+            with contextlib.suppress(OSError):
+                os.remove(calibrated + ".tmp")  # a copy cut short (the checkpoint is written by rename)
+            self._offer_trained("calibration cancelled", error=False)
+            return
+        if code == 0 and status == QtCore.QProcess.ExitStatus.NormalExit and os.path.isfile(calibrated):
+            report = Path(calibrated).with_name(f"{Path(calibrated).stem}_calibration.json")
+            try:
+                self.calibration = json.loads(report.read_text())
+            except (OSError, ValueError):
+                self.calibration = None
+            self.checkpoint = calibrated
+            self.progress.setValue(self.progress.maximum())
+            self.result_label.setText(f"{self.result_label.text()}; {self._calibration_text()}")
+            self._end(True)
+            self._say(f"done: {calibrated} (decisions calibrated on the held-out runs)")
+            self.done.emit(True)
+            return
+        self.error = self._child_error(f"eval ended with exit code {code} and no calibrated checkpoint")
+        self._offer_trained(f"calibration failed: {self.error}")
+
+    def _offer_trained(self, why: str, error: bool = True) -> None:
+        """The calibration did not end well: offer train's checkpoint, saying so in one line."""
+        self.checkpoint = self.trained
+        self._end(True)
+        self._say(f"{why}; the fine-tuned checkpoint is offered with its starting model's decision settings "
+                  f"(not calibrated): {self.trained}", error=error)
+        self.done.emit(True)
+
+    def _calibration_text(self) -> str:
+        """What the calibration chose, and its figures on the runs it chose them on."""
+        summary = self.calibration
+        if not summary or not isinstance(summary.get("decision"), dict):
+            return "decisions calibrated on them"
+        decision = summary["decision"]
+        parts = [str(decision.get("rule", "ema"))]
+        if "smoothing_ms" in decision:
+            parts.append(f"{float(decision['smoothing_ms']):g} ms")
+        if "mean_steps" in decision:
+            parts.append(f"{decision['mean_steps'] or 'all'} steps")
+        if "threshold" in decision:
+            parts.append(f"threshold {float(decision['threshold']):g}")
+        if decision.get("class_thresholds"):
+            parts.append(f"{len(decision['class_thresholds'])} own threshold(s)")
+        if "hysteresis" in decision:
+            parts.append(f"hysteresis {float(decision['hysteresis']):g}")
+        figures = ""
+        if isinstance(summary.get("accuracy"), float) and isinstance(summary.get("false_alarm"), float):
+            figures = (f" (online {summary['accuracy']:.3f}, false alarms {summary['false_alarm']:.3f} there: "
+                       "the runs they were chosen on)")
+        return f"decisions calibrated on them: {', '.join(parts)}{figures}"
 
     def _held_out_text(self, best: dict | None) -> str:
         """The held-out figures: train's ``best:`` line, else the best evaluated epoch seen."""
@@ -423,10 +551,14 @@ class FinetunePanel(QtWidgets.QWidget):
         epoch = max(self._epoch_tests.values(), key=lambda e: getattr(e, key))
         return f"on {where}: gesture-step top-1 {epoch.test_top1:.3f}, epoch {epoch.epoch}"
 
-    def _end(self, offer: bool) -> None:
+    def _drop_process(self) -> None:
         process, self.process = self.process, None
+        self.running_stage = None
         if process is not None:
             process.deleteLater()
+
+    def _end(self, offer: bool) -> None:
+        self._drop_process()
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
         self.load_button.setEnabled(offer)
