@@ -11,19 +11,20 @@ for the Teach protocol, and the loop a person runs is timed and scored stage by 
    one ``.aedat4`` + ``_labels.csv`` per run, IBM layout, collect's train/test split of the runs);
    only the event source is the bench's (below). The synthetic person is rendered as fast as the
    CPU allows; a live camera takes the protocol's stream time, printed beside it.
-2. **train** — ``python main.py train --init <shipped> --data DIR --recipe stream ...`` with the
-   Fine-tune panel's own arguments (:func:`evstream.dashboard.finetune.finetune_arguments`, its
-   default epochs) in a child process with ``--threads`` torch threads; its ``best:`` line (the
+2. **train** — the Fine-tune panel's stage 1: ``python main.py train --init <shipped> --data DIR
+   --recipe stream ...`` with its own arguments (:func:`evstream.dashboard.finetune.finetune_arguments`,
+   its default epochs) in a child process with ``--threads`` torch threads; its ``best:`` line (the
    held-out runs of the same folder) is printed and the checkpoint is loaded to check it is usable.
-3. **calibrate** — ``python main.py eval --stream DIR --split test --calibrate``: the decision
-   settings (rule, smoothing, thresholds) chosen on the folder's own held-out runs, written into a
-   copy of the checkpoint. The Fine-tune panel does not do this (its checkpoint carries train's
-   default decisions), so both are scored.
+   It carries ``--init``'s decision settings (:func:`models.train.inherited_decision`).
+3. **calibrate** — the panel's stage 2: ``python main.py eval --stream DIR --split test --calibrate``
+   with its arguments (:func:`evstream.dashboard.finetune.calibrate_arguments`): the decision
+   settings (rule, smoothing, thresholds) chosen on the folder's own held-out runs, written into
+   ``PATH_calibrated.pt``, the checkpoint the panel offers.
 4. **eval** — ``python main.py eval --stream`` on ``--eval-reps`` further runs of the *same person*
    recorded in another session (another recording seed: other gesture speeds, amplitudes, phases,
    class order and sensor noise; never seen by the fine-tune or the calibration), for the shipped
-   model, the fine-tuned one as the panel offers it and the calibrated copy, each with its own
-   checkpoint's decision settings (what ``load_model`` gives).
+   model, train's checkpoint before calibration and the checkpoint the panel offers, each with its
+   own checkpoint's decision settings (what ``load_model`` gives).
 
 Printed: the online accuracies and the lifts in points (the issue's targets: ≥ 20 points and
 ≥ 0.85), false alarms, latency, the wall time of every stage, the total from the start of
@@ -195,7 +196,7 @@ def fine_tune(data: Path, out: Path, init: str, epochs: int, threads: int, extra
             if parse_epoch_line(line) is not None:
                 epoch_lines.append(line.strip())
                 print(f"  {line.strip()}", flush=True)
-            elif line.startswith(("init:", "stream recipe:")):
+            elif line.startswith(("init:", "decisions:", "stream recipe:")):
                 print(f"  {line.strip()}", flush=True)
             parsed = parse_best_line(line)
             best = parsed if parsed is not None else best
@@ -217,10 +218,14 @@ def evaluate(model: str, recordings: list[Path], out: Path, threads: int, log: P
 
 
 def calibrate(checkpoint: Path, data: Path, out: Path, threads: int, log: Path) -> dict:
-    """``python main.py eval --stream DATA --split test --calibrate``: decisions chosen on the folder's
-    held-out runs, written into ``out``; returns the calibration summary."""
-    command = [sys.executable, str(REPO / "main.py"), "eval", "--stream", str(data), "--split", "test", "--calibrate",
-               "--model", str(checkpoint), "--out", str(out), "--threads", str(threads), "--device", "cpu", "--json"]
+    """The Fine-tune panel's calibration stage (``python main.py eval --stream DATA --split test
+    --calibrate``, :func:`~evstream.dashboard.finetune.calibrate_arguments`): decisions chosen on the
+    folder's held-out runs, written into ``out``; returns the calibration summary."""
+    from evstream.dashboard.finetune import calibrate_arguments
+
+    command = [sys.executable, str(REPO / "main.py"),
+               *calibrate_arguments(str(checkpoint), str(data), str(out),
+                                    ["--threads", str(threads), "--device", "cpu", "--json"])]
     proc = subprocess.run(command, capture_output=True, text=True, env=_child_env(threads), cwd=REPO)
     log.write_text(" ".join(command) + "\n" + proc.stdout + proc.stderr)
     if proc.returncode != 0:
@@ -320,15 +325,19 @@ def main(argv: list[str] | None = None) -> int:
           f"({ready_s / 60:.2f} min; target <= 5 min); with a live camera {stream_s + train_s:.0f} s "
           f"({(stream_s + train_s) / 60:.2f} min: the protocol's stream time + train)", flush=True)
 
-    # 3. calibrate the decisions on the folder's held-out runs
-    calibrated = checkpoint.with_name(f"{checkpoint.stem}_calibrated.pt")
+    # 3. the panel's second stage: calibrate the decisions on the folder's held-out runs
+    from evstream.dashboard.finetune import calibrated_path
+
+    calibrated = Path(calibrated_path(str(checkpoint)))
     t0 = time.perf_counter()
     summary = calibrate(checkpoint, out / "user", calibrated, args.threads, out / "calibrate.log")
     calibrate_s = time.perf_counter() - t0
     load_checkpoint(str(calibrated))
+    print(f"train's checkpoint decides with {loaded.decision or 'the defaults'} (inherited from {args.model})")
     print(f"calibrate: {calibrate_s:.1f} s wall on the {n_test} held-out run(s): {summary['decision']}; there online "
-          f"{_fmt(summary['accuracy'])}, false alarms {_fmt(summary['false_alarm'])}; recording to a calibrated "
-          f"checkpoint {ready_s + calibrate_s:.1f} s ({(ready_s + calibrate_s) / 60:.2f} min); load {_load()}", flush=True)
+          f"{_fmt(summary['accuracy'])}, false alarms {_fmt(summary['false_alarm'])}; recording to the checkpoint the "
+          f"panel offers {ready_s + calibrate_s:.1f} s ({(ready_s + calibrate_s) / 60:.2f} min); load {_load()}",
+          flush=True)
 
     # 4. evaluate on another session of the same person
     t0 = time.perf_counter()
@@ -338,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     heldout_s = time.perf_counter() - t0
     reports = {}
     eval_s = {}
-    models = (("shipped", args.model), ("finetuned", str(checkpoint)), ("calibrated", str(calibrated)))
+    models = (("shipped", args.model), ("uncalibrated", str(checkpoint)), ("panel", str(calibrated)))
     for key, model in models:
         t0 = time.perf_counter()
         reports[key] = _summary(evaluate(model, recordings, out / f"eval_{key}", args.threads,
@@ -346,19 +355,19 @@ def main(argv: list[str] | None = None) -> int:
         eval_s[key] = time.perf_counter() - t0
     shipped = reports["shipped"]["online_accuracy"]
     lifts = {key: None if shipped is None or reports[key]["online_accuracy"] is None
-             else 100 * (reports[key]["online_accuracy"] - shipped) for key in ("finetuned", "calibrated")}
+             else 100 * (reports[key]["online_accuracy"] - shipped) for key in ("uncalibrated", "panel")}
     n_gestures = reports["shipped"]["segments"]
     print(f"eval: {len(recordings)} runs of session seed {args.seed + 1} ({n_gestures} gestures, "
           f"{heldout_stream_s:.0f} s of stream, recorded in {heldout_s:.1f} s); eval --stream "
           f"{', '.join(f'{v:.1f}' for v in eval_s.values())} s wall; load {_load()}")
-    labels = {"shipped": f"shipped {args.model}", "finetuned": "fine-tuned (the panel's checkpoint)",
-              "calibrated": "fine-tuned + calibrated on its held-out runs"}
+    labels = {"shipped": f"shipped {args.model}", "uncalibrated": "fine-tuned, --init's decisions (stage 1)",
+              "panel": "as the panel offers it (+ calibration)"}
     for key, label in labels.items():
         r = reports[key]
         print(f"  {label:<38} online {_fmt(r['online_accuracy'])}  false alarms {_fmt(r['false_alarm'])}  "
               f"acc@500ms {_fmt(r['acc_500ms'])}  latency {_fmt(r['latency_mean_ms'], 0)} ms  "
               f"majority right {r['segments_right']}/{r['segments']}")
-    for key in ("finetuned", "calibrated"):
+    for key in ("uncalibrated", "panel"):
         print(f"lift, {labels[key]}: {_fmt(lifts[key], 1)} points (target >= 20); online "
               f"{_fmt(reports[key]['online_accuracy'])} (target >= 0.85)")
     short = ["clap", "R wave", "L wave", "R cw", "R ccw", "L cw", "L ccw", "roll", "drums", "guitar", "other"]
@@ -368,7 +377,8 @@ def main(argv: list[str] | None = None) -> int:
 
     results.update(
         collect={"wall_s": collect_s, "stream_s": stream_s, "train_runs": n_train, "test_runs": n_test},
-        train={"wall_s": train_s, "best": best, "epoch_lines": epoch_lines, "checkpoint": str(checkpoint)},
+        train={"wall_s": train_s, "best": best, "epoch_lines": epoch_lines, "checkpoint": str(checkpoint),
+               "decision": loaded.decision},
         ready={"wall_s": ready_s, "live_camera_s": stream_s + train_s, "calibrated_wall_s": ready_s + calibrate_s},
         calibrate={"wall_s": calibrate_s, "checkpoint": str(calibrated), "decision": summary["decision"],
                    "accuracy": summary["accuracy"], "false_alarm": summary["false_alarm"]},
