@@ -1,15 +1,18 @@
-"""The Fine-tune panel: a real ``python main.py train`` child on a real (tiny) user folder."""
+"""The Fine-tune panel: real ``python main.py train`` and ``eval --calibrate`` children on a real
+(tiny) user folder."""
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import subprocess
 import sys
 
 import pytest
 from PyQt6 import QtCore
 
-from evstream.dashboard.finetune import FinetunePanel, parse_best_line, parse_epoch_line
+from evstream.dashboard.finetune import FinetunePanel, calibrated_path, parse_best_line, parse_epoch_line
 from tests.dashboard.streams import status_data
 
 LEFT = QtCore.Qt.MouseButton.LeftButton
@@ -37,7 +40,14 @@ def _panel(qtbot, folder) -> FinetunePanel:
     qtbot.addWidget(panel)
     panel.observe_status({"model": SHIPPED})
     panel.extra_args = list(TINY)
+    panel.calibrate_args = ["--device", "cpu"]
     return panel
+
+
+def _copy(folder, where):
+    """A fresh copy of the user folder's recordings and lists (no finetune/ outputs)."""
+    shutil.copytree(folder, where, ignore=shutil.ignore_patterns("finetune"))
+    return where
 
 
 def _gone(pid: int) -> bool:
@@ -62,9 +72,10 @@ def test_train_lines_are_parsed():
     assert parse_best_line("best: epoch 3 top-1 0.9000 (9/10) -> runs/x.pt")["score"] is None
 
 
-def test_finetune_from_the_dashboard_reaches_the_end_and_loads_into_the_pipeline(
+def test_finetune_from_the_dashboard_trains_calibrates_and_loads_the_calibrated_checkpoint(
         qtbot, window_factory, feeder, control_recorder, user_folder):
     from models import load_checkpoint
+    from models.train import inherited_decision
 
     feeder.set("status", status_data(record_dir=str(user_folder), model=SHIPPED))
     window = window_factory(feeder.address, control=control_recorder.address)
@@ -72,21 +83,43 @@ def test_finetune_from_the_dashboard_reaches_the_end_and_loads_into_the_pipeline
     qtbot.waitUntil(lambda: window.teach.dataset_folder == str(user_folder) and panel.running_model == SHIPPED,
                     timeout=5000)
     panel.extra_args = list(TINY)
+    panel.calibrate_args = ["--device", "cpu"]
     panel.epochs_box.setValue(1)
+    stages, texts = [], []
+    panel.stage.connect(stages.append)
+    panel.progress.valueChanged.connect(lambda _: texts.append(panel.progress.text()))
     with qtbot.waitSignal(panel.done, timeout=WAIT_MS) as finished:
         qtbot.mouseClick(panel.start_button, LEFT)
         assert panel.running and not panel.start_button.isEnabled() and panel.cancel_button.isEnabled()
+        assert panel.running_stage == "train" and panel.message.startswith("stage 1 of 2, train: ")
     assert finished.args == [True], panel.message
+    assert stages == ["train", "calibrate"] and not panel.running
+    assert "train: 1/1 epochs (then calibration)" in texts and "calibration: 1/1 held-out runs" in texts
 
-    out = panel.checkpoint
-    assert out == panel.out and os.path.dirname(out) == str(user_folder / "finetune")
-    assert os.path.isfile(out) and os.path.isfile(out.removesuffix(".pt") + "_last.pt")
+    trained, out = panel.trained, panel.checkpoint
+    assert trained == panel.out and os.path.dirname(trained) == str(user_folder / "finetune")
+    assert os.path.isfile(trained) and os.path.isfile(trained.removesuffix(".pt") + "_last.pt")
+    assert out == panel.calibrated == calibrated_path(trained) and os.path.isfile(out)
     assert panel.progress.value() == panel.progress.maximum() == 1
+    assert panel.message == f"done: {out} (decisions calibrated on the held-out runs)"
+    # Train's checkpoint carries the shipped model's decisions (its own thresholds dropped: new head);
+    # the offered one those chosen on the held-out run, not train's or the classifier's defaults.
+    shipped = load_checkpoint(SHIPPED)
+    assert load_checkpoint(trained).decision == inherited_decision(shipped, ("wave", "push"), 50_000)[0]
+    assert load_checkpoint(trained).decision["smoothing_ms"] == 100.0
+    summary = json.loads((user_folder / "finetune" / (os.path.basename(out)[:-3] + "_calibration.json")).read_text())
+    assert summary == panel.calibration
+    calibrated = load_checkpoint(out)
+    assert json.loads(json.dumps(calibrated.decision)) == summary["decision"] and "rule" in calibrated.decision
+    assert calibrated.metrics["online_calibration"]["recordings"] == [
+        str(user_folder / name) for name in (user_folder / "trials_to_test.txt").read_text().split()]
+    assert calibrated.model.state_dict().keys() == load_checkpoint(trained).model.state_dict().keys()
     best = panel.result
     assert best is not None and best["epoch"] == 1 and best["samples"] > 0
     text = panel.result_label.text()
     assert "1 held-out recording (never trained on)" in text
     assert f"gesture-step top-1 {best['top1']:.3f} ({best['correct']}/{best['samples']})" in text
+    assert "decisions calibrated on them: " in text and "the runs they were chosen on" in text
     loaded = load_checkpoint(out)
     assert loaded.class_names == ("wave", "push")  # the head replaced for the folder's classes
 
@@ -157,3 +190,49 @@ def test_nothing_starts_without_a_held_out_run_a_folder_or_a_trained_model(qtbot
     panel.observe_status({"model": "spikformer_2_64 (untrained)"})
     assert not panel.start() and "choose a checkpoint" in panel.message
     assert not panel.running and not (tmp_path / "finetune").exists()
+
+
+def test_a_failing_calibration_offers_the_trained_checkpoint_in_one_line(qtbot, user_folder, tmp_path):
+    from models import load_checkpoint
+
+    folder = _copy(user_folder, tmp_path / "user")
+    held_out = folder / (folder / "trials_to_test.txt").read_text().split()[0]
+    panel = _panel(qtbot, folder)
+    panel.epochs_box.setValue(1)
+
+    def lose_the_held_out_run(stage: str) -> None:  # between the stages, before eval starts
+        if stage == "calibrate":
+            held_out.unlink()
+
+    panel.stage.connect(lose_the_held_out_run)
+    with qtbot.waitSignal(panel.done, timeout=WAIT_MS) as finished:
+        assert panel.start()
+    assert finished.args == [True]
+    trained = panel.trained
+    assert panel.checkpoint == trained == panel.out and load_checkpoint(trained).class_names == ("wave", "push")
+    assert not os.path.exists(panel.calibrated) and not os.path.exists(panel.calibrated + ".tmp")
+    assert panel.message == (f"calibration failed: {held_out}: listed in trials_to_test.txt but missing; "
+                             "the fine-tuned checkpoint is offered with its starting model's decision settings "
+                             f"(not calibrated): {trained}")
+    assert panel.error and "ff8a5a" in panel.status_label.styleSheet()
+    assert panel.load_button.isEnabled() and panel.start_button.isEnabled() and not panel.running
+    assert "decisions calibrated" not in panel.result_label.text()
+
+
+def test_cancel_during_the_calibration_offers_the_trained_checkpoint(qtbot, user_folder, tmp_path):
+    from models import load_checkpoint
+
+    panel = _panel(qtbot, _copy(user_folder, tmp_path / "user"))
+    panel.epochs_box.setValue(1)
+    with qtbot.waitSignal(panel.done, timeout=WAIT_MS) as finished:
+        assert panel.start()
+        qtbot.waitUntil(lambda: panel.running_stage == "calibrate" and panel.process.processId() > 0,
+                        timeout=WAIT_MS)
+        assert panel.message.startswith("stage 2 of 2, calibration: ")
+        pid = panel.process.processId()
+        qtbot.mouseClick(panel.cancel_button, LEFT)
+    assert finished.args == [True] and _gone(pid)
+    assert panel.checkpoint == panel.trained and load_checkpoint(panel.checkpoint).decision["rule"] == "ema"
+    assert panel.message.startswith("calibration cancelled; the fine-tuned checkpoint is offered")
+    assert "ff8a5a" not in panel.status_label.styleSheet()
+    assert not os.path.exists(panel.calibrated + ".tmp") and panel.load_button.isEnabled() and not panel.running
