@@ -383,3 +383,73 @@ def test_stream_recipe_trains_and_writes_a_loadable_checkpoint(synth_data, tmp_p
     assert out.with_name("tiny_confusion.png").read_bytes()[:4] == b"\x89PNG"
     last = models.load_checkpoint(out.with_name("tiny_last.pt"))
     assert last.train_state["epoch"] == 1 and last.preprocessing == pre
+
+
+# -- fine-tuning on a user's folder: decision settings ------------------------------------------
+
+
+def test_a_fine_tune_inherits_the_init_checkpoints_decisions_less_what_no_longer_fits():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from models.train import inherited_decision
+
+    own = {6: 0.7}
+    start = SimpleNamespace(path=Path("init.pt"), class_names=("a", "b"),
+                            preprocessing={"step_us": 50_000},
+                            decision={"rule": "ema", "smoothing_ms": 100.0, "threshold": 0.5, "hysteresis": 0.0,
+                                      "window_steps": 4, "class_thresholds": own})
+    decision, line = inherited_decision(start, ("a", "b"), 50_000)
+    assert decision == start.decision and "less" not in line and "not calibrated" in line
+    decision, line = inherited_decision(start, ("x", "y"), 40_000)
+    assert decision == {"rule": "ema", "smoothing_ms": 100.0, "threshold": 0.5, "hysteresis": 0.0}
+    assert "less its per-class thresholds (the head was replaced) and its window length" in line
+    assert start.decision["class_thresholds"] is own  # the loaded checkpoint is left as it was
+    assert inherited_decision(None, ("a",), 50_000) == ({}, "")
+    decision, line = inherited_decision(SimpleNamespace(**{**vars(start), "decision": {}}), ("a", "b"), 50_000)
+    assert decision == {} and "carries none" in line
+
+
+@pytest.fixture(scope="module")
+def user_folder(tmp_path_factory):
+    """Two synthetic runs of 2 classes written by ``collect`` (the 2nd held out)."""
+    out = tmp_path_factory.mktemp("user")
+    assert cli_main(["collect", "--synthetic", "--classes", "wave,push", "--reps", "2", "--seconds", "1",
+                     "--rest", "0.5", "--countdown", "0", "--out", str(out)]) == 0
+    return out / "DvsGesture"
+
+
+@pytest.mark.slow
+def test_train_calibrate_on_a_user_folder_writes_the_calibrated_copy(user_folder, tmp_path, capsys):
+    import json
+
+    from models.train import inherited_decision
+
+    out = tmp_path / "ft.pt"
+    args = ["train", "--init", models.DEFAULT_WEIGHTS, "--data", str(user_folder), "--recipe", "stream",
+            "--epochs", "1", "--warmup-epochs", "1", "--samples-per-epoch", "2", "--batch", "2", "--steps", "4",
+            "--burn-in", "2", "--device", "cpu", "--out", str(out), "--calibrate"]
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    shipped = models.load_checkpoint(models.DEFAULT_WEIGHTS)
+    assert f"decisions: {shipped.path.name}'s (rule ema" in printed and "(the head was replaced)" in printed
+    trained = models.load_checkpoint(out)
+    assert trained.decision == inherited_decision(shipped, ("wave", "push"), 50_000)[0] != {}
+
+    calibrated_path = tmp_path / "ft_calibrated.pt"
+    assert f"calibrating the decisions on the held-out runs of {user_folder}" in printed
+    assert printed.rstrip().endswith(f"calibrated: load {calibrated_path}")
+    summary = json.loads((tmp_path / "ft_calibrated_calibration.json").read_text())
+    calibrated = models.load_checkpoint(calibrated_path)
+    assert json.loads(json.dumps(calibrated.decision)) == summary["decision"]
+    assert calibrated.metrics["online_calibration"]["recordings"] == [
+        str(user_folder / name) for name in (user_folder / "trials_to_test.txt").read_text().split()]
+    torch.testing.assert_close(calibrated.model.head.weight, trained.model.head.weight)
+
+
+def test_train_calibrate_needs_whole_recordings(tmp_path, capsys):
+    code = cli_main(["train", "--data", str(tmp_path), "--layout", "tonic", "--model", "spikformer_tiny",
+                     "--out", str(tmp_path / "x.pt"), "--calibrate"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: --calibrate: ") and "tonic layout" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.pt").exists()
