@@ -59,8 +59,8 @@ def test_quick_run_records_fine_tunes_and_writes_a_loadable_checkpoint(tmp_path)
     text = proc.stdout
     for needle in ("person seed 95001: build k 0.84", "collect: 2 runs (1 train, 1 held out by collect)",
                    "epoch 1/1 loss", "from the start of recording to a loadable checkpoint:", "calibrate: ",
-                   "shipped spikformer_synth_stream_64", "lift, fine-tuned (the panel's checkpoint):",
-                   "lift, fine-tuned + calibrated on its held-out runs:"):
+                   "shipped spikformer_synth_stream_64", "decisions: spikformer_synth_stream_64.pt's (rule ema",
+                   "lift, fine-tuned, --init's decisions (stage 1):", "lift, as the panel offers it (+ calibration):"):
         assert needle in text, needle
 
     results = json.loads((out / "finetune.json").read_text())
@@ -71,13 +71,19 @@ def test_quick_run_records_fine_tunes_and_writes_a_loadable_checkpoint(tmp_path)
     loaded = load_checkpoint(str(checkpoint))
     assert loaded.model.num_classes == 11 and loaded.preprocessing["recipe"] == "stream"
     assert results["train"]["best"]["samples"] > 0  # the fine-tune's own held-out figure was parsed
-    # The calibrated copy loads too and carries the decisions chosen on the held-out run.
+    # Train's checkpoint carries the shipped model's decisions; the one the panel offers (its
+    # calibration stage's PATH_calibrated.pt) those chosen on the held-out run.
+    from evstream.dashboard.finetune import calibrated_path
+
+    assert loaded.decision == load_checkpoint("spikformer_synth_stream_64").decision
+    assert json.loads(json.dumps(loaded.decision)) == results["train"]["decision"]
+    assert results["calibrate"]["checkpoint"] == calibrated_path(str(checkpoint))
     calibrated = load_checkpoint(results["calibrate"]["checkpoint"])
-    assert calibrated.decision["rule"] == results["calibrate"]["decision"]["rule"]
-    for key in ("shipped", "finetuned", "calibrated"):
+    assert json.loads(json.dumps(calibrated.decision)) == results["calibrate"]["decision"]
+    for key in ("shipped", "uncalibrated", "panel"):
         report = results["eval"][key]
         assert 0.0 <= report["online_accuracy"] <= 1.0 and report["segments"] == 11
-    for key in ("finetuned", "calibrated"):
+    for key in ("uncalibrated", "panel"):
         assert abs(results["lift_points"][key] - 100 * (results["eval"][key]["online_accuracy"]
                                                        - results["eval"]["shipped"]["online_accuracy"])) < 1e-9
     assert results["ready"]["wall_s"] >= results["train"]["wall_s"] > 0
