@@ -30,7 +30,9 @@ the original's first events), and ``OTHER`` — any other exception from any ent
 evstream error of more than one line or not naming the file, a truncation whose events are not
 a prefix of the original's, or a replay emitting more windows than the binner's gap rule allows),
 which is a bug: each is printed with its case so it can be replayed (``--replay BASE:SEED``).
-A batch of cases that does not finish within 120 s is a HANG. Counts are printed per format and
+A case that takes more than 30 s of CPU time is a HANG (an OTHER); so is a
+batch of cases that does not finish within ``--hang-s`` wall seconds (a kernel that never returns
+to Python; the cases being read are printed). Counts are printed per format and
 per mutation.
 
 Usage: ``python bench/fuzz_io.py [--cases 100000] [--workers 2]``; ``--quick`` runs every
@@ -49,6 +51,7 @@ import collections  # noqa: E402
 import multiprocessing  # noqa: E402
 import os  # noqa: E402
 import re  # noqa: E402
+import signal  # noqa: E402
 import struct  # noqa: E402
 import tempfile  # noqa: E402
 import time  # noqa: E402
@@ -542,6 +545,7 @@ def _init(bases: dict[str, str], folder: str) -> None:
         meta = None if fmt in ("aedat4", "aedat3") else word_meta(Path(path))
         _STATE["bases"][name] = (data, truth, fmt, meta)
     _STATE["names"] = sorted(_STATE["bases"])
+    signal.signal(signal.SIGPROF, _over_cpu_budget)
     _STATE["folder"] = folder
 
 
@@ -600,17 +604,39 @@ def _replay(path: Path) -> str | None:
     return None
 
 
+class _CaseTimeout(BaseException):
+    """A case used more than CASE_CPU_S of CPU time (a BaseException: no reader swallows it)."""
+
+
+CASE_CPU_S = 30  # CPU seconds a case may take (the busiest cases take ~1 s); more is a HANG
+
+
+def _over_cpu_budget(signum, frame) -> None:
+    raise _CaseTimeout
+
+
 def run_case(seed: int) -> tuple[str, str, str | None, str, str]:
-    """(outcome, case, detail of a bug or None, mutation family, format of the base) of one case."""
+    """(outcome, case, detail of a bug or None, mutation family, format of the base) of one case.
+
+    A case that uses more than :data:`CASE_CPU_S` of this process's CPU time (not wall time, which
+    a loaded machine stretches) is a HANG, reported as OTHER."""
     names = _STATE["names"]
     name = names[seed % len(names)]
     data, truth, fmt, meta = _STATE["bases"][name]
-    outcome, case, detail, family = _run_case(seed, name, data, truth, meta)
+    signal.setitimer(signal.ITIMER_PROF, CASE_CPU_S)
+    try:
+        outcome, case, detail, family = _run_case(seed, name, data, truth, meta)
+    except _CaseTimeout:
+        outcome, case, detail, family = "OTHER", f"{name}:{seed}", f"HANG: more than {CASE_CPU_S} s of CPU", "hang"
+    finally:
+        signal.setitimer(signal.ITIMER_PROF, 0)
     return outcome, case, detail, family, fmt
 
 
 def _run_case(seed: int, name: str, data: bytes, truth: np.ndarray, meta: dict | None) -> tuple[str, str, str | None, str]:
     mutated, kind = mutate(data, name, seed // len(_STATE["names"]), truth, meta)
+    # What this worker is reading now, for the HANG report.
+    Path(_STATE["folder"], f"now_{os.getpid()}.txt").write_text(f"{name}:{seed} ({kind})")
     family = next((m for m in MUTATIONS + WORD_MUTATIONS if kind.startswith(m)), kind)
     path = Path(_STATE["folder"]) / f"case_{os.getpid()}{Path(name).suffix}"
     path.write_bytes(mutated)
@@ -659,6 +685,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true",
                         help="every mutation on every base file twice (overrides --cases)")
     parser.add_argument("--replay", help="BASE:SEED of one case to rerun with its traceback")
+    parser.add_argument("--hang-s", type=float, default=1800,
+                        help="wall seconds without a finished batch that count as a hang (each case "
+                             f"also stops at {CASE_CPU_S} s of CPU time)")
     parser.add_argument("--readers-only", action="store_true", help="iter_packets only (no read_events/info/replay)")
     args = parser.parse_args(argv)
     _STATE["entry_points"] = not args.readers_only
@@ -685,9 +714,11 @@ def main(argv: list[str] | None = None) -> int:
             results = pool.imap_unordered(run_batch, batches)
             for _ in batches:
                 try:
-                    batch, batch_refused = results.next(timeout=120)
+                    batch, batch_refused = results.next(timeout=args.hang_s)
                 except multiprocessing.TimeoutError:
-                    print(f"HANG: no batch of {_BATCH} cases finished within 120 s")
+                    print(f"HANG: no batch of {_BATCH} cases finished within {args.hang_s} s; cases being read:")
+                    for now in sorted(Path(tmp).glob("now_*.txt")):
+                        print(f"  {now.read_text()}")
                     pool.terminate()
                     return 1
                 refused.update(batch_refused)
@@ -697,6 +728,10 @@ def main(argv: list[str] | None = None) -> int:
                     by_format[fmt, outcome] += 1
                     if outcome == "OTHER":
                         others.append((case, detail))
+                        print(f"OTHER {case}: {detail.splitlines()[0] if detail else ''}", flush=True)
+                done = sum(counts.values())
+                if done // 10_000 > (done - len(batch)) // 10_000:
+                    print(f"  ... {done:,} cases in {time.perf_counter() - t0:.0f} s, OTHER {counts['OTHER']}", flush=True)
         seconds = time.perf_counter() - t0
     print(f"done in {seconds:.1f} s ({args.cases / seconds:,.0f} cases/s)")
     for outcome in OUTCOMES:

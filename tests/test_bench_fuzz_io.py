@@ -79,3 +79,19 @@ def test_a_crash_in_a_reader_is_reported(fuzz, monkeypatch, name, seed):
     outcome, label, detail, _, fmt = fuzz.run_case(case)
     assert outcome == "OTHER" and label == f"{name}:{case}" and "dtype" in detail
     assert fmt == ("evt2" if name.endswith(".raw") else "dat")
+
+
+def test_a_reader_that_never_returns_is_a_hang(fuzz, monkeypatch):
+    from evstream.io import prophesee
+
+    def spinning(self):
+        while True:  # a reader's bug: a loop that never ends
+            pass
+        yield
+
+    monkeypatch.setattr(fuzz, "CASE_CPU_S", 0.3)  # of CPU time, so a loaded machine does not trigger it
+    monkeypatch.setattr(prophesee.PropheseeRawReader, "iter_packets", spinning)
+    case = fuzz._STATE["names"].index("small_evt3.raw")
+    outcome, label, detail, family, fmt = fuzz.run_case(case)
+    assert (outcome, label, family, fmt) == ("OTHER", f"small_evt3.raw:{case}", "hang", "evt3")
+    assert detail.startswith("HANG: more than 0.3 s of CPU")
