@@ -18,7 +18,7 @@ Conventions (as in the dataset, where the subject faces the camera):
 What tells the classes apart (kept deliberate, so a small network can learn it): which side of
 the image moves (wave, arm circles), the direction of rotation (clockwise vs counter), both hands
 at once near the midline (clapping: horizontal meeting; arm roll: hands circling each other;
-air drums: alternating strokes of forward-held forearms in front of the belly; air guitar: one hand fast low strumming,
+air drums: alternating vertical strokes low in front; air guitar: one hand fast low strumming,
 the other held out high at the side), and "other": slow aperiodic movements or reaches to random
 points with one or both arms.
 
@@ -363,31 +363,6 @@ def _arm_towards(body: _Body, m: float, wrist: np.ndarray, hand_angle: float | N
     return elbow, wrist, hand_angle, fingers, depth
 
 
-def _stroke(p: float) -> float:
-    """Height (0 = struck, 1 = lifted) of a drum stroke at cycle fraction ``p``: a slow lift over
-    the first 70 % of the cycle and a fast strike in the rest, as a stick is thrown down."""
-    p = p % 1.0
-    return _smoothstep(p / 0.7) if p < 0.7 else 1.0 - _smoothstep((p - 0.7) / 0.3)
-
-
-def _air_drum_arm(seg: _Segment, tau: float, body: _Body, m: float, arm: int) -> _Arm:
-    """One arm of air drums (see :func:`_gesture_arms`): a forearm pivoting at a bent elbow."""
-    shoulder = np.array([m * body.shoulder, 0.0, 0.0])
-    elbow = shoulder + body.upper * np.array([m * 0.1, 0.95, 0.3]) / np.linalg.norm([0.1, 0.95, 0.3])
-    cycle = _phase(seg, tau, 2.0) / (2 * math.pi) + (0.5 if arm else 0.0)  # the hands alternate
-    lift = _stroke(cycle)
-    # A cymbal: in one of every ~4 cycles (which ones: fixed per segment by its phase) the stroke
-    # goes up and out to the side instead of down in front.
-    k = int(math.floor(cycle))
-    crash = _smoothstep(math.sin(math.pi * (cycle - k))) if (k * 7 + int(seg.phase * 10) + arm) % 4 == 0 else 0.0
-    pitch = math.radians(-15.0 + 55.0 * seg.amplitude * lift + 25.0 * crash)
-    inward = 0.6 - 0.9 * crash  # fists inwards over the drums (~25 cm apart), outwards for a cymbal
-    direction = np.array([-m * inward, -math.sin(pitch), math.cos(pitch)])
-    wrist = elbow + body.fore * direction / np.linalg.norm(direction)
-    hand = direction + np.array([0.0, 0.4 * (1.0 - lift), 0.0])  # the wrist snaps down on the strike
-    return _arm3(body, m, wrist, 3.0 * (elbow - shoulder), hand)  # the elbow stays where it is
-
-
 def _gesture_arms(seg: _Segment, tau: float, body: _Body) -> list[_Arm]:
     """Both arms' pose ``tau`` s into a gesture (body units; subject's right arm, image left, first)."""
     c, amp = seg.label, seg.amplitude
@@ -422,13 +397,12 @@ def _gesture_arms(seg: _Segment, tau: float, body: _Body) -> list[_Arm]:
             angle = _phase(seg, tau, 1.6) + (math.pi if arm else 0.0)
             wrist = np.array([-m * 0.01, 0.21 + 0.08 * amp * math.sin(angle), 0.14 + 0.08 * amp * math.cos(angle)])
             out.append(_arm3(body, m, wrist, np.array([m * 0.3, 0.3, -0.1]), np.array([-m * 1.0, 0.0, 0.2])))
-        elif c == 8:  # air drums, as a drummer holds sticks: upper arms hanging a little forward and
-            # out, elbows bent so the forearms point forward at the imagined drums; each fist is
-            # lifted (forearm ~40 deg above horizontal) and struck down fast to just below
-            # horizontal, the hands alternating, ~2 strokes/s each; now and then one hand reaches
-            # up and out for a cymbal. Seen from the camera the forearms are foreshortened and the
-            # fists bob up and down in front of the belly and chest.
-            out.append(_air_drum_arm(seg, tau, body, m, arm))
+        elif c == 8:  # air drums: elbows by the sides, alternating strokes of both fists in front of the
+            # belly, ~2.4 Hz; the forearm pivots at the elbow, so the hand swings down and forward
+            stroke = abs(math.sin(0.5 * _phase(seg, tau, 2.4) + (math.pi / 2 if arm else 0.0)))
+            wrist = np.array([m * 0.16, 0.36 - 0.14 * amp * stroke, 0.2 + 0.04 * stroke])
+            out.append(_arm3(body, m, wrist, np.array([m * 0.2, 0.3, -0.2]),
+                             np.array([-m * 0.2, 0.5 - 0.9 * stroke, 0.8])))
         elif c == 9:  # air guitar: the dominant hand strums low and fast in front of the hip, the other
             # holds the neck out to the side and forward
             if lead:
