@@ -50,7 +50,7 @@ import numpy as np
 from evstream import protocol
 from evstream.errors import ConfigError, EvstreamError, ModelError, SourceError
 from evstream.events import concatenate
-from evstream.pipeline import PipelineConfig, Sink, frame_counts
+from evstream.pipeline import PipelineConfig, Sink, SinkFanout, frame_counts
 from evstream.publish import ControlServer, Publisher
 from evstream.stream_info import geometry_info, origin_for, truth_for
 
@@ -101,7 +101,7 @@ class _Stream:
     last_stats: dict = field(default_factory=dict)
 
 
-class MultiPipeline:
+class MultiPipeline(SinkFanout):
     """Wire N sources, N binners, one batched classifier, a publisher and sinks; run them on threads.
 
     Args:
@@ -516,38 +516,6 @@ class MultiPipeline:
         if now - s.last_stats_at >= 1.0 / self.config.stats_hz:
             s.last_stats_at = now
             pub.publish("stats", stats, None, t0, t1, stream=s.sid)
-
-    # -- sink thread ---------------------------------------------------------------------------
-
-    def _to_sinks(self, pred: Any, stats: dict) -> None:
-        if not self.sinks:
-            return
-        if self.live:
-            try:
-                self._sink_queue.put_nowait((pred, stats))
-            except queue.Full:
-                self.dropped_predictions += 1
-        else:
-            self._put(self._sink_queue, (pred, stats))
-
-    def _sink(self) -> None:
-        while True:
-            try:
-                pred, stats = self._sink_queue.get(timeout=0.1)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
-                continue
-            for sink in list(self.sinks):
-                self._call_sink(sink, "on_prediction", pred, stats)
-
-    def _call_sink(self, sink: Sink, method: str, *args: Any) -> None:
-        try:
-            getattr(sink, method)(*args)
-        except Exception as err:  # e.g. stdout closed under `| head`: drop the sink, keep running
-            if sink in self.sinks:
-                self.sinks.remove(sink)
-            self.message = f"sink {type(sink).__name__} removed: {type(err).__name__}: {err}"
 
     # -- status and control --------------------------------------------------------------------
 

@@ -130,7 +130,44 @@ def frame_counts(events: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.minimum(hist, 255).astype(np.uint8).reshape(2, height, width)
 
 
-class Pipeline:
+class SinkFanout:
+    """The sink thread shared by :class:`Pipeline` and ``evstream.multipipeline.MultiPipeline``:
+    predictions queue for the sinks (dropped and counted when live and the queue is full), a
+    failing sink is removed and named in ``message``. The host provides ``sinks``, ``live``,
+    ``_sink_queue``, ``_stop``, ``_put``, ``dropped_predictions`` and ``message``."""
+
+    def _to_sinks(self, pred: Any, stats: dict) -> None:
+        if not self.sinks:
+            return
+        if self.live:
+            try:
+                self._sink_queue.put_nowait((pred, stats))
+            except queue.Full:
+                self.dropped_predictions += 1
+        else:
+            self._put(self._sink_queue, (pred, stats))
+
+    def _sink(self) -> None:
+        while True:
+            try:
+                pred, stats = self._sink_queue.get(timeout=0.1)
+            except queue.Empty:
+                if self._stop.is_set():
+                    return
+                continue
+            for sink in list(self.sinks):
+                self._call_sink(sink, "on_prediction", pred, stats)
+
+    def _call_sink(self, sink: Sink, method: str, *args: Any) -> None:
+        try:
+            getattr(sink, method)(*args)
+        except Exception as err:  # e.g. stdout closed under `| head`: drop the sink, keep running
+            if sink in self.sinks:
+                self.sinks.remove(sink)
+            self.message = f"sink {type(sink).__name__} removed: {type(err).__name__}: {err}"
+
+
+class Pipeline(SinkFanout):
     """Wire a source, a binner, a classifier, a publisher and sinks; run them on threads.
 
     Args:
@@ -663,38 +700,6 @@ class Pipeline:
         if now - self._last_stats_at >= 1.0 / self.config.stats_hz:
             self._last_stats_at = now
             pub.publish("stats", stats, None, t0, t1)  # t0/t1: the window the figures describe
-
-    # -- sink thread ---------------------------------------------------------------------------
-
-    def _to_sinks(self, pred: Any, stats: dict) -> None:
-        if not self.sinks:
-            return
-        if self.live:
-            try:
-                self._sink_queue.put_nowait((pred, stats))
-            except queue.Full:
-                self.dropped_predictions += 1
-        else:
-            self._put(self._sink_queue, (pred, stats))
-
-    def _sink(self) -> None:
-        while True:
-            try:
-                pred, stats = self._sink_queue.get(timeout=0.1)
-            except queue.Empty:
-                if self._stop.is_set():
-                    return
-                continue
-            for sink in list(self.sinks):
-                self._call_sink(sink, "on_prediction", pred, stats)
-
-    def _call_sink(self, sink: Sink, method: str, *args: Any) -> None:
-        try:
-            getattr(sink, method)(*args)
-        except Exception as err:  # e.g. stdout closed under `| head`: drop the sink, keep running
-            if sink in self.sinks:
-                self.sinks.remove(sink)
-            self.message = f"sink {type(sink).__name__} removed: {type(err).__name__}: {err}"
 
     # -- status and control --------------------------------------------------------------------
 
