@@ -77,17 +77,19 @@ CALIBRATION_GRID: dict[str, Any] = {
     "rules": {"ema": {"smoothing_ms": (100.0, 200.0, 300.0, 500.0)}, "mean": {"mean_steps": (8, 16, 32)}},
     "threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
     "hysteresis": (0.0, 0.05, 0.1),
-    "class_threshold": (0.5, 0.6, 0.7, 0.8, 0.9),
+    "class_threshold": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
 }
 """The candidates :func:`calibrate_decisions` tries: each rule with each of its parameter values,
 times every threshold and hysteresis (60 EMA and 45 mean candidates); then, for the best
 :data:`REFINE_TOP` of them, own thresholds (``class_threshold`` values) for the classes that
-take the most false alarms."""
+take the most false alarms (a higher one) and for those most often left undecided inside their own
+gestures (a lower one: a catch-all class such as "other gestures" spreads its probability)."""
 REFINE_TOP = 10
 """How many of the best grid candidates get per-class thresholds tried, besides the best candidate
 of each threshold (see :func:`calibrate_decisions`)."""
 REFINE_CLASSES = 3
-"""At most this many classes per candidate get their own threshold: those taking >= 10 % of its false alarms."""
+"""At most this many classes per candidate get a higher threshold of their own (those taking >= 10 % of
+its false alarms), and as many a lower one (those with >= 10 % of its undecided steps inside gestures)."""
 
 
 @dataclass
@@ -523,6 +525,12 @@ def _pieces(dec: Decisions) -> list[tuple[int, int]]:
     return list(zip(starts, [*starts[1:], n], strict=True))
 
 
+def _most(counts: np.ndarray) -> list[int]:
+    """The (at most :data:`REFINE_CLASSES`) classes holding the most of ``counts``, each >= 10 % of them."""
+    return [int(k) for k in np.argsort(-counts, kind="stable")[:REFINE_CLASSES]
+            if counts[k] > 0 and counts[k] >= 0.1 * counts.sum()]
+
+
 def _candidates(grid: dict[str, Any]) -> list[tuple[str, str, Any]]:
     out = []
     for rule, params in grid["rules"].items():
@@ -614,12 +622,13 @@ def calibrate_decisions(
         options = {key: value, "threshold": base["threshold"], "hysteresis": base["hysteresis"]}
         best_row, labels = score(make_decision(num_classes, rule, **options))
         alarms = np.bincount(labels[~inside][labels[~inside] != NO_GESTURE], minlength=num_classes)
-        classes = [int(k) for k in np.argsort(-alarms, kind="stable")[:REFINE_CLASSES]
-                   if alarms[k] > 0 and alarms[k] >= 0.1 * alarms.sum()]
+        missed = np.bincount(truth[inside & (labels == NO_GESTURE)], minlength=num_classes)
+        raise_ = _most(alarms)  # classes that take false alarms: try more evidence
+        lower = [k for k in _most(missed) if k not in raise_]  # classes left undecided: try less
         per_class: dict[int, float] = {}
-        for k in classes:
+        for k in raise_ + lower:
             for v in grid.get("class_threshold", ()):
-                if v < base["hysteresis"] or v == base["threshold"]:
+                if v < base["hysteresis"] or v == base["threshold"] or (v < base["threshold"]) != (k in lower):
                     continue
                 decider = make_decision(num_classes, rule, **options, class_thresholds=per_class | {k: v})
                 row = score(decider)[0]

@@ -324,6 +324,25 @@ def test_calibration_gives_a_class_that_takes_the_false_alarms_its_own_threshold
             decider(stored | {"class_thresholds": bad})
 
 
+def test_calibration_gives_a_class_left_undecided_a_lower_threshold_of_its_own():
+    dec, segs, outside = hand_built_decisions()
+    # Class 7's gesture is a weak one (logit 1.2, softmax ~0.25, as a catch-all "other gestures"
+    # spreads its probability): under the threshold 0.4 it is never decided; the blip of class 5
+    # between gestures still needs more evidence.
+    weak = (dec.t_us > 6_000_000) & (dec.t_us <= 8_000_000)
+    dec.logits[weak, 7] = 1.2
+    dec.probs[:] = torch.softmax(torch.from_numpy(dec.logits), dim=-1).numpy()
+    grid = {"rules": {"mean": {"mean_steps": (1,)}}, "threshold": (0.4,), "hysteresis": (0.0,),
+            "class_threshold": (0.2, 0.3, 0.6, 0.7)}
+    r = calibrate_decisions([(dec, segs)], C, grid=grid)
+    plain = [c for c in r["candidates"] if "class_thresholds" not in c]
+    assert plain[0]["accuracy"] == pytest.approx(60 / 100)  # class 2's 60 steps only
+    assert r["best"]["class_thresholds"] == {5: 0.7, 7: 0.2}
+    assert r["accuracy"] == 1.0 and r["false_alarm"] == 0.0
+    labels = redecide(dec, C, r["best"])
+    assert (labels == 7).sum() == 40 and 5 not in labels.tolist()
+
+
 @pytest.mark.parametrize(
     "options",
     [{}, {"decision": "mean", "mean_steps": 6, "threshold": 0.15, "hysteresis": 0.02}],
