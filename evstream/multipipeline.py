@@ -30,8 +30,9 @@ per window and, while ``frame`` is subscribed, their histogram; queues closed wi
 - ``max_windows`` counts rounds (each stream classifies at most that many windows).
 - Sequence numbers run per topic and stream (:class:`~evstream.publish.Publisher`).
 
-Not per stream here: spike maps and attention (``spikes``, ``attn``) — the batched classifier
-does not capture them — and recording. The control socket answers ``status``, ``reset`` (every
+Spike maps and attention (``spikes``, ``attn``) are published per stream, at most ``heavy_hz``
+rounds a second and only while a subscriber wants them (the batched classifier then captures
+every row of one round). Not here: recording. The control socket answers ``status``, ``reset`` (every
 stream), ``pause`` and ``resume``; the replay commands (``seek``, ``speed``, ``loop``, ``step``),
 ``record_*`` and ``load_model`` are refused with one line.
 """
@@ -50,7 +51,7 @@ import numpy as np
 from evstream import protocol
 from evstream.errors import ConfigError, EvstreamError, ModelError, SourceError
 from evstream.events import concatenate
-from evstream.pipeline import PipelineConfig, Sink, SinkFanout, frame_counts
+from evstream.pipeline import PipelineConfig, Sink, SinkFanout, frame_counts, publish_maps
 from evstream.publish import ControlServer, Publisher
 from evstream.stream_info import geometry_info, origin_for, truth_for
 
@@ -175,6 +176,7 @@ class MultiPipeline(SinkFanout):
         self._lock = threading.RLock()
         self._threads: list[threading.Thread] = []
         self._heavy_interval = 0.0 if self.config.heavy_hz is None else 1.0 / self.config.heavy_hz
+        self._last_maps_at = -float("inf")
         self._sink_queue: queue.Queue = queue.Queue(self.config.sink_queue)
         self.dropped_predictions = 0
         self._control = None
@@ -439,6 +441,12 @@ class MultiPipeline(SinkFanout):
                 windows.append(replace(item.window, frames=np.asarray(item.window.frames, np.float32) * np.float32(s.scale)))
             else:
                 windows.append(item.window)
+        if self.publisher is not None and hasattr(self.classifier, "capture"):
+            due = started - self._last_maps_at >= self._heavy_interval
+            capture = due and any(self.publisher.wants(t) for t in ("spikes", "attn"))
+            if capture:
+                self._last_maps_at = started
+            self.classifier.capture(capture)
         try:
             preds = self.classifier.step(windows)
         except EvstreamError as err:
@@ -512,6 +520,7 @@ class MultiPipeline(SinkFanout):
             sensor = s.source.sensor_size
             pub.publish("frame", {"sensor": [sensor.width, sensor.height]}, {"counts": item.counts}, t0, t1,
                         stream=s.sid)
+        publish_maps(pub, pred, t0, t1, stream=s.sid)
         now = time.perf_counter()
         if now - s.last_stats_at >= 1.0 / self.config.stats_hz:
             s.last_stats_at = now

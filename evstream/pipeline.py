@@ -110,6 +110,24 @@ class _Failure:
     unexpected: bool = False  # not an EvstreamError: a bug, exit code 1 instead of 2
 
 
+def publish_maps(pub: Publisher, pred: Any, t0: int, t1: int, stream: int = 0) -> None:
+    """Publish a prediction's captured spike maps (``spikes``) and SSA maps with the input frame
+    (``attn``) on stream ``stream``, each only while a subscriber wants it."""
+    if pred.spike_maps and pub.wants("spikes"):
+        maps = {name: np.asarray(m, np.float32) for name, m in pred.spike_maps.items()}
+        # fraction of map positions without a single spike in the window
+        sparsity = {name: float(np.mean(m == 0)) for name, m in maps.items()}
+        pub.publish("spikes", {"layers": list(maps), "sparsity": sparsity}, maps, t0, t1, stream=stream)
+    if pred.attn is not None and pub.wants("attn"):
+        qk = np.asarray(pred.attn, np.float32)
+        blocks, heads, tokens = qk.shape[0], qk.shape[1], qk.shape[-1]
+        frame = np.asarray(pred.input_frame, np.float32)
+        gw = max(1, round((tokens * frame.shape[1] / max(frame.shape[0], 1)) ** 0.5))
+        grid = [tokens // gw, gw]
+        pub.publish("attn", {"blocks": blocks, "heads": heads, "grid": grid}, {"qk": qk, "frame": frame}, t0, t1,
+                    stream=stream)
+
+
 def frame_counts(events: np.ndarray, width: int, height: int) -> np.ndarray:
     """ON/OFF event counts at sensor resolution, saturated at 255.
 
@@ -684,18 +702,7 @@ class Pipeline(SinkFanout):
         pub.publish("pred", data, arrays, t0, t1)
         if item.counts is not None:
             pub.publish("frame", {"sensor": [self.sensor.width, self.sensor.height]}, {"counts": item.counts}, t0, t1)
-        if pred.spike_maps and pub.wants("spikes"):
-            maps = {name: np.asarray(m, np.float32) for name, m in pred.spike_maps.items()}
-            # fraction of map positions without a single spike in the window
-            sparsity = {name: float(np.mean(m == 0)) for name, m in maps.items()}
-            pub.publish("spikes", {"layers": list(maps), "sparsity": sparsity}, maps, t0, t1)
-        if pred.attn is not None and pub.wants("attn"):
-            qk = np.asarray(pred.attn, np.float32)
-            blocks, heads, tokens = qk.shape[0], qk.shape[1], qk.shape[-1]
-            frame = np.asarray(pred.input_frame, np.float32)
-            gw = max(1, round((tokens * frame.shape[1] / max(frame.shape[0], 1)) ** 0.5))
-            grid = [tokens // gw, gw]
-            pub.publish("attn", {"blocks": blocks, "heads": heads, "grid": grid}, {"qk": qk, "frame": frame}, t0, t1)
+        publish_maps(pub, pred, t0, t1)
         now = time.perf_counter()
         if now - self._last_stats_at >= 1.0 / self.config.stats_hz:
             self._last_stats_at = now

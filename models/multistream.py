@@ -26,9 +26,10 @@ batch dimension first (the first stem stage stores a channels-last ``[B, C, H, W
 updates them in place; a row reset writes into the same tensors, so ``fuse`` works as for one
 stream (default: fused on CPU without ``compile``).
 
-Not per stream: capture of spike maps and attention, and the energy estimate (the firing rates
-the model records are means over the whole batch); ``Prediction.energy_uj`` is None and
-``layer_rates`` empty. ``Prediction.infer_ms`` is the wall time of the whole batched call.
+Spike maps, attention and the input frame are captured per stream (:meth:`capture`: every row of
+the batch, as :class:`~models.streaming.StreamingClassifier` captures its one). Not per stream: the
+energy estimate (the firing rates the model records are means over the whole batch);
+``Prediction.energy_uj`` is None and ``layer_rates`` empty. ``Prediction.infer_ms`` is the wall time of the whole batched call.
 Every call takes one window from every stream, all with the same number of steps.
 """
 
@@ -54,6 +55,8 @@ from models.streaming import (
     Prediction,
     ResetPolicy,
     _prepare_inference,
+    _TensorCapture,
+    attach_maps,
     make_decision,
 )
 
@@ -144,6 +147,20 @@ class MultiStreamClassifier:
         if compile:
             self._forward = torch.compile(self.model.step_logits, dynamic=False)
         self._memories_checked = False
+        self._capture_maps = threading.Event()
+
+    def capture(self, maps: bool) -> None:
+        """Switch capture of spike maps, attention and the input frame of every stream (thread-safe;
+        next call on)."""
+        if maps:
+            self._capture_maps.set()
+        else:
+            self._capture_maps.clear()
+
+    @property
+    def capturing(self) -> bool:
+        """Whether spike maps, attention and the input frame are captured."""
+        return self._capture_maps.is_set()
 
     def reset(self, stream: int | None = None) -> None:
         """Clear one stream's neuron and decision state (all streams when ``stream`` is None).
@@ -251,8 +268,9 @@ class MultiStreamClassifier:
             x = x * self.input_scale
         if not self._warm:
             self._warm_up(tuple(x.shape))
+        cap = _TensorCapture(maps=True) if self._capture_maps.is_set() else None
         with torch.inference_mode():
-            logits_t = self._forward(x, capture=None).float()
+            logits_t = self._forward(x, capture=cap).float()
             probs_t = torch.softmax(logits_t, dim=-1)
         logits = logits_t.cpu().numpy()  # [T, N, C]
         probs = probs_t.cpu().numpy()
@@ -283,6 +301,8 @@ class MultiStreamClassifier:
                 index=int(getattr(window, "index", self._windows[i])),
                 probs_kind=rule.kind,
             )
+            if cap is not None:
+                attach_maps(pred, cap, i, frames[i])
             self._windows[i] += 1
             self._last_t_end[i] = t1
             self._published_label[i] = label

@@ -647,6 +647,15 @@ def retain_freed_memory() -> bool:
     return _allocator_tuned
 
 
+def attach_maps(pred: Prediction, cap: Capture, row: int, frames: torch.Tensor) -> None:
+    """Give ``pred`` batch row ``row`` of a ``maps`` capture: its spike maps ``{layer: [h, w]}``,
+    its SSA maps ``[blocks, heads, N, N]`` (mean over the window's steps) and ``input_frame``,
+    the window's events per pixel (``frames``: its own ``[T, 2, H, W]``)."""
+    pred.spike_maps = {name: m[row].float().cpu().numpy() for name, m in cap.spike_maps.items()}
+    pred.attn = torch.stack([a[:, row].float().mean(dim=0) for a in cap.attn]).cpu().numpy()
+    pred.input_frame = frames.sum(dim=(0, 1)).float().cpu().numpy()
+
+
 class _TensorCapture(Capture):
     """A :class:`Capture` that keeps firing rates as 0-d tensors until the forward pass is over.
 
@@ -995,7 +1004,7 @@ class StreamingClassifier:
             probs_kind=self.decisions.kind,
         )
         if maps:
-            self._attach_maps(pred, cap, frames)
+            attach_maps(pred, cap, 0, frames[:, 0])
         self._windows += 1
         self._last_t_end = t1
         self._published_label = label
@@ -1036,7 +1045,3 @@ class StreamingClassifier:
             counts = frames.sum(dim=(1, 2, 3, 4)).to(torch.int64).cpu().numpy()
         return frames, t0, t1, np.asarray(counts), index
 
-    def _attach_maps(self, pred: Prediction, cap: Any, frames: torch.Tensor) -> None:
-        pred.spike_maps = {name: m[0].float().cpu().numpy() for name, m in cap.spike_maps.items()}
-        pred.attn = torch.stack([a[:, 0].float().mean(dim=0) for a in cap.attn]).cpu().numpy()
-        pred.input_frame = frames[:, 0].sum(dim=(0, 1)).float().cpu().numpy()

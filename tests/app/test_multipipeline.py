@@ -173,6 +173,35 @@ def test_a_stream_that_ends_stops_contributing_and_the_others_go_on(recording, p
     assert states[-1] == ["ended", "ended"]
 
 
+def test_spike_maps_and_attention_are_published_per_stream(recording, port):
+    model = _tiny()
+    with Publisher(_addr(port)) as pub:
+        long, short = FileSource(recording, speed=None), FileSource(recording, speed=None, end_us=600_000)
+        classifier = MultiStreamClassifier(model, 2, device="cpu")
+        pipeline = MultiPipeline([long, short], classifier, [Binner(SENSOR, OUT, STEP_US, STEPS) for _ in range(2)], pub,
+                                 config=PipelineConfig(wait_subscribers=2, speed=None, heavy_hz=None))
+        topics = ("pred", "spikes", "attn", "status")
+        with Subscriber(_addr(port), topics, stream=0) as zero, Subscriber(_addr(port), topics, stream=1) as one:
+            pipeline.start()
+            got = {0: _collect(zero), 1: _collect(one)}
+            assert pipeline.wait() == 0
+    for sid, messages in got.items():
+        by_topic = {t: [m for m in messages if m.topic == t] for t in topics}
+        assert all(m.stream == sid for m in messages if m.topic != "status")
+        # heavy_hz None: maps of every window of this stream, in order, no gaps
+        assert len(by_topic["spikes"]) == len(by_topic["attn"]) == len(by_topic["pred"]) > 0
+        assert [m.seq for m in by_topic["attn"]] == list(range(len(by_topic["attn"])))
+        assert [m.t_end for m in by_topic["spikes"]] == [m.t_end for m in by_topic["pred"]]
+        spikes, attn = by_topic["spikes"][-1], by_topic["attn"][-1]
+        assert spikes.data["layers"] and set(spikes.arrays) == set(spikes.data["layers"])
+        qk = attn.arrays["qk"]
+        assert qk.ndim == 4 and qk.shape[:2] == (attn.data["blocks"], attn.data["heads"]) and qk.shape[2] == qk.shape[3]
+        assert attn.arrays["frame"].shape == (OUT[1], OUT[0]) and attn.arrays["frame"].sum() > 0
+    # stream 1 ended after 0.6 s: its maps stop with it while stream 0's go on
+    assert len([m for m in got[1] if m.topic == "attn"]) == 600_000 // (STEP_US * STEPS)
+    assert len([m for m in got[0] if m.topic == "attn"]) > 2 * 600_000 // (STEP_US * STEPS)
+
+
 def test_control_resets_every_stream_and_refuses_replay_commands_with_one_line(recording, port):
     with Publisher(_addr(port)) as pub:
         sources = [FileSource(recording, speed=0.5) for _ in range(2)]

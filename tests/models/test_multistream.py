@@ -97,6 +97,39 @@ def test_batched_streams_equal_separate_classifiers_and_reset_one_stream(one_tor
     assert [p.resets for p in batched] == [0, 1, 0]
 
 
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+def test_captured_maps_are_each_streams_own(one_torch_thread, fuse):
+    model = active_model()
+    multi = MultiStreamClassifier(copy.deepcopy(model), STREAMS, device="cpu", fuse=fuse, **OPTIONS)
+    singles = [StreamingClassifier(copy.deepcopy(model), device="cpu", fuse=fuse, energy=False, **OPTIONS)
+               for _ in range(STREAMS)]
+    for s in singles:
+        s.capture(True)
+    first = multi.step([window(s, 0) for s in range(STREAMS)])
+    assert all(p.spike_maps is None and p.attn is None for p in first)  # off by default
+    multi.capture(True)
+    for s in range(STREAMS):
+        singles[s].step(window(s, 0))
+    for k in (1, 2):
+        windows = [window(s, k) for s in range(STREAMS)]
+        batched = multi.step(windows)
+        for s in range(STREAMS):
+            single = singles[s].step(windows[s])
+            assert set(batched[s].spike_maps) == set(single.spike_maps)
+            for name, m in single.spike_maps.items():
+                np.testing.assert_allclose(batched[s].spike_maps[name], m, atol=1e-6, err_msg=name)
+            np.testing.assert_allclose(batched[s].attn, single.attn, atol=1e-6)
+            np.testing.assert_array_equal(batched[s].input_frame, windows[s].frames.sum(axis=(0, 1)))
+            np.testing.assert_array_equal(batched[s].input_frame, single.input_frame)
+        # Different events per stream give different maps: rows taken from the wrong stream would show.
+        assert np.abs(batched[0].attn - batched[1].attn).max() > 0
+        assert any(np.abs(batched[0].spike_maps[n] - batched[1].spike_maps[n]).max() > 0 for n in batched[0].spike_maps)
+    assert batched[0].attn.max() > 0, "no attention at all: the equality would be between zeros"
+    multi.capture(False)
+    assert not multi.capturing
+    assert all(p.spike_maps is None for p in multi.step([window(s, 3) for s in range(STREAMS)]))
+
+
 def test_reset_before_the_first_step_and_reset_all(one_torch_thread):
     model = active_model(1)
     multi = MultiStreamClassifier(copy.deepcopy(model), 2, device="cpu", **OPTIONS)
