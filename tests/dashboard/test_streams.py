@@ -13,6 +13,7 @@ from tests.helpers import free_port
 
 SENSORS = {0: (96, 64), 1: (48, 32)}  # width, height: each stream its own sensor
 LABELS = {0: 0, 1: 2}  # stream 0 says alpha, stream 1 charlie
+RATES = {0: 0.1, 1: 0.3}  # and fires at these rates
 
 
 def _counts(sid: int) -> np.ndarray:
@@ -50,6 +51,9 @@ class TwoStreams:
                 self.publisher.publish("pred", data, {"probs": probs, "smoothed": probs}, t0, t0 + 50_000, stream=sid)
                 self.publisher.publish("frame", {"sensor": list(SENSORS[sid])}, {"counts": _counts(sid)}, t0,
                                        t0 + 50_000, stream=sid)
+                rate = np.full((4, 4), RATES[sid], np.float32)  # each stream its own spike maps
+                self.publisher.publish("spikes", {"layers": ["sps.0"], "sparsity": {"sps.0": 0.0}}, {"sps.0": rate},
+                                       t0, t0 + 50_000, stream=sid)
             window += 1
             self._stop.wait(0.02)
 
@@ -75,6 +79,7 @@ def test_the_picker_chooses_which_stream_the_panels_show(qtbot, window_factory, 
     qtbot.waitUntil(lambda: window.events.image.image is not None, timeout=10_000)
     assert window.events.image.image.shape in ((64, 96), (96, 64))
     assert "stream 0 of 2: cam-a" in window.source_label.text() and "sensor 96×64" in window.source_label.text()
+    qtbot.waitUntil(lambda: window.spikes.firing_rate.get("sps.0") == pytest.approx(RATES[0]), timeout=10_000)
 
     window.stream_box.setCurrentIndex(1)  # as a user picks it
     assert window.reader.stream == 1
@@ -83,6 +88,7 @@ def test_the_picker_chooses_which_stream_the_panels_show(qtbot, window_factory, 
                     and window.events.image.image.shape in ((32, 48), (48, 32)), timeout=10_000)
     wait_ticks(qtbot, window, 5)
     assert window.prediction.label.text().startswith("charlie")  # stream 0's messages no longer reach a panel
+    assert window.spikes.firing_rate["sps.0"] == pytest.approx(RATES[1])  # the spike maps are stream 1's too
     assert "stream 1 of 2: cam-b" in window.source_label.text() and "sensor 48×32" in window.source_label.text()
     windows = window.timeline.windows()
     assert len(windows["label"]) and set(windows["label"].tolist()) == {LABELS[1]}  # the timeline restarted on stream 1
