@@ -26,7 +26,7 @@ batch dimension first (the first stem stage stores a channels-last ``[B, C, H, W
 updates them in place; a row reset writes into the same tensors, so ``fuse`` works as for one
 stream (default: fused on CPU without ``compile``).
 
-Spike maps, attention and the input frame are captured per stream (:meth:`capture`: every row of
+Spike maps, attention and the input frame are captured per stream (``capture``: every row of
 the batch, as :class:`~models.streaming.StreamingClassifier` captures its one). Not per stream: the
 energy estimate (the firing rates the model records are means over the whole batch);
 ``Prediction.energy_uj`` is None and ``layer_rates`` empty. ``Prediction.infer_ms`` is the wall time of the whole batched call.
@@ -51,6 +51,7 @@ from evstream.labels import NO_GESTURE
 from models.streaming import (
     NO_GESTURE_NAME,
     DecisionFilter,
+    MapCapture,
     MeanLogitDecision,
     Prediction,
     ResetPolicy,
@@ -63,7 +64,7 @@ from models.streaming import (
 __all__ = ["MultiStreamClassifier"]
 
 
-class MultiStreamClassifier:
+class MultiStreamClassifier(MapCapture):
     """Classify N independent streams with one model, one batched forward pass per round.
 
     Args:
@@ -148,19 +149,6 @@ class MultiStreamClassifier:
             self._forward = torch.compile(self.model.step_logits, dynamic=False)
         self._memories_checked = False
         self._capture_maps = threading.Event()
-
-    def capture(self, maps: bool) -> None:
-        """Switch capture of spike maps, attention and the input frame of every stream (thread-safe;
-        next call on)."""
-        if maps:
-            self._capture_maps.set()
-        else:
-            self._capture_maps.clear()
-
-    @property
-    def capturing(self) -> bool:
-        """Whether spike maps, attention and the input frame are captured."""
-        return self._capture_maps.is_set()
 
     def reset(self, stream: int | None = None) -> None:
         """Clear one stream's neuron and decision state (all streams when ``stream`` is None).

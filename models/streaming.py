@@ -647,6 +647,25 @@ def retain_freed_memory() -> bool:
     return _allocator_tuned
 
 
+class MapCapture:
+    """``capture(maps)`` / ``capturing`` of a classifier: whether its next steps capture spike maps,
+    attention and the input frame (a ``threading.Event``, so another thread may switch it)."""
+
+    _capture_maps: threading.Event
+
+    def capture(self, maps: bool) -> None:
+        """Switch capture of spike maps, attention and the input frame (thread-safe; next step on)."""
+        if maps:
+            self._capture_maps.set()
+        else:
+            self._capture_maps.clear()
+
+    @property
+    def capturing(self) -> bool:
+        """Whether spike maps, attention and the input frame are captured."""
+        return self._capture_maps.is_set()
+
+
 def attach_maps(pred: Prediction, cap: Capture, row: int, frames: torch.Tensor) -> None:
     """Give ``pred`` batch row ``row`` of a ``maps`` capture: its spike maps ``{layer: [h, w]}``,
     its SSA maps ``[blocks, heads, N, N]`` (mean over the window's steps) and ``input_frame``,
@@ -752,7 +771,7 @@ def _prepare_inference(model, device, threads, fuse, compile, input_scale, class
     return device, numba_threads, model, input_scale, names
 
 
-class StreamingClassifier:
+class StreamingClassifier(MapCapture):
     """Run a Spikformer window by window with its LIF state carried across windows.
 
     Args:
@@ -856,18 +875,6 @@ class StreamingClassifier:
         """The decision rule and its parameters (``rule``, ``threshold``, ``hysteresis``, and
         ``smoothing_ms`` or ``mean_steps``), as in a checkpoint's ``decision`` dict."""
         return self.decisions.settings()
-
-    def capture(self, maps: bool) -> None:
-        """Switch capture of spike maps, attention and the input frame (thread-safe; next window on)."""
-        if maps:
-            self._capture_maps.set()
-        else:
-            self._capture_maps.clear()
-
-    @property
-    def capturing(self) -> bool:
-        """Whether spike maps, attention and the input frame are captured."""
-        return self._capture_maps.is_set()
 
     def reset(self) -> None:
         """Clear every neuron's state and the decision state; counted in ``Prediction.resets``."""

@@ -55,9 +55,10 @@ __all__ = ["FinetunePanel", "EpochReport", "finetune_arguments", "calibrate_argu
            "parse_epoch_line", "parse_best_line", "DEFAULT_EPOCHS", "NICE"]
 
 # 11 classes x 3 training runs of 3 s gestures (bench/finetune.py, 5 runs collected, 2 held out), the
-# panel's 1 torch thread on an idle 2-core machine: 10 epochs of train in 223 s, calibration 16 s, 4.6 min
-# from the start of a synthetic recording to the calibrated checkpoint; on the bench's out-of-range
-# person online 0.828 after 10 epochs against 0.813 after 5 (both with the same calibration).
+# panel's 1 torch thread on 2 cores (load average 1.9 while it trained): 10 epochs of train in 223 s,
+# calibration 16 s, 4.6 min from the start of a synthetic recording to the calibrated checkpoint; on
+# the bench's out-of-range person online 0.828 after 10 epochs against 0.813 after 5 (both with the
+# same calibration).
 DEFAULT_EPOCHS = 10
 NICE = 10  # the child's CPU priority: the live pipeline comes first
 _ERROR_LINES = 20  # stderr lines kept for the error message
