@@ -210,12 +210,12 @@ def bin_events_by_count(
     return frames
 
 
-def warmup(dtypes=(np.float32,)) -> None:
+def warmup(dtypes=(np.float32,), arrays=("writable", "readonly")) -> None:
     """Compile (or load from the cache) every kernel signature a stream will use, on tiny input.
 
     Covers serial and parallel binning for each frame dtype, writable and read-only event arrays
-    (zero-copy file decoding gives read-only views), the order scans and the noise filters, so the
-    first live window is not delayed by JIT compilation.
+    (zero-copy file decoding gives read-only views; ``arrays`` picks which), the order scans and the
+    noise filters, so the first live window is not delayed by JIT compilation.
     """
     from evstream import filters
 
@@ -225,7 +225,7 @@ def warmup(dtypes=(np.float32,)) -> None:
     ev["t"] = np.arange(8)
     readonly = ev.copy()
     readonly.setflags(write=False)
-    for events in (ev, readonly):
+    for events in [{"writable": ev, "readonly": readonly}[kind] for kind in arrays]:
         for dtype in dtypes:
             for parallel in (False, True):
                 bin_events(events, 0, 2, 4, geometry, dtype=dtype, parallel=parallel)
