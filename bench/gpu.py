@@ -301,7 +301,7 @@ def section_training(device: torch.device, cfg: dict, args: argparse.Namespace) 
 def _round_ms(model: torch.nn.Module, n: int, device: torch.device, pool: list[Window], rounds: int,
               threads: int | None) -> float:
     """Median ms of one batched round of ``n`` streams (after two warm-up rounds)."""
-    clf = MultiStreamClassifier(model, n, device=device, threads=threads)
+    clf = MultiStreamClassifier(model, n, device=device, threads=threads, energy=False)
     times = []
     for r in range(rounds + 2):
         windows = [pool[(i + r) % len(pool)] for i in range(n)]
@@ -340,7 +340,7 @@ def section_streams(device: torch.device, cfg: dict, args: argparse.Namespace) -
 
     # N batched streams against N separate classifiers on this device.
     n_sep = cfg["separate_streams"]
-    multi = MultiStreamClassifier(copy.deepcopy(model), n_sep, device=device)
+    multi = MultiStreamClassifier(copy.deepcopy(model), n_sep, device=device, energy=False)
     singles = [StreamingClassifier(copy.deepcopy(model), device=device, energy=False) for _ in range(n_sep)]
     worst, labels_equal = 0.0, True
     for k in range(3):

@@ -366,9 +366,14 @@ def first_stage(stage: nn.Module, x: Tensor, capture: Capture | None) -> Tensor:
     lif.v = v.permute(0, 3, 1, 2)
     pooled = out.permute(0, 1, 4, 2, 3)
     if capture is not None:
-        fired, fired_pooled = totals.sum(dim=(1, 2)).tolist()
-        capture.layer_rates["sps.0"] = fired / (t * b * c * h * w)
-        capture.layer_rates["sps.0.pool"] = fired_pooled / pooled.numel()
+        if getattr(capture, "per_row", False):  # models.streaming.RowCapture: a rate per batch row
+            per_row = totals.sum(dim=2).float()  # [2, B]: spikes, pooled spikes
+            capture.layer_rates["sps.0"] = per_row[0] / (t * c * h * w)
+            capture.layer_rates["sps.0.pool"] = per_row[1] / (pooled.numel() // b)
+        else:
+            fired, fired_pooled = totals.sum(dim=(1, 2)).tolist()
+            capture.layer_rates["sps.0"] = fired / (t * b * c * h * w)
+            capture.layer_rates["sps.0.pool"] = fired_pooled / pooled.numel()
         if maps:
             capture.spike_maps["sps.0"] = counts.sum(dim=3) / (t * c)  # [B, H, W], as the unfused stem's
     return pooled

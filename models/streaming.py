@@ -698,6 +698,38 @@ class _TensorCapture(Capture):
         return dict(zip(names, values, strict=True))
 
 
+class RowCapture(_TensorCapture):
+    """A :class:`_TensorCapture` that keeps every firing rate per batch row (one stream of a
+    batched forward pass): each rate is a ``[B]`` tensor, the mean over everything but the batch
+    axis (dimension 1 of the ``[T, B, ...]`` tensors the model records). The fused kernels' one
+    spike count per call (``node.fired``) covers the whole batch, so the rows are counted from the
+    spike tensors themselves; the fused first stem stage keeps its counts per row already."""
+
+    per_row = True
+
+    @staticmethod
+    def _dims(t: torch.Tensor) -> tuple[int, ...]:
+        return (0, *range(2, t.dim()))
+
+    def record_rate(self, name: str, spikes: torch.Tensor) -> None:
+        self.layer_rates[name] = spikes.detach().float().mean(dim=self._dims(spikes))
+
+    def record_nonzero(self, name: str, values: torch.Tensor) -> None:
+        v = values.detach()
+        self.layer_rates[name] = (v != 0).sum(dim=self._dims(v)) / max(v.numel() // max(v.shape[1], 1), 1)
+
+    def record_spikes(self, name: str, spikes: torch.Tensor, node: torch.nn.Module) -> None:
+        self.record_rate(name, spikes)
+
+    def row_rates(self) -> list[dict[str, float]]:
+        """The recorded rates, one ``{layer: rate}`` dict per batch row (one transfer)."""
+        if not self.layer_rates:
+            return []
+        names = list(self.layer_rates)
+        table = torch.stack([torch.as_tensor(self.layer_rates[n]).float() for n in names]).cpu().tolist()
+        return [dict(zip(names, column, strict=True)) for column in zip(*table, strict=True)]
+
+
 def _pick_device(device: str | torch.device) -> torch.device:
     if str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")

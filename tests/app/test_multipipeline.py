@@ -110,10 +110,13 @@ def test_two_replays_as_streams_0_and_1_equal_one_replay_alone(shipped, port):
     # The single pipeline classifies the recording's partial last window too; a round cannot.
     assert alone[-1].t_end - alone[-1].t_start < binners[0].steps * binners[0].step_us
     expected = alone[:-1]
+    assert all(m.data["energy_uj"] > 0 for m in expected)
     for sid, preds in by_stream.items():
         assert [m.data["label"] for m in preds] == [m.data["label"] for m in expected], sid
         assert [(m.t_start, m.t_end) for m in preds] == [(m.t_start, m.t_end) for m in expected]
         assert [m.data["truth"] for m in preds] == [m.data["truth"] for m in expected]
+        # each stream publishes its own energy estimate, as the single pipeline does
+        assert [m.data["energy_uj"] for m in preds] == pytest.approx([m.data["energy_uj"] for m in expected], rel=1e-5)
         # sequence numbers are gapless per topic and stream
         assert [m.seq for m in preds] == list(range(len(expected)))
     assert sub.stats["pred"].gaps == 0

@@ -130,6 +130,29 @@ def test_captured_maps_are_each_streams_own(one_torch_thread, fuse):
     assert all(p.spike_maps is None for p in multi.step([window(s, 3) for s in range(STREAMS)]))
 
 
+@pytest.mark.parametrize("fuse", [True, False], ids=["fused", "unfused"])
+def test_energy_and_firing_rates_are_each_streams_own(one_torch_thread, fuse):
+    model = active_model()
+    multi = MultiStreamClassifier(copy.deepcopy(model), STREAMS, device="cpu", fuse=fuse, **OPTIONS)
+    singles = [StreamingClassifier(copy.deepcopy(model), device="cpu", fuse=fuse, **OPTIONS) for _ in range(STREAMS)]
+    multi.capture(True)  # maps and rates in the same call: both per row
+    for k in range(3):
+        # each stream its own event density, so each has its own firing rates and energy
+        windows = [window(s, k, density=0.05 + 0.15 * s) for s in range(STREAMS)]
+        batched = multi.step(windows)
+        for s in range(STREAMS):
+            single = singles[s].step(windows[s])
+            assert single.energy_uj is not None and batched[s].energy_uj is not None
+            assert set(batched[s].layer_rates) == set(single.layer_rates)
+            for name, rate in single.layer_rates.items():
+                assert batched[s].layer_rates[name] == pytest.approx(rate, abs=1e-6), name
+            assert batched[s].energy_uj == pytest.approx(single.energy_uj, rel=1e-5)
+        assert batched[0].energy_uj < batched[1].energy_uj < batched[2].energy_uj
+        assert batched[0].layer_rates["input"] < batched[2].layer_rates["input"]
+    quiet = MultiStreamClassifier(copy.deepcopy(model), STREAMS, device="cpu", fuse=fuse, energy=False, **OPTIONS)
+    assert all(p.energy_uj is None and not p.layer_rates for p in quiet.step(windows))
+
+
 def test_reset_before_the_first_step_and_reset_all(one_torch_thread):
     model = active_model(1)
     multi = MultiStreamClassifier(copy.deepcopy(model), 2, device="cpu", **OPTIONS)
