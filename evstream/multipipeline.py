@@ -33,8 +33,11 @@ per window and, while ``frame`` is subscribed, their histogram; queues closed wi
 Spike maps and attention (``spikes``, ``attn``) are published per stream, at most ``heavy_hz``
 rounds a second and only while a subscriber wants them (the batched classifier then captures
 every row of one round). Not here: recording. The control socket answers ``status``, ``reset`` (every
-stream), ``pause`` and ``resume``; the replay commands (``seek``, ``speed``, ``loop``, ``step``),
-``record_*`` and ``load_model`` are refused with one line.
+stream), ``pause``, ``resume`` and ``load_model`` (with a ``model_loader``: the checkpoint is loaded
+in the control thread and swapped in between rounds, every stream's state at rest, its decision
+settings and density scales the new model's; one that does not fit is refused and the running
+model goes on); the replay commands (``seek``, ``speed``, ``loop``, ``step``) and ``record_*`` are
+refused with one line.
 """
 
 from __future__ import annotations
@@ -42,7 +45,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -58,7 +61,7 @@ from evstream.stream_info import geometry_info, origin_for, truth_for
 __all__ = ["MultiPipeline"]
 
 _END = object()
-_SUPPORTED = ("status", "reset", "pause", "resume")
+_SUPPORTED = ("status", "reset", "pause", "resume", "load_model")
 
 
 @dataclass
@@ -138,6 +141,7 @@ class MultiPipeline(SinkFanout):
         names: Sequence[str] | None = None,
         control_address: str | list[str] | None = None,
         context: Any = None,
+        model_loader: Callable[[str], tuple[Any, str, Sequence[float]]] | None = None,
     ) -> None:
         n = len(sources)
         if n < 1 or len(binners) != n:
@@ -170,6 +174,11 @@ class MultiPipeline(SinkFanout):
         self.rounds = 0
         self._paused = False
         self._reset_all = False
+        # load_model: spec -> (classifier of these N streams, model label, each stream's density
+        # scale), raising EvstreamError for a checkpoint that does not fit (run.py builds it).
+        self._model_loader = model_loader
+        self._pending_model: tuple[Any, str, list[float]] | None = None
+        self.model_swaps = 0
         self._stop = threading.Event()
         self._go = threading.Event()  # readers start once the subscribers asked for are there
         self._done = threading.Event()
@@ -370,6 +379,18 @@ class MultiPipeline(SinkFanout):
         return None
 
     def _apply_resets(self) -> None:
+        pending, self._pending_model = self._pending_model, None
+        if pending is not None:  # between rounds: the next one is the new model's first
+            classifier, label, scales = pending
+            with self._lock:
+                self.classifier = classifier
+                self.class_names = list(getattr(classifier, "class_names", ()))
+                self.config.model_name = label
+                for s, scale in zip(self.streams, scales, strict=True):
+                    s.scale = float(scale)
+                self.model_swaps += 1
+            if self.publisher is not None:
+                self.publisher.publish_status()  # subscribers learn the new model and class names
         reset_all, self._reset_all = self._reset_all, False
         for s in self.streams:
             if reset_all or s.reset_requested:
@@ -576,7 +597,8 @@ class MultiPipeline(SinkFanout):
         }
 
     def handle_control(self, request: dict) -> dict:
-        """Apply one validated control request: ``status``, ``reset`` (every stream), ``pause``, ``resume``.
+        """Apply one validated control request: ``status``, ``reset`` (every stream), ``pause``, ``resume``,
+        ``load_model``.
 
         Raises:
             ConfigError: any other command (one line: a pipeline of several sources does not take it).
@@ -587,6 +609,8 @@ class MultiPipeline(SinkFanout):
                               f"(it takes {', '.join(_SUPPORTED)})")
         if cmd == "status":
             return self.status()
+        if cmd == "load_model":
+            return self._load_model(request)
         if cmd == "reset":
             self._reset_all = True
             reply: dict = {"streams": len(self.streams)}
@@ -600,6 +624,28 @@ class MultiPipeline(SinkFanout):
         if self.publisher is not None:
             self.publisher.publish_status()
         return reply
+
+
+    def _load_model(self, request: dict) -> dict:
+        """Load a checkpoint in the control thread; the model thread swaps it in between rounds."""
+        if self._model_loader is None:
+            raise ConfigError("load_model: this pipeline was started without a model loader")
+        spec = request["path"]
+        if not spec or "\0" in spec:
+            raise ConfigError(f"load_model: not a checkpoint path or weights name: {protocol.excerpt(spec)}")
+        try:
+            classifier, label, scales = self._model_loader(spec)
+        except EvstreamError:
+            raise
+        except Exception as err:  # a loader bug or a torch error: refused, never fatal to the run
+            raise ModelError(f"load_model {protocol.excerpt(spec)}: {type(err).__name__}: "
+                             f"{protocol.excerpt(str(err))}") from None
+        n = len(self.streams)
+        if int(getattr(classifier, "streams", -1)) != n or len(scales) != n:
+            raise ModelError(f"load_model {protocol.excerpt(spec)}: the loader built a classifier of "
+                             f"{getattr(classifier, 'streams', '?')} streams for {n}")
+        self._pending_model = (classifier, label, [float(v) for v in scales])
+        return {"model": label, "classes": list(getattr(classifier, "class_names", ())), "from": "next round"}
 
 
 def _slice(events: np.ndarray, t0: int, t1: int) -> np.ndarray:

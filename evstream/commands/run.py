@@ -289,35 +289,60 @@ def _load_model(spec: str | None):
         trained_on if isinstance(trained_on, str) else None
 
 
+def _fitting_checkpoint(spec: str, binner, args: argparse.Namespace | None):
+    """``load_model``'s checks: the checkpoint ``spec`` loaded, if it takes ``binner``'s input size
+    and step; returns it with its decision options (``--decision``-style options given on the
+    command line still win)."""
+    import models
+    from evstream.errors import ModelError
+    from models.streaming import decision_options
+
+    loaded = models.load_checkpoint(spec, device="cpu")
+    height, width = (int(v) for v in loaded.model.config.img_size)
+    out = binner.geometry.out_size
+    if (width, height) != (out.width, out.height):
+        raise ModelError(f"load_model {spec}: the model takes {width}x{height} input; this pipeline bins "
+                         f"{out.width}x{out.height}")
+    step_us = int(loaded.preprocessing.get("step_us") or binner.step_us)
+    if step_us != binner.step_us:
+        raise ModelError(f"load_model {spec}: trained with {step_us / 1000:g} ms steps; this pipeline bins "
+                         f"{binner.step_us / 1000:g} ms steps")
+    settings = decision_settings(dict(loaded.decision), args) if args is not None else dict(loaded.decision)
+    model_steps = int(loaded.preprocessing.get("steps") or loaded.model.config.steps)
+    options = decision_options({k: v for k, v in settings.items() if k != "window_steps"}, model_steps=model_steps)
+    return loaded, options
+
+
 def model_loader(binner, device: str, args: argparse.Namespace | None = None):
     """``spec -> (StreamingClassifier, label)`` for the control socket's ``load_model``.
 
     The binner is fixed while the pipeline runs, so a checkpoint must take its input size and
-    step; it brings its own decision settings (``--decision``-style options given on the command
-    line still win) and the density match for this sensor.
+    step; it brings its own decision settings and the density match for this sensor.
     """
-    import models
-    from evstream.errors import ModelError
-    from models.streaming import StreamingClassifier, decision_options, input_scale_for
+    from models.streaming import StreamingClassifier, input_scale_for
 
     def load(spec: str):
-        loaded = models.load_checkpoint(spec, device="cpu")
-        height, width = (int(v) for v in loaded.model.config.img_size)
-        out = binner.geometry.out_size
-        if (width, height) != (out.width, out.height):
-            raise ModelError(f"load_model {spec}: the model takes {width}x{height} input; this pipeline bins "
-                             f"{out.width}x{out.height}")
-        step_us = int(loaded.preprocessing.get("step_us") or binner.step_us)
-        if step_us != binner.step_us:
-            raise ModelError(f"load_model {spec}: trained with {step_us / 1000:g} ms steps; this pipeline bins "
-                             f"{binner.step_us / 1000:g} ms steps")
-        settings = decision_settings(dict(loaded.decision), args) if args is not None else dict(loaded.decision)
-        model_steps = int(loaded.preprocessing.get("steps") or loaded.model.config.steps)
-        options = decision_options({k: v for k, v in settings.items() if k != "window_steps"}, model_steps=model_steps)
+        loaded, options = _fitting_checkpoint(spec, binner, args)
         classifier = StreamingClassifier(loaded.model, device=device,
                                          input_scale=input_scale_for(dict(loaded.preprocessing), binner.geometry),
                                          **options)
         return classifier, loaded.name
+
+    return load
+
+
+def multi_model_loader(binners, device: str, args: argparse.Namespace | None = None):
+    """``spec -> (MultiStreamClassifier, label, density scales)`` for ``load_model`` with several
+    streams: :func:`model_loader`'s checks (the binners share the input size and step), one
+    classifier of ``len(binners)`` streams and each stream's density match for its own sensor."""
+    from models.multistream import MultiStreamClassifier
+    from models.streaming import input_scale_for
+
+    def load(spec: str):
+        loaded, options = _fitting_checkpoint(spec, binners[0], args)
+        classifier = MultiStreamClassifier(loaded.model, len(binners), device=device, **options)
+        scales = [input_scale_for(dict(loaded.preprocessing), b.geometry) for b in binners]
+        return classifier, loaded.name, scales
 
     return load
 
@@ -509,7 +534,8 @@ def run(args: argparse.Namespace) -> int:
             sinks = [] if gui else [_StreamConsole(len(sources), args.quiet, class_names)]
             pipeline = MultiPipeline(sources, classifier, binners, publisher, config=config, sinks=sinks,
                                      input_scales=[input_scale_for(pre, b.geometry) for b in binners], names=names,
-                                     control_address=controls or None, context=context)
+                                     control_address=controls or None, context=context,
+                                     model_loader=multi_model_loader(binners, device))
         else:
             sinks = [] if gui else [ConsoleSink(quiet=args.quiet, class_names=class_names)]
             pipeline = Pipeline(source, classifier, binner, publisher, config=config, sinks=sinks,

@@ -112,3 +112,49 @@ def test_without_a_loader_load_model_is_refused(recording, port):
     finally:
         pipeline.close()
         threading.Event().wait(0)
+
+
+def test_load_model_with_several_streams_swaps_every_stream_between_rounds(recording, port, checkpoints):
+    """``--replay A --replay B``: the new model takes over every stream in the same round; each
+    stream's sequence stays gapless, a checkpoint that does not fit is refused and the run goes on."""
+    from evstream.commands.run import multi_model_loader
+    from evstream.multipipeline import MultiPipeline
+    from models.multistream import MultiStreamClassifier
+
+    sources = [FileSource(recording, speed=1.0) for _ in range(2)]
+    binners = [Binner(s.sensor_size, (32, 32), STEP_US, STEPS) for s in sources]
+    classifier = MultiStreamClassifier(create_model("spikformer_tiny"), 2, device="cpu")
+    messages, replies = [], []
+    with Publisher(_addr(port)) as pub:
+        pipeline = MultiPipeline(sources, classifier, binners, pub, names=["a", "b"],
+                                 config=PipelineConfig(model_name="tiny", wait_subscribers=1),
+                                 control_address=_addr(port + 1), model_loader=multi_model_loader(binners, "cpu"))
+        with Subscriber(_addr(port), topics=("pred", "status")) as sub, \
+                ControlClient(_addr(port + 1), timeout_ms=30_000) as control:
+            pipeline.start()
+            end = time.monotonic() + 60
+            while time.monotonic() < end:
+                msg = sub.recv(500)
+                if msg is None:
+                    continue
+                messages.append(msg)
+                n = sum(m.topic == "pred" for m in messages)
+                if msg.topic == "pred" and n == 2:
+                    replies.append(control.send("load_model", path=str(checkpoints["wide"])))
+                if msg.topic == "pred" and n == 4:
+                    replies.append(control.send("load_model", path=str(checkpoints["new"])))
+                if msg.topic == "status" and msg.data["state"] == "ended":
+                    break
+            assert pipeline.wait() == 0
+    refused, swapped = replies
+    assert refused["ok"] is False and "takes 64x64 input; this pipeline bins 32x32" in refused["error"]
+    assert swapped["ok"] and swapped["model"] == "three" and swapped["classes"] == ["up", "down", "still"]
+    assert pipeline.model_swaps == 1 and pipeline.class_names == ["up", "down", "still"]
+    for sid in (0, 1):
+        preds = [m for m in messages if m.topic == "pred" and m.stream == sid]
+        assert [m.seq for m in preds] == list(range(len(preds))) == list(range(25))  # 2 s of 80 ms windows
+        assert all(a.t_end == b.t_start for a, b in zip(preds, preds[1:], strict=False))
+        assert all(len(m.arrays["probs"]) == 3 for m in preds[-5:])  # the new head decides every stream
+        assert all(len(m.arrays["probs"]) == 11 for m in preds[:2])
+    after = [m for m in messages if m.topic == "status" and m.data["model"] == "three"]
+    assert after and after[0].data["classes"] == ["up", "down", "still"]
