@@ -687,6 +687,9 @@ class ControlClient:
         if self._socket is None:
             socket = self.context.socket(zmq.REQ)
             socket.setsockopt(zmq.LINGER, 0)
+            # A REQ socket with no peer (every handshake refused: a key the server does not admit)
+            # would block in send forever; it gives up after the same timeout as the reply.
+            socket.setsockopt(zmq.SNDTIMEO, int(self.timeout_ms))
             if self._curve is not None:
                 socket.curve_publickey, socket.curve_secretkey, socket.curve_serverkey = self._curve
             _connect(socket, self.address, "control address")
@@ -700,7 +703,14 @@ class ControlClient:
             ProtocolError: no reply within ``timeout_ms`` (the socket is rebuilt for the next call).
         """
         socket = self._open()
-        socket.send(protocol.encode_control(cmd, **args))
+        try:
+            socket.send(protocol.encode_control(cmd, **args))
+        except zmq.Again:
+            socket.close(0)
+            self._socket = None
+            raise ProtocolError(f"control {self.address}: {cmd!r} could not be sent within {self.timeout_ms} ms "
+                                "(no pipeline accepted the connection; with CURVE: is this client's key "
+                                "admitted?)") from None
         if not socket.poll(self.timeout_ms, zmq.POLLIN):
             # A REQ socket waiting for a reply cannot send again; start over with a new one.
             socket.close(0)

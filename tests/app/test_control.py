@@ -11,6 +11,7 @@ import pytest
 import zmq
 
 from evstream.binning import Binner
+from evstream.errors import ProtocolError
 from evstream.pipeline import Pipeline
 from evstream.publish import ControlClient, Publisher
 from evstream.sources.file import FileSource
@@ -42,14 +43,20 @@ def _pipeline(recording, control, *, publisher=None, record_dir=None) -> Pipelin
 
 
 def _raw_request(address: str, request: dict, wait_ms: int, **curve) -> dict | None:
-    """One request from a bare REQ socket; None when no reply comes within ``wait_ms``."""
+    """One request from a bare REQ socket; None when no reply comes within ``wait_ms``, or when the
+    request cannot even be sent in that time (a REQ socket whose every handshake was refused has
+    no peer to queue it to, and a plain send would then block forever)."""
     sock = zmq.Context.instance().socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.SNDTIMEO, wait_ms)
     for name, value in curve.items():
         setattr(sock, name, value)
     sock.connect(address)
     try:
-        sock.send(msgpack.packb(request))
+        try:
+            sock.send(msgpack.packb(request))
+        except zmq.Again:
+            return None
         if not sock.poll(wait_ms):
             return None
         return msgpack.unpackb(sock.recv())
@@ -83,6 +90,14 @@ def test_curve_pipeline_control_socket_admits_only_allowed_keys(recording, port,
             stranger_pub, stranger_secret = zmq.auth.load_certificate(str(keys["stranger"]))
             assert _raw_request(_addr(port + 1), {"cmd": "pause"}, 500, curve_serverkey=server_key,
                                 curve_publickey=stranger_pub, curve_secretkey=stranger_secret) is None
+            assert not pipeline._paused
+            # the same stranger through ControlClient: one clear error within its timeout, never a hang
+            with ControlClient(_addr(port + 1), timeout_ms=500, curve_secret_key_file=keys["stranger"],
+                               curve_server_key_file=keys["server"]) as client:
+                with pytest.raises(ProtocolError, match="within 500 ms"):
+                    client.send("pause")
+                with pytest.raises(ProtocolError, match="within 500 ms"):
+                    client.send("pause")  # the socket is rebuilt after each failure
             assert not pipeline._paused
             with ControlClient(_addr(port + 1), timeout_ms=5000, curve_secret_key_file=keys["client"],
                                curve_server_key_file=keys["server"]) as client:
