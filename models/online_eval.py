@@ -74,13 +74,13 @@ DEFAULT_ONSETS_MS: tuple[int, ...] = (100, 200, 500, 1000, 2000, 3000, 5000)
 _RECORDING_SUFFIXES = (".aedat4", ".aedat")
 
 CALIBRATION_GRID: dict[str, Any] = {
-    "rules": {"ema": {"smoothing_ms": (100.0, 200.0, 300.0, 500.0)}, "mean": {"mean_steps": (8, 16, 32)}},
-    "threshold": (0.3, 0.4, 0.5, 0.6, 0.7),
+    "rules": {"ema": {"smoothing_ms": (25.0, 50.0, 100.0, 200.0, 300.0, 500.0)}, "mean": {"mean_steps": (8, 16, 32)}},
+    "threshold": (0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7),
     "hysteresis": (0.0, 0.05, 0.1),
     "class_threshold": (0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9),
 }
 """The candidates :func:`calibrate_decisions` tries: each rule with each of its parameter values,
-times every threshold and hysteresis (60 EMA and 45 mean candidates); then, for the best
+times every threshold and hysteresis (126 EMA and 63 mean candidates); then, for the best
 :data:`REFINE_TOP` of them, own thresholds (``class_threshold`` values) for the classes that
 take the most false alarms (a higher one) and for those most often left undecided inside their own
 gestures (a lower one: a catch-all class such as "other gestures" spreads its probability)."""

@@ -43,7 +43,7 @@ Fine-tuning on your own recordings (a Teach / collect folder), the dashboard's F
 PATH carries --init's decision settings (rule, smoothing, thresholds; less per-class thresholds when
 the head is replaced); --calibrate chooses them for the new weights on DIR's held-out runs
 (trials_to_test.txt) and writes PATH_calibrated.pt, the one to load (on the bench's out-of-range
-person, 10 epochs: 0.751 online with --init's decisions, 0.828 calibrated; bench/finetune.py).
+person, 10 epochs: 0.818 online calibrated, against 0.576 for the shipped model; bench/finetune.py).
 
 --dataset dvsgesture looks in --data DIR for IBM's release (DvsGesture.tar.gz, from
 https://research.ibm.com/dvsgesture/ by hand: the paper's 1176/288 split, and the one --recipe stream

@@ -106,7 +106,7 @@ def test_finetune_from_the_dashboard_trains_calibrates_and_loads_the_calibrated_
     # the offered one those chosen on the held-out run, not train's or the classifier's defaults.
     shipped = load_checkpoint(SHIPPED)
     assert load_checkpoint(trained).decision == inherited_decision(shipped, ("wave", "push"), 50_000)[0]
-    assert load_checkpoint(trained).decision["smoothing_ms"] == 100.0
+    assert load_checkpoint(trained).decision["smoothing_ms"] == shipped.decision["smoothing_ms"]
     summary = json.loads((user_folder / "finetune" / (os.path.basename(out)[:-3] + "_calibration.json")).read_text())
     assert summary == panel.calibration
     calibrated = load_checkpoint(out)
