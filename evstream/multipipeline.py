@@ -54,7 +54,7 @@ import numpy as np
 from evstream import protocol
 from evstream.errors import ConfigError, EvstreamError, ModelError, SourceError
 from evstream.events import concatenate
-from evstream.pipeline import PipelineConfig, Sink, SinkFanout, frame_counts, publish_maps
+from evstream.pipeline import PipelineConfig, Sink, SinkFanout, call_model_loader, frame_counts, publish_maps
 from evstream.publish import ControlServer, Publisher
 from evstream.stream_info import geometry_info, origin_for, truth_for
 
@@ -628,18 +628,8 @@ class MultiPipeline(SinkFanout):
 
     def _load_model(self, request: dict) -> dict:
         """Load a checkpoint in the control thread; the model thread swaps it in between rounds."""
-        if self._model_loader is None:
-            raise ConfigError("load_model: this pipeline was started without a model loader")
+        classifier, label, scales = call_model_loader(self._model_loader, request)
         spec = request["path"]
-        if not spec or "\0" in spec:
-            raise ConfigError(f"load_model: not a checkpoint path or weights name: {protocol.excerpt(spec)}")
-        try:
-            classifier, label, scales = self._model_loader(spec)
-        except EvstreamError:
-            raise
-        except Exception as err:  # a loader bug or a torch error: refused, never fatal to the run
-            raise ModelError(f"load_model {protocol.excerpt(spec)}: {type(err).__name__}: "
-                             f"{protocol.excerpt(str(err))}") from None
         n = len(self.streams)
         if int(getattr(classifier, "streams", -1)) != n or len(scales) != n:
             raise ModelError(f"load_model {protocol.excerpt(spec)}: the loader built a classifier of "

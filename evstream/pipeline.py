@@ -110,6 +110,28 @@ class _Failure:
     unexpected: bool = False  # not an EvstreamError: a bug, exit code 1 instead of 2
 
 
+def call_model_loader(loader: Callable[[str], Any] | None, request: dict) -> Any:
+    """What ``loader`` builds for a ``load_model`` request's ``path``, in the control thread.
+
+    Raises:
+        ConfigError: no loader, or a path that is empty or holds a NUL.
+        EvstreamError: the loader's own one-line refusal (a checkpoint that does not fit).
+        ModelError: any other fault of the loader (a bug, a torch error), as one line; never fatal to the run.
+    """
+    if loader is None:
+        raise ConfigError("load_model: this pipeline was started without a model loader")
+    spec = request["path"]
+    if not spec or "\0" in spec:
+        raise ConfigError(f"load_model: not a checkpoint path or weights name: {protocol.excerpt(spec)}")
+    try:
+        return loader(spec)
+    except EvstreamError:
+        raise
+    except Exception as err:
+        raise ModelError(f"load_model {protocol.excerpt(spec)}: {type(err).__name__}: "
+                         f"{protocol.excerpt(str(err))}") from None
+
+
 def publish_maps(pub: Publisher, pred: Any, t0: int, t1: int, stream: int = 0) -> None:
     """Publish a prediction's captured spike maps (``spikes``) and SSA maps with the input frame
     (``attn``) on stream ``stream``, each only while a subscriber wants it."""
@@ -778,18 +800,7 @@ class Pipeline(SinkFanout):
         """Load a checkpoint in the control thread; the inference thread swaps it in between windows
         (its LIF state starts at rest, its own decision settings apply). A checkpoint that does not
         fit is refused and the running model keeps going."""
-        if self._model_loader is None:
-            raise ConfigError("load_model: this pipeline was started without a model loader")
-        spec = request["path"]
-        if not spec or "\0" in spec:
-            raise ConfigError(f"load_model: not a checkpoint path or weights name: {protocol.excerpt(spec)}")
-        try:
-            classifier, label = self._model_loader(spec)
-        except EvstreamError:
-            raise
-        except Exception as err:  # a loader bug or a torch error: refused, never fatal to the run
-            raise ModelError(f"load_model {protocol.excerpt(spec)}: {type(err).__name__}: "
-                             f"{protocol.excerpt(str(err))}") from None
+        classifier, label = call_model_loader(self._model_loader, request)
         self._pending_model = (classifier, label)
         return {"model": label, "classes": list(getattr(classifier, "class_names", ())), "from": "next window"}
 

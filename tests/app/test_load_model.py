@@ -34,15 +34,13 @@ def checkpoints(tmp_path):
     return {"new": new, "wide": wide, "slow": slow}
 
 
-def _run(recording, port, on_pred):
-    """A paced replay whose prediction stream is collected; ``on_pred(n, control)`` after each pred."""
-    source = FileSource(recording, speed=1.0)
-    binner = Binner(source.sensor_size, (32, 32), STEP_US, STEPS)
-    classifier = StreamingClassifier(create_model("spikformer_tiny"), device="cpu")
+def _drive(make_pipeline, port, on_pred):
+    """Start ``make_pipeline(publisher, control address)`` and collect its prediction stream until it
+    ends; ``on_pred(n, control)`` after each of the ``n`` preds so far."""
     messages = []
+    n = 0
     with Publisher(_addr(port)) as pub:
-        pipeline = Pipeline(source, classifier, binner, pub, config=PipelineConfig(model_name="tiny", wait_subscribers=1),
-                            control_address=_addr(port + 1), model_loader=model_loader(binner, "cpu"))
+        pipeline = make_pipeline(pub, _addr(port + 1))
         with Subscriber(_addr(port), topics=("pred", "status")) as sub, ControlClient(_addr(port + 1), timeout_ms=30_000) as control:
             pipeline.start()
             end = time.monotonic() + 60
@@ -52,11 +50,22 @@ def _run(recording, port, on_pred):
                     continue
                 messages.append(msg)
                 if msg.topic == "pred":
-                    on_pred(sum(m.topic == "pred" for m in messages), control)
+                    n += 1
+                    on_pred(n, control)
                 if msg.topic == "status" and msg.data["state"] == "ended":
                     break
             assert pipeline.wait() == 0
     return pipeline, messages
+
+
+def _run(recording, port, on_pred):
+    """A paced replay through one Pipeline with ``python main.py``'s model loader; see :func:`_drive`."""
+    source = FileSource(recording, speed=1.0)
+    binner = Binner(source.sensor_size, (32, 32), STEP_US, STEPS)
+    classifier = StreamingClassifier(create_model("spikformer_tiny"), device="cpu")
+    return _drive(lambda pub, control: Pipeline(
+        source, classifier, binner, pub, config=PipelineConfig(model_name="tiny", wait_subscribers=1),
+        control_address=control, model_loader=model_loader(binner, "cpu")), port, on_pred)
 
 
 def test_load_model_swaps_between_windows_with_a_gapless_stream_and_announces_the_classes(recording, port, checkpoints):
@@ -124,28 +133,15 @@ def test_load_model_with_several_streams_swaps_every_stream_between_rounds(recor
     sources = [FileSource(recording, speed=1.0) for _ in range(2)]
     binners = [Binner(s.sensor_size, (32, 32), STEP_US, STEPS) for s in sources]
     classifier = MultiStreamClassifier(create_model("spikformer_tiny"), 2, device="cpu")
-    messages, replies = [], []
-    with Publisher(_addr(port)) as pub:
-        pipeline = MultiPipeline(sources, classifier, binners, pub, names=["a", "b"],
-                                 config=PipelineConfig(model_name="tiny", wait_subscribers=1),
-                                 control_address=_addr(port + 1), model_loader=multi_model_loader(binners, "cpu"))
-        with Subscriber(_addr(port), topics=("pred", "status")) as sub, \
-                ControlClient(_addr(port + 1), timeout_ms=30_000) as control:
-            pipeline.start()
-            end = time.monotonic() + 60
-            while time.monotonic() < end:
-                msg = sub.recv(500)
-                if msg is None:
-                    continue
-                messages.append(msg)
-                n = sum(m.topic == "pred" for m in messages)
-                if msg.topic == "pred" and n == 2:
-                    replies.append(control.send("load_model", path=str(checkpoints["wide"])))
-                if msg.topic == "pred" and n == 4:
-                    replies.append(control.send("load_model", path=str(checkpoints["new"])))
-                if msg.topic == "status" and msg.data["state"] == "ended":
-                    break
-            assert pipeline.wait() == 0
+    replies = []
+
+    def swaps(n, control):
+        if n in (2, 4):  # a checkpoint that does not fit, then one that does
+            replies.append(control.send("load_model", path=str(checkpoints["wide" if n == 2 else "new"])))
+
+    pipeline, messages = _drive(lambda pub, control: MultiPipeline(
+        sources, classifier, binners, pub, names=["a", "b"], config=PipelineConfig(model_name="tiny", wait_subscribers=1),
+        control_address=control, model_loader=multi_model_loader(binners, "cpu")), port, swaps)
     refused, swapped = replies
     assert refused["ok"] is False and "takes 64x64 input; this pipeline bins 32x32" in refused["error"]
     assert swapped["ok"] and swapped["model"] == "three" and swapped["classes"] == ["up", "down", "still"]
