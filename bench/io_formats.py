@@ -11,7 +11,9 @@ Anchors, each only when importable: expelliarmus (``Wizard(encoding=...).read``)
 the best time counts. Figures are Mev/s of ``read()`` (the whole file into one ``EVENT_DTYPE``
 array) and of streaming ``iter_packets()``; ratios are against the fastest anchor on the same file,
 by best wall time and by best CPU (process) time, which a machine loaded by other work distorts
-less (every decoder here is single-threaded).
+less. Every decoder here decodes on one thread; evstream's ``read()`` of RAW, DAT and AEDAT 4 files
+has the kernel map its output array's pages on a second one (``evstream.io._blocks.Prefault``),
+which shortens the wall time and adds that work to the CPU time, so the two ratios differ there.
 
 Usage: ``python bench/io_formats.py [--repeat 5] [--events 10000000]``
 """

@@ -55,6 +55,7 @@ import numpy as np
 from evstream.errors import EventFileError
 from evstream.events import EVENT_DTYPE, MAX_SENSOR_SIDE, SensorSize, as_events, concatenate, empty_events
 from evstream.io import codec
+from evstream.io._blocks import Prefault
 from evstream.io.flatbuf import (
     IO_HEADER_DATA_TABLE_POSITION,
     DataTableEntry,
@@ -594,6 +595,7 @@ class Aedat4Reader:
                 counts = [r.num_elements for r in rows]
                 if self._table_counts_plausible(rows, counts):
                     out = np.empty(sum(counts), dtype=EVENT_DTYPE)
+                    fault = Prefault(out)
                     bounds = np.cumsum([0] + counts).tolist()
                     slices = (out[lo:hi] for lo, hi in zip(bounds[:-1], bounds[1:], strict=True))
                     try:
@@ -602,10 +604,13 @@ class Aedat4Reader:
                         possible = True
                         for _, slice_possible in self._pipeline(self._event_packets(None), slices, screened=True):
                             possible = possible and slice_possible
+                        fault.join()
                         self.screen.reset()
                         return self.screen(out, possible=possible)
                     except _CountMismatch:
                         pass  # the table miscounts: decode packet by packet instead
+                    finally:
+                        fault.join()
             return concatenate(self.iter_packets())
         parts = []
         for events in self.iter_packets(t0):

@@ -42,7 +42,7 @@ import numpy as np
 from evstream.errors import EventFileError
 from evstream.events import EVENT_DTYPE, SensorSize
 from evstream.io import _prophesee_kernels as k
-from evstream.io._blocks import pread_into
+from evstream.io._blocks import Prefault, pread_into
 
 __all__ = [
     "ENCODINGS",
@@ -362,26 +362,35 @@ class PropheseeRawReader(_PropheseeFile):
         state = self._restart()
         width, height = self.sensor_size.width, self.sensor_size.height
         total = (self.file_size - self.data_start) // size
-        # Vector words often carry more than one event: start with 1.5 slots per word (pages
-        # never written are never touched, and the array is trimmed in place at the end).
-        out = np.empty(max(64, total if self.encoding == "evt2" else total * 3 // 2), EVENT_DTYPE)
+        evt2 = self.encoding == "evt2"
+        # EVT 2.0 carries at most one event per word: one slot per word. EVT 2.1 / 3.0 vector words
+        # carry up to 32 / 12: the first block is decoded into 1.5 slots per word of it, then the
+        # array is sized for the rest of the file at the rate that block showed (_grown), so a
+        # vector-dense file is copied once, by a block's worth, and trimmed in place at the end.
+        out = np.empty(max(64, total if evt2 else min(total, _BLOCK_BYTES // size) * 3 // 2), EVENT_DTYPE)
+        fault = Prefault(out)
         n = 0
-        for offset, data in self._blocks(size):
-            words = data.view(dtype)
-            pos = 0
-            while True:
-                if len(out) - n < 64:
-                    out = _grown(out, n, total, (offset - self.data_start) // size + pos)
-                trig = np.empty((_TRIGGER_BLOCK, 3), np.int64)
-                pos, m, nt, status = kernel(words, pos, k.packed(out[n:]), trig, state, width, height)
-                self._tally(state, m, nt, trig)
-                n += m
-                if status == k.DONE:
-                    break
-                if status == k.FULL and nt < _TRIGGER_BLOCK:
-                    out = _grown(out, n, total, (offset - self.data_start) // size + pos)
-                elif status != k.FULL:
-                    raise self._word_error(status, state, offset + pos * size, name)
+        try:
+            for offset, data in self._blocks(size):
+                words = data.view(dtype)
+                pos = 0
+                while True:
+                    if len(out) - n < 64:
+                        out, fault = _grown(out, n, total, (offset - self.data_start) // size + pos, fault)
+                    trig = np.empty((_TRIGGER_BLOCK, 3), np.int64)
+                    pos, m, nt, status = kernel(words, pos, k.packed(out[n:]), trig, state, width, height)
+                    self._tally(state, m, nt, trig)
+                    n += m
+                    if status == k.DONE:
+                        break
+                    if status == k.FULL and nt < _TRIGGER_BLOCK:
+                        out, fault = _grown(out, n, total, (offset - self.data_start) // size + pos, fault)
+                    elif status != k.FULL:
+                        raise self._word_error(status, state, offset + pos * size, name)
+                if not evt2 and offset == self.data_start and len(words) < total:
+                    out, fault = _grown(out, n, total, len(words), fault)  # the rest at the first block's rate
+        finally:
+            fault.join()
         out.resize(n, refcheck=False)
         return out
 
@@ -412,14 +421,18 @@ class PropheseeRawReader(_PropheseeFile):
         return self._error(f"time high goes backwards from {a} to {b} without wrapping", offset)
 
 
-def _grown(out: np.ndarray, n: int, total_words: int, words_done: int) -> np.ndarray:
+def _grown(out: np.ndarray, n: int, total_words: int, words_done: int,
+           fault: Prefault) -> tuple[np.ndarray, Prefault]:
     """``out`` with its first ``n`` events, enlarged to what the rest of the file will need at the
-    events-per-word rate seen so far (plus 10 %), so a vector-dense file is copied about once."""
+    events-per-word rate seen so far (plus 10 %), so a vector-dense file is copied about once; and
+    the :class:`Prefault` of the new array (``fault``, that of ``out``, joined first)."""
     rate = max(1.0, n / max(1, words_done))
     capacity = n + int((total_words - words_done) * rate * 1.1) + 4096
+    fault.join()
     grown = np.empty(max(capacity, len(out) + 4096), EVENT_DTYPE)
-    grown[:n] = out[:n]
-    return grown
+    fault = Prefault(grown)
+    grown[:n].view(np.uint8)[:] = out[:n].view(np.uint8)  # bytes, so the zero padding comes along
+    return grown, fault
 
 
 class DatReader(_PropheseeFile):
@@ -519,6 +532,10 @@ class DatReader(_PropheseeFile):
             EventFileError: as :meth:`iter_packets` (use it for the prefix).
         """
         whole = np.empty((self.file_size - self.data_start) // 8, EVENT_DTYPE)
-        for _ in self._decoded(whole):
-            pass
+        fault = Prefault(whole)
+        try:
+            for _ in self._decoded(whole):
+                pass
+        finally:
+            fault.join()
         return whole
