@@ -26,7 +26,8 @@ for the Teach protocol, and the loop a person runs is timed and scored stage by 
    model, train's checkpoint before calibration and the checkpoint the panel offers, each with its
    own checkpoint's decision settings (what ``load_model`` gives).
 
-Printed: the online accuracies and the lifts in points (the issue's targets: ≥ 20 points and
+Printed: the online accuracies (with a 95 % bootstrap interval over the evaluation's gestures:
+33 gestures leave several points of chance either way) and the lifts in points (the issue's targets: ≥ 20 points and
 ≥ 0.85), false alarms, latency, the wall time of every stage, the total from the start of
 recording to a loadable checkpoint (target ≤ 5 min on 2 CPU cores) and the load average (other
 work on the machine makes the timings pessimistic). Everything goes to ``--out`` too
@@ -239,7 +240,8 @@ def _load() -> str:
 
 def _summary(report: dict) -> dict:
     lat = report["latency_ms"]
-    return {"online_accuracy": report["accuracy"], "balanced_accuracy": report["balanced_accuracy"],
+    return {"online_accuracy": report["accuracy"], "online_interval": report.get("accuracy_interval"),
+            "balanced_accuracy": report["balanced_accuracy"],
             "false_alarm": report["false_alarm"], "latency_mean_ms": lat["mean"],
             "segments_right": report["segments_right"], "segments": lat["segments"],
             "acc_500ms": report["vs_onset"].get("500"), "per_class": report["per_class"],
@@ -364,7 +366,9 @@ def main(argv: list[str] | None = None) -> int:
               "panel": "as the panel offers it (+ calibration)"}
     for key, label in labels.items():
         r = reports[key]
-        print(f"  {label:<38} online {_fmt(r['online_accuracy'])}  false alarms {_fmt(r['false_alarm'])}  "
+        interval = r.get("online_interval")
+        spread = f" [{interval[0]:.3f}-{interval[1]:.3f}]" if interval else ""
+        print(f"  {label:<38} online {_fmt(r['online_accuracy'])}{spread}  false alarms {_fmt(r['false_alarm'])}  "
               f"acc@500ms {_fmt(r['acc_500ms'])}  latency {_fmt(r['latency_mean_ms'], 0)} ms  "
               f"majority right {r['segments_right']}/{r['segments']}")
     for key in ("uncalibrated", "panel"):

@@ -291,7 +291,7 @@ def _online(args: argparse.Namespace) -> int:
     lat = report["latency_ms"]
     n_seg = lat["segments"]
     print(
-        f"online accuracy {_fmt(report['accuracy'])} (balanced {_fmt(report['balanced_accuracy'])}) over "
+        f"online accuracy {_fmt(report['accuracy'])}{_interval(report)} (balanced {_fmt(report['balanced_accuracy'])}) over "
         f"{report['decisions']:,} decisions inside gestures; false alarms {_fmt(report['false_alarm'])} outside them"
     )
     print(f"gestures: {n_seg} labelled; the most frequent decision is right in {report['segments_right']}/{n_seg} "
@@ -310,6 +310,14 @@ def _online(args: argparse.Namespace) -> int:
     print(f"decisions: {_describe(report['decision'])}, windows of {report['steps']} steps ({report['probs_kind']})")
     print(f"real time factor {_fmt(report['realtime_factor'])}; wrote {json_path} and {png_path}")
     return 0
+
+
+def _interval(report: dict) -> str:
+    """`` [lo-hi over N gestures]``: the bootstrap interval of the online accuracy, when there is one."""
+    interval = report.get("accuracy_interval")
+    if not interval:
+        return ""
+    return f" [95 % interval {interval[0]:.3f}-{interval[1]:.3f} over its {report['latency_ms']['segments']} gestures]"
 
 
 def _describe(settings: dict) -> str:

@@ -23,6 +23,7 @@ from evstream.labels import NO_GESTURE
 from models.checkpoint import load_checkpoint, save_checkpoint
 from models.online_eval import (
     Decisions,
+    accuracy_interval,
     calibrate_decisions,
     calibration_score,
     evaluate_online,
@@ -71,6 +72,27 @@ def test_score_decisions_on_a_constructed_sequence():
     confusion = np.array(r["confusion"])
     assert confusion[2, 2] == 35 and confusion[2, C] == 5 and confusion[5, 7] == 6 and confusion[5, C] == 10
     json.dumps(r, allow_nan=False)
+
+
+def test_accuracy_interval_over_gestures():
+    # In the constructed sequence above the two gestures score 35/40 and 24/40: a draw of two
+    # gestures with replacement pools to 24/40, 59/80 or 35/40, so the interval spans them.
+    t = np.arange(0, 7_000_001, 50_000)
+    labels = np.full(len(t), NO_GESTURE)
+    labels[(t >= 1_300_000) & (t < 3_200_000)] = 2
+    labels[(t >= 4_800_000) & (t < 6_000_000)] = 5
+    r = score_decisions([(t, labels, segments((2, 1_000_000, 3_000_000), (5, 4_000_000, 6_000_000)))], C, onsets_ms=())
+    assert r["accuracy_interval"] == pytest.approx([24 / 40, 35 / 40])
+    # Equal gestures leave no spread; one gesture gives no interval; the same input the same interval.
+    assert accuracy_interval([3, 3, 3], [4, 4, 4]) == pytest.approx([0.75, 0.75])
+    assert accuracy_interval([3], [4]) is None
+    rng = np.random.default_rng(1)
+    few_right, many_right = rng.integers(0, 41, 33), rng.integers(0, 41, 330)
+    few = accuracy_interval(few_right, np.full(33, 40))
+    many = accuracy_interval(many_right, np.full(330, 40))
+    assert few == accuracy_interval(few_right, np.full(33, 40))
+    assert few[0] < few_right.sum() / (33 * 40) < few[1]
+    assert many[1] - many[0] < (few[1] - few[0]) / 2  # ten times the gestures: about a third the width
 
 
 def test_latency_needs_a_stable_decision():
