@@ -22,7 +22,8 @@ for the Teach protocol, and the loop a person runs is timed and scored stage by 
    ``PATH_calibrated.pt``, the checkpoint the panel offers.
 4. **eval** — ``python main.py eval --stream`` on ``--eval-reps`` further runs of the *same person*
    recorded in another session (another recording seed: other gesture speeds, amplitudes, phases,
-   class order and sensor noise; never seen by the fine-tune or the calibration), for the shipped
+   class order and sensor noise; never seen by the fine-tune or the calibration; gestures of
+   ``--eval-seconds``, by default as long as the fine-tune's), for the shipped
    model, train's checkpoint before calibration and the checkpoint the panel offers, each with its
    own checkpoint's decision settings (what ``load_model`` gives).
 
@@ -268,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=SHIPPED, help=f"the model to start from (default {SHIPPED})")
     parser.add_argument("--reps", type=int, default=5, help="fine-tune session: runs of the 11 classes (default 5)")
     parser.add_argument("--seconds", type=float, default=3.0, help="gesture length, s (default 3)")
+    parser.add_argument("--eval-seconds", type=float, default=None,
+                        help="gesture length of the evaluation session, s (default: --seconds; DVS128 Gesture's "
+                        "subjects hold each gesture about 6 s)")
     parser.add_argument("--eval-reps", type=int, default=3, help="evaluation session: runs (default 3, 33 gestures)")
     parser.add_argument("--epochs", type=int, default=DEFAULT_EPOCHS,
                         help=f"fine-tune epochs (default {DEFAULT_EPOCHS}, the Fine-tune panel's)")
@@ -283,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         reps, seconds, rest, countdown, eval_reps, epochs = 2, 1.0, 0.5, 0, 1, 1
         extra = [*QUICK_TRAIN, *extra]
+    eval_seconds = seconds if args.eval_seconds is None or args.quick else args.eval_seconds
     if reps < 2:
         raise SystemExit("--reps: at least 2 (collect holds one run out for the fine-tune's own held-out figure)")
     out = args.out or REPO / "runs" / f"bench_finetune_{args.seed}"
@@ -293,11 +298,12 @@ def main(argv: list[str] | None = None) -> int:
     user = OutOfRangeUser(args.seed, args.build, args.distance, args.offset)
     results: dict = {"user": dataclasses.asdict(user), "quick": args.quick, "threads": args.threads,
                      "cpu_count": os.cpu_count(), "model": args.model, "epochs": epochs, "train_args": extra,
-                     "protocol": {"reps": reps, "seconds": seconds, "rest": rest, "eval_reps": eval_reps},
+                     "protocol": {"reps": reps, "seconds": seconds, "rest": rest, "eval_reps": eval_reps,
+                                  "eval_seconds": eval_seconds},
                      "load": {"start": _load()}}
     print(user.describe())
     print(f"protocol: {reps} runs x 11 classes x {seconds:g} s (rest {rest:g} s) to fine-tune; {eval_reps} runs of "
-          f"another session of the same person to evaluate; {args.threads} torch thread(s) of {os.cpu_count()} cores; "
+          f"another session of the same person ({eval_seconds:g} s gestures) to evaluate; {args.threads} torch thread(s) of {os.cpu_count()} cores; "
           f"load average {_load()}", flush=True)
 
     # 1. collect (the clock of the <= 5 min target starts here)
@@ -343,7 +349,7 @@ def main(argv: list[str] | None = None) -> int:
 
     # 4. evaluate on another session of the same person
     t0 = time.perf_counter()
-    heldout, heldout_stream_s = record_session(out / "heldout", user, args.seed + 1, eval_reps, seconds, rest,
+    heldout, heldout_stream_s = record_session(out / "heldout", user, args.seed + 1, eval_reps, eval_seconds, rest,
                                                countdown, out / "collect_heldout.log")
     recordings = [heldout.folder / name for name in heldout.trials("train") + heldout.trials("test")]
     heldout_s = time.perf_counter() - t0

@@ -388,7 +388,7 @@ class PropheseeRawReader(_PropheseeFile):
                     elif status != k.FULL:
                         raise self._word_error(status, state, offset + pos * size, name)
                 if not evt2 and offset == self.data_start and len(words) < total:
-                    out, fault = _grown(out, n, total, len(words), fault)  # the rest at the first block's rate
+                    out, fault = _grown(out, n, total, len(words), fault, floor=0.0)  # at the first block's rate
         finally:
             fault.join()
         out.resize(n, refcheck=False)
@@ -421,15 +421,17 @@ class PropheseeRawReader(_PropheseeFile):
         return self._error(f"time high goes backwards from {a} to {b} without wrapping", offset)
 
 
-def _grown(out: np.ndarray, n: int, total_words: int, words_done: int,
-           fault: Prefault) -> tuple[np.ndarray, Prefault]:
-    """``out`` with its first ``n`` events, enlarged to what the rest of the file will need at the
-    events-per-word rate seen so far (plus 10 %), so a vector-dense file is copied about once; and
-    the :class:`Prefault` of the new array (``fault``, that of ``out``, joined first)."""
-    rate = max(1.0, n / max(1, words_done))
+def _grown(out: np.ndarray, n: int, total_words: int, words_done: int, fault: Prefault,
+           floor: float = 1.0) -> tuple[np.ndarray, Prefault]:
+    """``out`` with its first ``n`` events, resized to what the rest of the file will need at the
+    events-per-word rate seen so far (at least ``floor``; plus 10 %), so a vector-dense file is
+    copied about once; and the :class:`Prefault` of the new array (``fault``, that of ``out``,
+    joined first). The first block's sizing passes ``floor=0``: a sparse file (time and row words
+    between few events) then gets no more slots than it needs, since every slot's page is mapped."""
+    rate = max(floor, n / max(1, words_done))
     capacity = n + int((total_words - words_done) * rate * 1.1) + 4096
     fault.join()
-    grown = np.empty(max(capacity, len(out) + 4096), EVENT_DTYPE)
+    grown = np.empty(max(capacity, n + 4096), EVENT_DTYPE)
     fault = Prefault(grown)
     grown[:n].view(np.uint8)[:] = out[:n].view(np.uint8)  # bytes, so the zero padding comes along
     return grown, fault
