@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,6 +84,8 @@ _MAX_HEADER_BYTES = 1 << 20
 _FIRST_HEADER_READ = 1 << 14
 _MAX_SIDE = 32767
 _BLOCK_BYTES = 1 << 21
+# DAT read() decodes on two threads from this output size (below it a thread costs more than it saves).
+_PARALLEL_DAT_BYTES = 16 << 20
 _TRIGGER_BLOCK = 4096
 _ATIS = SensorSize(304, 240)
 _PRINTABLE = re.compile(rb"% [\x20-\x7e\t]*\r?\n")
@@ -216,15 +219,18 @@ class _PropheseeFile:
     def _error(self, message: str, offset: int | None = None) -> EventFileError:
         return EventFileError(self.path, message, offset)
 
-    def _blocks(self, item: int) -> Iterator[tuple[int, np.ndarray]]:
-        """(offset, uint8 view) blocks of whole ``item``-byte units from ``data_start``, read into
-        one reused buffer (each view is valid until the next block is asked for); raises at a
-        trailing partial unit after the last whole block."""
+    def _blocks(self, item: int, start: int | None = None, stop: int | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(offset, uint8 view) blocks of whole ``item``-byte units from ``start`` (default
+        ``data_start``), read into one reused buffer (each view is valid until the next block is
+        asked for); up to byte ``stop`` when given, else to the file's end, raising at a trailing
+        partial unit after the last whole block."""
         if self._fd < 0:
             raise self._error("reader is closed")
         block = max(item, _BLOCK_BYTES // item * item)
-        pos = self.data_start
+        pos = self.data_start if start is None else start
         whole_end = self.data_start + (self.file_size - self.data_start) // item * item
+        if stop is not None:
+            whole_end = min(whole_end, stop)
         buf = np.empty(min(block, max(0, whole_end - pos)), np.uint8)
         while pos < whole_end:
             want = min(block, whole_end - pos)
@@ -233,7 +239,7 @@ class _PropheseeFile:
                 raise self._error("file shrank while reading", pos + got)
             yield pos, buf[:want]
             pos += want
-        if whole_end < self.file_size:
+        if stop is None and whole_end < self.file_size:
             raise self._error(f"file ends inside a {item}-byte {self._unit} ({self.file_size - whole_end} bytes "
                               "left; truncated?)", whole_end)
 
@@ -497,14 +503,17 @@ class DatReader(_PropheseeFile):
         """(x mask, y shift, y mask, p shift) of the address word of this version."""
         return (0x3FFF, 14, 0x3FFF, 28) if self.version >= 2 else (0x1FF, 9, 0xFF, 17)
 
-    def _decoded(self, whole: np.ndarray | None = None) -> Iterator[np.ndarray]:
-        """The events of each block, decoded into a new array per block or, with ``whole``, into
-        its consecutive slices; raises after the block holding an event outside the sensor,
-        whose events before that one are handed out first."""
-        state = k.new_state()
+    def _decoded(self, whole: np.ndarray | None = None, first: int = 0, stop: int | None = None,
+                 state: np.ndarray | None = None) -> Iterator[np.ndarray]:
+        """The events of each block of records ``first:stop`` (default all), decoded into a new
+        array per block or, with ``whole``, into its consecutive slices; raises after the block
+        holding an event outside the sensor, whose events before that one are handed out first.
+        ``state``: the decoder's clock to continue (default a fresh one)."""
+        state = k.new_state() if state is None else state
         width, height = self.sensor_size.width, self.sensor_size.height
         done = 0
-        for offset, data in self._blocks(8):
+        start = self.data_start + 8 * first
+        for offset, data in self._blocks(8, start, None if stop is None else self.data_start + 8 * stop):
             records = data.view("<u4")
             size = len(records) // 2
             out = np.empty(size, EVENT_DTYPE) if whole is None else whole[done:done + size]
@@ -533,11 +542,41 @@ class DatReader(_PropheseeFile):
         Raises:
             EventFileError: as :meth:`iter_packets` (use it for the prefix).
         """
-        whole = np.empty((self.file_size - self.data_start) // 8, EVENT_DTYPE)
-        fault = Prefault(whole)
-        try:
-            for _ in self._decoded(whole):
-                pass
-        finally:
-            fault.join()
+        n = (self.file_size - self.data_start) // 8
+        whole = np.empty(n, EVENT_DTYPE)
+        if n * EVENT_DTYPE.itemsize < _PARALLEL_DAT_BYTES or (os.cpu_count() or 1) < 2:
+            fault = Prefault(whole)
+            try:
+                for _ in self._decoded(whole):
+                    pass
+            finally:
+                fault.join()
+            return whole
+        # Two halves on two threads (the kernel and pread release the GIL), each writing, and so
+        # first-touching, its own half of the output. Records are independent but for the 32-bit
+        # clock: the second half continues from the first half's last raw time with no wraps
+        # counted, and gets the first half's wraps added afterwards (files > 71.6 min only).
+        mid = n // 2
+        raw = np.zeros(8, np.uint8)
+        pread_into(self._fd, raw, self.data_start + 8 * (mid - 1))
+        head, tail = k.new_state(), k.new_state()
+        tail[k.TIME_HIGH] = int(raw.view("<u4")[0]) + 1
+        errors: list[BaseException | None] = [None, None]
+
+        def decode(index: int, out: np.ndarray, first: int, stop: int | None, state: np.ndarray) -> None:
+            try:
+                for _ in self._decoded(out, first, stop, state):
+                    pass
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller below, in file order
+                errors[index] = exc
+
+        helper = threading.Thread(target=decode, args=(1, whole[mid:], mid, None, tail), name="evstream-dat", daemon=True)
+        helper.start()
+        decode(0, whole[:mid], 0, mid, head)
+        helper.join()
+        for error in errors:  # the first half's fault comes first in the file
+            if error is not None:
+                raise error
+        if head[k.LOOPS]:
+            whole["t"][mid:] += int(head[k.LOOPS]) << 32
         return whole

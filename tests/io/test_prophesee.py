@@ -620,3 +620,37 @@ def test_info_reads_prophesee_files(tmp_path, repo_root):
     facts = json.loads(done.stdout)
     assert facts["events"] == len(events) and facts["sensor"] == [320, 320]
     assert facts["camera"] == "hal_plugin_genx320" and facts["complete"]
+
+
+@pytest.mark.parametrize("wrap_at", [40, 149, 150, 260])
+def test_dat_read_on_two_threads_equals_one(tmp_path, monkeypatch, wrap_at):
+    """read() of a large DAT decodes two halves on two threads: a 32-bit wrap in the first half,
+    right at the split or in the second half is unwrapped as by one thread; off-sensor events in
+    both halves raise at the first one's offset; a truncated last record still raises."""
+    import evstream.io.prophesee as prophesee
+
+    sensor = SensorSize(1280, 720)
+    events = random_events(300, sensor, t0=0, duration_us=3_000, seed=11)
+    events["t"] += (1 << 32) - int(events["t"][wrap_at])  # event wrap_at is the first after the wrap
+    path = tmp_path / "two.dat"
+    data = encode_dat(events, geometry=(1280, 720))
+    path.write_bytes(data)
+    monkeypatch.setattr(prophesee, "_BLOCK_BYTES", 56)
+    with DatReader(path) as reader:
+        serial = reader.read()
+        monkeypatch.setattr(prophesee, "_PARALLEL_DAT_BYTES", 0)
+        threaded = reader.read()
+        packets = list(reader.iter_packets())
+    assert np.array_equal(threaded, events) and np.array_equal(serial, events)
+    assert np.array_equal(np.concatenate(packets), events) and _padding_is_zero(threaded)
+    start = len(data) - 8 * len(events)
+    body = bytearray(data)
+    for k, x in ((250, 1400), (90, 1300)):  # one in each half
+        body[start + 8 * k + 4:start + 8 * k + 8] = np.array([x | 5 << 14], "<u4").tobytes()
+    path.write_bytes(bytes(body))
+    with DatReader(path) as reader, pytest.raises(EventFileError, match="x=1300, y=5 outside") as err:
+        reader.read()
+    assert err.value.offset == start + 8 * 90
+    path.write_bytes(data + b"\x01\x02\x03")
+    with DatReader(path) as reader, pytest.raises(EventFileError, match="truncated"):
+        reader.read()
