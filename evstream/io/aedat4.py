@@ -604,7 +604,6 @@ class Aedat4Reader:
                         possible = True
                         for _, slice_possible in self._pipeline(self._event_packets(None), slices, screened=True):
                             possible = possible and slice_possible
-                        fault.join()
                         self.screen.reset()
                         return self.screen(out, possible=possible)
                     except _CountMismatch:
