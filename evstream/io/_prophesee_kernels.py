@@ -49,6 +49,8 @@ __all__ = [
     "decode_evt2",
     "decode_evt21",
     "decode_evt3",
+    "sync_evt3",
+    "count_evt3",
 ]
 
 DONE = 0
@@ -498,3 +500,107 @@ def decode_dat(records, out, state, x_mask, y_shift, y_mask, p_shift, width, hei
     state[TIME_HIGH] = last + 1
     state[LOOPS] = wraps
     return i, status
+
+
+# -- EVT 3.0 on two threads ----------------------------------------------------------------------
+# An EVT 3.0 word's meaning depends on five registers set by earlier words (time high, time low,
+# row, vector base x and its polarity), so a second thread cannot start at an arbitrary word. It
+# can from the first word after which all five are known from words it has seen itself: the
+# decoder's state there is then exactly what one pass from the file's start would have, but for
+# the 24-bit time counter's wraps, which only the words before can tell (:func:`count_evt3`
+# counts them, with the events, so the second half starts with the right wrap count).
+
+
+@njit(cache=True, nogil=True)
+def sync_evt3(words, start):
+    """The first position ``s > start`` after which the words ``start:s`` alone determine every
+    decoder register: a TIME_HIGH, a TIME_LOW, an ADDR_Y and a VECT_BASE_X (then the vectors after
+    it) have all been seen.
+
+    Returns:
+        ``(s, time_high, time_low, row, x_base, vector_p)``; ``s = -1`` when ``words`` ends first.
+    """
+    th = tl = row = xbase = vpol = 0
+    seen = 0  # bits: 1 time high, 2 time low, 4 row, 8 vector base
+    for i in range(start, words.shape[0]):
+        w = np.int64(words[i])
+        kind = w >> 12
+        if kind == 0x8:
+            th = w & 0xFFF
+            seen |= 1
+        elif kind == 0x6:
+            tl = w & 0xFFF
+            seen |= 2
+        elif kind == 0x0:
+            row = w & 0x7FF
+            seen |= 4
+        elif kind == 0x3:
+            xbase = w & 0x7FF
+            vpol = (w >> 11) & 1
+            seen |= 8
+        elif kind == 0x4:
+            xbase += 12
+        elif kind == 0x5:
+            xbase += 8
+        if seen == 15:
+            return i + 1, th, tl, row, xbase, vpol
+    return -1, th, tl, row, xbase, vpol
+
+
+@njit(cache=True, nogil=True)
+def count_evt3(words, state):
+    """The number of CD events :func:`decode_evt3` writes for ``words`` from ``state`` when they
+    decode without a fault (ADDR_X words and the set bits of vector masks once a time base and a
+    row are known), and the time counter's wraps among them: ``state[LOOPS]``, ``state[TIME_HIGH]``,
+    ``state[HAVE_TIME]`` and ``state[HAVE_ROW]`` are advanced as the decoder would. Faults are
+    not looked for (the decoder finds them)."""
+    th = state[TIME_HIGH]
+    loops = state[LOOPS]
+    have = state[HAVE_TIME]
+    have_row = state[HAVE_ROW]
+    nw = words.shape[0]
+    n = np.int64(0)
+    i = 0
+    while i < nw:
+        if have != 0 and have_row != 0 and i + GROUP <= nw:
+            # a group counted in one branch-free pass LLVM vectorises; kept when it holds no time
+            # high (the only word left that changes what is counted), else redone word by word
+            group = words[i:i + GROUP]
+            c = np.int64(0)
+            highs = np.int64(0)
+            for j in range(GROUP):
+                w = np.int64(group[j])
+                kind = w >> 12
+                is_vec = np.int64((kind == 0x4) | (kind == 0x5))
+                mask = w & (0xFF | (0xF00 * np.int64(kind == 0x4)))
+                c += np.int64(kind == 0x2) + _MASK_COUNT[mask * is_vec]
+                highs |= np.int64(kind == 0x8)
+            if highs == 0:
+                n += c
+                i += GROUP
+                continue
+        end = min(i + GROUP, nw)
+        while i < end:
+            w = np.int64(words[i])
+            kind = w >> 12
+            ok = have != 0 and have_row != 0
+            if kind == 0x8:
+                high = w & 0xFFF
+                if have != 0 and high < th and th - high > 2048:
+                    loops += 1
+                th = high
+                have = 1
+            elif kind == 0x0:
+                have_row = 1
+            elif ok and kind == 0x2:
+                n += 1
+            elif ok and kind == 0x4:
+                n += _MASK_COUNT[w & 0xFFF]
+            elif ok and kind == 0x5:
+                n += _MASK_COUNT[w & 0xFF]
+            i += 1
+    state[TIME_HIGH] = th
+    state[LOOPS] = loops
+    state[HAVE_TIME] = have
+    state[HAVE_ROW] = have_row
+    return n

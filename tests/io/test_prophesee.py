@@ -654,3 +654,124 @@ def test_dat_read_on_two_threads_equals_one(tmp_path, monkeypatch, wrap_at):
     path.write_bytes(data + b"\x01\x02\x03")
     with DatReader(path) as reader, pytest.raises(EventFileError, match="truncated"):
         reader.read()
+
+
+def _read_both_ways(path, monkeypatch, split=None):
+    """(events, counts, triggers) or the error (message, offset) of read() on one thread and on two;
+    ``split`` (a list) gets True where the second read did decode on two threads."""
+    import evstream.io.prophesee as prophesee
+
+    halves = PropheseeRawReader._read_evt3_halves
+
+    def recorded(self, total):
+        out = None
+        try:
+            out = halves(self, total)
+            return out
+        except EventFileError:
+            out = True  # raised by the two threads
+            raise
+        finally:
+            if split is not None:
+                split.append(out is not None)
+
+    monkeypatch.setattr(PropheseeRawReader, "_read_evt3_halves", recorded)
+    results = []
+    for threshold in (1 << 60, 0):
+        monkeypatch.setattr(prophesee, "_PARALLEL_EVT3_BYTES", threshold)
+        with PropheseeRawReader(path) as reader:
+            try:
+                events = reader.read()
+            except EventFileError as err:
+                results.append((str(err), err.offset))
+            else:
+                results.append((events, dict(reader.counts), reader.triggers))
+    return results
+
+
+@pytest.mark.parametrize("t0", [0, 10_000_000])  # the 16.8 s wrap in the second half / in the first
+def test_evt3_read_on_two_threads_equals_one(tmp_path, monkeypatch, t0):
+    """read() of a large EVT 3.0 file decodes two halves on two threads, the second starting where
+    its own words fix every register: 20 s with vectors, lone events and triggers, the 24-bit
+    time counter wrapping in the first half or the second, gives the events, triggers and
+    tallies of one thread, padding bytes zero."""
+    sensor = SensorSize(320, 240)
+    events = _dense_events(sensor, t0=0, n=6_000, seed=21)
+    events["t"] = t0 + events["t"] * 66  # 20 s
+    rng = np.random.default_rng(3)
+    trigger_t = np.sort(rng.integers(t0, events["t"][-1], 40))
+    triggers = [(int(t), int(i), int(v))
+                for t, i, v in zip(trigger_t, rng.integers(0, 8, 40), rng.integers(0, 2, 40), strict=True)]
+    path = tmp_path / "two.raw"
+    path.write_bytes(header("evt 3.0", "geometry 320x240") + encode_evt3(events, triggers))
+    split = []
+    (serial, serial_counts, serial_triggers), (threaded, counts, trig) = _read_both_ways(path, monkeypatch, split)
+    assert split == [True] and np.array_equal(serial, threaded) and _padding_is_zero(threaded)
+    assert counts == serial_counts and np.array_equal(trig, serial_triggers) and len(trig) == 40
+    assert np.array_equal(threaded, events)
+
+
+def test_evt3_two_threads_faults_and_fallback(tmp_path, monkeypatch):
+    """Faults in either half raise at the first one's offset, as on one thread; a trailing odd
+    byte raises after the words; a file with no vector base word near the middle (lone events
+    only) is read on one thread, with the same result."""
+    sensor = SensorSize(320, 240)
+    events = _dense_events(sensor, t0=0, n=4_000, seed=22)
+    body = bytearray(encode_evt3(events))
+    path = tmp_path / "f.raw"
+    head = header("evt 3.0", "geometry 320x240")
+    words = np.frombuffer(bytes(body), "<u2")
+    lone = np.flatnonzero(words >> 12 == 0x2)
+    early, late = int(lone[len(lone) // 5]), int(lone[len(lone) * 4 // 5])
+    for where in ([late], [early, late]):
+        damaged = bytearray(body)
+        for w in where:
+            damaged[2 * w:2 * w + 2] = np.array([0x2000 | 330], "<u2").tobytes()  # x = 330 > 319
+        path.write_bytes(head + bytes(damaged))
+        split = []
+        serial, threaded = _read_both_ways(path, monkeypatch, split)
+        assert split == [True] and serial == threaded and threaded[1] == len(head) + 2 * where[0] and "x=330" in threaded[0]
+    path.write_bytes(head + bytes(body) + b"\x01")
+    serial, threaded = _read_both_ways(path, monkeypatch)
+    assert serial == threaded and "truncated" in threaded[0]
+    lone_only = random_events(3_000, sensor, t0=0, duration_us=2_000_000, seed=23)
+    path.write_bytes(head + encode_evt3(canonical(lone_only)[::3]))  # no two events share (t, y, p): no vectors
+    split = []
+    serial, threaded = _read_both_ways(path, monkeypatch, split)
+    assert split == [False] and np.array_equal(serial[0], threaded[0]) and serial[1] == threaded[1]
+
+
+def test_evt3_count_equals_decoder_on_random_words(tmp_path, monkeypatch):
+    """On random streams of every EVT 3.0 word kind (faults included), the two-thread read gives
+    exactly what one thread gives: the same events and tallies, or the same error at the same
+    byte; and the event count the split relies on equals the decoder's wherever it decodes."""
+    from evstream.io import _prophesee_kernels as kernels
+
+    rng = np.random.default_rng(24)
+    kinds = np.array([0x0, 0x0, 0x2, 0x2, 0x2, 0x3, 0x4, 0x5, 0x6, 0x6, 0x7, 0x8, 0xA, 0xE, 0xF])
+    head = header("evt 3.0", "geometry 2048x2048")
+    path = tmp_path / "r.raw"
+    decoded, split = 0, []
+    for case in range(60):
+        n = int(rng.integers(1, 3_000))
+        kind = rng.choice(kinds, n)
+        payload = rng.integers(0, 1 << 12, n)
+        payload[kind == 0x3] &= 0x0FFF - 0x7F0  # vector bases low enough that most vectors stay on the sensor
+        payload[kind == 0x8] = np.sort(rng.integers(0, 4096, int((kind == 0x8).sum())))  # forward, as a camera
+        if case % 3 == 0:
+            kind[rng.integers(0, n)] = 0x9  # a word type EVT 3.0 does not have
+        words = (kind << 12 | payload).astype("<u2")
+        out = np.empty(2 * n + 64, EVENT_DTYPE)
+        _, m, _, status = kernels.decode_evt3(words, 0, kernels.packed(out), np.empty((4096, 3), np.int64),
+                                              kernels.new_state(), 2048, 2048)
+        if status == kernels.DONE:
+            assert kernels.count_evt3(words, kernels.new_state()) == m
+            decoded += 1
+        path.write_bytes(head + words.tobytes())
+        serial, threaded = _read_both_ways(path, monkeypatch, split)
+        if isinstance(serial[0], str):
+            assert serial == threaded
+        else:
+            assert np.array_equal(serial[0], threaded[0]) and serial[1] == threaded[1]
+            assert np.array_equal(serial[2], threaded[2])
+    assert decoded >= 20 and sum(split) >= 40
