@@ -51,6 +51,8 @@ __all__ = [
     "decode_evt3",
     "sync_evt3",
     "count_evt3",
+    "sync_evt2",
+    "count_evt2",
 ]
 
 DONE = 0
@@ -603,4 +605,68 @@ def count_evt3(words, state):
     state[LOOPS] = loops
     state[HAVE_TIME] = have
     state[HAVE_ROW] = have_row
+    return n
+
+
+# -- EVT 2.0 on two threads ----------------------------------------------------------------------
+# An EVT 2.0 word depends on one register, the time high: the second half starts after the first
+# TIME_HIGH word past the middle, with that time high and the first half's wrap count.
+
+
+@njit(cache=True, nogil=True)
+def sync_evt2(words, start):
+    """The position after the first TIME_HIGH word at or after ``start``, and its time high.
+
+    Returns:
+        ``(s, time_high)``; ``s = -1`` when ``words`` ends first.
+    """
+    for i in range(start, words.shape[0]):
+        w = np.int64(words[i])
+        if (w >> 28) & 0xF == 0x8:
+            return i + 1, w & 0xFFFFFFF
+    return -1, 0
+
+
+@njit(cache=True, nogil=True)
+def count_evt2(words, state):
+    """The number of CD events :func:`decode_evt2` writes for ``words`` from ``state`` when they
+    decode without a fault (CD words once a time high is known), and the time counter's wraps:
+    ``state[LOOPS]``, ``state[TIME_HIGH]`` and ``state[HAVE_TIME]`` are advanced as the decoder
+    would. Faults are not looked for (the decoder finds them)."""
+    th = state[TIME_HIGH]
+    loops = state[LOOPS]
+    have = state[HAVE_TIME]
+    nw = words.shape[0]
+    n = np.int64(0)
+    i = 0
+    while i < nw:
+        if have != 0 and i + GROUP <= nw:
+            # a group counted in one branch-free pass; kept when it holds no time high
+            group = words[i:i + GROUP]
+            c = np.int64(0)
+            highs = np.int64(0)
+            for j in range(GROUP):
+                kind = (np.int64(group[j]) >> 28) & 0xF
+                c += np.int64(kind <= 1)
+                highs |= np.int64(kind == 0x8)
+            if highs == 0:
+                n += c
+                i += GROUP
+                continue
+        end = min(i + GROUP, nw)
+        while i < end:
+            w = np.int64(words[i])
+            kind = (w >> 28) & 0xF
+            if kind == 0x8:
+                high = w & 0xFFFFFFF
+                if have != 0 and high < th and th - high > (1 << 27):
+                    loops += 1
+                th = high
+                have = 1
+            elif kind <= 1 and have != 0:
+                n += 1
+            i += 1
+    state[TIME_HIGH] = th
+    state[LOOPS] = loops
+    state[HAVE_TIME] = have
     return n

@@ -61,6 +61,8 @@ ENCODINGS = {
     "evt21": ("<i8", 8, k.decode_evt21, "EVT 2.1"),
     "evt3": ("<u2", 2, k.decode_evt3, "EVT 3.0"),
 }
+# The encodings read() may decode on two threads: (sync, count) kernels (see _read_halves).
+_HALVES = {"evt2": (k.sync_evt2, k.count_evt2), "evt3": (k.sync_evt3, k.count_evt3)}
 
 # Sensor geometry by a lower-case fragment of the plugin name, sensor name or generation; the
 # first match wins, so the more specific fragments come first.
@@ -87,10 +89,10 @@ _BLOCK_BYTES = 1 << 21
 # DAT read() decodes on two threads from this output size (below it a thread costs more than it saves).
 _PARALLEL_DAT_BYTES = 16 << 20
 _TRIGGER_BLOCK = 4096
-# EVT 3.0 read() decodes on two threads from this many bytes of words; the second half starts
+# EVT 2.0 / 3.0 read() decodes on two threads from this many bytes of words; the second half starts
 # within this many words after the middle (a recording has every register's word far more often).
-_PARALLEL_EVT3_BYTES = 4 << 20
-_EVT3_SYNC_WORDS = 1 << 20
+_PARALLEL_RAW_BYTES = 4 << 20
+_SYNC_WORDS = 1 << 20
 _ATIS = SensorSize(304, 240)
 _PRINTABLE = re.compile(rb"% [\x20-\x7e\t]*\r?\n")
 
@@ -372,8 +374,8 @@ class PropheseeRawReader(_PropheseeFile):
         state = self._restart()
         width, height = self.sensor_size.width, self.sensor_size.height
         total = (self.file_size - self.data_start) // size
-        if self.encoding == "evt3" and total * size >= _PARALLEL_EVT3_BYTES and (os.cpu_count() or 1) >= 2:
-            events = self._read_evt3_halves(total)
+        if self.encoding in _HALVES and total * size >= _PARALLEL_RAW_BYTES and (os.cpu_count() or 1) >= 2:
+            events = self._read_halves(total)
             if events is not None:
                 return events
             state = self._restart()
@@ -409,28 +411,36 @@ class PropheseeRawReader(_PropheseeFile):
         out.resize(n, refcheck=False)
         return out
 
-    def _read_evt3_halves(self, total: int) -> np.ndarray | None:
-        """:meth:`read` of an EVT 3.0 file on two threads; None where no word near the middle
-        makes a second start possible (the caller then reads on one).
+    def _read_halves(self, total: int) -> np.ndarray | None:
+        """:meth:`read` of an EVT 2.0 or 3.0 file on two threads; None where no word near the
+        middle makes a second start possible (the caller then reads on one).
 
         The second half starts at the first word after the middle from which its own words fix
-        every register (:func:`~evstream.io._prophesee_kernels.sync_evt3`). Each thread reads its
-        half into memory and counts its events (:func:`~evstream.io._prophesee_kernels.count_evt3`,
-        which also counts the first half's time wraps), then the output is allocated at the exact
-        size and each thread decodes its half into its own slice, mapping (first-touching) the
-        pages it writes. Faults are raised in file order, the first half's first.
+        every register of the decoder (EVT 2.0: a TIME_HIGH; EVT 3.0: a TIME_HIGH, a TIME_LOW, an
+        ADDR_Y and a VECT_BASE_X, :func:`~evstream.io._prophesee_kernels.sync_evt3`), so it
+        decodes as one pass from the file's start would. Each thread reads its half into memory
+        and counts its events (``count_evt2`` / ``count_evt3``, which also count the first
+        half's time wraps, the one thing the second half cannot see), then the output is
+        allocated at the exact size and each thread decodes its half into its own slice, mapping
+        (first-touching) the pages it writes. Faults are raised in file order, the first half's first.
         """
+        dtype, size, kernel, name = ENCODINGS[self.encoding]
+        sync, count = _HALVES[self.encoding]
         width, height = self.sensor_size.width, self.sensor_size.height
         mid = total // 2
-        probe = np.empty(min(total - mid, _EVT3_SYNC_WORDS) * 2, np.uint8)
-        pread_into(self._fd, probe, self.data_start + 2 * mid)
-        sync, th, tl, row, xbase, vpol = k.sync_evt3(probe.view("<u2"), 0)
-        if sync < 0 or mid + sync >= total:
+        probe = np.empty(min(total - mid, _SYNC_WORDS) * size, np.uint8)
+        pread_into(self._fd, probe, self.data_start + size * mid)
+        found = sync(probe.view(dtype), 0)
+        if found[0] < 0 or mid + found[0] >= total:
             return None
-        split = mid + sync
+        split = mid + found[0]
         head, tail = k.new_state(), k.new_state()
-        tail[k.TIME_HIGH], tail[k.TIME_LOW], tail[k.ROW], tail[k.X_BASE], tail[k.VECTOR_P] = th, tl, row, xbase, vpol
-        tail[k.HAVE_TIME] = tail[k.HAVE_ROW] = 1
+        if self.encoding == "evt2":
+            tail[k.TIME_HIGH] = found[1]
+        else:
+            tail[k.TIME_HIGH], tail[k.TIME_LOW], tail[k.ROW], tail[k.X_BASE], tail[k.VECTOR_P] = found[1:]
+            tail[k.HAVE_ROW] = 1
+        tail[k.HAVE_TIME] = 1
         spans = ((0, split, head), (split, total, tail))
         words: list[np.ndarray | None] = [None, None]
         counts = [0, 0]
@@ -439,57 +449,56 @@ class PropheseeRawReader(_PropheseeFile):
         def load(index: int) -> None:
             try:
                 first, stop, state = spans[index]
-                data = np.empty(2 * (stop - first), np.uint8)
-                got = pread_into(self._fd, data, self.data_start + 2 * first)
+                data = np.empty(size * (stop - first), np.uint8)
+                got = pread_into(self._fd, data, self.data_start + size * first)
                 if got < len(data):
-                    raise self._error("file shrank while reading", self.data_start + 2 * first + got)
-                words[index] = data.view("<u2")
-                counts[index] = int(k.count_evt3(words[index], state.copy() if index else state))
+                    raise self._error("file shrank while reading", self.data_start + size * first + got)
+                words[index] = data.view(dtype)
+                counts[index] = int(count(words[index], state.copy() if index else state))
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, in file order
                 errors[index] = exc
 
         self._both(load, errors)
-        tail[k.LOOPS] = head[k.LOOPS]  # the wraps before the second half (count_evt3 ran head on)
+        tail[k.LOOPS] = head[k.LOOPS]  # the wraps before the second half (count ran head on)
         head[:] = k.new_state()
-        out = np.empty(counts[0] + counts[1] + 16, EVENT_DTYPE)  # slack for the last vector's spare slots
+        out = np.empty(counts[0] + counts[1] + 16, EVENT_DTYPE)  # slack: a vector's spare slots
         starts = (0, counts[0])
         triggers: list[list[np.ndarray]] = [[], []]
 
         def decode(index: int) -> None:
             try:
-                first = spans[index][0]
-                state = spans[index][2]
+                first, _, state = spans[index]
                 stop = starts[index] + counts[index]
                 view = out[starts[index]:stop] if index == 0 else out[starts[index]:]
                 pos, n = 0, 0
                 data = words[index]
                 while True:
                     trig = np.empty((_TRIGGER_BLOCK, 3), np.int64)
-                    spare = len(view) - n < 16  # the first half's last vectors: through a scratch buffer
+                    spare = len(view) - n < 16  # the first half's last vector: through a scratch buffer
                     dest = np.empty(64, EVENT_DTYPE) if spare else view[n:]
-                    pos, m, nt, status = k.decode_evt3(data, pos, k.packed(dest), trig, state, width, height)
+                    pos, m, nt, status = kernel(data, pos, k.packed(dest), trig, state, width, height)
                     if nt:
                         rows = np.empty(nt, TRIGGER_DTYPE)
                         rows["t"], rows["id"], rows["value"] = trig[:nt, 0], trig[:nt, 1], trig[:nt, 2]
                         triggers[index].append(rows)
                     if spare and m:
                         if n + m > len(view):
-                            raise RuntimeError(f"{self.path}: EVT 3.0 event count disagrees with the decoder")
+                            raise RuntimeError(f"{self.path}: {name} event count disagrees with the decoder")
                         view[n:n + m].view(np.uint8)[:] = dest[:m].view(np.uint8)  # padding too
                     n += m
                     if status == k.DONE:
                         break
                     if status != k.FULL:
-                        raise self._word_error(status, state, self.data_start + 2 * (first + pos), "EVT 3.0")
+                        raise self._word_error(status, state, self.data_start + size * (first + pos), name)
                 if starts[index] + n != stop:
-                    raise RuntimeError(f"{self.path}: EVT 3.0 event count disagrees with the decoder")
+                    raise RuntimeError(f"{self.path}: {name} event count disagrees with the decoder")
             except BaseException as exc:  # noqa: BLE001 - handed to the caller, in file order
                 errors[index] = exc
 
         self._both(decode, errors)
-        if 2 * total < self.file_size - self.data_start:  # as _blocks says it, after every whole word
-            raise self._error(f"file ends inside a 2-byte word ({(self.file_size - self.data_start) % 2} bytes "
-                              "left; truncated?)", self.data_start + 2 * total)
+        if size * total < self.file_size - self.data_start:  # as _blocks says it, after every whole word
+            raise self._error(f"file ends inside a {size}-byte word ({(self.file_size - self.data_start) % size} "
+                              "bytes left; truncated?)", self.data_start + size * total)
         out.resize(counts[0] + counts[1], refcheck=False)
         self._triggers = triggers[0] + triggers[1]
         self.counts["events"] = len(out)
@@ -503,7 +512,7 @@ class PropheseeRawReader(_PropheseeFile):
     @staticmethod
     def _both(work, errors: list) -> None:
         """``work(1)`` on a helper thread beside ``work(0)`` on this one; then the first fault, in file order."""
-        helper = threading.Thread(target=work, args=(1,), name="evstream-evt3", daemon=True)
+        helper = threading.Thread(target=work, args=(1,), name="evstream-raw", daemon=True)
         helper.start()
         work(0)
         helper.join()

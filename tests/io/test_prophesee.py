@@ -661,7 +661,7 @@ def _read_both_ways(path, monkeypatch, split=None):
     ``split`` (a list) gets True where the second read did decode on two threads."""
     import evstream.io.prophesee as prophesee
 
-    halves = PropheseeRawReader._read_evt3_halves
+    halves = PropheseeRawReader._read_halves
 
     def recorded(self, total):
         out = None
@@ -675,10 +675,10 @@ def _read_both_ways(path, monkeypatch, split=None):
             if split is not None:
                 split.append(out is not None)
 
-    monkeypatch.setattr(PropheseeRawReader, "_read_evt3_halves", recorded)
+    monkeypatch.setattr(PropheseeRawReader, "_read_halves", recorded)
     results = []
     for threshold in (1 << 60, 0):
-        monkeypatch.setattr(prophesee, "_PARALLEL_EVT3_BYTES", threshold)
+        monkeypatch.setattr(prophesee, "_PARALLEL_RAW_BYTES", threshold)
         with PropheseeRawReader(path) as reader:
             try:
                 events = reader.read()
@@ -689,12 +689,13 @@ def _read_both_ways(path, monkeypatch, split=None):
     return results
 
 
-@pytest.mark.parametrize("t0", [0, 10_000_000])  # the 16.8 s wrap in the second half / in the first
-def test_evt3_read_on_two_threads_equals_one(tmp_path, monkeypatch, t0):
-    """read() of a large EVT 3.0 file decodes two halves on two threads, the second starting where
-    its own words fix every register: 20 s with vectors, lone events and triggers, the 24-bit
-    time counter wrapping in the first half or the second, gives the events, triggers and
-    tallies of one thread, padding bytes zero."""
+@pytest.mark.parametrize("encoding,t0", [("evt3", 0), ("evt3", 10_000_000),  # the 16.8 s wrap: 2nd / 1st half
+                                         ("evt2", (1 << 34) - 15_000_000), ("evt2", (1 << 34) - 5_000_000)])
+def test_raw_read_on_two_threads_equals_one(tmp_path, monkeypatch, encoding, t0):
+    """read() of a large EVT 2.0 / 3.0 file decodes two halves on two threads, the second starting
+    where its own words fix every register: 20 s with (EVT 3.0) vectors and lone events, and
+    triggers, the time counter (24 / 34 bits) wrapping in the first half or the second, gives the
+    events, triggers and tallies of one thread, padding bytes zero."""
     sensor = SensorSize(320, 240)
     events = _dense_events(sensor, t0=0, n=6_000, seed=21)
     events["t"] = t0 + events["t"] * 66  # 20 s
@@ -703,7 +704,7 @@ def test_evt3_read_on_two_threads_equals_one(tmp_path, monkeypatch, t0):
     triggers = [(int(t), int(i), int(v))
                 for t, i, v in zip(trigger_t, rng.integers(0, 8, 40), rng.integers(0, 2, 40), strict=True)]
     path = tmp_path / "two.raw"
-    path.write_bytes(header("evt 3.0", "geometry 320x240") + encode_evt3(events, triggers))
+    path.write_bytes(header(EVT_LINE[encoding], "geometry 320x240") + ENCODERS[encoding](events, triggers))
     split = []
     (serial, serial_counts, serial_triggers), (threaded, counts, trig) = _read_both_ways(path, monkeypatch, split)
     assert split == [True] and np.array_equal(serial, threaded) and _padding_is_zero(threaded)
@@ -711,61 +712,86 @@ def test_evt3_read_on_two_threads_equals_one(tmp_path, monkeypatch, t0):
     assert np.array_equal(threaded, events)
 
 
-def test_evt3_two_threads_faults_and_fallback(tmp_path, monkeypatch):
-    """Faults in either half raise at the first one's offset, as on one thread; a trailing odd
-    byte raises after the words; a file with no vector base word near the middle (lone events
-    only) is read on one thread, with the same result."""
+# A CD word moved off the 320x240 sensor (x = 330), per encoding: (is a lone CD word, damaged word).
+_OFF_SENSOR = {
+    "evt3": (lambda w: w >> 12 == 0x2, lambda w: np.uint16(0x2000 | 330)),
+    "evt2": (lambda w: (w >> 28) <= 1, lambda w: np.uint32((int(w) & ~(0x7FF << 11)) | 330 << 11)),
+}
+
+
+@pytest.mark.parametrize("encoding", ["evt2", "evt3"])
+def test_raw_two_threads_faults_and_fallback(tmp_path, monkeypatch, encoding):
+    """Faults in either half raise at the first one's offset, as on one thread; a trailing partial
+    word raises after the words; (EVT 3.0) a file with no vector base word near the middle (lone
+    events only) is read on one thread, with the same result."""
     sensor = SensorSize(320, 240)
     events = _dense_events(sensor, t0=0, n=4_000, seed=22)
-    body = bytearray(encode_evt3(events))
+    body = bytearray(ENCODERS[encoding](events))
     path = tmp_path / "f.raw"
-    head = header("evt 3.0", "geometry 320x240")
-    words = np.frombuffer(bytes(body), "<u2")
-    lone = np.flatnonzero(words >> 12 == 0x2)
+    head = header(EVT_LINE[encoding], "geometry 320x240")
+    dtype = "<u2" if encoding == "evt3" else "<u4"
+    size = np.dtype(dtype).itemsize
+    words = np.frombuffer(bytes(body), dtype)
+    is_cd, damage = _OFF_SENSOR[encoding]
+    lone = np.flatnonzero(is_cd(words))
     early, late = int(lone[len(lone) // 5]), int(lone[len(lone) * 4 // 5])
     for where in ([late], [early, late]):
-        damaged = bytearray(body)
+        damaged = np.frombuffer(bytes(body), dtype).copy()
         for w in where:
-            damaged[2 * w:2 * w + 2] = np.array([0x2000 | 330], "<u2").tobytes()  # x = 330 > 319
-        path.write_bytes(head + bytes(damaged))
+            damaged[w] = damage(damaged[w])
+        path.write_bytes(head + damaged.tobytes())
         split = []
         serial, threaded = _read_both_ways(path, monkeypatch, split)
-        assert split == [True] and serial == threaded and threaded[1] == len(head) + 2 * where[0] and "x=330" in threaded[0]
+        assert split == [True] and serial == threaded and threaded[1] == len(head) + size * where[0]
+        assert "x=330" in threaded[0]
     path.write_bytes(head + bytes(body) + b"\x01")
     serial, threaded = _read_both_ways(path, monkeypatch)
     assert serial == threaded and "truncated" in threaded[0]
-    lone_only = random_events(3_000, sensor, t0=0, duration_us=2_000_000, seed=23)
-    path.write_bytes(head + encode_evt3(canonical(lone_only)[::3]))  # no two events share (t, y, p): no vectors
-    split = []
-    serial, threaded = _read_both_ways(path, monkeypatch, split)
-    assert split == [False] and np.array_equal(serial[0], threaded[0]) and serial[1] == threaded[1]
+    if encoding == "evt3":
+        lone_only = random_events(3_000, sensor, t0=0, duration_us=2_000_000, seed=23)
+        path.write_bytes(head + encode_evt3(canonical(lone_only)[::3]))  # no two share (t, y, p): no vectors
+        split = []
+        serial, threaded = _read_both_ways(path, monkeypatch, split)
+        assert split == [False] and np.array_equal(serial[0], threaded[0]) and serial[1] == threaded[1]
 
 
-def test_evt3_count_equals_decoder_on_random_words(tmp_path, monkeypatch):
-    """On random streams of every EVT 3.0 word kind (faults included), the two-thread read gives
-    exactly what one thread gives: the same events and tallies, or the same error at the same
-    byte; and the event count the split relies on equals the decoder's wherever it decodes."""
+# Random words per encoding: (word kinds drawn, kind shift, payload bits, time-high kind, a kind it lacks).
+_RANDOM_WORDS = {
+    "evt3": ([0x0, 0x0, 0x2, 0x2, 0x2, 0x3, 0x4, 0x5, 0x6, 0x6, 0x7, 0x8, 0xA, 0xE, 0xF], 12, 12, 0x9),
+    "evt2": ([0x0, 0x1, 0x0, 0x1, 0x0, 0x1, 0x8, 0xA, 0xE, 0xF], 28, 28, 0x3),
+}
+
+
+@pytest.mark.parametrize("encoding", ["evt2", "evt3"])
+def test_raw_count_equals_decoder_on_random_words(tmp_path, monkeypatch, encoding):
+    """On random streams of every word kind (faults included), the two-thread read gives exactly
+    what one thread gives: the same events and tallies, or the same error at the same byte; and
+    the event count the split relies on equals the decoder's wherever it decodes."""
     from evstream.io import _prophesee_kernels as kernels
 
+    kinds, shift, bits, lacking = _RANDOM_WORDS[encoding]
+    count, decode = {"evt2": (kernels.count_evt2, kernels.decode_evt2),
+                     "evt3": (kernels.count_evt3, kernels.decode_evt3)}[encoding]
     rng = np.random.default_rng(24)
-    kinds = np.array([0x0, 0x0, 0x2, 0x2, 0x2, 0x3, 0x4, 0x5, 0x6, 0x6, 0x7, 0x8, 0xA, 0xE, 0xF])
-    head = header("evt 3.0", "geometry 2048x2048")
+    head = header(EVT_LINE[encoding], "geometry 2048x2048")
     path = tmp_path / "r.raw"
     decoded, split = 0, []
     for case in range(60):
         n = int(rng.integers(1, 3_000))
-        kind = rng.choice(kinds, n)
-        payload = rng.integers(0, 1 << 12, n)
-        payload[kind == 0x3] &= 0x0FFF - 0x7F0  # vector bases low enough that most vectors stay on the sensor
-        payload[kind == 0x8] = np.sort(rng.integers(0, 4096, int((kind == 0x8).sum())))  # forward, as a camera
+        kind = rng.choice(np.array(kinds, np.int64), n)
+        payload = rng.integers(0, 1 << bits, n)
+        highs = kind == 0x8
+        payload[highs] = np.sort(rng.integers(0, 1 << bits, int(highs.sum())))  # forward, as a camera
+        if encoding == "evt3":
+            payload[kind == 0x3] &= 0x0FFF - 0x7F0  # vector bases low enough that most vectors stay on the sensor
         if case % 3 == 0:
-            kind[rng.integers(0, n)] = 0x9  # a word type EVT 3.0 does not have
-        words = (kind << 12 | payload).astype("<u2")
+            kind[rng.integers(0, n)] = lacking  # a word type the encoding does not have
+        words = (kind << shift | payload).astype("<u2" if encoding == "evt3" else "<u4")
         out = np.empty(2 * n + 64, EVENT_DTYPE)
-        _, m, _, status = kernels.decode_evt3(words, 0, kernels.packed(out), np.empty((4096, 3), np.int64),
-                                              kernels.new_state(), 2048, 2048)
+        _, m, _, status = decode(words, 0, kernels.packed(out), np.empty((4096, 3), np.int64),
+                                 kernels.new_state(), 2048, 2048)
         if status == kernels.DONE:
-            assert kernels.count_evt3(words, kernels.new_state()) == m
+            assert count(words, kernels.new_state()) == m
             decoded += 1
         path.write_bytes(head + words.tobytes())
         serial, threaded = _read_both_ways(path, monkeypatch, split)
