@@ -21,7 +21,7 @@ from evstream.events import SensorSize
 from evstream.io.aedat2 import Aedat2Reader
 from evstream.io.aedat3 import Aedat3Reader
 from evstream.io.aedat4 import Aedat4Reader, Aedat4Writer, write_aedat4
-from evstream.io.prophesee import DatReader, PropheseeRawReader, read_header
+from evstream.io.prophesee import DatReader, PropheseeRawReader, RawHeader, read_header
 
 __all__ = ["read_events", "open_reader", "detect_format", "FORMATS", "Aedat4Reader", "Aedat4Writer", "Aedat3Reader",
            "Aedat2Reader", "PropheseeRawReader", "DatReader", "write_aedat4"]
@@ -39,6 +39,11 @@ def detect_format(path: str | os.PathLike) -> str:
     Raises:
         EventFileError: missing path, directory, empty file, unknown magic or header.
     """
+    return _detect(path)[0]
+
+
+def _detect(path: str | os.PathLike) -> tuple[str, RawHeader | None]:
+    """:func:`detect_format`'s answer and the ``%`` header it parsed (None for other formats)."""
     path = Path(path)
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -56,16 +61,16 @@ def detect_format(path: str | os.PathLike) -> str:
         raise EventFileError(path, "empty file", 0)
     for magic, name in _MAGICS.items():
         if head.startswith(magic):
-            return name
+            return name, None
     if head.startswith(b"#!AER-DAT"):
         version = head[9:12].decode("ascii", "replace")
         raise EventFileError(path, f"AEDAT {version} is not supported (AEDAT 4.0, 3.1 and 2.0 are)", 0)
     if header is not None:
         encoding = header.encoding()
         if encoding in FORMATS:
-            return encoding
+            return encoding, header
         if header.is_dat():
-            return "dat"
+            return "dat", header
         what = (f"an unknown Prophesee encoding {encoding.removeprefix('unknown:')!r}" if encoding
                 else "no encoding (no % evt or % format line)")
         raise EventFileError(path, f"'%' header names {what}: EVT 2.0, 2.1 and 3.0 are read (format= evt2, "
@@ -98,11 +103,12 @@ def open_reader(path: str | os.PathLike, *, format: str | None = None,
     Raises:
         EventFileError: unreadable file, unknown format, or a ``sensor_size`` AEDAT 4.0 cannot take.
     """
-    fmt = format if format is not None else detect_format(path)
+    path = Path(path)  # once: pathlib's parse is a good part of opening a small file
+    fmt, header = (format, None) if format is not None else _detect(path)
     if fmt in ("evt2", "evt21", "evt3"):
-        return PropheseeRawReader(path, encoding=fmt, sensor_size=sensor_size)
+        return PropheseeRawReader(path, encoding=fmt, sensor_size=sensor_size, header=header)
     if fmt == "dat":
-        return DatReader(path, sensor_size=sensor_size)
+        return DatReader(path, sensor_size=sensor_size, header=header)
     if fmt == "aedat2":
         return Aedat2Reader(path, sensor_size=sensor_size)
     if fmt == "aedat3":

@@ -275,6 +275,8 @@ class PropheseeRawReader(_PropheseeFile):
             the file has no header or the header names none.
         sensor_size: geometry; overrides the header's, required when neither the header nor the
             named sensor gives one.
+        header: this file's header as :func:`read_header` parsed it already (``open_reader``
+            passes detection's), so it is not read twice.
 
     Attributes:
         path, encoding, sensor_size, source (camera as named by the header, ``""`` when none),
@@ -291,10 +293,10 @@ class PropheseeRawReader(_PropheseeFile):
     _unit = "word"
 
     def __init__(self, path: str | os.PathLike, *, encoding: str | None = None,
-                 sensor_size: SensorSize | tuple[int, int] | None = None) -> None:
+                 sensor_size: SensorSize | tuple[int, int] | None = None, header: RawHeader | None = None) -> None:
         super().__init__(path)
         try:
-            self._parse_header(encoding, sensor_size)
+            self._parse_header(encoding, sensor_size, header)
         except BaseException:
             self.close()
             raise
@@ -302,10 +304,10 @@ class PropheseeRawReader(_PropheseeFile):
         self._state = k.new_state()
         self.counts = {"events": 0, "triggers": 0, "time_highs": 0, "others": 0, "continued": 0, "dropped": 0}
 
-    def _parse_header(self, encoding: str | None, sensor_size) -> None:
+    def _parse_header(self, encoding: str | None, sensor_size, header: RawHeader | None) -> None:
         if self.file_size == 0:
             raise self._error("empty file", 0)
-        self.header = read_header(self.path, self._fd, self.file_size)
+        self.header = header or read_header(self.path, self._fd, self.file_size)
         self.data_start = self.header.data_start
         stated = self.header.encoding()
         if encoding is None:
@@ -570,6 +572,7 @@ class DatReader(_PropheseeFile):
         path: the recording.
         sensor_size: geometry; overrides ``% Width`` / ``% Height`` (default ATIS 304x240 when
             the header states none).
+        header: this file's header as :func:`read_header` parsed it already (as for the RAW reader).
 
     Attributes:
         path, sensor_size, version (1 or 2), event_type (0 or 12), source (the ``Data file
@@ -582,18 +585,19 @@ class DatReader(_PropheseeFile):
 
     _unit = "event"
 
-    def __init__(self, path: str | os.PathLike, *, sensor_size: SensorSize | tuple[int, int] | None = None) -> None:
+    def __init__(self, path: str | os.PathLike, *, sensor_size: SensorSize | tuple[int, int] | None = None,
+                 header: RawHeader | None = None) -> None:
         super().__init__(path)
         try:
-            self._parse_header(sensor_size)
+            self._parse_header(sensor_size, header)
         except BaseException:
             self.close()
             raise
 
-    def _parse_header(self, sensor_size) -> None:
+    def _parse_header(self, sensor_size, header: RawHeader | None) -> None:
         if self.file_size == 0:
             raise self._error("empty file", 0)
-        self.header = read_header(self.path, self._fd, self.file_size)
+        self.header = header or read_header(self.path, self._fd, self.file_size)
         start = self.header.data_start
         if self.header.lines:
             kind = os.pread(self._fd, 2, start)

@@ -801,3 +801,27 @@ def test_raw_count_equals_decoder_on_random_words(tmp_path, monkeypatch, encodin
             assert np.array_equal(serial[0], threaded[0]) and serial[1] == threaded[1]
             assert np.array_equal(serial[2], threaded[2])
     assert decoded >= 20 and sum(split) >= 40
+
+
+def test_open_reader_parses_a_prophesee_header_once(tmp_path, monkeypatch):
+    """Detection's parsed header is handed to the reader (small files are mostly header work)."""
+    import evstream.io as io
+    import evstream.io.prophesee as prophesee
+
+    sensor = SensorSize(320, 240)
+    events = _dense_events(sensor, t0=0, n=500, seed=25)
+    raw, dat = tmp_path / "a.raw", tmp_path / "a.dat"
+    raw.write_bytes(header("evt 3.0", "geometry 320x240") + encode_evt3(events))
+    dat.write_bytes(encode_dat(events, geometry=(320, 240)))
+    calls = []
+    parse = prophesee.read_header
+
+    def counted(*args):
+        calls.append(args[0])
+        return parse(*args)
+
+    monkeypatch.setattr(prophesee, "read_header", counted)
+    monkeypatch.setattr(io, "read_header", counted)
+    for path in (raw, dat):
+        assert np.array_equal(read_events(path), events)
+    assert [p.name for p in calls] == ["a.raw", "a.dat"]
