@@ -1,6 +1,7 @@
 """Teach loop on a new person: fine-tuning the shipped model on 5 repetitions per class (issue #16).
 
-``python bench/finetune.py [--seed 95001] [--out DIR] [--threads N] [--epochs N] [--quick]``
+``python bench/finetune.py [--seed 95001] [--out DIR] [--threads N] [--epochs N] [--train-args A]
+[--collect-args A] [--quick]``
 
 A synthetic "user" the shipped weights have never seen performs the 11 DVS128 Gesture classes
 for the Teach protocol, and the loop a person runs is timed and scored stage by stage:
@@ -139,7 +140,7 @@ class OutOfRangeUser:
 
 
 def record_session(out: Path, user: OutOfRangeUser, session_seed: int, reps: int, seconds: float, rest: float,
-                   countdown: int, log: Path) -> tuple[collect.UserDataset, float]:
+                   countdown: int, log: Path, collect_args: list[str] = ()) -> tuple[collect.UserDataset, float]:
     """Record ``reps`` runs of the 11 classes into ``out`` the way ``python main.py collect`` does.
 
     Returns:
@@ -149,7 +150,8 @@ def record_session(out: Path, user: OutOfRangeUser, session_seed: int, reps: int
     parser = argparse.ArgumentParser()
     collect.add_arguments(parser)
     args = parser.parse_args(["--synthetic", "--reps", str(reps), "--seconds", f"{seconds:g}", "--rest", f"{rest:g}",
-                              "--countdown", str(countdown), "--seed", str(session_seed), "--out", str(out)])
+                              "--countdown", str(countdown), "--seed", str(session_seed), "--out", str(out),
+                              *collect_args])
     names = DVS_GESTURE_CLASSES
     dataset = collect.UserDataset(args.out / "DvsGesture", names, args.test_every)
     runs, run_us, tail_us = collect.plan_protocol(len(names), args.reps, args.seconds, args.rest, args.countdown,
@@ -279,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="torch threads of train and eval (default: the cores less one, as the Fine-tune panel)")
     parser.add_argument("--train-args", default="",
                         help="more train flags, space-separated (e.g. '--lr 5e-4'), after the panel's")
+    parser.add_argument("--collect-args", default="",
+                        help="more collect flags for the fine-tune session, space-separated (e.g. '--test-every 6')")
     parser.add_argument("--quick", action="store_true", help="toy sizes for a smoke test (figures meaningless)")
     args = parser.parse_args(argv)
 
@@ -309,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     # 1. collect (the clock of the <= 5 min target starts here)
     began = time.perf_counter()
     dataset, stream_s = record_session(out / "user", user, args.seed, reps, seconds, rest, countdown,
-                                       out / "collect.log")
+                                       out / "collect.log", args.collect_args.split())
     collect_s = time.perf_counter() - began
     n_train, n_test = len(dataset.trials("train")), len(dataset.trials("test"))
     print(f"collect: {n_train + n_test} runs ({n_train} train, {n_test} held out by collect) in {collect_s:.1f} s "
