@@ -369,6 +369,11 @@ class PropheseeRawReader(_PropheseeFile):
         """Every CD event as one ``EVENT_DTYPE`` array ``[n]``, decoded straight into it (grown at
         the observed events-per-word rate when vectors need more; trimmed in place at the end).
 
+        EVT 2.0 and 3.0 files of 4 MB of words or more on a machine with two or more cores are
+        decoded on two threads (:meth:`_read_halves`): the words are then read into memory whole
+        (the file's size, beside the output's 16 bytes per event) and the output is allocated at
+        its exact size. The result is the same either way (events, triggers, ``counts``, faults).
+
         Raises:
             EventFileError: at the first bad word (use :meth:`iter_packets` for the prefix).
         """
