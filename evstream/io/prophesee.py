@@ -249,6 +249,17 @@ class _PropheseeFile:
             raise self._error(f"file ends inside a {item}-byte {self._unit} ({self.file_size - whole_end} bytes "
                               "left; truncated?)", whole_end)
 
+    @staticmethod
+    def _both(work, errors: list) -> None:
+        """``work(1)`` on a helper thread beside ``work(0)`` on this one; then the first fault, in file order."""
+        helper = threading.Thread(target=work, args=(1,), name="evstream-decode", daemon=True)
+        helper.start()
+        work(0)
+        helper.join()
+        for error in errors:
+            if error is not None:
+                raise error
+
     def close(self) -> None:
         """Close the file (idempotent)."""
         if self._fd >= 0:
@@ -516,17 +527,6 @@ class PropheseeRawReader(_PropheseeFile):
         self._state = tail
         return out
 
-    @staticmethod
-    def _both(work, errors: list) -> None:
-        """``work(1)`` on a helper thread beside ``work(0)`` on this one; then the first fault, in file order."""
-        helper = threading.Thread(target=work, args=(1,), name="evstream-raw", daemon=True)
-        helper.start()
-        work(0)
-        helper.join()
-        for error in errors:
-            if error is not None:
-                raise error
-
     def _restart(self) -> np.ndarray:
         self._state = k.new_state()
         self._triggers = []
@@ -692,20 +692,16 @@ class DatReader(_PropheseeFile):
         tail[k.TIME_HIGH] = int(raw.view("<u4")[0]) + 1
         errors: list[BaseException | None] = [None, None]
 
-        def decode(index: int, out: np.ndarray, first: int, stop: int | None, state: np.ndarray) -> None:
+        halves = ((whole[:mid], 0, mid, head), (whole[mid:], mid, None, tail))
+
+        def decode(index: int) -> None:
             try:
-                for _ in self._decoded(out, first, stop, state):
+                for _ in self._decoded(*halves[index]):
                     pass
-            except BaseException as exc:  # noqa: BLE001 - handed to the caller below, in file order
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller, in file order
                 errors[index] = exc
 
-        helper = threading.Thread(target=decode, args=(1, whole[mid:], mid, None, tail), name="evstream-dat", daemon=True)
-        helper.start()
-        decode(0, whole[:mid], 0, mid, head)
-        helper.join()
-        for error in errors:  # the first half's fault comes first in the file
-            if error is not None:
-                raise error
+        self._both(decode, errors)
         if head[k.LOOPS]:
             whole["t"][mid:] += int(head[k.LOOPS]) << 32
         return whole
