@@ -53,6 +53,8 @@ __all__ = [
     "count_evt3",
     "sync_evt2",
     "count_evt2",
+    "sync_evt21",
+    "count_evt21",
 ]
 
 DONE = 0
@@ -666,6 +668,57 @@ def count_evt2(words, state):
             elif kind <= 1 and have != 0:
                 n += 1
             i += 1
+    state[TIME_HIGH] = th
+    state[LOOPS] = loops
+    state[HAVE_TIME] = have
+    return n
+
+
+# -- EVT 2.1 on two threads ----------------------------------------------------------------------
+# As EVT 2.0: the time high is the only register; a CD word carries up to 32 events (its mask).
+
+
+@njit(cache=True, nogil=True)
+def sync_evt21(words, start):
+    """The position after the first TIME_HIGH word at or after ``start``, and its time high.
+
+    Returns:
+        ``(s, time_high)``; ``s = -1`` when ``words`` ends first.
+    """
+    for i in range(start, words.shape[0]):
+        w = words[i]
+        if (w >> 60) & 0xF == 0x8:
+            return i + 1, (w >> 32) & 0xFFFFFFF
+    return -1, 0
+
+
+@njit(cache=True, nogil=True, inline="always")
+def _popcount32(v):
+    v = v - ((v >> 1) & 0x55555555)
+    v = (v & 0x33333333) + ((v >> 2) & 0x33333333)
+    return (((v + (v >> 4)) & 0x0F0F0F0F) * 0x01010101 >> 24) & 0xFF
+
+
+@njit(cache=True, nogil=True)
+def count_evt21(words, state):
+    """:func:`count_evt2` for EVT 2.1: the set bits of the valid masks of CD words once a time
+    high is known, and the time counter's wraps."""
+    th = state[TIME_HIGH]
+    loops = state[LOOPS]
+    have = state[HAVE_TIME]
+    n = np.int64(0)
+    for i in range(words.shape[0]):
+        w = words[i]
+        kind = (w >> 60) & 0xF
+        if kind <= 1:
+            if have != 0:
+                n += _popcount32(w & 0xFFFFFFFF)
+        elif kind == 0x8:
+            high = (w >> 32) & 0xFFFFFFF
+            if have != 0 and high < th and th - high > (1 << 27):
+                loops += 1
+            th = high
+            have = 1
     state[TIME_HIGH] = th
     state[LOOPS] = loops
     state[HAVE_TIME] = have

@@ -62,7 +62,8 @@ ENCODINGS = {
     "evt3": ("<u2", 2, k.decode_evt3, "EVT 3.0"),
 }
 # The encodings read() may decode on two threads: (sync, count) kernels (see _read_halves).
-_HALVES = {"evt2": (k.sync_evt2, k.count_evt2), "evt3": (k.sync_evt3, k.count_evt3)}
+_HALVES = {"evt2": (k.sync_evt2, k.count_evt2), "evt21": (k.sync_evt21, k.count_evt21),
+           "evt3": (k.sync_evt3, k.count_evt3)}
 
 # Sensor geometry by a lower-case fragment of the plugin name, sensor name or generation; the
 # first match wins, so the more specific fragments come first.
@@ -89,10 +90,12 @@ _BLOCK_BYTES = 1 << 21
 # DAT read() decodes on two threads from this output size (below it a thread costs more than it saves).
 _PARALLEL_DAT_BYTES = 16 << 20
 _TRIGGER_BLOCK = 4096
-# EVT 2.0 / 3.0 read() decodes on two threads from this many bytes of words; the second half starts
+# RAW read() decodes on two threads from this many bytes of words; the second half starts
 # within this many words after the middle (a recording has every register's word far more often).
 _PARALLEL_RAW_BYTES = 4 << 20
 _SYNC_WORDS = 1 << 20
+# Slots a vector kernel wants free before it writes a vector (EVT 2.1: 32, EVT 3.0: 12), with margin.
+_SPARE = 64
 _ATIS = SensorSize(304, 240)
 _PRINTABLE = re.compile(rb"% [\x20-\x7e\t]*\r?\n")
 
@@ -380,7 +383,7 @@ class PropheseeRawReader(_PropheseeFile):
         """Every CD event as one ``EVENT_DTYPE`` array ``[n]``, decoded straight into it (grown at
         the observed events-per-word rate when vectors need more; trimmed in place at the end).
 
-        EVT 2.0 and 3.0 files of 4 MB of words or more on a machine with two or more cores are
+        Files of 4 MB of words or more on a machine with two or more cores are
         decoded on two threads (:meth:`_read_halves`): the words are then read into memory whole
         (the file's size, beside the output's 16 bytes per event) and the output is allocated at
         its exact size. The result is the same either way (events, triggers, ``counts``, faults).
@@ -430,14 +433,14 @@ class PropheseeRawReader(_PropheseeFile):
         return out
 
     def _read_halves(self, total: int) -> np.ndarray | None:
-        """:meth:`read` of an EVT 2.0 or 3.0 file on two threads; None where no word near the
+        """:meth:`read` of an EVT 2.0, 2.1 or 3.0 file on two threads; None where no word near the
         middle makes a second start possible (the caller then reads on one).
 
         The second half starts at the first word after the middle from which its own words fix
-        every register of the decoder (EVT 2.0: a TIME_HIGH; EVT 3.0: a TIME_HIGH, a TIME_LOW, an
+        every register of the decoder (EVT 2.x: a TIME_HIGH; EVT 3.0: a TIME_HIGH, a TIME_LOW, an
         ADDR_Y and a VECT_BASE_X, :func:`~evstream.io._prophesee_kernels.sync_evt3`), so it
         decodes as one pass from the file's start would. Each thread reads its half into memory
-        and counts its events (``count_evt2`` / ``count_evt3``, which also count the first
+        and counts its events (``count_evt2`` / ``count_evt21`` / ``count_evt3``, which also count the first
         half's time wraps, the one thing the second half cannot see), then the output is
         allocated at the exact size and each thread decodes its half into its own slice, mapping
         (first-touching) the pages it writes. Faults are raised in file order, the first half's first.
@@ -453,7 +456,7 @@ class PropheseeRawReader(_PropheseeFile):
             return None
         split = mid + found[0]
         head, tail = k.new_state(), k.new_state()
-        if self.encoding == "evt2":
+        if self.encoding != "evt3":
             tail[k.TIME_HIGH] = found[1]
         else:
             tail[k.TIME_HIGH], tail[k.TIME_LOW], tail[k.ROW], tail[k.X_BASE], tail[k.VECTOR_P] = found[1:]
@@ -479,7 +482,7 @@ class PropheseeRawReader(_PropheseeFile):
         self._both(load, errors)
         tail[k.LOOPS] = head[k.LOOPS]  # the wraps before the second half (count ran head on)
         head[:] = k.new_state()
-        out = np.empty(counts[0] + counts[1] + 16, EVENT_DTYPE)  # slack: a vector's spare slots
+        out = np.empty(counts[0] + counts[1] + _SPARE, EVENT_DTYPE)  # slack: a vector's spare slots
         starts = (0, counts[0])
         triggers: list[list[np.ndarray]] = [[], []]
 
@@ -492,8 +495,9 @@ class PropheseeRawReader(_PropheseeFile):
                 data = words[index]
                 while True:
                     trig = np.empty((_TRIGGER_BLOCK, 3), np.int64)
-                    spare = len(view) - n < 16  # the first half's last vector: through a scratch buffer
-                    dest = np.empty(64, EVENT_DTYPE) if spare else view[n:]
+                    # the last vectors (a kernel stops short of a vector's slots): through a scratch buffer
+                    spare = len(view) - n < _SPARE
+                    dest = np.empty(2 * _SPARE, EVENT_DTYPE) if spare else view[n:]
                     pos, m, nt, status = kernel(data, pos, k.packed(dest), trig, state, width, height)
                     if nt:
                         rows = np.empty(nt, TRIGGER_DTYPE)

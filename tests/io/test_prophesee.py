@@ -690,10 +690,11 @@ def _read_both_ways(path, monkeypatch, split=None):
 
 
 @pytest.mark.parametrize("encoding,t0", [("evt3", 0), ("evt3", 10_000_000),  # the 16.8 s wrap: 2nd / 1st half
-                                         ("evt2", (1 << 34) - 15_000_000), ("evt2", (1 << 34) - 5_000_000)])
+                                         ("evt2", (1 << 34) - 15_000_000), ("evt2", (1 << 34) - 5_000_000),
+                                         ("evt21", (1 << 34) - 15_000_000), ("evt21", (1 << 34) - 5_000_000)])
 def test_raw_read_on_two_threads_equals_one(tmp_path, monkeypatch, encoding, t0):
-    """read() of a large EVT 2.0 / 3.0 file decodes two halves on two threads, the second starting
-    where its own words fix every register: 20 s with (EVT 3.0) vectors and lone events, and
+    """read() of a large EVT 2.0 / 2.1 / 3.0 file decodes two halves on two threads, the second starting
+    where its own words fix every register: 20 s with (EVT 2.1 / 3.0) vectors and lone events, and
     triggers, the time counter (24 / 34 bits) wrapping in the first half or the second, gives the
     events, triggers and tallies of one thread, padding bytes zero."""
     sensor = SensorSize(320, 240)
@@ -716,10 +717,13 @@ def test_raw_read_on_two_threads_equals_one(tmp_path, monkeypatch, encoding, t0)
 _OFF_SENSOR = {
     "evt3": (lambda w: w >> 12 == 0x2, lambda w: np.uint16(0x2000 | 330)),
     "evt2": (lambda w: (w >> 28) <= 1, lambda w: np.uint32((int(w) & ~(0x7FF << 11)) | 330 << 11)),
+    # a vector at x base 330 with its first bit set
+    "evt21": (lambda w: (w >> 60) & 0xF <= 1,
+              lambda w: np.int64((int(w) & ~(0x7FF << 43) & ~0xFFFFFFFF) | 330 << 43 | 1)),
 }
 
 
-@pytest.mark.parametrize("encoding", ["evt2", "evt3"])
+@pytest.mark.parametrize("encoding", ["evt2", "evt21", "evt3"])
 def test_raw_two_threads_faults_and_fallback(tmp_path, monkeypatch, encoding):
     """Faults in either half raise at the first one's offset, as on one thread; a trailing partial
     word raises after the words; (EVT 3.0) a file with no vector base word near the middle (lone
@@ -729,7 +733,7 @@ def test_raw_two_threads_faults_and_fallback(tmp_path, monkeypatch, encoding):
     body = bytearray(ENCODERS[encoding](events))
     path = tmp_path / "f.raw"
     head = header(EVT_LINE[encoding], "geometry 320x240")
-    dtype = "<u2" if encoding == "evt3" else "<u4"
+    dtype = {"evt2": "<u4", "evt21": "<i8", "evt3": "<u2"}[encoding]
     size = np.dtype(dtype).itemsize
     words = np.frombuffer(bytes(body), dtype)
     is_cd, damage = _OFF_SENSOR[encoding]
@@ -759,10 +763,11 @@ def test_raw_two_threads_faults_and_fallback(tmp_path, monkeypatch, encoding):
 _RANDOM_WORDS = {
     "evt3": ([0x0, 0x0, 0x2, 0x2, 0x2, 0x3, 0x4, 0x5, 0x6, 0x6, 0x7, 0x8, 0xA, 0xE, 0xF], 12, 12, 0x9),
     "evt2": ([0x0, 0x1, 0x0, 0x1, 0x0, 0x1, 0x8, 0xA, 0xE, 0xF], 28, 28, 0x3),
+    "evt21": ([0x0, 0x1, 0x0, 0x1, 0x0, 0x1, 0x8, 0xA, 0xE, 0xF], 60, 60, 0x3),
 }
 
 
-@pytest.mark.parametrize("encoding", ["evt2", "evt3"])
+@pytest.mark.parametrize("encoding", ["evt2", "evt21", "evt3"])
 def test_raw_count_equals_decoder_on_random_words(tmp_path, monkeypatch, encoding):
     """On random streams of every word kind (faults included), the two-thread read gives exactly
     what one thread gives: the same events and tallies, or the same error at the same byte; and
@@ -771,6 +776,7 @@ def test_raw_count_equals_decoder_on_random_words(tmp_path, monkeypatch, encodin
 
     kinds, shift, bits, lacking = _RANDOM_WORDS[encoding]
     count, decode = {"evt2": (kernels.count_evt2, kernels.decode_evt2),
+                     "evt21": (kernels.count_evt21, kernels.decode_evt21),
                      "evt3": (kernels.count_evt3, kernels.decode_evt3)}[encoding]
     rng = np.random.default_rng(24)
     head = header(EVT_LINE[encoding], "geometry 2048x2048")
@@ -784,10 +790,14 @@ def test_raw_count_equals_decoder_on_random_words(tmp_path, monkeypatch, encodin
         payload[highs] = np.sort(rng.integers(0, 1 << bits, int(highs.sum())))  # forward, as a camera
         if encoding == "evt3":
             payload[kind == 0x3] &= 0x0FFF - 0x7F0  # vector bases low enough that most vectors stay on the sensor
+        if encoding == "evt21":
+            payload[kind <= 1] &= ~(1 << 53)  # x bases < 1024: the 32 columns of a vector stay on the sensor
         if case % 3 == 0:
             kind[rng.integers(0, n)] = lacking  # a word type the encoding does not have
-        words = (kind << shift | payload).astype("<u2" if encoding == "evt3" else "<u4")
-        out = np.empty(2 * n + 64, EVENT_DTYPE)
+        words = (kind.astype(np.uint64) << np.uint64(shift) | payload.astype(np.uint64))
+        words = words.astype("<u2") if encoding == "evt3" else (
+            words.astype("<u4") if encoding == "evt2" else words.view("<i8"))
+        out = np.empty(32 * n + 64, EVENT_DTYPE)
         _, m, _, status = decode(words, 0, kernels.packed(out), np.empty((4096, 3), np.int64),
                                  kernels.new_state(), 2048, 2048)
         if status == kernels.DONE:
