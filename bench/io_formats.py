@@ -12,9 +12,9 @@ the best time counts. Figures are Mev/s of ``read()`` (the whole file into one `
 array) and of streaming ``iter_packets()``; ratios are against the fastest anchor on the same file,
 by best wall time and by best CPU (process) time, which a machine loaded by other work distorts
 less. Every anchor decodes on one thread, and so does evstream's streaming path; evstream's
-``read()`` of a large DAT file (16 MB of output) or EVT 3.0 file (4 MB of words) decodes its two halves on
-two threads, and of the other RAW and AEDAT 4 files has the kernel map the output array's pages on a
-second one (``evstream.io._blocks.Prefault``): both
+``read()`` of a large DAT file (16 MB of output) or RAW file (EVT 2.0 / 2.1 / 3.0, 4 MB of words) decodes its
+two halves on two threads, and of smaller RAW and of AEDAT 4 files has the kernel map the output array's
+pages on a second one (``evstream.io._blocks.Prefault``): both
 shorten the wall time and add to the CPU time, so the two ratios differ there.
 
 Usage: ``python bench/io_formats.py [--repeat 5] [--events 10000000]``
