@@ -549,9 +549,37 @@ def _init(bases: dict[str, str], folder: str) -> None:
     _STATE["folder"] = folder
 
 
+def _raw_halves(path: Path) -> str | None:
+    """With ``--raw-halves``: a RAW file's ``read()`` on two threads (forced whatever its size) against
+    one thread: the same events, tallies and triggers, or the same error at the same offset."""
+    from evstream.io import prophesee
+
+    results, default = [], prophesee._PARALLEL_RAW_BYTES
+    for threshold in (1 << 60, 0):
+        prophesee._PARALLEL_RAW_BYTES = threshold
+        try:
+            with open_reader(path) as reader:
+                if not isinstance(reader, prophesee.PropheseeRawReader):
+                    return None
+                events = reader.read()
+                results.append((events.tobytes(), dict(reader.counts), reader.triggers.tobytes()))
+        except EvstreamError as err:
+            results.append((str(err), getattr(err, "offset", None)))
+        finally:
+            prophesee._PARALLEL_RAW_BYTES = default
+    if results[0] != results[1]:
+        one, two = (r[0][:80] if isinstance(r[0], str) else f"{len(r[0]) // 16} events" for r in results)
+        return f"two-thread read differs from one thread: {two} vs {one}"
+    return None
+
+
 def _other_entry_points(path: Path, refused: collections.Counter) -> str | None:
     """``read_events``, ``describe`` and a replay as fast as possible into a Binner; a bug found, else
     None. Counts the entry points that refused the file with a documented error in ``refused``."""
+    if _STATE.get("raw_halves"):
+        problem = _raw_halves(path)
+        if problem:
+            return problem
     for what, call in (("read_events", lambda: read_events(path)), ("info", lambda: describe(path)),
                        ("replay", lambda: _replay(path))):
         try:
@@ -692,8 +720,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="wall seconds without a finished batch that count as a hang (each case "
                              f"also stops at {CASE_CPU_S} s of CPU time)")
     parser.add_argument("--readers-only", action="store_true", help="iter_packets only (no read_events/info/replay)")
+    parser.add_argument("--raw-halves", action="store_true",
+                        help="RAW files: read() also on two threads whatever the size, which must equal one thread")
     args = parser.parse_args(argv)
     _STATE["entry_points"] = not args.readers_only
+    _STATE["raw_halves"] = args.raw_halves
     ram = "/dev/shm" if os.path.isdir("/dev/shm") else None
     with tempfile.TemporaryDirectory(dir=ram) as tmp:
         bases = {k: str(v) for k, v in build_bases(Path(tmp)).items()}
