@@ -450,8 +450,8 @@ class PropheseeRawReader(_PropheseeFile):
         width, height = self.sensor_size.width, self.sensor_size.height
         mid = total // 2
         probe = np.empty(min(total - mid, _SYNC_WORDS) * size, np.uint8)
-        pread_into(self._fd, probe, self.data_start + size * mid)
-        found = sync(probe.view(dtype), 0)
+        got = pread_into(self._fd, probe, self.data_start + size * mid) // size * size  # short if it shrank
+        found = sync(probe[:got].view(dtype), 0)
         if found[0] < 0 or mid + found[0] >= total:
             return None
         split = mid + found[0]
