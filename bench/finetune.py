@@ -248,7 +248,22 @@ def _summary(report: dict) -> dict:
             "false_alarm": report["false_alarm"], "latency_mean_ms": lat["mean"],
             "segments_right": report["segments_right"], "segments": lat["segments"],
             "acc_500ms": report["vs_onset"].get("500"), "per_class": report["per_class"],
+            "vs_onset": report["vs_onset"], "confusion": report.get("confusion"),
             "realtime_factor": report["realtime_factor"]}
+
+
+def _misses(summary: dict) -> str:
+    """Where the decisions inside gestures went: right, another class, undecided (the confusion's
+    last column), and the accuracy by time after onset."""
+    confusion = np.asarray(summary.get("confusion") or [[0]])
+    total = int(confusion.sum())
+    if total == 0 or confusion.shape[1] != confusion.shape[0] + 1:
+        return "n/a"
+    right = int(np.trace(confusion[:, :-1]))
+    undecided = int(confusion[:, -1].sum())
+    onset = ", ".join(f"{ms} ms {_fmt(a, 2)}" for ms, a in summary["vs_onset"].items() if a is not None)
+    return (f"{right / total:.3f} right, {(total - right - undecided) / total:.3f} another class, "
+            f"{undecided / total:.3f} undecided (of {total} steps in gestures); by time after onset: {onset}")
 
 
 def _fmt(value: float | None, digits: int = 3) -> str:
@@ -388,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in labels:
         print(f"  per class, {key}: " + ", ".join(f"{s} {_fmt(a, 2)}" for s, a in
                                                    zip(short, reports[key]["per_class"], strict=False)))
+    print(f"  decisions inside gestures, panel: {_misses(reports['panel'])}")
 
     results.update(
         collect={"wall_s": collect_s, "stream_s": stream_s, "train_runs": n_train, "test_runs": n_test},
