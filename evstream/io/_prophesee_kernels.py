@@ -51,9 +51,8 @@ __all__ = [
     "decode_evt3",
     "sync_evt3",
     "count_evt3",
-    "sync_evt2",
+    "sync_time_high",
     "count_evt2",
-    "sync_evt21",
     "count_evt21",
 ]
 
@@ -610,22 +609,24 @@ def count_evt3(words, state):
     return n
 
 
-# -- EVT 2.0 on two threads ----------------------------------------------------------------------
-# An EVT 2.0 word depends on one register, the time high: the second half starts after the first
+# -- EVT 2.0 and 2.1 on two threads --------------------------------------------------------------
+# An EVT 2.x word depends on one register, the time high: the second half starts after the first
 # TIME_HIGH word past the middle, with that time high and the first half's wrap count.
 
 
 @njit(cache=True, nogil=True)
-def sync_evt2(words, start):
-    """The position after the first TIME_HIGH word at or after ``start``, and its time high.
+def sync_time_high(type_shift, high_shift, words, start):
+    """EVT 2.0 / 2.1: the position after the first TIME_HIGH word at or after ``start``, and its
+    time high (the word type in the 4 bits from ``type_shift``: 28 in EVT 2.0, 60 in EVT 2.1; the
+    28-bit time high from ``high_shift``: 0 / 32).
 
     Returns:
         ``(s, time_high)``; ``s = -1`` when ``words`` ends first.
     """
     for i in range(start, words.shape[0]):
         w = np.int64(words[i])
-        if (w >> 28) & 0xF == 0x8:
-            return i + 1, w & 0xFFFFFFF
+        if (w >> type_shift) & 0xF == 0x8:
+            return i + 1, (w >> high_shift) & 0xFFFFFFF
     return -1, 0
 
 
@@ -674,22 +675,7 @@ def count_evt2(words, state):
     return n
 
 
-# -- EVT 2.1 on two threads ----------------------------------------------------------------------
-# As EVT 2.0: the time high is the only register; a CD word carries up to 32 events (its mask).
-
-
-@njit(cache=True, nogil=True)
-def sync_evt21(words, start):
-    """The position after the first TIME_HIGH word at or after ``start``, and its time high.
-
-    Returns:
-        ``(s, time_high)``; ``s = -1`` when ``words`` ends first.
-    """
-    for i in range(start, words.shape[0]):
-        w = words[i]
-        if (w >> 60) & 0xF == 0x8:
-            return i + 1, (w >> 32) & 0xFFFFFFF
-    return -1, 0
+# EVT 2.1: a CD word carries up to 32 events (its mask).
 
 
 @njit(cache=True, nogil=True, inline="always")

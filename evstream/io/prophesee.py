@@ -32,6 +32,7 @@ when iteration reaches them, after every event before them has been yielded.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import threading
@@ -62,7 +63,9 @@ ENCODINGS = {
     "evt3": ("<u2", 2, k.decode_evt3, "EVT 3.0"),
 }
 # The encodings read() may decode on two threads: (sync, count) kernels (see _read_halves).
-_HALVES = {"evt2": (k.sync_evt2, k.count_evt2), "evt21": (k.sync_evt21, k.count_evt21),
+# EVT 2.x sync on a TIME_HIGH word: (bit of the word type, bit of the time high) as sync_time_high takes them.
+_HALVES = {"evt2": (functools.partial(k.sync_time_high, 28, 0), k.count_evt2),
+           "evt21": (functools.partial(k.sync_time_high, 60, 32), k.count_evt21),
            "evt3": (k.sync_evt3, k.count_evt3)}
 
 # Sensor geometry by a lower-case fragment of the plugin name, sensor name or generation; the
@@ -321,7 +324,7 @@ class PropheseeRawReader(_PropheseeFile):
     def _parse_header(self, encoding: str | None, sensor_size, header: RawHeader | None) -> None:
         if self.file_size == 0:
             raise self._error("empty file", 0)
-        self.header = header or read_header(self.path, self._fd, self.file_size)
+        self.header = header if header is not None else read_header(self.path, self._fd, self.file_size)
         self.data_start = self.header.data_start
         stated = self.header.encoding()
         if encoding is None:
@@ -500,9 +503,7 @@ class PropheseeRawReader(_PropheseeFile):
                     dest = np.empty(2 * _SPARE, EVENT_DTYPE) if spare else view[n:]
                     pos, m, nt, status = kernel(data, pos, k.packed(dest), trig, state, width, height)
                     if nt:
-                        rows = np.empty(nt, TRIGGER_DTYPE)
-                        rows["t"], rows["id"], rows["value"] = trig[:nt, 0], trig[:nt, 1], trig[:nt, 2]
-                        triggers[index].append(rows)
+                        triggers[index].append(_trigger_rows(trig, nt))
                     if spare and m:
                         if n + m > len(view):
                             raise RuntimeError(f"{self.path}: {name} event count disagrees with the decoder")
@@ -545,9 +546,7 @@ class PropheseeRawReader(_PropheseeFile):
         self.counts["continued"] = int(state[k.CONTINUED])
         self.counts["dropped"] = int(state[k.DROPPED])
         if nt:
-            rows = np.empty(nt, TRIGGER_DTYPE)
-            rows["t"], rows["id"], rows["value"] = trig[:nt, 0], trig[:nt, 1], trig[:nt, 2]
-            self._triggers.append(rows)
+            self._triggers.append(_trigger_rows(trig, nt))
 
     def _word_error(self, status: int, state: np.ndarray, offset: int, name: str) -> EventFileError:
         a, b = int(state[k.ERR_A]), int(state[k.ERR_B])
@@ -556,6 +555,13 @@ class PropheseeRawReader(_PropheseeFile):
         if status == k.OFF_GEOMETRY:
             return self._error(f"event at x={a}, y={b} outside the {self.sensor_size} sensor", offset)
         return self._error(f"time high goes backwards from {a} to {b} without wrapping", offset)
+
+
+def _trigger_rows(trig: np.ndarray, nt: int) -> np.ndarray:
+    """The first ``nt`` rows of a kernel's trigger block (``int64 [n, 3]``) as ``TRIGGER_DTYPE``."""
+    rows = np.empty(nt, TRIGGER_DTYPE)
+    rows["t"], rows["id"], rows["value"] = trig[:nt, 0], trig[:nt, 1], trig[:nt, 2]
+    return rows
 
 
 def _grown(out: np.ndarray, n: int, total_words: int, words_done: int, fault: Prefault,
@@ -606,7 +612,7 @@ class DatReader(_PropheseeFile):
     def _parse_header(self, sensor_size, header: RawHeader | None) -> None:
         if self.file_size == 0:
             raise self._error("empty file", 0)
-        self.header = header or read_header(self.path, self._fd, self.file_size)
+        self.header = header if header is not None else read_header(self.path, self._fd, self.file_size)
         start = self.header.data_start
         if self.header.lines:
             kind = os.pread(self._fd, 2, start)
