@@ -44,19 +44,32 @@ def detect_format(path: str | os.PathLike) -> str:
 
 def _detect(path: str | os.PathLike) -> tuple[str, RawHeader | None]:
     """:func:`detect_format`'s answer and the ``%`` header it parsed (None for other formats)."""
-    path = Path(path)
+    fmt, header, fd = _detect_open(path)
+    os.close(fd)
+    return fmt, header
+
+
+def _detect_open(path: str | os.PathLike) -> tuple[str, RawHeader | None, int]:
+    """:func:`_detect`'s answer and the descriptor it read through, still open (the caller's to
+    close); closed when detection raises."""
+    path = path if isinstance(path, Path) else Path(path)
     try:
         fd = os.open(path, os.O_RDONLY)
     except OSError as err:
         raise EventFileError.from_os_error(path, err, "open", "recording") from None
     try:
-        try:
-            head = os.pread(fd, 16, 0)
-        except OSError as err:
-            raise EventFileError.from_os_error(path, err, "read", "recording") from None
-        header = read_header(path, fd, os.fstat(fd).st_size) if head.startswith(b"%") else None
-    finally:
+        return (*_detect_fd(path, fd), fd)
+    except BaseException:
         os.close(fd)
+        raise
+
+
+def _detect_fd(path: Path, fd: int) -> tuple[str, RawHeader | None]:
+    try:
+        head = os.pread(fd, 16, 0)
+    except OSError as err:
+        raise EventFileError.from_os_error(path, err, "read", "recording") from None
+    header = read_header(path, fd, os.fstat(fd).st_size) if head.startswith(b"%") else None
     if not head:
         raise EventFileError(path, "empty file", 0)
     for magic, name in _MAGICS.items():
@@ -103,12 +116,18 @@ def open_reader(path: str | os.PathLike, *, format: str | None = None,
     Raises:
         EventFileError: unreadable file, unknown format, or a ``sensor_size`` AEDAT 4.0 cannot take.
     """
-    path = Path(path)  # once: pathlib's parse is a good part of opening a small file
-    fmt, header = (format, None) if format is not None else _detect(path)
+    path = path if isinstance(path, Path) else Path(path)  # once: pathlib's parse is a good part of opening a small file
+    if format is not None:
+        fmt, header, fd = format, None, None
+    else:  # a Prophesee reader goes on with detection's descriptor and header (one open, one parse)
+        fmt, header, fd = _detect_open(path)
+        if fmt not in ("evt2", "evt21", "evt3", "dat"):
+            os.close(fd)
+            fd = None
     if fmt in ("evt2", "evt21", "evt3"):
-        return PropheseeRawReader(path, encoding=fmt, sensor_size=sensor_size, header=header)
+        return PropheseeRawReader(path, encoding=fmt, sensor_size=sensor_size, header=header, fd=fd)
     if fmt == "dat":
-        return DatReader(path, sensor_size=sensor_size, header=header)
+        return DatReader(path, sensor_size=sensor_size, header=header, fd=fd)
     if fmt == "aedat2":
         return Aedat2Reader(path, sensor_size=sensor_size)
     if fmt == "aedat3":

@@ -220,13 +220,19 @@ class _PropheseeFile:
 
     format_name = "Prophesee"
 
-    def __init__(self, path: str | os.PathLike) -> None:
-        self.path = Path(path)
+    def __init__(self, path: str | os.PathLike, fd: int | None = None) -> None:
+        self.path = path if isinstance(path, Path) else Path(path)
+        if fd is None:
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except OSError as err:
+                raise EventFileError.from_os_error(self.path, err, "open", "recording") from None
+        self._fd = fd
         try:
-            self._fd = os.open(self.path, os.O_RDONLY)
+            self.file_size = os.fstat(fd).st_size
         except OSError as err:
-            raise EventFileError.from_os_error(self.path, err, "open", "recording") from None
-        self.file_size = os.fstat(self._fd).st_size
+            self.close()
+            raise EventFileError.from_os_error(self.path, err, "read", "recording") from None
 
     def _error(self, message: str, offset: int | None = None) -> EventFileError:
         return EventFileError(self.path, message, offset)
@@ -294,6 +300,8 @@ class PropheseeRawReader(_PropheseeFile):
             named sensor gives one.
         header: this file's header as :func:`read_header` parsed it already (``open_reader``
             passes detection's), so it is not read twice.
+        fd: a descriptor of ``path`` open for reading (``open_reader`` passes detection's), so
+            the file is not opened twice; the reader owns it from then on and closes it.
 
     Attributes:
         path, encoding, sensor_size, source (camera as named by the header, ``""`` when none),
@@ -310,8 +318,9 @@ class PropheseeRawReader(_PropheseeFile):
     _unit = "word"
 
     def __init__(self, path: str | os.PathLike, *, encoding: str | None = None,
-                 sensor_size: SensorSize | tuple[int, int] | None = None, header: RawHeader | None = None) -> None:
-        super().__init__(path)
+                 sensor_size: SensorSize | tuple[int, int] | None = None, header: RawHeader | None = None,
+                 fd: int | None = None) -> None:
+        super().__init__(path, fd)
         try:
             self._parse_header(encoding, sensor_size, header)
         except BaseException:
@@ -587,7 +596,7 @@ class DatReader(_PropheseeFile):
         path: the recording.
         sensor_size: geometry; overrides ``% Width`` / ``% Height`` (default ATIS 304x240 when
             the header states none).
-        header: this file's header as :func:`read_header` parsed it already (as for the RAW reader).
+        header, fd: this file's parsed header and an open descriptor of it (as for the RAW reader).
 
     Attributes:
         path, sensor_size, version (1 or 2), event_type (0 or 12), source (the ``Data file
@@ -601,8 +610,8 @@ class DatReader(_PropheseeFile):
     _unit = "event"
 
     def __init__(self, path: str | os.PathLike, *, sensor_size: SensorSize | tuple[int, int] | None = None,
-                 header: RawHeader | None = None) -> None:
-        super().__init__(path)
+                 header: RawHeader | None = None, fd: int | None = None) -> None:
+        super().__init__(path, fd)
         try:
             self._parse_header(sensor_size, header)
         except BaseException:

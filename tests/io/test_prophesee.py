@@ -6,8 +6,10 @@ The encoders here are written from Prophesee's format pages, independently of th
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -835,3 +837,34 @@ def test_open_reader_parses_a_prophesee_header_once(tmp_path, monkeypatch):
     for path in (raw, dat):
         assert np.array_equal(read_events(path), events)
     assert [p.name for p in calls] == ["a.raw", "a.dat"]
+
+
+def test_open_reader_opens_a_prophesee_file_once_and_leaks_no_descriptor(tmp_path, monkeypatch):
+    """Detection's descriptor goes on to the reader; every path out of open_reader closes it."""
+    import evstream.io as io
+    import evstream.io.prophesee as prophesee
+
+    sensor = SensorSize(320, 240)
+    events = _dense_events(sensor, t0=0, n=500, seed=26)
+    raw, dat = tmp_path / "a.raw", tmp_path / "a.dat"
+    raw.write_bytes(header("evt 3.0", "geometry 320x240") + encode_evt3(events))
+    dat.write_bytes(encode_dat(events, geometry=(320, 240)))
+    bad = tmp_path / "bad.raw"  # detected as EVT 3.0, refused by the reader: no geometry
+    bad.write_bytes(header("evt 3.0") + encode_evt3(events))
+    unknown = tmp_path / "unknown.raw"  # refused by detection
+    unknown.write_bytes(header("evt 4.0") + encode_evt3(events))
+    opened, real_open = [], os.open
+    monkeypatch.setattr(os, "open", lambda path, *a, **kw: opened.append(Path(path).name) or real_open(path, *a, **kw))
+    fds_before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    for path in (raw, dat):
+        assert np.array_equal(read_events(path), events)
+    assert opened == ["a.raw", "a.dat"]
+    with io.open_reader(raw) as reader:
+        assert reader.read().size == events.size
+    for path, match in ((bad, "geometry"), (unknown, "unknown Prophesee encoding")):
+        with pytest.raises(EventFileError, match=match):
+            read_events(path)
+    with prophesee.DatReader(dat) as reader:  # a reader opened on its own still works
+        assert np.array_equal(reader.read(), events)
+    if fds_before is not None:
+        assert set(os.listdir("/proc/self/fd")) == fds_before
