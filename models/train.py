@@ -111,6 +111,7 @@ class TrainConfig:
     rest_weight: float = 1.0  # stream: weight of rest steps (target: uniform over classes) in the CE
     samples_per_epoch: int | None = None  # stream: sequences per epoch; default total train steps / steps
     rest_threshold: float = 0.5  # stream evaluation: a rest step counts as undecided when max softmax < this
+    freeze_stem: int = 0  # the first K SPS stem stages keep their weights and BatchNorm statistics (fine-tuning)
 
     def __post_init__(self) -> None:
         if self.epochs <= 0 or self.batch <= 0:
@@ -132,6 +133,8 @@ class TrainConfig:
             raise ConfigError(f"tet_phi: {self.tet_phi} must be finite")
         if not (math.isfinite(self.rest_weight) and self.rest_weight >= 0.0):
             raise ConfigError(f"rest_weight: {self.rest_weight} must be >= 0")
+        if isinstance(self.freeze_stem, bool) or not isinstance(self.freeze_stem, int) or self.freeze_stem < 0:
+            raise ConfigError(f"freeze_stem: {self.freeze_stem!r} must be an integer >= 0")
         if self.samples_per_epoch is not None and self.samples_per_epoch <= 0:
             raise ConfigError(f"samples_per_epoch: {self.samples_per_epoch} must be positive")
         if not 0.0 < self.rest_threshold <= 1.0:
@@ -237,7 +240,7 @@ def train_one_epoch(
     """
     rng = rng if rng is not None else np.random.default_rng(0)
     use_amp = scaler is not None and scaler.is_enabled()
-    model.train()
+    train_mode(model)
     total_loss, correct, seen = 0.0, 0, 0
     start = time.perf_counter()
     for frames, labels in loader:
@@ -401,6 +404,39 @@ def _stream_batch(frames: Tensor, targets: Tensor, device: torch.device) -> tupl
     return _to_model_layout(frames, device), targets.to(device, non_blocking=True).long().transpose(0, 1)
 
 
+def freeze_stem(model: nn.Module, stages: int) -> int:
+    """Keep the first ``stages`` SPS stem stages of a Spikformer fixed; returns their parameter count.
+
+    Their weights get no gradient and their BatchNorms keep the running statistics they have
+    (:func:`train_mode` leaves them in eval mode). No input or parameter before the first trainable
+    layer needs a gradient then, so autograd records nothing there: the stem's high-resolution
+    stages, most of a step's compute, are not back-propagated. Few-shot fine-tuning keeps generic
+    low-level features and adapts the rest (Yosinski et al., NeurIPS 2014, on transferring lower
+    layers). Raises ConfigError when the model has fewer stages.
+    """
+    embed = getattr(model, "patch_embed", None)
+    available = len(embed.stages) if embed is not None else 0
+    if not 0 <= stages <= available:
+        raise ConfigError(f"freeze_stem: {stages} stages, the model's stem has {available}")
+    count = 0
+    for stage in embed.stages[:stages]:
+        for p in stage.parameters():
+            p.requires_grad_(False)
+            count += p.numel()
+    return count
+
+
+def train_mode(net: nn.Module) -> None:
+    """``net.train()``, except that a BatchNorm whose parameters are all frozen stays in eval mode
+    (its running statistics are part of what was frozen)."""
+    net.train()
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            params = list(module.parameters())
+            if params and not any(p.requires_grad for p in params):
+                module.eval()
+
+
 def train_stream_epoch(
     net: nn.Module,
     loader: Any,
@@ -424,7 +460,7 @@ def train_stream_epoch(
     gesture loss steps), ``samples`` (sequences) and ``samples_per_s``.
     """
     use_amp = scaler is not None and scaler.is_enabled()
-    net.train()
+    train_mode(net)
     total_loss, correct, gesture_steps, seen = 0.0, 0, 0, 0
     start = time.perf_counter()
     for frames, targets in loader:
@@ -853,11 +889,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     )
     test_loader = DataLoader(test_set, batch_size=config.batch, num_workers=config.workers, pin_memory=pin)
 
+    if config.freeze_stem:
+        frozen = freeze_stem(model, config.freeze_stem)
+        if is_main:
+            print(f"frozen: the first {config.freeze_stem} SPS stem stage(s), {frozen:,} parameters (weights and "
+                  "BatchNorm statistics kept; no gradient flows through them)", flush=True)
     model.to(device)
     net: nn.Module = _StepLogits(model) if stream else model
     if distributed:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=1e-8)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=config.lr, weight_decay=config.weight_decay, eps=1e-8)
     per_epoch = max(1, len(train_loader))
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,

@@ -132,6 +132,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "runs/dvsgesture_<model>[_stream].pt)")
     parser.add_argument("--resume", default=None, help="continue from a PATH_last.pt checkpoint")
     parser.add_argument("--init", default=None, help="start from a checkpoint's weights (fine-tuning; new optimizer)")
+    parser.add_argument(
+        "--freeze-stem", type=int, default=0, metavar="K",
+        help="keep the first K of the 4 SPS stem stages fixed (weights and BatchNorm statistics; fine-tuning with "
+        "--init: faster steps, fewer weights to fit from few examples; default 0)",
+    )
     parser.add_argument("--workers", type=int, default=0, help="DataLoader worker processes (default 0)")
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (default auto)")
     parser.add_argument("--lr", type=float, default=None, help="peak AdamW learning rate (default 1e-3)")
@@ -243,6 +248,7 @@ def build_config(args: argparse.Namespace, location: Any = None) -> Any:
         rest_weight=args.rest_weight,
         samples_per_epoch=args.samples_per_epoch,
         rest_threshold=args.rest_threshold,
+        freeze_stem=args.freeze_stem,
         **values,
     )
 

@@ -453,3 +453,54 @@ def test_train_calibrate_needs_whole_recordings(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: --calibrate: ") and "tonic layout" in err
     assert len(err.strip().splitlines()) == 1 and not (tmp_path / "x.pt").exists()
+
+
+# -- fine-tuning with a frozen stem ------------------------------------------------------------
+
+
+def test_a_frozen_stem_keeps_its_weights_and_statistics_while_the_rest_learns():
+    from spikingjelly.activation_based import functional
+
+    from models.train import freeze_stem
+
+    x = _sequence(3, steps=5, batch=3)
+    model = _calibrated_tiny(x)  # spikes reach every stage, BN momentum 1
+    count = freeze_stem(model, 2)
+    stages = model.patch_embed.stages
+    assert count == sum(p.numel() for s in stages[:2] for p in s.parameters()) > 0
+    frozen = {k: v.clone() for k, v in stages[:2].state_dict().items()}  # weights and BN running statistics
+    rest = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("patch_embed.stages.0.")
+            and not k.startswith("patch_embed.stages.1.") and v.is_floating_point()}
+    targets = torch.tensor([[-1, -1, 0, 0, 3], [4, 4, -1, -1, -1], [7, 7, 7, 7, 7]])
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    train_stream_epoch(model, [(x.transpose(0, 1).contiguous(), targets)] * 2, optimizer, None,
+                       torch.device("cpu"), burn_in=2)
+    for key, value in stages[:2].state_dict().items():
+        assert torch.equal(value, frozen[key]), key
+    changed = [k for k, v in model.state_dict().items() if k in rest and not torch.equal(v, rest[k])]
+    assert any(k.startswith("patch_embed.stages.2.") and k.endswith("running_mean") for k in changed)
+    assert any(k.startswith("blocks.") for k in changed) and "head.weight" in changed
+    assert all(p.grad is None for s in stages[:2] for p in s.parameters())
+    functional.reset_net(model)
+    with pytest.raises(ConfigError, match="freeze_stem: 5 stages, the model's stem has 4"):
+        freeze_stem(model, 5)
+
+
+def test_train_freeze_stem_from_the_command_line(synth_data, tmp_path, capsys):
+    out = tmp_path / "fz" / "tiny.pt"
+    init = tmp_path / "init.pt"
+    args = ["train", "--data", str(synth_data), "--model", "spikformer_tiny", "--recipe", "stream", "--steps", "4",
+            "--burn-in", "2", "--step-ms", "40", "--batch", "4", "--samples-per-epoch", "8", "--epochs", "1"]
+    assert cli_main([*args, "--out", str(init)]) == 0
+    capsys.readouterr()
+    assert cli_main(["train", "--data", str(synth_data), "--init", str(init), "--recipe", "stream", "--burn-in", "2",
+                     "--batch", "4", "--samples-per-epoch", "8", "--epochs", "1", "--freeze-stem", "3",
+                     "--out", str(out)]) == 0
+    assert "frozen: the first 3 SPS stem stage(s)" in capsys.readouterr().out
+    before, after = (models.load_checkpoint(p).model.state_dict() for p in (init, out))
+    for key in before:
+        if key.startswith(("patch_embed.stages.0.", "patch_embed.stages.1.", "patch_embed.stages.2.")):
+            assert torch.equal(before[key], after[key]), key
+    assert not torch.equal(before["head.weight"], after["head.weight"])
+    assert cli_main([*args, "--freeze-stem", "-1", "--out", str(out)]) == 2
+    assert "freeze_stem" in capsys.readouterr().err
