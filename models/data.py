@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from evstream.binning import Geometry, bin_events, bin_events_by_count
+from evstream.binning import Geometry, bin_events, bin_events_by_count, density_scale
 from evstream.errors import ConfigError, EventFileError, ModelError
 from evstream.events import EVENT_DTYPE, SensorSize
 from evstream.labels import DVS_GESTURE_CLASSES, read_class_names
@@ -77,6 +77,22 @@ __all__ = [
 ]
 
 DVS128_SENSOR = SensorSize(128, 128)
+
+
+def sensor_geometry(trained: Geometry, sensor: SensorSize | None) -> tuple[Geometry, float]:
+    """How a recording of ``sensor`` becomes model frames: the geometry and the count factor.
+
+    A model is trained for ``trained`` (the DVS128 on its input size); a recording of another
+    sensor (a user's own camera: ``collect`` and the Teach panel keep its sensor) is mapped as the
+    live Binner maps it (the same output size and fit) and its counts multiplied by
+    :func:`evstream.binning.density_scale`, the factor the streaming classifier applies to that
+    camera (:func:`models.streaming.input_scale_for`): training frames are the frames inference
+    sees. ``(trained, 1.0)`` for the trained sensor or an unknown one.
+    """
+    if sensor is None or (sensor.width, sensor.height) == (trained.sensor_size.width, trained.sensor_size.height):
+        return trained, 1.0
+    used = Geometry(sensor, (trained.out_size.width, trained.out_size.height), mode=trained.mode)
+    return used, density_scale(trained, used)
 NUM_CLASSES = len(DVS_GESTURE_CLASSES)
 
 # Class pairs that are each other's mirror image (0-based, evstream.labels order). A mirror
@@ -85,8 +101,8 @@ NUM_CLASSES = len(DVS_GESTURE_CLASSES)
 # right arm counter-clockwise 4 <-> 5 left arm clockwise. The other classes are symmetric.
 MIRRORED_CLASSES: tuple[tuple[int, int], ...] = ((1, 2), (3, 6), (4, 5))
 
-_CACHE_VERSION = 1
-_STREAM_CACHE_VERSION = 1  # bump when the whole-recording cache layout or span rule changes
+_CACHE_VERSION = 2
+_STREAM_CACHE_VERSION = 2  # bump when the whole-recording cache layout or span rule changes
 REST = -1  # per-step target of a step outside every labelled segment ("no gesture")
 _CACHE_MAX = np.iinfo(np.uint16).max
 
@@ -154,6 +170,7 @@ class _GestureFrames(Dataset, ABC):
         self.cache_dir = None if cache_dir is None else Path(cache_dir) / self._cache_tag(layout)
         self.clips: list[GestureClip] = []
         self._index: list[tuple[int, int]] = []  # (clip, first step) per sample; step -1 = random
+        self._scales: dict[int, float] = {}  # count factor per clip (sensor_geometry), known once binned or cached
 
     def _cache_tag(self, layout: str) -> str:
         width, height = self.geometry.out_size.width, self.geometry.out_size.height
@@ -188,6 +205,9 @@ class _GestureFrames(Dataset, ABC):
                 first = int(torch.randint(0, last_start + 1, ()).item())
             frames = _window(frames, first, self.steps)
         tensor = torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32))
+        scale = self._scales[c]
+        if scale != 1.0:
+            tensor = tensor * scale
         label = clip.label
         if self.transform is not None:
             tensor, label = self.transform(tensor, label)
@@ -201,22 +221,30 @@ class _GestureFrames(Dataset, ABC):
         clip = self.clips[c]
         path = self._cache_path(clip)
         if path is not None and path.is_file():
-            frames = _load_cached(path, clip)
-            if frames is not None:
+            cached = _load_cached(path, clip)
+            if cached is not None:
+                frames, self._scales[c] = cached
                 return frames
-        frames = self._bin(clip, self._clip_events(clip))
+        events = self._clip_events(clip)
+        geometry, self._scales[c] = self._clip_geometry(clip)
+        frames = self._bin(clip, events, geometry)
         if path is not None:
-            _save_cached(path, clip, frames)
+            _save_cached(path, clip, frames, self._scales[c])
         return frames
 
     def _cache_path(self, clip: GestureClip) -> Path | None:
         return None if self.cache_dir is None else self.cache_dir / f"{clip.key}.npz"
 
-    def _bin(self, clip: GestureClip, events: np.ndarray) -> np.ndarray:
+    def _bin(self, clip: GestureClip, events: np.ndarray, geometry: Geometry) -> np.ndarray:
         if self.mode == "count":
-            return bin_events_by_count(events, self.steps, self.geometry, dtype=np.uint16, clip=_CACHE_MAX)
+            return bin_events_by_count(events, self.steps, geometry, dtype=np.uint16, clip=_CACHE_MAX)
         steps = max(self.steps, clip_steps(clip, self.step_us))
-        return bin_events(events, clip.t_start, self.step_us, steps, self.geometry, dtype=np.uint16, clip=_CACHE_MAX)
+        return bin_events(events, clip.t_start, self.step_us, steps, geometry, dtype=np.uint16, clip=_CACHE_MAX)
+
+    def _clip_geometry(self, clip: GestureClip) -> tuple[Geometry, float]:
+        """:func:`sensor_geometry` of the clip's recording, known once its events were read
+        (every clip of this layout is DVS128)."""
+        return self.geometry, 1.0
 
     @abstractmethod
     def _clip_events(self, clip: GestureClip) -> np.ndarray:
@@ -248,22 +276,23 @@ def _window(frames: np.ndarray, first: int, steps: int) -> np.ndarray:
     return np.concatenate([window, pad])
 
 
-def _load_cached(path: Path, clip: GestureClip) -> np.ndarray | None:
-    """Cached frames, or ``None`` when the file is unreadable or belongs to another cut of the recording."""
+def _load_cached(path: Path, clip: GestureClip) -> tuple[np.ndarray, float] | None:
+    """Cached (frames, count factor), or ``None`` when the file is unreadable or belongs to another
+    cut of the recording."""
     try:
         with np.load(path) as data:
             if (int(data["t_start"]), int(data["t_end"]), int(data["label"])) != (clip.t_start, clip.t_end, clip.label):
                 return None
-            return data["frames"]
+            return data["frames"], float(data["scale"])
     except (OSError, ValueError, KeyError, EOFError):
         return None
 
 
-def _save_cached(path: Path, clip: GestureClip, frames: np.ndarray) -> None:
+def _save_cached(path: Path, clip: GestureClip, frames: np.ndarray, scale: float) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Write then rename: DataLoader workers may bin the same clip at once; readers never see half a file.
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, frames=frames, t_start=clip.t_start, t_end=clip.t_end, label=clip.label)
+    np.savez_compressed(tmp, frames=frames, t_start=clip.t_start, t_end=clip.t_end, label=clip.label, scale=scale)
     os.replace(tmp, path)
 
 
@@ -334,15 +363,22 @@ class IBMGestureDataset(_GestureFrames):
                 ))
         self._build_index()
         self._events: tuple[Path, np.ndarray] | None = None
+        self._geometries: dict[Path, tuple[Geometry, float]] = {}
 
     def _recording_events(self, recording: Path) -> np.ndarray:
         """All events of a recording; the last one read is kept, as clips of a recording come together."""
-        from evstream.io import read_events
+        from evstream.io import open_reader
 
         if self._events is None or self._events[0] != recording:
             # AEDAT 3.1 as the IBM release, or .aedat4 as `collect`/`synth --format aedat4` write
-            self._events = (recording, read_events(recording))
+            with open_reader(recording) as reader:
+                self._events = (recording, reader.read())
+                self._geometries[recording] = sensor_geometry(self.geometry, reader.sensor_size)
         return self._events[1]
+
+    def _clip_geometry(self, clip: GestureClip) -> tuple[Geometry, float]:
+        """The recording's own sensor (a user's camera) as :func:`sensor_geometry` maps it."""
+        return self._geometries[clip.recording]
 
     def _clip_events(self, clip: GestureClip) -> np.ndarray:
         return _events_between(self._recording_events(clip.recording), clip.t_start, clip.t_end)
@@ -516,6 +552,7 @@ class StreamSequenceDataset(Dataset):
                 raise ModelError(f"{labels_path}: labels file of {path.name} is missing")
             self.recordings.append(_Recording(path, read_labels(labels_path, len(self.class_names)), path.stem))
         self._frames: dict[int, np.ndarray] = {}
+        self._scales: dict[int, float] = {}  # count factor per recording (sensor_geometry), known once binned or cached
         self.t0: list[int] = []  # µs of step 0 of each recording
         self.targets: list[np.ndarray] = []  # per-step targets of each whole recording
         for r in range(len(self.recordings)):
@@ -573,6 +610,7 @@ class StreamSequenceDataset(Dataset):
                     if np.array_equal(data["segments"], self._segment_table(r)):
                         frames = data["frames"]
                         self._bin_t0 = int(data["t0"])
+                        self._scales[r] = float(data["scale"])
             except (OSError, ValueError, KeyError, EOFError):
                 frames = None
         if frames is None:
@@ -581,11 +619,18 @@ class StreamSequenceDataset(Dataset):
                 path.parent.mkdir(parents=True, exist_ok=True)
                 tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
                 np.savez_compressed(
-                    tmp, frames=frames, t0=self._bin_t0, steps=len(frames), segments=self._segment_table(r)
+                    tmp, frames=frames, t0=self._bin_t0, steps=len(frames), segments=self._segment_table(r),
+                    scale=self._scales[r],
                 )
                 os.replace(tmp, path)  # readers never see half a file
         self._frames[r] = frames
         return frames
+
+    def input_scale(self, r: int) -> float:
+        """The factor recording ``r``'s counts are multiplied by in :meth:`sequence`
+        (:func:`sensor_geometry`: 1.0 for a DVS128 recording)."""
+        self.recording_frames(r)
+        return self._scales[r]
 
     def _bin(self, r: int) -> np.ndarray:
         from evstream.io import open_reader
@@ -594,10 +639,7 @@ class StreamSequenceDataset(Dataset):
         with open_reader(recording.path) as reader:  # AEDAT 3.1 (the IBM release) or .aedat4
             events = reader.read()
             sensor = reader.sensor_size
-        geometry = self.geometry
-        if sensor is not None and (sensor.width, sensor.height) != (DVS128_SENSOR.width, DVS128_SENSOR.height):
-            # A user's own camera (collect / the Teach panel keep its sensor): mapped as the live Binner maps it.
-            geometry = Geometry(sensor, self.out_size, mode=self.geometry.mode)
+        geometry, self._scales[r] = sensor_geometry(self.geometry, sensor)
         seg = recording.segments
         starts = [int(seg["t_start"].min())] if len(seg) else []
         ends = [int(seg["t_end"].max())] if len(seg) else []
@@ -642,7 +684,11 @@ class StreamSequenceDataset(Dataset):
         targets = self.targets[r][first:first + self.length]
         if len(targets) < self.length:
             targets = np.concatenate([targets, np.full(self.length - len(targets), REST, dtype=np.int64)])
-        return torch.from_numpy(frames.astype(np.float32)), torch.from_numpy(np.ascontiguousarray(targets))
+        frames = frames.astype(np.float32)
+        scale = self.input_scale(r)
+        if scale != 1.0:
+            frames *= np.float32(scale)
+        return torch.from_numpy(frames), torch.from_numpy(np.ascontiguousarray(targets))
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
         """Frames ``[burn_in + steps, 2, H, W]`` float32 and per-step targets ``[burn_in + steps]`` int64."""

@@ -527,3 +527,43 @@ def test_augment_gain_scales_every_count_of_a_sample_alike():
     assert max(gains) / min(gains) > 1.5  # it does vary
     with pytest.raises(ConfigError, match="gain"):
         GestureAugment(gain=-1)
+
+
+# -- a user's own camera: training frames are the frames the live classifier sees --------------
+
+
+def test_a_users_own_camera_trains_on_the_frames_the_live_classifier_sees(tmp_path):
+    """A 640x480 Teach recording: the stream and clip datasets bin it as the live Binner does and
+    scale its counts as the streaming classifier does (input_scale_for), not as a DVS128."""
+    from evstream.binning import Binner, density_scale
+    from evstream.io.aedat4 import write_aedat4
+    from models.streaming import input_scale_for
+
+    sensor, out = SensorSize(640, 480), (32, 32)
+    folder = tmp_path / "DvsGesture"
+    folder.mkdir()
+    ev = random_events(60_000, sensor, 0, 400_000, seed=7)
+    ev["t"][0] = 0
+    write_aedat4(folder / "run_01.aedat4", ev, sensor)
+    (folder / "run_01_labels.csv").write_text("class,startTime_usec,endTime_usec\n3,100000,300000\n")
+    (folder / "trials_to_train.txt").write_text("run_01.aedat4\n")
+
+    binner = Binner(sensor, out, STEP_US, 4, fit="crop", t0=0)
+    live = np.concatenate([w.frames for w in binner.push(ev) + binner.flush(400_000)])
+    scale = input_scale_for({"sensor": [128, 128], "out_size": [out[1], out[0]]}, binner.geometry)
+    assert scale == pytest.approx(4 * 4 / (15 * 15)) and scale == density_scale(Geometry(SENSOR, out), binner.geometry)
+
+    stream = StreamSequenceDataset(tmp_path, "train", steps=4, step_us=STEP_US, out_size=out, cache_dir=tmp_path / "c")
+    frames, targets = stream.sequence(0, 0)
+    torch.testing.assert_close(frames, torch.from_numpy(live[:4] * np.float32(scale)))
+    assert stream.input_scale(0) == pytest.approx(scale)
+    again = StreamSequenceDataset(tmp_path, "train", steps=4, step_us=STEP_US, out_size=out, cache_dir=tmp_path / "c")
+    torch.testing.assert_close(again.sequence(0, 5)[0], torch.from_numpy(live[5:9] * np.float32(scale)))  # from the cache
+
+    for _ in range(2):  # binned, then from the cache with the recording gone
+        clips = IBMGestureDataset(tmp_path, "train", steps=4, step_us=STEP_US, out_size=out, windows="fixed",
+                                  cache_dir=tmp_path / "clips")
+        first, label = clips[0]
+        assert label == 2
+        torch.testing.assert_close(first, torch.from_numpy(live[5:9] * np.float32(scale)))  # the segment starts at step 5
+        (folder / "run_01.aedat4").write_bytes(b"#!AER-DAT4.0\r\nbroken")
