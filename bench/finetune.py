@@ -1,7 +1,7 @@
 """Teach loop on a new person: fine-tuning the shipped model on 5 repetitions per class (issue #16).
 
-``python bench/finetune.py [--seed 95001] [--out DIR] [--threads N] [--epochs N] [--train-args A]
-[--collect-args A] [--quick]``
+``python bench/finetune.py [--seed 95001] [--sensor 128x128] [--out DIR] [--threads N] [--epochs N]
+[--train-args A] [--collect-args A] [--quick]``
 
 A synthetic "user" the shipped weights have never seen performs the 11 DVS128 Gesture classes
 for the Teach protocol, and the loop a person runs is timed and scored stage by stage:
@@ -43,6 +43,11 @@ no training or held-out set uses seeds ≥ 92000), then set outside all three ra
 (+0.10, towards the image's right). The renderer has no public hook for a build (see
 :class:`OutOfRangeUser`), so the bench builds the scene itself and hands it to the
 :class:`~evstream.sources.synthetic.SyntheticSource` that performs the protocol's schedule.
+
+**The camera.** ``--sensor`` (default 128x128, the DVS128 the shipped model was trained on) is
+the sensor both sessions record with: ``640x480`` is a DVXplorer, whose recordings the fine-tune,
+the calibration and the evaluation all show to the 64x64 model as the live pipeline does (centre
+crop, area downsampling, counts scaled by the density factor).
 
 ``--quick`` runs the same path at toy sizes (2 runs of 1 s gestures, a fine-tune of a few
 sequences, 1 evaluation run) for the CI smoke test; its accuracies mean nothing.
@@ -100,6 +105,7 @@ class OutOfRangeUser:
     build: float = 0.84
     distance: float = 0.76
     offset: float = 0.10
+    sensor: tuple[int, int] = (DVS128.width, DVS128.height)  # the camera (width, height) both sessions record with
 
     def scene(self, sensor_size: SensorSize = DVS128) -> GestureScene:
         """The person's scene at ``sensor_size`` (the same for every session)."""
@@ -121,6 +127,7 @@ class OutOfRangeUser:
                  f"image scale {self.distance:.2f} x height (training {TRAINING_RANGES['distance'][0]}-"
                  f"{TRAINING_RANGES['distance'][1]})",
                  f"centre offset {self.offset:+.2f} x height (training ±{TRAINING_RANGES['offset'][1]})"]
+        parts.append(f"camera {self.sensor[0]}x{self.sensor[1]}")
         return f"person seed {self.seed}: " + ", ".join(parts)
 
     def source(self, session_seed: int, schedule: list[tuple[int, int, int]], tail_s: float) -> SyntheticSource:
@@ -130,9 +137,10 @@ class OutOfRangeUser:
         is replaced by :meth:`scene` through its private ``_sequence``: a ``scene=`` (or a
         ``build=``) keyword of SyntheticSource / GestureSequence would make this a public call.
         """
-        scene = self.scene(DVS128)
-        emulator = sensor_emulator(DVS128, np.random.default_rng([self.seed, session_seed]), scene.level)
-        source = SyntheticSource(DVS128, seed=session_seed, realtime=False, schedule=schedule,
+        sensor = SensorSize(*self.sensor)
+        scene = self.scene(sensor)
+        emulator = sensor_emulator(sensor, np.random.default_rng([self.seed, session_seed]), scene.level)
+        source = SyntheticSource(sensor, seed=session_seed, realtime=False, schedule=schedule,
                                  rest_s=(tail_s, tail_s), emulator=emulator)
         source._sequence.scene = scene  # the segments drawn from session_seed stay; only the person changes
         source.camera_name = "evstream synthetic (bench/finetune.py out-of-range person, DVS emulator)"
@@ -283,6 +291,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="person's image scale / height (renderer 0.85-1.10; default 0.76)")
     parser.add_argument("--offset", type=float, default=0.10,
                         help="shoulders' centre offset / height (renderer ±0.06; default +0.10)")
+    parser.add_argument("--sensor", default="128x128",
+                        help="the camera both sessions record with, WIDTHxHEIGHT (default 128x128, a DVS128; "
+                        "640x480: a DVXplorer, shown to the 64x64 model as the live pipeline shows it)")
     parser.add_argument("--model", default=SHIPPED, help=f"the model to start from (default {SHIPPED})")
     parser.add_argument("--reps", type=int, default=5, help="fine-tune session: runs of the 11 classes (default 5)")
     parser.add_argument("--seconds", type=float, default=3.0, help="gesture length, s (default 3)")
@@ -314,7 +325,11 @@ def main(argv: list[str] | None = None) -> int:
         if any((out / session / "DvsGesture").glob("*.aedat4")):
             raise SystemExit(f"{out / session}: holds recordings of an earlier run; give another --out or delete it")
     out.mkdir(parents=True, exist_ok=True)
-    user = OutOfRangeUser(args.seed, args.build, args.distance, args.offset)
+    try:
+        width, height = (int(v) for v in args.sensor.lower().split("x"))
+    except ValueError:
+        raise SystemExit(f"--sensor: WIDTHxHEIGHT, got {args.sensor!r}") from None
+    user = OutOfRangeUser(args.seed, args.build, args.distance, args.offset, (width, height))
     results: dict = {"user": dataclasses.asdict(user), "quick": args.quick, "threads": args.threads,
                      "cpu_count": os.cpu_count(), "model": args.model, "epochs": epochs, "train_args": extra,
                      "protocol": {"reps": reps, "seconds": seconds, "rest": rest, "eval_reps": eval_reps,

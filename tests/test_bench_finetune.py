@@ -50,6 +50,15 @@ def test_the_person_is_outside_the_renderers_ranges_and_the_same_in_every_sessio
     assert len(events[1]) > 100 and len(events[2]) > 100
     assert not np.array_equal(events[1], events[2])  # another recording: other variation and noise
 
+    # --sensor 640x480: the same person before a DVXplorer-sized camera, at that camera's scale
+    wide = bench.OutOfRangeUser(95001, sensor=(640, 480))
+    source = wide.source(1, schedule, 0.2)
+    assert (source.sensor_size.width, source.sensor_size.height) == (640, 480)
+    assert source._sequence.scene.scale == 480 * 0.76 and source._sequence.scene.origin[0] == 320 + 0.10 * 480
+    ev = np.concatenate([c.events for c in source])
+    assert len(ev) > 1000 and int(ev["x"].max()) >= 128 and int(ev["x"].max()) < 640 and int(ev["y"].max()) < 480
+    assert "camera 640x480" in wide.describe()
+
 
 def test_quick_run_records_fine_tunes_and_writes_a_loadable_checkpoint(tmp_path):
     out = tmp_path / "bench"
