@@ -180,7 +180,9 @@ def test_shipped_default_weights_are_small_complete_and_never_saw_real_data():
     pre = loaded.preprocessing
     assert pre["mode"] == "time" and pre["step_us"] > 0 and pre["steps"] == loaded.model.config.steps
     assert pre["out_size"] == [loaded.model.config.img_size[1], loaded.model.config.img_size[0]]
-    assert 0.0 <= loaded.metrics["top1"] <= 1.0 and "synth" in loaded.train_args["data"]
+    assert 0.0 <= loaded.metrics["top1"] <= 1.0
+    # train writes what the folder holds (a synth folder carries SYNTHETIC.txt), not a name someone chose
+    assert loaded.metrics["trained_on"].startswith("synthetic gestures only")
 
 
 def test_decision_settings_travel_with_the_weights(tmp_path):
