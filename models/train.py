@@ -419,7 +419,7 @@ def freeze_stem(model: nn.Module, stages: int) -> int:
     if not 0 <= stages <= available:
         raise ConfigError(f"freeze_stem: {stages} stages, the model's stem has {available}")
     count = 0
-    for stage in embed.stages[:stages]:
+    for stage in embed.stages[:stages] if stages else ():
         for p in stage.parameters():
             p.requires_grad_(False)
             count += p.numel()
@@ -924,7 +924,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if not state.train_state:
             raise ModelError(f"{state.path}: no optimizer state to resume from (use the *_last.pt checkpoint)")
         model.load_state_dict(state.model.state_dict())
-        optimizer.load_state_dict(state.train_state["optimizer"])
+        try:
+            optimizer.load_state_dict(state.train_state["optimizer"])
+        except ValueError as err:  # another --freeze-stem: the optimizer holds other parameters
+            raise ModelError(f"{state.path}: its optimizer state does not fit this run ({err}); resume with the "
+                             "--freeze-stem it was trained with") from None
         scheduler.load_state_dict(state.train_state["scheduler"])
         scaler.load_state_dict(state.train_state.get("scaler", {}) or scaler.state_dict())
         start_epoch = int(state.train_state["epoch"]) + 1

@@ -815,16 +815,21 @@ def test_raw_count_equals_decoder_on_random_words(tmp_path, monkeypatch, encodin
     assert decoded >= 20 and sum(split) >= 40
 
 
+def _small_raw_and_dat(tmp_path, seed):
+    """500 events of a 320x240 sensor as an EVT 3.0 file ``a.raw`` and a DAT file ``a.dat``."""
+    events = _dense_events(SensorSize(320, 240), t0=0, n=500, seed=seed)
+    raw, dat = tmp_path / "a.raw", tmp_path / "a.dat"
+    raw.write_bytes(header("evt 3.0", "geometry 320x240") + encode_evt3(events))
+    dat.write_bytes(encode_dat(events, geometry=(320, 240)))
+    return events, raw, dat
+
+
 def test_open_reader_parses_a_prophesee_header_once(tmp_path, monkeypatch):
     """Detection's parsed header is handed to the reader (small files are mostly header work)."""
     import evstream.io as io
     import evstream.io.prophesee as prophesee
 
-    sensor = SensorSize(320, 240)
-    events = _dense_events(sensor, t0=0, n=500, seed=25)
-    raw, dat = tmp_path / "a.raw", tmp_path / "a.dat"
-    raw.write_bytes(header("evt 3.0", "geometry 320x240") + encode_evt3(events))
-    dat.write_bytes(encode_dat(events, geometry=(320, 240)))
+    events, raw, dat = _small_raw_and_dat(tmp_path, 25)
     calls = []
     parse = prophesee.read_header
 
@@ -844,11 +849,7 @@ def test_open_reader_opens_a_prophesee_file_once_and_leaks_no_descriptor(tmp_pat
     import evstream.io as io
     import evstream.io.prophesee as prophesee
 
-    sensor = SensorSize(320, 240)
-    events = _dense_events(sensor, t0=0, n=500, seed=26)
-    raw, dat = tmp_path / "a.raw", tmp_path / "a.dat"
-    raw.write_bytes(header("evt 3.0", "geometry 320x240") + encode_evt3(events))
-    dat.write_bytes(encode_dat(events, geometry=(320, 240)))
+    events, raw, dat = _small_raw_and_dat(tmp_path, 26)
     bad = tmp_path / "bad.raw"  # detected as EVT 3.0, refused by the reader: no geometry
     bad.write_bytes(header("evt 3.0") + encode_evt3(events))
     unknown = tmp_path / "unknown.raw"  # refused by detection

@@ -504,3 +504,9 @@ def test_train_freeze_stem_from_the_command_line(synth_data, tmp_path, capsys):
     assert not torch.equal(before["head.weight"], after["head.weight"])
     assert cli_main([*args, "--freeze-stem", "-1", "--out", str(out)]) == 2
     assert "freeze_stem" in capsys.readouterr().err
+    # resuming the unfrozen run with a frozen stem: its optimizer holds other parameters
+    resumed = [*args[:-2], "--epochs", "2", "--resume", str(init.with_name("init_last.pt")), "--freeze-stem", "3"]
+    assert cli_main([*resumed, "--out", str(tmp_path / "resumed.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "init_last.pt: its optimizer state does not fit this run" in err and "--freeze-stem" in err
+    assert len(err.strip().splitlines()) == 1
