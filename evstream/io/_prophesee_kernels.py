@@ -23,7 +23,9 @@ masked after its shift, so no unsigned/signed promotion can reach float.
 Speed: EVT 2.0 decodes groups of :data:`GROUP` words that are all CD events (the common case) in
 one branch-free loop that LLVM vectorises, and falls back to the word-by-word state machine for a
 group holding any other word (DAT and AEDAT 2.0 do the same); EVT 3.0 ADDR_Y / ADDR_X words,
-which come in no predictable order, share one branch-free path. Vector words write every slot of
+which come in no predictable order, share one branch-free path, a tight loop of its own over each
+run of them (1.31x the decode speed of the same path inside the word-by-word loop on the Gen4.1
+sample: 1.37 against 1.79 ms, best of 150 interleaved). Vector words write every slot of
 the vector whatever the mask (EVT 3.0: the columns of the set bits from a table, EVT 2.1: each
 slot, the output advanced by the mask bit), so random masks cost no mispredicted branches (the
 slots past the last event are overwritten later or trimmed). A vector decoder therefore stops
@@ -335,29 +337,39 @@ def decode_evt3(words, pos, out, trig, state, width, height):
     i = pos
     nw = words.shape[0]
     while i < nw:
+        if ok != 0:
+            # A run of ADDR_Y / ADDR_X words (most words of a real recording, in no predictable
+            # order) in a tight loop of its own, without a branch on which: the event slot is
+            # written every time and kept only for an ADDR_X, the row updated through a mask.
+            # Unsigned slot indices spare numba's negative-index wrap. The run ends at the first
+            # word of another type (0xD masks both types out) or a full output.
+            while i < nw and n < cap:
+                w = np.int64(words[i])
+                if (w >> 12) & 0xD != 0:
+                    break
+                is_x = (w >> 13) & 1
+                xi = w & 0x7FF
+                if (((xlim - xi) | row_bad) & -is_x) < 0:
+                    state[ERR_A] = xi
+                    state[ERR_B] = row
+                    status = OFF_GEOMETRY
+                    break
+                slot = np.uint64(2 * n)
+                out[slot] = ti
+                out[slot + np.uint64(1)] = xi | (row << 16) | (((w >> 11) & 1) << 32)
+                n += is_x
+                keep_row = is_x - 1  # all ones for ADDR_Y
+                row = (xi & keep_row) | (row & ~keep_row)
+                row_bad = ylim - row
+                i += 1
+            if status != DONE or i >= nw:
+                break
         w = np.int64(words[i])
         kind = w >> 12
-        if ok != 0 and (kind == 0x0 or kind == 0x2):
-            # ADDR_Y and ADDR_X (most words of a real recording, in no predictable order)
-            # without a branch on which: the event slot is written every time and kept only
-            # for an ADDR_X, the row is updated through a mask.
-            if n >= cap:
-                status = FULL
-                break
-            is_x = kind >> 1
-            xi = w & 0x7FF
-            if (((xlim - xi) | row_bad) & -is_x) < 0:
-                state[ERR_A] = xi
-                state[ERR_B] = row
-                status = OFF_GEOMETRY
-                break
-            out[2 * n] = ti
-            out[2 * n + 1] = xi | (row << 16) | (((w >> 11) & 1) << 32)
-            n += is_x
-            keep_row = is_x - 1  # all ones for ADDR_Y
-            row = (xi & keep_row) | (row & ~keep_row)
-            row_bad = ylim - row
-        elif kind == 0x0:
+        if ok != 0 and (kind == 0x0 or kind == 0x2):  # the run above stopped at a full output
+            status = FULL
+            break
+        if kind == 0x0:
             row = w & 0x7FF
             row_bad = ylim - row
             have_row = 1

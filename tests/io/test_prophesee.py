@@ -815,6 +815,43 @@ def test_raw_count_equals_decoder_on_random_words(tmp_path, monkeypatch, encodin
     assert decoded >= 20 and sum(split) >= 40
 
 
+def test_evt3_decoder_resumes_exactly_from_a_full_output():
+    """A decoder handed outputs of a few slots (FULL, then called again from the position it
+    returned, as the readers do) gives the events, triggers, state and fault of one call with
+    room for everything: the ADDR_X / ADDR_Y run loop stops at a full output without losing or
+    repeating a word."""
+    from evstream.io import _prophesee_kernels as kernels
+
+    kinds = np.array([0x0, 0x0, 0x2, 0x2, 0x2, 0x2, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0xA, 0xE, 0xF], np.int64)
+    rng = np.random.default_rng(31)
+
+    def decode(words, cap, width, height):
+        state, pos, events, triggers = kernels.new_state(), 0, [], []
+        while True:
+            out, trig = np.zeros(cap, EVENT_DTYPE), np.zeros((7, 3), np.int64)
+            pos, n, nt, status = kernels.decode_evt3(words, pos, kernels.packed(out), trig, state, width, height)
+            events.append(out[:n])
+            triggers.append(trig[:nt])
+            if status != kernels.FULL:
+                return np.concatenate(events), np.concatenate(triggers), pos, status, state
+
+    faults = 0
+    for case in range(120):
+        n = int(rng.integers(1, 2_000))
+        kind = rng.choice(kinds, n)
+        payload = rng.integers(0, 1 << 12, n)
+        payload[kind == 0x8] = np.sort(payload[kind == 0x8])
+        payload[kind == 0x3] &= 0x0FFF - 0x7F0
+        words = (kind << 12 | payload).astype("<u2")
+        width, height = (2048, 2048) if case % 2 else (1000, 900)  # 1000x900: some addresses off the sensor
+        whole = decode(words, 32 * n + 64, width, height)
+        parts = decode(words, int(rng.choice([12, 13, 20, 50])), width, height)
+        assert np.array_equal(parts[0], whole[0]) and np.array_equal(parts[1], whole[1])
+        assert parts[2:4] == whole[2:4] and np.array_equal(parts[4], whole[4])
+        faults += whole[3] != kernels.DONE
+    assert 10 <= faults <= 110  # both ways through the decoder were taken
+
+
 def _small_raw_and_dat(tmp_path, seed):
     """500 events of a 320x240 sensor as an EVT 3.0 file ``a.raw`` and a DAT file ``a.dat``."""
     events = _dense_events(SensorSize(320, 240), t0=0, n=500, seed=seed)
