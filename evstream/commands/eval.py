@@ -38,10 +38,11 @@ examples:
 class,startTime_usec,endTime_usec, classes 1-based), or an IBM-layout DvsGesture folder
 (trials_to_test.txt). It writes online_eval.json and online_eval.png in --out.
 
---calibrate grid-searches the decision rule (ema: smoothing 100/200/300/500 ms; mean: over the last
-8/16/32 steps), threshold 0.3 ... 0.7 and hysteresis 0/0.05/0.1 on the given recordings (an IBM
+--calibrate grid-searches the decision rule (ema: smoothing 25/50/100/200/300/500 ms; mean: over the
+last 8/16/32 steps), threshold 0.2 ... 0.7 and hysteresis 0/0.05/0.1 on the given recordings (an IBM
 folder's train split by default), maximising online accuracy (labelled steps decided right) minus
-false alarms (steps between gestures that name one); --decision/--mean-steps/--smoothing-ms/
+false alarms (steps between gestures that name one), then tries own thresholds (0.2 ... 0.9) for
+the classes that take the most false alarms or stay most often undecided; --decision/--mean-steps/--smoothing-ms/
 --threshold/--hysteresis fix that part of the grid. It writes the checkpoint copy --out (.pt) with
 the chosen settings and the window length, and <out>_calibration.json beside it.
 """

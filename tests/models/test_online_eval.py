@@ -470,3 +470,21 @@ def test_checkpoint_decision_errors_name_the_field(tmp_path, capsys):
     assert main(["eval", "--stream", str(a), "--model", str(bad)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "decision.rule" in err[0]
+
+
+def test_eval_help_quotes_the_calibration_grid():
+    """``eval --help`` tells a user the grid ``--calibrate`` really searches (it went stale once)."""
+    from evstream.commands import eval as eval_command
+    from models.online_eval import CALIBRATION_GRID
+
+    text = " ".join(eval_command.EXAMPLES.split())
+
+    def fmt(values):
+        return "/".join(f"{v:g}" for v in values)
+
+    assert f"smoothing {fmt(CALIBRATION_GRID['rules']['ema']['smoothing_ms'])} ms" in text
+    assert f"last {fmt(CALIBRATION_GRID['rules']['mean']['mean_steps'])} steps" in text
+    assert f"threshold {min(CALIBRATION_GRID['threshold']):g} ... {max(CALIBRATION_GRID['threshold']):g}" in text
+    assert f"hysteresis {fmt(CALIBRATION_GRID['hysteresis'])}" in text
+    own = CALIBRATION_GRID["class_threshold"]
+    assert f"own thresholds ({min(own):g} ... {max(own):g})" in text
