@@ -815,21 +815,31 @@ def test_raw_count_equals_decoder_on_random_words(tmp_path, monkeypatch, encodin
     assert decoded >= 20 and sum(split) >= 40
 
 
-def test_evt3_decoder_resumes_exactly_from_a_full_output():
+# Per encoding: word kinds drawn (CD / address words weighted up), kind shift, payload bits, word dtype.
+_RESUME_WORDS = {
+    "evt3": ([0x0, 0x0, 0x2, 0x2, 0x2, 0x2, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0xA, 0xE, 0xF], 12, 12, "<u2"),
+    "evt2": ([0x0, 0x1] * 12 + [0x8, 0xA, 0xE, 0xF], 28, 28, "<u4"),
+}
+
+
+@pytest.mark.parametrize("encoding", ["evt3", "evt2"])
+def test_decoder_resumes_exactly_from_a_full_output(encoding):
     """A decoder handed outputs of a few slots (FULL, then called again from the position it
     returned, as the readers do) gives the events, triggers, state and fault of one call with
-    room for everything: the ADDR_X / ADDR_Y run loop stops at a full output without losing or
-    repeating a word."""
+    room for everything: EVT 3.0's ADDR_X / ADDR_Y run loop and EVT 2.0's groups (kept up to
+    their first other word) stop at a full output without losing or repeating a word."""
     from evstream.io import _prophesee_kernels as kernels
 
-    kinds = np.array([0x0, 0x0, 0x2, 0x2, 0x2, 0x2, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0xA, 0xE, 0xF], np.int64)
+    kinds, shift, bits, dtype = _RESUME_WORDS[encoding]
+    decoder = {"evt3": kernels.decode_evt3, "evt2": kernels.decode_evt2}[encoding]
+    kinds = np.array(kinds, np.int64)
     rng = np.random.default_rng(31)
 
     def decode(words, cap, width, height):
         state, pos, events, triggers = kernels.new_state(), 0, [], []
         while True:
             out, trig = np.zeros(cap, EVENT_DTYPE), np.zeros((7, 3), np.int64)
-            pos, n, nt, status = kernels.decode_evt3(words, pos, kernels.packed(out), trig, state, width, height)
+            pos, n, nt, status = decoder(words, pos, kernels.packed(out), trig, state, width, height)
             events.append(out[:n])
             triggers.append(trig[:nt])
             if status != kernels.FULL:
@@ -839,10 +849,13 @@ def test_evt3_decoder_resumes_exactly_from_a_full_output():
     for case in range(120):
         n = int(rng.integers(1, 2_000))
         kind = rng.choice(kinds, n)
-        payload = rng.integers(0, 1 << 12, n)
+        payload = rng.integers(0, 1 << bits, n)
         payload[kind == 0x8] = np.sort(payload[kind == 0x8])
-        payload[kind == 0x3] &= 0x0FFF - 0x7F0
-        words = (kind << 12 | payload).astype("<u2")
+        if encoding == "evt3":
+            payload[kind == 0x3] &= 0x0FFF - 0x7F0
+        else:
+            payload[kind <= 1] &= ~((1 << 21) | (1 << 10))  # x, y < 1024: on a 2048x2048 sensor
+        words = (kind << shift | payload).astype(dtype)
         width, height = (2048, 2048) if case % 2 else (1000, 900)  # 1000x900: some addresses off the sensor
         whole = decode(words, 32 * n + 64, width, height)
         parts = decode(words, int(rng.choice([12, 13, 20, 50])), width, height)
