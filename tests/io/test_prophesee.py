@@ -815,13 +815,6 @@ def test_raw_count_equals_decoder_on_random_words(tmp_path, monkeypatch, encodin
     assert decoded >= 20 and sum(split) >= 40
 
 
-# Per encoding: word kinds drawn (CD / address words weighted up), kind shift, payload bits, word dtype.
-_RESUME_WORDS = {
-    "evt3": ([0x0, 0x0, 0x2, 0x2, 0x2, 0x2, 0x2, 0x3, 0x4, 0x5, 0x6, 0x7, 0x8, 0xA, 0xE, 0xF], 12, 12, "<u2"),
-    "evt2": ([0x0, 0x1] * 12 + [0x8, 0xA, 0xE, 0xF], 28, 28, "<u4"),
-}
-
-
 @pytest.mark.parametrize("encoding", ["evt3", "evt2"])
 def test_decoder_resumes_exactly_from_a_full_output(encoding):
     """A decoder handed outputs of a few slots (FULL, then called again from the position it
@@ -830,9 +823,11 @@ def test_decoder_resumes_exactly_from_a_full_output(encoding):
     their first other word) stop at a full output without losing or repeating a word."""
     from evstream.io import _prophesee_kernels as kernels
 
-    kinds, shift, bits, dtype = _RESUME_WORDS[encoding]
+    kinds, shift, bits, _ = _RANDOM_WORDS[encoding]
+    # More CD / address words than _RANDOM_WORDS draws, so that runs and whole groups occur.
+    kinds = np.array(kinds + ([0x2] * 3 if encoding == "evt3" else [0x0, 0x1] * 9), np.int64)
+    dtype = {"evt3": "<u2", "evt2": "<u4"}[encoding]
     decoder = {"evt3": kernels.decode_evt3, "evt2": kernels.decode_evt2}[encoding]
-    kinds = np.array(kinds, np.int64)
     rng = np.random.default_rng(31)
 
     def decode(words, cap, width, height):
