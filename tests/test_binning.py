@@ -482,32 +482,81 @@ def test_parallel_binner_equals_serial():
         np.testing.assert_array_equal(a.frames, c.frames)
 
 
+def _halves_available(binner) -> bool:
+    return binner._scratch.size > 0
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])
-@pytest.mark.parametrize(("parallel", "helper"), [(None, "thread"), (True, "thread"), (None, "all parts")])
-def test_a_dense_chunk_split_with_the_helper_equals_the_reference(parallel, helper, dtype, monkeypatch):
-    """One 10 ms step per push with more events than SPLIT_MIN_EVENTS: the step is binned in parts
-    by the caller and the helper thread (whichever claims a part first; "all parts": the helper
-    takes every part, so its frame is what gets added); integer frames wrap as serial adds do."""
-    from evstream.binning import online
+@pytest.mark.parametrize("parallel", [None, True])
+def test_a_dense_chunk_binned_in_halves_equals_the_reference(parallel, dtype, monkeypatch):
+    """One 10 ms step per push with more events than SPLIT_MIN_EVENTS, binned in two halves on two
+    threads (the second half into a scratch frame, then added): frames, counts and tallies equal
+    the reference; integer frames wrap as serial adds do; the scratch frame is zero again after."""
+    from evstream.binning import _flat, online
     from evstream.binning.online import SPLIT_MIN_EVENTS
 
-    if helper == "all parts":
-        monkeypatch.setattr(online.HELPER, "offer", lambda task: task.help())
-
+    calls = []
+    halves = _flat.bin_step_flat_rows_halves
+    monkeypatch.setattr(_flat, "bin_step_flat_rows_halves", lambda *a: calls.append(a[1]) or halves(*a))
+    if parallel is None:
+        monkeypatch.setattr(online.Binner, "_split_pays", lambda self: True)
     sensor = SensorSize(64, 48)
     ev = random_events(3 * (SPLIT_MIN_EVENTS + 10_000), sensor, duration_us=30_000, seed=17)
     ev["x"][::97] = 200  # some outside the sensor
     binner = Binner(sensor, step_us=10_000, steps=1, dtype=dtype, parallel=parallel, t0=0)
+    if not _halves_available(binner):
+        pytest.skip("one core or one numba thread: dense steps are never split")
     bounds = np.searchsorted(ev["t"], [0, 10_000, 20_000, 30_000])
     windows = push_all(binner, [EventChunk(ev[a:b], t, t + 10_000) for a, b, t in zip(
         bounds[:-1], bounds[1:], (0, 10_000, 20_000), strict=True)])
     reference = reference_frames(ev, 0, 10_000, 3, sensor)
-    assert len(windows) == 3
+    assert len(windows) == 3 and len(calls) == 3  # every step went in halves
     for k, w in enumerate(windows):
         np.testing.assert_array_equal(w.frames, reference[k:k + 1].astype(dtype))
         assert w.counts[0] == reference[k].sum()
     assert binner.stats.events_binned == reference.sum()
     assert binner.stats.dropped_out_of_bounds == len(ev[::97])
+    assert not binner._scratch.any()
+
+
+@pytest.mark.parametrize("halves_cost", [10.0, 0.1])
+def test_dense_pushes_go_the_way_that_measured_faster(halves_cost, monkeypatch):
+    """With parallel=None the Binner times both ways of binning a dense step and keeps to the
+    faster: when halves are 10x slower (a second core busy), 300 dense pushes try them only 6
+    times (the 2nd push, then 8, 16, 32 ... pushes after each losing try); when 10x faster,
+    nearly every push uses them. A fake clock stands in for the machine's load; the frames are exact either way."""
+    from evstream.binning import _flat, online
+
+    clock = [0.0]
+    monkeypatch.setattr(online.time, "perf_counter", lambda: clock[0])
+    calls = {"halves": 0, "serial": 0}
+    halves, serial = _flat.bin_step_flat_rows_halves, _flat.bin_steps_flat_rows
+
+    def timed(kind, kernel, cost):
+        def run(*args):
+            calls[kind] += 1
+            clock[0] += cost
+            return kernel(*args)
+        return run
+
+    monkeypatch.setattr(_flat, "bin_step_flat_rows_halves", timed("halves", halves, halves_cost))
+    monkeypatch.setattr(_flat, "bin_steps_flat_rows", timed("serial", serial, 1.0))
+    sensor = SensorSize(32, 24)
+    binner = Binner(sensor, step_us=1_000, steps=1, t0=0)
+    if not _halves_available(binner):
+        pytest.skip("one core or one numba thread: dense steps are never split")
+    binner._split_min = 500  # tiny dense steps keep the test quick
+    ev = random_events(300 * 600, sensor, duration_us=300_000, seed=3)
+    bounds = np.searchsorted(ev["t"], np.arange(0, 300_001, 1_000))
+    windows = push_all(binner, [EventChunk(ev[a:b], t, t + 1_000) for a, b, t in zip(
+        bounds[:-1], bounds[1:], range(0, 300_000, 1_000), strict=True)])
+    assert len(windows) == 300
+    if halves_cost > 1:
+        assert calls["halves"] == 6  # pushes 2, 10, 26, 58, 122 and 250
+    else:
+        assert calls["halves"] >= 293 and calls["serial"] <= 7
+    reference = reference_frames(ev, 0, 1_000, 300, sensor)
+    np.testing.assert_array_equal(np.concatenate([w.frames for w in windows]), reference.astype(np.float32))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.int16, np.uint8])

@@ -43,6 +43,7 @@ __all__ = [
     "bin_steps_flat",
     "bin_steps_flat_rows",
     "bin_steps_flat_rows_parallel",
+    "bin_step_flat_rows_halves",
     "is_sorted_serial",
 ]
 
@@ -206,6 +207,38 @@ def bin_steps_flat_rows_parallel(rows, bounds, slots, block_a, block_b, fx, fy, 
     for s in range(n_steps):
         for j in range(3):
             totals[j] += tallies[slots[s], j]
+
+
+@njit(cache=True, nogil=True, parallel=True)
+def bin_step_flat_rows_halves(rows, lo, hi, slot, block_a, block_b, fx, fy, fp, size, scratch, tallies, totals):
+    """Events ``lo:hi`` of ``rows`` into ring slot ``slot``, in two halves on two threads (one dense step).
+
+    The first half goes straight into the step's frame, the second into ``scratch`` (flat ``[M]``,
+    zero on entry), which is then added to the frame and zeroed again, each thread over half the
+    pixels. The counts are integers, so the sum is exact: float32 up to 2^24 per pixel, integer
+    dtypes wrap as serial adds would. Tallies as :func:`bin_steps_flat_rows`.
+    """
+    half = block_a.shape[0]
+    frame = block_a[slot] if slot < half else block_b[slot - half]
+    mid = lo + (hi - lo) // 2
+    parts = np.zeros((2, 2), dtype=np.int64)  # (dropped, outside sensor) per half
+    for part in prange(2):
+        index = np.empty(_BLOCK, dtype=np.int32)
+        if part == 0:
+            dropped, off_sensor = _bin_rows(rows, lo, mid, fx, fy, fp, size, frame, index)
+        else:
+            dropped, off_sensor = _bin_rows(rows, mid, hi, fx, fy, fp, size, scratch, index)
+        parts[part, 0] = dropped
+        parts[part, 1] = off_sensor
+    split = size // 2
+    zero = scratch.dtype.type(0)
+    for part in prange(2):
+        a = 0 if part == 0 else split
+        b = split if part == 0 else size
+        for k in range(a, b):
+            frame[k] += scratch[k]
+            scratch[k] = zero
+    _tally(lo, hi, parts[0, 0] + parts[1, 0], parts[0, 1] + parts[1, 1], slot, tallies, totals)
 
 
 @njit(cache=True, nogil=True)

@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import sys
 import time
+from collections import deque
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -26,7 +28,6 @@ import numpy as np
 from evstream import _kernels as K
 from evstream.binning import _flat as F
 from evstream.binning._flat import event_rows
-from evstream.binning._helper import HELPER, SplitStep
 from evstream.binning.frames import PARALLEL_MIN_EVENTS, _clip_value, _new_frames
 from evstream.binning.geometry import Geometry, _sensor
 from evstream.errors import ConfigError, EventFormatError
@@ -36,16 +37,18 @@ __all__ = ["Window", "BinnerStats", "Binner"]
 
 _NO_JUMP = 2**61  # a jump threshold no real stream reaches
 
-SPLIT_MIN_EVENTS = 200_000
+SPLIT_MIN_EVENTS = 50_000
 """With ``parallel=None``, a step with this many events in one push (and at least a frame's pixel
-count, so adding the helper's frame stays cheap) may be binned in parts by the calling thread and
-an opportunistic helper thread (:mod:`evstream.binning._helper`), when that measured faster lately.
-The flat-index kernel bins ~2-3 ns per event, so a 10 ms step of a 10 Mev/s stream (100 k events)
-takes ~0.25 ms serially; handing parts to a thread cost more than that on busy cores (measured:
-10 to 20 ns per event split, 2 to 3 serially), so only steps twice as dense are split."""
+count, so adding the second half's frame stays cheap) may be binned in two halves on two threads
+(:func:`evstream.binning._flat.bin_step_flat_rows_halves`), when that measured faster lately.
+A 10 ms step of a 10 Mev/s stream (100 k events, 640×480 → 128×128) took 0.37-0.40 ms serially
+and 0.27 ms in halves on two idle cores; beside a process busy on both cores every split push
+took 16 ms (the second thread waits for a core), against 0.66 ms serially (median). So each
+dense push goes the way whose last few pushes were faster (see :meth:`Binner._split_pays`)."""
 
-_PART_EVENTS = 16_384  # events per part of a split step
-_PROBE_EVERY = 32  # dense pushes: every 32nd tries the way that was slower lately
+_PROBE_EVERY = 4  # dense pushes between tries of the way that was slower lately ...
+_PROBE_MAX = 1024  # ... doubling up to this while the tries keep losing
+_RECENT = 5  # pushes per way whose median decides
 _POOL_BYTES = 64 * 2**20  # spare window buffers kept: as many as fit here, 2 to 6
 
 
@@ -277,14 +280,16 @@ class Binner:
         self._blocks = [self._pool.take(zero=True), self._pool.take(zero=True)]
         self._threads = numba.get_num_threads()
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-        helper = cores > 1 and self._clip == math.inf
-        # The helper's frame and tallies for its parts of a split step (zero between pushes).
-        self._scratch = np.zeros((1 if helper else 0, *template.shape[1:]), dtype=template.dtype)
-        self._scratch_tallies = np.zeros((1, 3), dtype=np.int64)
-        self._scratch_totals = np.zeros(3, dtype=np.int64)
+        halves = cores > 1 and self._threads > 1 and self._clip == math.inf
+        # The second half's frame of a split step, flat (zero between pushes).
+        self._scratch = np.zeros(template[0].size if halves else 0, dtype=template.dtype)
         self._totals = np.zeros(3, dtype=np.int64)
         self._dense = 0  # dense pushes so far
-        self._pace: list[float | None] = [None, None]  # recent seconds per event: with the helper, without
+        # Seconds per event of the latest dense pushes, split in halves and serial.
+        self._recent: tuple[deque, deque] = (deque(maxlen=_RECENT), deque(maxlen=_RECENT))
+        self._probe_every = _PROBE_EVERY
+        self._probe_at = _PROBE_EVERY  # the dense push that next tries the slower way
+        self._probing = False
         if parallel is None:
             self._split_min = max(SPLIT_MIN_EVENTS, template[0].size)
         else:
@@ -495,21 +500,25 @@ class Binner:
         threads = self._threads > 1 and self.parallel is not False
         if threads and slots.size >= self._threads and (self.parallel or len(ev) >= PARALLEL_MIN_EVENTS):
             self._kernel(ev, rows, bounds, slots, parallel=True)  # many steps: one thread per step
-        elif self.parallel is False or not len(self._scratch) or int(np.diff(bounds).max()) < self._split_min:
+        elif (self.parallel is False or rows is None or not len(self._scratch)
+              or int(np.diff(bounds).max()) < self._split_min):
             self._kernel(ev, rows, bounds, slots)
         elif self.parallel is None and not self._split_pays():
             started = time.perf_counter()
             self._kernel(ev, rows, bounds, slots)
             self._clocked(False, started, len(ev))
         else:
-            # A dense step (e.g. a 10 ms chunk of a fast stream): bin it in parts with the helper.
+            # A dense step (e.g. a 10 ms chunk of a fast stream): bin it in two halves on two threads.
             started = time.perf_counter()
             sizes = np.diff(bounds)
             start = 0
+            a, b = self._blocks
+            fa, fb, flat = a.reshape(len(a), -1), b.reshape(len(b), -1), self._flat
             for s in np.flatnonzero(sizes >= self._split_min).tolist():
                 if s > start:
                     self._kernel(ev, rows, bounds[start:s + 1], slots[start:s])
-                self._split(ev, rows, int(bounds[s]), int(bounds[s + 1]), int(slots[s]))
+                F.bin_step_flat_rows_halves(rows, bounds[s], bounds[s + 1], slots[s], fa, fb, flat.x, flat.y, flat.p,
+                                            flat.size, self._scratch, self._tallies, totals)
                 start = s + 1
             if start < slots.size:
                 self._kernel(ev, rows, bounds[start:], slots[start:])
@@ -520,33 +529,43 @@ class Binner:
         self.stats.dropped_outside_geometry += outside_geometry
 
     def _split_pays(self) -> bool:
-        """Whether dense pushes should use the helper: whichever way bins faster per event lately.
+        """Whether this dense push should bin its dense steps in halves on two threads.
 
-        A helper only helps when a core is free; with every core busy (a loaded machine, a model
-        computing) it costs more than it brings. So both ways are timed (seconds per event, see
-        :meth:`_clocked`) and the faster one is used, serial first, trying the other every
-        ``_PROBE_EVERY``-th dense push in case the load changed.
+        Halves only help when a second core is free; beside a model busy on every core a split
+        push waits milliseconds for its second thread. So both ways are timed (seconds per event,
+        :meth:`_clocked`) and the one whose last ``_RECENT`` pushes have the lower median is
+        taken: serial first, then one split push, then whichever is faster. Every
+        ``_probe_every``-th dense push tries the slower way afresh (its history cleared, so one
+        push decides), in case the load changed; while such tries keep losing, they come half
+        as often (every 4th dense push, 8th, 16th ... up to every 1024th; a win halves the
+        interval again), so a lasting load costs one slow push per ~10 s of a 10 ms-chunk
+        stream, and a first try that was unlucky is soon tried again. A median, not a mean: a
+        push preempted now and then moves it little.
         """
         self._dense += 1
-        split, serial = self._pace
-        if serial is None:
+        split, serial = self._recent
+        if not serial:
             return False
-        if split is None:
+        if not split:
+            self._probing = True
             return True
-        faster = split <= serial
-        return faster != (self._dense % _PROBE_EVERY == 0)
+        faster = statistics.median(split) <= statistics.median(serial)
+        if self._dense < self._probe_at:
+            return faster
+        self._probing = True
+        self._recent[1 if faster else 0].clear()
+        return not faster
 
     def _clocked(self, split: bool, started: float, n: int) -> None:
-        """Record one push's seconds per event: a faster one at once, a slower one by a tenth.
-
-        On a busy machine a push is now and then preempted for milliseconds; a plain running mean
-        then made the serial way look slow and the (slower) split way was taken in up to half the
-        pushes. Lows count at once and highs slowly, so one preempted push moves little while a
-        lasting change of load still shows within ten pushes.
-        """
+        """Record one dense push's seconds per event; after a try of the slower way, set the next."""
         per_event = (time.perf_counter() - started) / max(n, 1)
-        old = self._pace[0 if split else 1]
-        self._pace[0 if split else 1] = per_event if old is None else min(per_event, 0.9 * old + 0.1 * per_event)
+        self._recent[0 if split else 1].append(per_event)
+        if self._probing:
+            self._probing = False
+            other = self._recent[1 if split else 0]
+            lost = bool(other) and per_event > statistics.median(other)
+            self._probe_every = min(2 * self._probe_every, _PROBE_MAX) if lost else max(self._probe_every // 2, _PROBE_EVERY)
+            self._probe_at = self._dense + self._probe_every
 
     def _kernel(self, ev: np.ndarray, rows: np.ndarray | None, bounds: np.ndarray, slots: np.ndarray,
                 parallel: bool = False, blocks: tuple[np.ndarray, np.ndarray] | None = None,
@@ -573,38 +592,6 @@ class Binner:
         kernel = K.bin_steps_parallel if parallel else K.bin_steps
         kernel(ev["x"], ev["y"], ev["p"], bounds, slots, a, b, self.geometry._wide_x, self.geometry._wide_y,
                self._lut_p, self._clip != math.inf, self._clip, tallies, totals)
-
-    def _split(self, ev: np.ndarray, rows: np.ndarray | None, lo: int, hi: int, slot: int) -> None:
-        """Bin events ``lo:hi`` of one step in parts, claimed by this thread and the helper thread.
-
-        This thread's parts go straight into the step, the helper's into its own frame, added to
-        the step afterwards (the counts are integers, so the sum is exact: float32 up to 2^24 per
-        pixel, integer dtypes wrap as serial adds would).
-        """
-        n = hi - lo
-        parts = max(2, n // _PART_EVENTS)
-        mine, theirs = np.array([slot], dtype=np.int64), np.zeros(1, dtype=np.int64)
-        scratch = self._scratch
-
-        def run(part: int, by_helper: bool) -> None:
-            bounds = np.array([lo + n * part // parts, lo + n * (part + 1) // parts], dtype=np.int64)
-            if by_helper:
-                self._kernel(ev, rows, bounds, theirs, blocks=(scratch, scratch), tallies=self._scratch_tallies,
-                             totals=self._scratch_totals)
-            else:
-                self._kernel(ev, rows, bounds, mine)
-
-        task = SplitStep(parts, run)
-        HELPER.offer(task)
-        task.run_all()
-        if task.helped:
-            b, local = divmod(slot, self.steps)
-            self._blocks[b][local] += scratch[0]
-            scratch.fill(0)
-            self._tallies[slot] += self._scratch_tallies[0]
-            self._totals += self._scratch_totals
-            self._scratch_tallies.fill(0)
-            self._scratch_totals.fill(0)
 
     def _close(self, closed: int, out: list[Window]) -> None:
         """Mark steps below ``closed`` final and emit every window they complete."""
