@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PyQt6 import QtCore, QtGui, QtWidgets
 
-from evstream.commands.collect import Prompt, Segment, UserDataset, _prompts, plan_protocol
+from evstream.commands.collect import DEFAULT_TEST_EVERY, Prompt, Segment, UserDataset, _prompts, plan_protocol
 from evstream.dashboard.style import flexible_label, panel_title
 from evstream.errors import EvstreamError
 from evstream.labels import DVS_GESTURE_CLASSES
@@ -91,7 +91,7 @@ class TeachPanel(QtWidgets.QWidget):
 
     command = QtCore.pyqtSignal(str, dict)
 
-    def __init__(self, class_names: tuple[str, ...] | list[str] = DVS_GESTURE_CLASSES, test_every: int = 5,
+    def __init__(self, class_names: tuple[str, ...] | list[str] = DVS_GESTURE_CLASSES, test_every: int = DEFAULT_TEST_EVERY,
                  parent: QtWidgets.QWidget | None = None) -> None:
         super().__init__(parent)
         self.test_every = test_every

@@ -85,6 +85,20 @@ def test_assign_split_holds_out_every_nth_and_an_early_run():
     assert splits == ["train", "test", "train", "train", "test", "train", "train", "train", "train", "test"]
 
 
+def test_by_default_five_runs_keep_four_to_train_on():
+    """The Teach protocol's five runs: one held out (the 2nd), four to train on; ten runs: two held out."""
+    from evstream.commands.collect import DEFAULT_TEST_EVERY
+
+    train = test = 0
+    splits = []
+    for _ in range(12):
+        split = assign_split(train, test, DEFAULT_TEST_EVERY)
+        splits.append(split)
+        train, test = train + (split == "train"), test + (split == "test")
+    assert splits[:5].count("test") == 1 and splits[1] == "test"
+    assert splits[:10].count("test") == 2 and splits[:12].count("test") == 3
+
+
 def test_bad_class_lists_and_folders_get_one_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("x")
