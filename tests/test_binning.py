@@ -646,6 +646,20 @@ def test_readonly_events_and_warmup():
 
 
 
+def test_warmup_compiles_every_kernel_a_live_binner_calls():
+    """In a fresh process (nothing compiled yet), warmup leaves the live Binner's kernels compiled for
+    the frame dtype asked, so the first dense push of a stream is not delayed by the JIT."""
+    import subprocess
+    import sys
+
+    code = ("import numpy as np; from evstream.binning import warmup, _flat; warmup((np.float32,)); "
+            "print([sorted({str(s[4].dtype) for s in k.signatures}) for k in (_flat.bin_steps_flat_rows, "
+            "_flat.bin_steps_flat_rows_parallel, _flat.bin_step_flat_rows_halves)])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str([["float32"]] * 3)
+
+
 def test_real_recording_online_equals_one_shot_and_tonic(shared_data):
     """A real DVXplorer recording (0.59 s, 320x240), fed in 3 ms chunks with t_end, mapped to 128x128."""
     tonic = pytest.importorskip("tonic")

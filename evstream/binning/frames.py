@@ -255,6 +255,9 @@ def warmup(dtypes=(np.float32,), arrays=("writable", "readonly")) -> None:
             if rows is not None:
                 _flat.bin_steps_flat_rows(rows, bounds, slots, *tables)
                 _flat.bin_steps_flat_rows_parallel(rows, bounds, slots, *tables)
+                half = np.zeros(flat.size, dtype=fa.dtype)  # a dense step in two halves
+                _flat.bin_step_flat_rows_halves(rows, bounds[0], bounds[-1], slots[0], fa, fb, flat.x, flat.y, flat.p,
+                                                flat.size, half, tallies, totals)
         K.scan_order(events["t"], 0, 1, 1)
         K.is_sorted(events["t"])
         _flat.is_sorted_serial(events["t"])
