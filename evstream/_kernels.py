@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit, prange
 
 __all__ = [
+    "threadsafe_parallel",
     "BINNED",
     "OUT_OF_SENSOR",
     "OUTSIDE_GEOMETRY",
@@ -423,3 +424,31 @@ def pixel_counts(x, y, counts):
         else:
             counts[yi, xi] += 1
     return outside
+
+
+@njit(cache=True, parallel=True)
+def _start_threads(a):
+    """A trivial parallel kernel: its first call starts numba's threading layer."""
+    for i in prange(a.size):
+        a[i] = i
+
+
+_THREADSAFE: bool | None = None
+
+
+def threadsafe_parallel() -> bool:
+    """Whether two Python threads may run numba ``parallel=True`` kernels at the same time.
+
+    True with the tbb and omp threading layers; False with workqueue (numba's fallback where
+    neither is installed, e.g. macOS without libomp), which aborts the whole process on a
+    concurrent launch ("Concurrent access has been detected"). The pipeline's binner thread and
+    its model thread (the fused inference kernels) would launch concurrently, so the online Binner
+    bins serially on such a machine. Starts the threading layer on the first call.
+    """
+    global _THREADSAFE
+    if _THREADSAFE is None:
+        import numba
+
+        _start_threads(np.zeros(2, dtype=np.int64))
+        _THREADSAFE = numba.threading_layer() != "workqueue"
+    return _THREADSAFE

@@ -3,6 +3,8 @@ count split), chunking invariance of the online Binner, geometry, and every docu
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -644,6 +646,45 @@ def test_readonly_events_and_warmup():
     got = push_all(Binner(SENSOR, step_us=50_000, steps=2, dtype=np.int16), [view])
     np.testing.assert_array_equal(np.concatenate([w.frames for w in got]), reference_frames(ev, int(ev["t"][0]), 50_000, 2 * len(got), SENSOR))
 
+
+
+def test_binner_beside_a_parallel_model_thread_under_the_workqueue_layer():
+    """numba's workqueue threading layer aborts the process when two threads launch parallel
+    kernels at once. A dense-chunk Binner in one thread beside another thread's parallel kernels
+    (as the pipeline's model thread runs the fused inference) must then bin serially: the process
+    lives and the frames are exact."""
+    import subprocess
+    import sys
+
+    code = """
+import threading, numpy as np
+from evstream import _kernels as K
+from evstream.binning import Binner, bin_events, Geometry
+from evstream.events import SensorSize
+from tests.helpers import random_events
+assert not K.threadsafe_parallel()
+sensor = SensorSize(64, 48)
+ev = random_events(600_000, sensor, duration_us=100_000, seed=5)
+stop = threading.Event()
+def other():
+    a = np.zeros(1_000_000, dtype=np.int64)
+    while not stop.is_set():
+        K._start_threads(a)
+worker = threading.Thread(target=other); worker.start()
+try:
+    binner = Binner(sensor, step_us=10_000, steps=1, t0=0, parallel=True)
+    edges = np.searchsorted(ev["t"], np.arange(0, 100_001, 10_000))
+    frames = [w.frames for a, b in zip(edges[:-1], edges[1:]) for w in binner.push(ev[a:b])]
+    frames += [w.frames for w in binner.finish()]
+finally:
+    stop.set(); worker.join()
+np.testing.assert_array_equal(np.concatenate(frames), bin_events(ev, 0, 10_000, 10, Geometry(sensor), parallel=False))
+print("ok")
+"""
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-2000:]
 
 
 def test_warmup_compiles_every_kernel_a_live_binner_calls():

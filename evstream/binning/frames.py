@@ -259,6 +259,7 @@ def warmup(dtypes=(np.float32,), arrays=("writable", "readonly")) -> None:
                 _flat.bin_step_flat_rows_halves(rows, bounds[0], bounds[-1], slots[0], fa, fb, flat.x, flat.y, flat.p,
                                                 flat.size, half, tallies, totals)
         K.scan_order(events["t"], 0, 1, 1)
+        K.threadsafe_parallel()  # starts numba's threading layer (every Binner asks)
         K.is_sorted(events["t"])
         _flat.is_sorted_serial(events["t"])
         filters.BackgroundActivityFilter(sensor)(events)

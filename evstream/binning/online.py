@@ -200,7 +200,9 @@ class Binner:
         on_disorder: ``"sort"``, ``"drop"`` or ``"raise"``.
         parallel: ``None`` = one thread per step from ``PARALLEL_MIN_EVENTS`` events per push
             over several steps, and a step holding ``SPLIT_MIN_EVENTS`` events or more (a dense
-            chunk) split over threads; ``True`` = always parallel; ``False`` = serial.
+            chunk) split over threads; ``True`` = always parallel; ``False`` = serial. Serial
+            whatever this says when numba's threading layer is workqueue (see
+            :func:`evstream._kernels.threadsafe_parallel`).
         t0: anchor of step 0, µs; ``None`` = from the first push.
         reset_us: a jump back larger than this is a timestamp reset (time mode).
         max_gap_us: a jump ahead larger than this re-anchors instead of emitting empty windows.
@@ -278,7 +280,9 @@ class Binner:
         # The ring of cap slots as two blocks of `steps` slots: with hop_steps == steps a window
         # is exactly one block, handed out whole (no copy) and replaced by a free pooled buffer.
         self._blocks = [self._pool.take(zero=True), self._pool.take(zero=True)]
-        self._threads = numba.get_num_threads()
+        # Threads for parallel kernels: one when numba's threading layer cannot take launches from
+        # two threads at once (workqueue), since the pipeline's model thread launches its own.
+        self._threads = numba.get_num_threads() if K.threadsafe_parallel() else 1
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
         halves = cores > 1 and self._threads > 1 and self._clip == math.inf
         # The second half's frame of a split step, flat (zero between pushes).
