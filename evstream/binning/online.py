@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import os
-import statistics
 import sys
 import time
 from collections import deque
@@ -46,10 +45,24 @@ and 0.27 ms in halves on two idle cores; beside a process busy on both cores eve
 took 16 ms (the second thread waits for a core), against 0.66 ms serially (median). So each
 dense push goes the way whose last few pushes were faster (see :meth:`Binner._split_pays`)."""
 
-_PROBE_EVERY = 4  # dense pushes between tries of the way that was slower lately ...
-_PROBE_MAX = 1024  # ... doubling up to this while the tries keep losing
-_RECENT = 5  # pushes per way whose median decides
+_PROBE_EVERY = 8  # dense pushes between tries of the way that was slower lately ...
+_PROBE_MAX = 1024  # ... four times more up to this while the tries keep losing
+_RECENT = 8  # pushes per way whose trimmed mean decides (see _cost)
 _POOL_BYTES = 64 * 2**20  # spare window buffers kept: as many as fit here, 2 to 6
+
+
+def _cost(samples) -> float:
+    """Mean seconds per event of a way's latest dense pushes, leaving out the slowest of three or more.
+
+    A mean, because throughput is what counts: beside a busy model, halves were fast on most
+    pushes and took 4-8 ms on one in ten or so (waiting for the second core), which a median
+    hides (it chose halves and lost ~40 % against serial). Without its slowest push, because any
+    push is now and then preempted for milliseconds, and one such push should not flip the choice.
+    """
+    values = sorted(samples)
+    if len(values) >= 3:
+        values = values[:-1]
+    return sum(values) / len(values)
 
 
 def _references(buffers: list, i: int) -> int:
@@ -291,7 +304,7 @@ class Binner:
         self._dense = 0  # dense pushes so far
         # Seconds per event of the latest dense pushes, split in halves and serial.
         self._recent: tuple[deque, deque] = (deque(maxlen=_RECENT), deque(maxlen=_RECENT))
-        self._probe_every = _PROBE_EVERY
+        self._probe_every = _PROBE_EVERY // 4  # so a first try that loses sets _PROBE_EVERY
         self._probe_at = _PROBE_EVERY  # the dense push that next tries the slower way
         self._probing = False
         if parallel is None:
@@ -537,14 +550,15 @@ class Binner:
 
         Halves only help when a second core is free; beside a model busy on every core a split
         push waits milliseconds for its second thread. So both ways are timed (seconds per event,
-        :meth:`_clocked`) and the one whose last ``_RECENT`` pushes have the lower median is
-        taken: serial first, then one split push, then whichever is faster. Every
+        :meth:`_clocked`) and the one whose last ``_RECENT`` pushes cost less per event
+        (:func:`_cost`) is taken: serial first, then one split push, then whichever is faster. Every
         ``_probe_every``-th dense push tries the slower way afresh (its history cleared, so one
-        push decides), in case the load changed; while such tries keep losing, they come half
-        as often (every 4th dense push, 8th, 16th ... up to every 1024th; a win halves the
-        interval again), so a lasting load costs one slow push per ~10 s of a 10 ms-chunk
-        stream, and a first try that was unlucky is soon tried again. A median, not a mean: a
-        push preempted now and then moves it little.
+        push decides), in case the load changed; while such tries keep losing, they come four
+        times rarer (8, 32, 128, 512, then every 1024 dense pushes; a win switches ways and
+        leaves the interval: under load a try now and then wins by luck, and the next push of
+        that way, slow again, switches back), so a lasting load costs one slow push per ~10 s of
+        a 10 ms-chunk stream and about five in its first 10 s, and a first try that was unlucky
+        is tried again 80 ms later.
         """
         self._dense += 1
         split, serial = self._recent
@@ -553,7 +567,7 @@ class Binner:
         if not split:
             self._probing = True
             return True
-        faster = statistics.median(split) <= statistics.median(serial)
+        faster = _cost(split) <= _cost(serial)
         if self._dense < self._probe_at:
             return faster
         self._probing = True
@@ -567,8 +581,9 @@ class Binner:
         if self._probing:
             self._probing = False
             other = self._recent[1 if split else 0]
-            lost = bool(other) and per_event > statistics.median(other)
-            self._probe_every = min(2 * self._probe_every, _PROBE_MAX) if lost else max(self._probe_every // 2, _PROBE_EVERY)
+            lost = bool(other) and per_event > _cost(other)
+            if lost:
+                self._probe_every = min(4 * self._probe_every, _PROBE_MAX)
             self._probe_at = self._dense + self._probe_every
 
     def _kernel(self, ev: np.ndarray, rows: np.ndarray | None, bounds: np.ndarray, slots: np.ndarray,
