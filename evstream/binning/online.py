@@ -443,17 +443,17 @@ class Binner:
     def _bin_time(self, ev: np.ndarray, out: list[Window]) -> None:
         step = self.step_us
         t = ev["t"]
-        late = int(np.searchsorted(t, self._t0 + self._closed * step, side="left"))
+        late = int(t.searchsorted(self._t0 + self._closed * step, side="left"))
         self.stats.dropped_late += late
         ev, t = ev[late:], t[late:]
         while len(ev):
             limit = self._t0 + (self._base + self._cap) * step
-            k = int(np.searchsorted(t, limit, side="left"))
+            k = int(t.searchsorted(limit, side="left"))
             if k:
                 first = (int(t[0]) - self._t0) // step
                 last = (int(t[k - 1]) - self._t0) // step
                 edges = self._t0 + np.arange(first, last + 2, dtype=np.int64) * step
-                bounds = np.searchsorted(t[:k], edges, side="left").astype(np.int64)
+                bounds = t[:k].searchsorted(edges, side="left").astype(np.int64)
                 self._bin(ev[:k], bounds, np.arange(first, last + 1, dtype=np.int64))
             self._tmax = max(self._tmax, int(t[k - 1] if k == len(ev) else t[k]))
             self._close((self._tmax - self._t0) // step, out)
@@ -504,13 +504,14 @@ class Binner:
         Steps before ``_base`` belong to no window (``hop_steps > steps`` leaves gaps): their
         events are skipped and counted.
         """
-        skip = int(np.searchsorted(abs_steps, self._base, side="left"))
+        skip = int(abs_steps.searchsorted(self._base, side="left"))
         if skip:
             self.stats.dropped_between_windows += int(bounds[skip] - bounds[0])
             abs_steps, bounds = abs_steps[skip:], bounds[skip:]
             if not abs_steps.size:
                 return
         slots = abs_steps % self._cap
+        sizes = bounds[1:] - bounds[:-1]  # events per step
         totals = self._totals
         totals.fill(0)
         rows = event_rows(ev) if self._clip == math.inf else None
@@ -518,7 +519,7 @@ class Binner:
         if threads and slots.size >= self._threads and (self.parallel or len(ev) >= PARALLEL_MIN_EVENTS):
             self._kernel(ev, rows, bounds, slots, parallel=True)  # many steps: one thread per step
         elif (self.parallel is False or rows is None or not len(self._scratch)
-              or int(np.diff(bounds).max()) < self._split_min):
+              or int(sizes.max()) < self._split_min):
             self._kernel(ev, rows, bounds, slots)
         elif self.parallel is None and not self._split_pays():
             started = time.perf_counter()
@@ -527,7 +528,6 @@ class Binner:
         else:
             # A dense step (e.g. a 10 ms chunk of a fast stream): bin it in two halves on two threads.
             started = time.perf_counter()
-            sizes = np.diff(bounds)
             start = 0
             a, b = self._blocks
             fa, fb, flat = a.reshape(len(a), -1), b.reshape(len(b), -1), self._flat
