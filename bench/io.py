@@ -6,7 +6,7 @@ decoder runs ``--repeat`` times, interleaved; the best time counts. Figures are 
 against dv-processing two ways: reading the whole file into one array
 (``MonoCameraRecording.getNextEventBatch`` + concatenation, formats.md §7.3), and its packet loop
 (``getNextEventBatch`` + ``numpy()``, nothing kept), the anchor of the streaming paths: our
-reader's ``iter_packets`` (default threads: one per idle core; and forced inline / 2 threads)
+reader's ``iter_packets`` (default threads: two while a core is idle, else inline; and forced inline / 2 threads)
 and ``open_source(path, speed=None)``, the replay source that ``main.py --replay --speed max``
 and ``eval --stream`` read through (issue 18, item 1: target >= 1.5x dv-processing's packet
 loop). Beside each wall time, the best process CPU time (all threads), which machine load moves

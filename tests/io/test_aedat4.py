@@ -131,11 +131,12 @@ def test_thread_counts_and_table_agree(tmp_path, threads, table):
 
 
 @pytest.mark.parametrize("threads,cores,load,workers", [
-    (None, {0, 1}, 0.1, 2), (None, {0, 1}, 0.8, 1), (None, {0, 1}, 5.6, 0), (None, set(range(8)), 1.0, 2),
+    (None, {0, 1}, 0.1, 2), (None, {0, 1}, 0.8, 2), (None, {0, 1}, 1.5, 0), (None, {0, 1}, 5.6, 0),
+    (None, set(range(8)), 1.0, 2),
     (None, {3}, 0.0, 0), (2, {0}, 0.0, 0), (3, {0, 1}, 9.0, 2), (1, {0, 1}, 0.0, 1), (0, {0, 1}, 0.0, 0)])
 def test_decode_threads_follow_cores_and_load(tmp_path, monkeypatch, threads, cores, load, workers):
-    # One thread per idle core by default (threads on busy cores cost more than they save), none
-    # on one core; an explicit count is kept up to the cores; the events do not depend on it.
+    # Two threads by default while a core is idle, else none (threads on busy cores cost more than
+    # they save, and a single worker only adds hand-offs), none on one core; an explicit count is kept up to the cores; the events do not depend on it.
     import evstream.io.aedat4 as aedat4
 
     events = random_events(70_000, seed=4)
