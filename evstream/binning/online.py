@@ -41,8 +41,8 @@ SPLIT_MIN_EVENTS = 50_000
 count, so adding the second half's frame stays cheap) may be binned in two halves on two threads
 (:func:`evstream.binning._flat.bin_step_flat_rows_halves`), when that measured faster lately.
 A 10 ms step of a 10 Mev/s stream (100 k events, 640×480 → 128×128) took 0.37-0.40 ms serially
-and 0.27 ms in halves on two idle cores; beside a process busy on both cores every split push
-took 16 ms (the second thread waits for a core), against 0.66 ms serially (median). So each
+and 0.27 ms in halves on two idle cores; beside a process busy on both cores a split push took
+16-35 ms when the second thread found no core, against 0.66 ms serially (median). So each
 dense push goes the way whose last few pushes were faster (see :meth:`Binner._split_pays`)."""
 
 _PROBE_EVERY = 8  # dense pushes between tries of the way that was slower lately ...
@@ -305,7 +305,7 @@ class Binner:
         # Seconds per event of the latest dense pushes, split in halves and serial.
         self._recent: tuple[deque, deque] = (deque(maxlen=_RECENT), deque(maxlen=_RECENT))
         self._probe_every = _PROBE_EVERY // 4  # so a first try that loses sets _PROBE_EVERY
-        self._probe_at = _PROBE_EVERY  # the dense push that next tries the slower way
+        self._probe_at = 0  # the dense push that next tries the slower way (set by the first try)
         self._probing = False
         if parallel is None:
             self._split_min = max(SPLIT_MIN_EVENTS, template[0].size)
@@ -587,18 +587,15 @@ class Binner:
             self._probe_at = self._dense + self._probe_every
 
     def _kernel(self, ev: np.ndarray, rows: np.ndarray | None, bounds: np.ndarray, slots: np.ndarray,
-                parallel: bool = False, blocks: tuple[np.ndarray, np.ndarray] | None = None,
-                tallies: np.ndarray | None = None, totals: np.ndarray | None = None) -> None:
-        """Bin ``bounds[s]:bounds[s + 1]`` into ring slots ``slots[s]`` of ``blocks`` (the open steps).
+                parallel: bool = False) -> None:
+        """Bin ``bounds[s]:bounds[s + 1]`` into ring slots ``slots[s]`` of the open steps' blocks.
 
         Without clipping through the flat-index kernels (:mod:`evstream.binning._flat`), over
         ``rows`` (the events as ``uint16`` rows, see ``event_rows``) when given; clipped with
         :mod:`evstream._kernels`' kernels, which read each pixel before adding.
         """
-        a, b = self._blocks if blocks is None else blocks
-        tallies = self._tallies if tallies is None else tallies
-        totals = self._totals if totals is None else totals
-        flat = self._flat
+        a, b = self._blocks
+        tallies, totals, flat = self._tallies, self._totals, self._flat
         if self._clip == math.inf and (rows is not None or not parallel):
             fa, fb = a.reshape(len(a), flat.size), b.reshape(len(b), flat.size)
             if rows is None:
